@@ -1,0 +1,425 @@
+#include "io/convert.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/gguf.h"
+#include "io/model_store.h"
+#include "io/safetensors.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---- helpers --------------------------------------------------------------------------------
+
+json read_json_file(const fs::path& p) {
+  std::ifstream in(p);
+  TESSERA_CHECK(in, p.string() << ": cannot open");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    TESSERA_FAIL(p.string() << ": not valid JSON (" << e.what() << ")");
+  }
+}
+
+template <typename T>
+T get_or(const json& j, const std::string& key, T fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  return it->get<T>();
+}
+
+DType stored_dtype(const std::string& option, DType source) {
+  if (option == "auto")
+    return (source == DType::kF16 || source == DType::kBF16) ? source : DType::kF32;
+  TESSERA_CHECK(option == "f32" || option == "f16" || option == "bf16",
+                "--dtype must be auto, f32, f16 or bf16, not '" << option << "'");
+  return dtype_from_name(option);
+}
+
+// Maps a per-layer tensor suffix of one naming scheme to the canonical one.
+struct NameMap {
+  const char* from;
+  const char* to;
+};
+
+// llama.cpp names -> canonical names.
+constexpr NameMap kGgufLayerNames[] = {
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_q.bias", "self_attn.q_proj.bias"},
+    {"attn_k.bias", "self_attn.k_proj.bias"},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+};
+
+// Hugging Face per-layer names that tessera knows (the canonical names are the same).
+constexpr const char* kHfLayerNames[] = {
+    "input_layernorm.weight",  "self_attn.q_proj.weight",         "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight", "self_attn.q_proj.bias",           "self_attn.k_proj.bias",
+    "self_attn.v_proj.bias",   "self_attn.o_proj.weight",         "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",    "mlp.up_proj.weight",              "mlp.down_proj.weight",
+};
+
+// Splits "<prefix><N>.<rest>" into layer N and rest; false when name does not start with prefix.
+bool split_layer(const std::string& name, const std::string& prefix, int64_t& layer,
+                 std::string& rest) {
+  if (name.rfind(prefix, 0) != 0) return false;
+  const size_t dot = name.find('.', prefix.size());
+  if (dot == std::string::npos) return false;
+  const std::string num = name.substr(prefix.size(), dot - prefix.size());
+  if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) return false;
+  layer = std::stoll(num);
+  rest = name.substr(dot + 1);
+  return true;
+}
+
+void check_complete(const ModelConfig& c, const std::vector<std::string>& written,
+                    const std::string& where) {
+  std::vector<std::string> need = {"embed_tokens.weight", "norm.weight"};
+  if (!c.tie_word_embeddings) need.push_back("lm_head.weight");
+  for (int64_t i = 0; i < c.num_layers; ++i)
+    for (const char* s : kHfLayerNames) {
+      const std::string n = s;
+      if (!c.attention_bias && n.find(".bias") != std::string::npos) continue;
+      need.push_back("layers." + std::to_string(i) + "." + n);
+    }
+  for (const auto& n : need)
+    TESSERA_CHECK(std::find(written.begin(), written.end(), n) != written.end(),
+                  where << ": tensor for '" << n << "' is missing");
+}
+
+void report(const ConvertOptions& o, const std::string& msg) {
+  if (!o.quiet) std::fprintf(stderr, "tessera convert: %s\n", msg.c_str());
+}
+
+// ---- GGUF -----------------------------------------------------------------------------------
+
+ConvertReport convert_gguf(const std::string& input, const std::string& output,
+                           const ConvertOptions& opt) {
+  GgufFile gguf = GgufFile::open(input);
+  const json& md = gguf.metadata();
+  ConvertReport rep;
+  rep.config = config_from_gguf(md, input);
+  ModelConfig& c = rep.config;
+  c.tie_word_embeddings = gguf.find("output.weight") == nullptr;
+  c.attention_bias = gguf.find("blk.0.attn_q.bias") != nullptr;
+  // The embedding table's rows are the model's vocabulary, whatever the metadata says.
+  if (const GgufTensorInfo* e = gguf.find("token_embd.weight")) c.vocab_size = e->shape[0];
+  c.validate();
+  TokenizerData tok = tokenizer_from_gguf(md, input);
+
+  ModelWriter w(output);
+  w.write_config(c, "gguf:" + fs::path(input).filename().string());
+  w.write_tokenizer(tok);
+  // llama.cpp permutes q/k rows for interleaved RoPE for the llama architecture only.
+  const bool permuted = md.value("general.architecture", "") == "llama";
+  std::vector<std::string> written;
+  for (const GgufTensorInfo& t : gguf.tensors()) {
+    std::string name;
+    int64_t layer = 0;
+    std::string rest;
+    if (t.name == "token_embd.weight") {
+      name = "embed_tokens.weight";
+    } else if (t.name == "output_norm.weight") {
+      name = "norm.weight";
+    } else if (t.name == "output.weight") {
+      name = "lm_head.weight";
+    } else if (t.name == "rope_freqs.weight") {
+      name = "rope_freqs.weight";
+    } else if (split_layer(t.name, "blk.", layer, rest)) {
+      for (const NameMap& m : kGgufLayerNames)
+        if (rest == m.from) name = "layers." + std::to_string(layer) + "." + m.to;
+      TESSERA_CHECK(layer < c.num_layers, input << ": tensor " << t.name << " is past layer "
+                                                 << c.num_layers - 1);
+    }
+    TESSERA_CHECK(!name.empty(), input << ": unknown tensor '" << t.name
+                                       << "' (tessera knows the Llama-family tensors only)");
+    std::vector<float> values = gguf.read_f32(t);
+    if (permuted && (rest == "attn_q.weight" || rest == "attn_k.weight" ||
+                     rest == "attn_q.bias" || rest == "attn_k.bias")) {
+      const int64_t heads = rest.rfind("attn_q", 0) == 0 ? c.num_heads : c.num_kv_heads;
+      unpermute_rope_rows(values.data(), heads, c.head_dim, t.shape.size() == 2 ? t.shape[1] : 1);
+    }
+    const DType src = t.ggml_type == 1 ? DType::kF16 : t.ggml_type == 30 ? DType::kBF16 : DType::kF32;
+    const DType dt = stored_dtype(opt.dtype, src);
+    w.write_weight(name, t.shape, values.data(), dt);
+    written.push_back(name);
+    ++rep.tensors;
+    rep.bytes_written += values.size() * dtype_size(dt);
+  }
+  check_complete(c, written, input);
+  w.finish();
+  return rep;
+}
+
+// ---- Hugging Face ---------------------------------------------------------------------------
+
+std::string read_chat_template(const fs::path& dir, const json& tok_config) {
+  if (fs::exists(dir / "chat_template.jinja")) {
+    std::ifstream in(dir / "chat_template.jinja");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  if (fs::exists(dir / "chat_template.json")) {
+    json j = read_json_file(dir / "chat_template.json");
+    if (j.contains("chat_template") && j["chat_template"].is_string()) return j["chat_template"];
+  }
+  auto it = tok_config.find("chat_template");
+  if (it == tok_config.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array())  // [{name, template}, ...]: the default one
+    for (const json& t : *it)
+      if (t.value("name", "") == "default") return t.value("template", "");
+  return "";
+}
+
+ConvertReport convert_hf(const std::string& input, const std::string& output,
+                         const ConvertOptions& opt) {
+  const fs::path dir(input);
+  TESSERA_CHECK(fs::exists(dir / "config.json"), input << ": no config.json (not a Hugging Face "
+                                                          "checkpoint folder)");
+  const json cfg = read_json_file(dir / "config.json");
+  ConvertReport rep;
+  rep.config = config_from_hf(cfg, (dir / "config.json").string());
+  ModelConfig& c = rep.config;
+
+  TESSERA_CHECK(fs::exists(dir / "tokenizer.json"),
+                input << ": tokenizer.json is missing (tessera needs the model's tokenizer)");
+  const json tok_json = read_json_file(dir / "tokenizer.json");
+  json tok_config = fs::exists(dir / "tokenizer_config.json")
+                        ? read_json_file(dir / "tokenizer_config.json")
+                        : json::object();
+  TokenizerData tok;
+  try {
+    tok = tokenizer_data_from_hf(tok_json, tok_config);
+  } catch (const Error& e) {
+    TESSERA_FAIL((dir / "tokenizer.json").string() << ": " << e.what());
+  }
+  tok.chat_template = read_chat_template(dir, tok_config);
+  // End-of-generation ids: the config's and the generation config's eos ids (int or list).
+  auto add_stops = [&](const json& j) {
+    auto it = j.find("eos_token_id");
+    if (it == j.end()) return;
+    std::vector<int32_t> ids;
+    if (it->is_number_integer()) ids.push_back(it->get<int32_t>());
+    if (it->is_array())
+      for (const json& v : *it) ids.push_back(v.get<int32_t>());
+    for (int32_t id : ids)
+      if (std::find(tok.stop_ids.begin(), tok.stop_ids.end(), id) == tok.stop_ids.end())
+        tok.stop_ids.push_back(id);
+  };
+  add_stops(cfg);
+  if (fs::exists(dir / "generation_config.json")) add_stops(read_json_file(dir / "generation_config.json"));
+
+  SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open_dir(input);
+  ModelWriter w(output);
+  w.write_config(c, "huggingface:" + fs::absolute(dir).filename().string());
+  w.write_tokenizer(tok);
+  std::vector<std::string> written;
+  for (const SafetensorsTensorInfo& t : ckpt.tensors()) {
+    std::string name = t.name;
+    if (name.rfind("model.", 0) == 0) name = name.substr(6);
+    int64_t layer = 0;
+    std::string rest;
+    bool known = name == "embed_tokens.weight" || name == "norm.weight" || name == "lm_head.weight";
+    if (split_layer(name, "layers.", layer, rest)) {
+      if (rest == "self_attn.rotary_emb.inv_freq") continue;  // a buffer old checkpoints saved
+      for (const char* s : kHfLayerNames) known |= rest == s;
+      TESSERA_CHECK(layer < c.num_layers,
+                    input << ": tensor " << t.name << " is past layer " << c.num_layers - 1);
+    }
+    TESSERA_CHECK(known, input << ": unknown tensor '" << t.name
+                               << "' (tessera knows the Llama-family tensors only)");
+    if (name == "lm_head.weight" && c.tie_word_embeddings) continue;  // a saved copy of the tie
+    if (!c.attention_bias && name.find("_proj.bias") != std::string::npos)
+      TESSERA_FAIL(input << ": tensor " << t.name << " is a bias but the config has none");
+    std::vector<float> values = ckpt.read_f32(t.name);
+    const DType src = t.dtype == "F16" ? DType::kF16 : t.dtype == "BF16" ? DType::kBF16 : DType::kF32;
+    const DType dt = stored_dtype(opt.dtype, src);
+    w.write_weight(name, t.shape, values.data(), dt);
+    written.push_back(name);
+    ++rep.tensors;
+    rep.bytes_written += values.size() * dtype_size(dt);
+  }
+  check_complete(c, written, input);
+  w.finish();
+  return rep;
+}
+
+}  // namespace
+
+void unpermute_rope_rows(float* data, int64_t heads, int64_t head_dim, int64_t cols) {
+  // GGUF row 2*i + p of a head came from Hugging Face row p * head_dim/2 + i.
+  const int64_t half = head_dim / 2;
+  std::vector<float> tmp(static_cast<size_t>(head_dim * cols));
+  for (int64_t h = 0; h < heads; ++h) {
+    float* block = data + h * head_dim * cols;
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t p = 0; p < 2; ++p)
+        std::copy_n(block + (2 * i + p) * cols, cols, tmp.data() + (p * half + i) * cols);
+    std::copy(tmp.begin(), tmp.end(), block);
+  }
+}
+
+ModelConfig config_from_hf(const json& j, const std::string& where) {
+  TESSERA_CHECK(j.is_object(), where << ": config is not a JSON object");
+  const std::string type = get_or<std::string>(j, "model_type", "");
+  TESSERA_CHECK(is_supported_architecture(type),
+                where << ": architecture '" << (type.empty() ? "(none)" : type)
+                      << "' is not supported (tessera runs llama, mistral and qwen2)");
+  ModelConfig c;
+  try {
+    c.architecture = type;
+    c.vocab_size = j.at("vocab_size");
+    c.hidden_size = j.at("hidden_size");
+    c.intermediate_size = j.at("intermediate_size");
+    c.num_layers = j.at("num_hidden_layers");
+    c.num_heads = j.at("num_attention_heads");
+    c.num_kv_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_heads);
+    c.head_dim = get_or<int64_t>(j, "head_dim", c.num_heads ? c.hidden_size / c.num_heads : 0);
+    c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", 4096);
+    c.rms_norm_eps = get_or<float>(j, "rms_norm_eps", 1e-6f);
+    c.rope_theta = get_or<float>(j, "rope_theta", 10000.0f);
+    if (j.contains("rope_parameters") && j["rope_parameters"].is_object())  // transformers >= 5
+      c.rope_theta = get_or<float>(j["rope_parameters"], "rope_theta", c.rope_theta);
+    c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", false);
+    c.attention_bias = type == "qwen2" ? true : get_or<bool>(j, "attention_bias", false);
+    TESSERA_CHECK(!get_or<bool>(j, "mlp_bias", false), where << ": mlp_bias is not supported");
+    json rs = j.contains("rope_scaling") ? j["rope_scaling"] : json();
+    if ((rs.is_null() || !rs.is_object()) && j.contains("rope_parameters")) rs = j["rope_parameters"];
+    if (rs.is_object()) {
+      const std::string rt = rs.contains("rope_type") ? rs["rope_type"].get<std::string>()
+                                                      : get_or<std::string>(rs, "type", "default");
+      if (rt == "llama3") {
+        c.rope_scaling.type = ops::RopeScaling::Type::kLlama3;
+        c.rope_scaling.factor = rs.at("factor");
+        c.rope_scaling.low_freq_factor = rs.at("low_freq_factor");
+        c.rope_scaling.high_freq_factor = rs.at("high_freq_factor");
+        c.rope_scaling.original_max_position = rs.at("original_max_position_embeddings");
+      } else if (rt == "linear") {
+        c.rope_scaling.type = ops::RopeScaling::Type::kLinear;
+        c.rope_scaling.factor = rs.at("factor");
+      } else {
+        TESSERA_CHECK(rt == "default", where << ": rope scaling '" << rt << "' is not supported");
+      }
+    }
+  } catch (const json::exception& e) {
+    TESSERA_FAIL(where << ": " << e.what());
+  }
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    TESSERA_FAIL(where << ": " << e.what());
+  }
+  return c;
+}
+
+ModelConfig config_from_gguf(const json& md, const std::string& where) {
+  const std::string arch = md.value("general.architecture", "");
+  TESSERA_CHECK(arch == "llama" || arch == "qwen2",
+                where << ": architecture '" << (arch.empty() ? "(none)" : arch)
+                      << "' is not supported (tessera runs llama, mistral and qwen2)");
+  auto key = [&](const std::string& k) { return arch + "." + k; };
+  auto need = [&](const std::string& k) -> const json& {
+    auto it = md.find(key(k));
+    TESSERA_CHECK(it != md.end(), where << ": metadata " << key(k) << " is missing");
+    return *it;
+  };
+  ModelConfig c;
+  try {
+    c.architecture = arch;
+    c.num_layers = need("block_count");
+    c.hidden_size = need("embedding_length");
+    c.intermediate_size = need("feed_forward_length");
+    c.num_heads = need("attention.head_count");
+    c.num_kv_heads = md.value(key("attention.head_count_kv"), c.num_heads);
+    c.head_dim = md.value(key("attention.key_length"), c.hidden_size / c.num_heads);
+    c.max_position_embeddings = md.value(key("context_length"), int64_t(4096));
+    c.rms_norm_eps = md.value(key("attention.layer_norm_rms_epsilon"), 1e-5f);
+    c.rope_theta = md.value(key("rope.freq_base"), 10000.0f);
+    const int64_t rot = md.value(key("rope.dimension_count"), c.head_dim);
+    TESSERA_CHECK(rot == c.head_dim, where << ": partial rotary embeddings (" << rot << " of "
+                                           << c.head_dim << " dimensions) are not supported");
+    const std::string scaling = md.value(key("rope.scaling.type"), std::string("none"));
+    if (scaling == "linear") {
+      c.rope_scaling.type = ops::RopeScaling::Type::kLinear;
+      c.rope_scaling.factor = md.value(key("rope.scaling.factor"), 1.0f);
+    } else {
+      TESSERA_CHECK(scaling == "none", where << ": rope scaling '" << scaling << "' is not supported");
+    }
+    if (md.contains("tokenizer.ggml.tokens")) c.vocab_size = int64_t(md["tokenizer.ggml.tokens"].size());
+    c.vocab_size = md.value(key("vocab_size"), c.vocab_size);
+  } catch (const json::exception& e) {
+    TESSERA_FAIL(where << ": bad metadata: " << e.what());
+  }
+  return c;
+}
+
+TokenizerData tokenizer_from_gguf(const json& md, const std::string& where) {
+  TESSERA_CHECK(md.contains("tokenizer.ggml.model") && md.contains("tokenizer.ggml.tokens"),
+                where << ": the file has no tokenizer (tokenizer.ggml.model / tokens missing)");
+  TokenizerData t;
+  try {
+    const std::string model = md["tokenizer.ggml.model"];
+    if (model == "gpt2") {
+      t.model = "bpe_byte";
+      t.pre = pre_tokenizer_from_gguf(md.value("tokenizer.ggml.pre", std::string("default")));
+      t.add_bos = md.value("tokenizer.ggml.add_bos_token", false);
+    } else if (model == "llama") {
+      t.model = "bpe_sp";
+      t.add_bos = md.value("tokenizer.ggml.add_bos_token", true);
+      t.add_space_prefix = md.value("tokenizer.ggml.add_space_prefix", true);
+    } else {
+      TESSERA_FAIL(where << ": tokenizer model '" << model
+                         << "' is not supported (gpt2-style byte BPE and llama SentencePiece are)");
+    }
+    t.tokens = md["tokenizer.ggml.tokens"].get<std::vector<std::string>>();
+    if (md.contains("tokenizer.ggml.scores")) t.scores = md["tokenizer.ggml.scores"].get<std::vector<float>>();
+    if (md.contains("tokenizer.ggml.token_type"))
+      t.token_types = md["tokenizer.ggml.token_type"].get<std::vector<int32_t>>();
+    if (md.contains("tokenizer.ggml.merges"))
+      t.merges = md["tokenizer.ggml.merges"].get<std::vector<std::string>>();
+    t.bos_id = md.value("tokenizer.ggml.bos_token_id", -1);
+    t.eos_id = md.value("tokenizer.ggml.eos_token_id", -1);
+    t.unk_id = md.value("tokenizer.ggml.unknown_token_id", -1);
+    t.pad_id = md.value("tokenizer.ggml.padding_token_id", -1);
+    t.add_eos = md.value("tokenizer.ggml.add_eos_token", false);
+    t.chat_template = md.value("tokenizer.chat_template", std::string());
+    for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                          "tokenizer.ggml.eom_token_id"}) {
+      const int32_t id = md.value(k, -1);
+      if (id >= 0 && std::find(t.stop_ids.begin(), t.stop_ids.end(), id) == t.stop_ids.end())
+        t.stop_ids.push_back(id);
+    }
+  } catch (const json::exception& e) {
+    TESSERA_FAIL(where << ": bad tokenizer metadata: " << e.what());
+  }
+  const int32_t n = int32_t(t.tokens.size());
+  for (int32_t id : {t.bos_id, t.eos_id})
+    TESSERA_CHECK(id < n, where << ": special token id " << id << " is outside the vocabulary ("
+                                << n << " tokens)");
+  return t;
+}
+
+ConvertReport convert_model(const std::string& input, const std::string& output,
+                            const ConvertOptions& options) {
+  TESSERA_CHECK(fs::exists(input), input << ": no such file or folder");
+  stored_dtype(options.dtype, DType::kF32);  // validates the option before any work
+  ConvertReport rep = fs::is_directory(input) ? convert_hf(input, output, options)
+                                              : convert_gguf(input, output, options);
+  report(options, "wrote " + output + " (" + std::to_string(rep.tensors) + " tensors, " +
+                   std::to_string(rep.bytes_written / 1000000) + " MB)");
+  return rep;
+}
+
+}  // namespace tessera

@@ -1,0 +1,28 @@
+#include "io/model_config.h"
+
+namespace tessera {
+
+bool is_supported_architecture(const std::string& arch) {
+  return arch == "llama" || arch == "mistral" || arch == "qwen2";
+}
+
+void ModelConfig::validate() const {
+  TESSERA_CHECK(is_supported_architecture(architecture),
+                "architecture '" << architecture
+                                 << "' is not supported (tessera runs llama, mistral and qwen2)");
+  TESSERA_CHECK(vocab_size > 0 && hidden_size > 0 && intermediate_size > 0 && num_layers > 0 &&
+                    num_heads > 0 && num_kv_heads > 0 && head_dim > 0,
+                "model config has a non-positive size (vocab " << vocab_size << ", hidden "
+                    << hidden_size << ", ffn " << intermediate_size << ", layers " << num_layers
+                    << ", heads " << num_heads << "/" << num_kv_heads << ", head_dim " << head_dim
+                    << ")");
+  TESSERA_CHECK(num_heads % num_kv_heads == 0, "query heads (" << num_heads
+                                                  << ") must be a multiple of KV heads ("
+                                                  << num_kv_heads << ")");
+  TESSERA_CHECK(head_dim % 2 == 0, "head_dim " << head_dim << " must be even for RoPE");
+  TESSERA_CHECK(max_position_embeddings > 0,
+                "context length " << max_position_embeddings << " must be positive");
+  TESSERA_CHECK(rms_norm_eps > 0 && rope_theta > 0, "rms_norm_eps and rope_theta must be positive");
+}
+
+}  // namespace tessera

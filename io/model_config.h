@@ -1,0 +1,36 @@
+// The hyper-parameters of a Llama-family model, as stored in the root attributes of the model file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/ops.h"
+
+namespace tessera {
+
+struct ModelConfig {
+  std::string architecture;   // "llama" (Llama 2/3, SmolLM), "mistral" or "qwen2"
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_position_embeddings = 0;  // context window
+  float rms_norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  ops::RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
+
+  // Throws with a sentence naming the inconsistent numbers.
+  void validate() const;
+  int64_t q_size() const { return num_heads * head_dim; }
+  int64_t kv_size() const { return num_kv_heads * head_dim; }
+};
+
+// Architectures tessera runs; anything else is refused by name at import.
+bool is_supported_architecture(const std::string& arch);
+
+}  // namespace tessera

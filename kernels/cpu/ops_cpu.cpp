@@ -1,0 +1,209 @@
+// CPU implementations of kernels/ops.h.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include "kernels/ops.h"
+
+namespace tessera::ops {
+namespace {
+
+void check_cpu_f32(const Tensor& t, const char* what) {
+  TESSERA_ASSERT(t.defined(), what << " is undefined");
+  TESSERA_ASSERT(t.device().is_cpu(), what << " is on " << t.device().str() << ", not the CPU");
+  TESSERA_ASSERT(t.dtype() == DType::kF32, what << " is " << dtype_name(t.dtype()) << ", not f32");
+}
+
+}  // namespace
+
+void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  check_cpu_f32(x, "linear input");
+  check_cpu_f32(w, "linear weight");
+  check_cpu_f32(y, "linear output");
+  const int64_t k = x.dim(-1), m = x.numel() / k, n = w.dim(0);
+  TESSERA_ASSERT(w.ndim() == 2 && w.dim(1) == k,
+                 "linear: input " << shape_str(x.shape()) << " vs weight " << shape_str(w.shape()));
+  TESSERA_ASSERT(y.numel() == m * n, "linear: output " << shape_str(y.shape()) << " for m=" << m
+                                                       << " n=" << n);
+  if (m == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f,
+              x.data<float>(), int(k), w.data<float>(), int(k), 0.0f, y.data<float>(), int(n));
+  if (bias != nullptr) {
+    check_cpu_f32(*bias, "linear bias");
+    TESSERA_ASSERT(bias->numel() == n, "linear: bias " << shape_str(bias->shape()));
+    const float* b = bias->data<float>();
+    float* out = y.data<float>();
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) out[r * n + c] += b[c];
+  }
+}
+
+void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
+  check_cpu_f32(x, "rms_norm input");
+  check_cpu_f32(weight, "rms_norm weight");
+  check_cpu_f32(y, "rms_norm output");
+  const int64_t d = x.dim(-1), m = x.numel() / d;
+  TESSERA_ASSERT(weight.numel() == d && y.numel() == x.numel(), "rms_norm shapes");
+  const float* in = x.data<float>();
+  const float* w = weight.data<float>();
+  float* out = y.data<float>();
+#pragma omp parallel for if (m > 4)
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = in + r * d;
+    double ss = 0;  // double: the sum of 4096+ squares is where float32 rounding would show
+    for (int64_t i = 0; i < d; ++i) ss += double(row[i]) * row[i];
+    const float inv = float(1.0 / std::sqrt(ss / double(d) + double(eps)));
+    float* o = out + r * d;
+    for (int64_t i = 0; i < d; ++i) o[i] = row[i] * inv * w[i];
+  }
+}
+
+void add_inplace(Tensor& a, const Tensor& b) {
+  check_cpu_f32(a, "add target");
+  check_cpu_f32(b, "add operand");
+  TESSERA_ASSERT(a.numel() == b.numel(), "add: " << shape_str(a.shape()) << " vs "
+                                                 << shape_str(b.shape()));
+  float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  const int64_t n = a.numel();
+  for (int64_t i = 0; i < n; ++i) pa[i] += pb[i];
+}
+
+void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
+  check_cpu_f32(table, "embedding table");
+  check_cpu_f32(out, "embedding output");
+  const int64_t vocab = table.dim(0), d = table.dim(1);
+  TESSERA_ASSERT(out.numel() == int64_t(ids.size()) * d, "embedding output shape");
+  const float* t = table.data<float>();
+  float* o = out.data<float>();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    TESSERA_CHECK(ids[i] >= 0 && ids[i] < vocab,
+                  "token id " << ids[i] << " is outside the vocabulary (size " << vocab << ")");
+    std::copy_n(t + int64_t(ids[i]) * d, d, o + int64_t(i) * d);
+  }
+}
+
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
+  check_cpu_f32(gate, "swiglu gate");
+  check_cpu_f32(up, "swiglu up");
+  check_cpu_f32(out, "swiglu output");
+  TESSERA_ASSERT(gate.numel() == up.numel() && out.numel() == up.numel(), "swiglu shapes");
+  const float* g = gate.data<float>();
+  const float* u = up.data<float>();
+  float* o = out.data<float>();
+  const int64_t n = gate.numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& s) {
+  TESSERA_CHECK(rot_dim > 0 && rot_dim % 2 == 0, "rope dimension " << rot_dim << " must be even");
+  const int half = rot_dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  // float32 throughout, as the reference (Hugging Face) computes it.
+  for (int i = 0; i < half; ++i)
+    inv[size_t(i)] = 1.0f / std::pow(theta, float(2 * i) / float(rot_dim));
+  if (s.type == RopeScaling::Type::kLinear) {
+    for (float& f : inv) f /= s.factor;
+  } else if (s.type == RopeScaling::Type::kLlama3) {
+    const float old_len = float(s.original_max_position);
+    const float low_wavelen = old_len / s.low_freq_factor;
+    const float high_wavelen = old_len / s.high_freq_factor;
+    for (float& f : inv) {
+      const float wavelen = 2.0f * std::numbers::pi_v<float> / f;
+      if (wavelen > low_wavelen) {
+        f = f / s.factor;
+      } else if (wavelen >= high_wavelen) {  // medium band: interpolate
+        const float smooth =
+            (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = (1.0f - smooth) * f / s.factor + smooth * f;
+      }
+    }
+  }
+  return inv;
+}
+
+void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
+                  const std::vector<float>& inv_freq) {
+  check_cpu_f32(x, "rope input");
+  TESSERA_ASSERT(x.ndim() == 3, "rope expects (tokens, heads, head_dim), got "
+                                    << shape_str(x.shape()));
+  const int64_t m = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
+  TESSERA_ASSERT(int64_t(positions.size()) == m && int64_t(inv_freq.size()) == half,
+                 "rope: positions/frequencies do not match " << shape_str(x.shape()));
+  float* p = x.data<float>();
+#pragma omp parallel for if (m > 4)
+  for (int64_t r = 0; r < m; ++r) {
+    std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = float(positions[size_t(r)]) * inv_freq[size_t(i)];
+      c[size_t(i)] = std::cos(angle);
+      s[size_t(i)] = std::sin(angle);
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = p + (r * heads + h) * d;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c[size_t(i)] - b * s[size_t(i)];
+        v[i + half] = b * c[size_t(i)] + a * s[size_t(i)];
+      }
+    }
+  }
+}
+
+void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                      const std::vector<int32_t>& q_positions, float scale, Tensor& out) {
+  check_cpu_f32(q, "attention q");
+  check_cpu_f32(k, "attention k");
+  check_cpu_f32(v, "attention v");
+  check_cpu_f32(out, "attention output");
+  TESSERA_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, "attention expects 3-d tensors");
+  const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
+  const int64_t t = k.dim(0), hkv = k.dim(1);
+  TESSERA_ASSERT(k.dim(2) == d && v.shape() == k.shape() && hq % hkv == 0,
+                 "attention: q " << shape_str(q.shape()) << " k " << shape_str(k.shape()));
+  TESSERA_ASSERT(int64_t(q_positions.size()) == m && out.numel() == q.numel(), "attention shapes");
+  const int64_t group = hq / hkv;
+  const float* pq = q.data<float>();
+  const float* pk = k.data<float>();
+  const float* pv = v.data<float>();
+  float* po = out.data<float>();
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(t));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t h = 0; h < hq; ++h) {
+        const int64_t kvh = h / group;
+        const int64_t n_keys = std::min<int64_t>(q_positions[size_t(r)] + 1, t);
+        const float* qv = pq + (r * hq + h) * d;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const float* kv = pk + (j * hkv + kvh) * d;
+          float dot = 0;
+          for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
+          scores[size_t(j)] = dot * scale;
+          mx = std::max(mx, scores[size_t(j)]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          scores[size_t(j)] = std::exp(scores[size_t(j)] - mx);
+          sum += scores[size_t(j)];
+        }
+        const float inv = float(1.0 / sum);
+        float* o = po + (r * hq + h) * d;
+        std::fill_n(o, d, 0.0f);
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const float w = scores[size_t(j)] * inv;
+          const float* vv = pv + (j * hkv + kvh) * d;
+          for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace tessera::ops

@@ -1,0 +1,52 @@
+// The math ops the forward pass is made of. Each op checks shapes and dispatches on the device of
+// its tensors; the CPU implementations live in kernels/cpu/ (AVX2 via the compiler, OpenMP
+// threads, OpenBLAS for GEMM). All activations are float32 here.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/tensor.h"
+
+namespace tessera::ops {
+
+// y(m, n) = x(m, k) @ w(n, k)^T (+ bias(n) when given). w is the (out_features, in_features)
+// matrix as stored in the model file.
+void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
+
+// y(m, d) = x / sqrt(mean(x^2) + eps) * weight(d), row by row. y may alias x.
+void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
+
+// a += b, same shape.
+void add_inplace(Tensor& a, const Tensor& b);
+
+// out(n, d) = table(vocab, d)[ids[i]]; an id outside the table throws.
+void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
+
+// out(m, f) = silu(gate(m, f)) * up(m, f). out may alias gate.
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
+
+// Rotary position embedding frequencies (the "rotate half" convention used by Hugging Face
+// Llama: dimension i pairs with i + rot_dim / 2).
+struct RopeScaling {
+  enum class Type { kNone, kLinear, kLlama3 } type = Type::kNone;
+  float factor = 1.0f;
+  float low_freq_factor = 1.0f;     // llama3
+  float high_freq_factor = 4.0f;    // llama3
+  int original_max_position = 8192; // llama3
+};
+std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& scaling);
+
+// x(m, heads, head_dim) rotated in place; row r is at position positions[r]. inv_freq has
+// head_dim / 2 entries.
+void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
+                  const std::vector<float>& inv_freq);
+
+// Causal attention of one sequence over its cached keys.
+// q(m, n_heads, d), k and v (t, n_kv_heads, d): key j sits at position j. Query row r sits at
+// q_positions[r] and sees keys 0..q_positions[r]. Query head h reads kv head h / (n_heads /
+// n_kv_heads) (grouped-query attention). out(m, n_heads, d).
+void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                      const std::vector<int32_t>& q_positions, float scale, Tensor& out);
+
+}  // namespace tessera::ops

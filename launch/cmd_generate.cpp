@@ -1,0 +1,168 @@
+// tessera generate: one prompt streamed to stdout, or a JSONL batch of requests to a JSONL file.
+#include <mpi.h>
+
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "launch/options.h"
+#include "runtime/model_bundle.h"
+#include "runtime/request.h"
+
+namespace tessera::cli {
+namespace {
+
+using nlohmann::json;
+
+struct BatchTotals {
+  int64_t requests = 0, errors = 0, prompt_tokens = 0, generated_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+void print_speed(const char* what, int64_t tokens, double seconds) {
+  std::fprintf(stderr, "%s: %lld tokens in %.3f s (%.1f tokens/s)\n", what, (long long)tokens,
+               seconds, seconds > 0 ? double(tokens) / seconds : 0.0);
+}
+
+json result_record(const std::string& id, const GenerationResult& r) {
+  return json{{"id", id},
+              {"text", r.text},
+              {"token_ids", r.tokens},
+              {"prompt_tokens", r.prompt_tokens},
+              {"completion_tokens", int64_t(r.tokens.size())},
+              {"finish_reason", r.finish_reason}};
+}
+
+json error_record(const std::string& id, int64_t line, const std::string& message) {
+  return json{{"id", id}, {"error", {{"message", message}, {"line", line}}}};
+}
+
+// Reads requests line by line and writes one result or error record per non-blank line, in input
+// order, flushing each so a crash loses nothing already written.
+BatchTotals run_batch(ModelBundle& bundle, Generator& gen, const RequestDefaults& defaults,
+                      const std::string& input, const std::string& output) {
+  std::ifstream in(input);
+  TESSERA_CHECK(in, input << ": cannot open the input file");
+  std::ofstream out(output, std::ios::trunc);
+  TESSERA_CHECK(out, output << ": cannot open the output file for writing");
+  BatchTotals totals;
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    ++totals.requests;
+    std::string id = "line-" + std::to_string(line_no);
+    json record;
+    try {
+      json body;
+      try {
+        body = json::parse(line);
+      } catch (const json::parse_error& e) {
+        TESSERA_FAIL("malformed JSON: " << e.what());
+      }
+      if (body.is_object() && body.contains("id") && body["id"].is_string()) id = body["id"];
+      if (body.is_object() && body.contains("id") && body["id"].is_number_integer())
+        id = std::to_string(body["id"].get<int64_t>());
+      ParsedRequest req = parse_request(body, id, defaults, *bundle.tokenizer);
+      GenerationResult r = gen.generate(req.generation);
+      record = result_record(req.id, r);
+      totals.prompt_tokens += r.prompt_tokens;
+      totals.generated_tokens += int64_t(r.tokens.size());
+      totals.prefill_seconds += r.prefill_seconds;
+      totals.decode_seconds += r.decode_seconds;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kInvalidInput) throw;  // a tessera bug stops the job
+      ++totals.errors;
+      record = error_record(id, line_no, e.what());
+      std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
+                   (long long)line_no, e.what());
+    }
+    out << record.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    out.flush();
+    TESSERA_CHECK(out, output << ": write failed");
+  }
+  return totals;
+}
+
+}  // namespace
+
+int run_generate(const Args& args) {
+  po::options_description desc("Options");
+  std::string model, prompt, system, input, output;
+  RequestDefaults d;
+  int64_t max_context = 0;
+  std::vector<std::string> stop;
+  desc.add_options()
+      ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
+      ("prompt,p", po::value(&prompt), "generate from this text and stream the answer to stdout")
+      ("chat", po::bool_switch(), "treat --prompt as a user message and apply the chat template")
+      ("system", po::value(&system), "system message for --chat")
+      ("input,i", po::value(&input), "JSONL file: one request per line ({\"id\", \"prompt\" or "
+                                     "\"messages\", optional max_tokens, temperature, top_p, "
+                                     "top_k, min_p, seed, stop})")
+      ("output,o", po::value(&output), "JSONL file for the results (with --input)")
+      ("max-tokens,n", po::value(&d.max_tokens)->default_value(256), "tokens to generate at most")
+      ("temperature,t", po::value(&d.sampling.temperature)->default_value(0.0f, "0"),
+       "sampling temperature; 0 is greedy")
+      ("top-k", po::value(&d.sampling.top_k)->default_value(0), "keep the k likeliest tokens (0: off)")
+      ("top-p", po::value(&d.sampling.top_p)->default_value(1.0f, "1"), "nucleus sampling mass (1: off)")
+      ("min-p", po::value(&d.sampling.min_p)->default_value(0.0f, "0"),
+       "drop tokens below min-p x the top probability (0: off)")
+      ("repetition-penalty", po::value(&d.sampling.repetition_penalty)->default_value(1.0f, "1"),
+       "penalise tokens already seen (1: off)")
+      ("seed", po::value(&d.sampling.seed)->default_value(0), "random seed: the same seed gives the same output")
+      ("stop", po::value(&stop)->composing(), "stop string (repeatable)")
+      ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens")
+      ("max-context", po::value(&max_context)->default_value(0),
+       "cap the context window (KV cache) at this many tokens (0: the model's)");
+  po::variables_map vm;
+  if (!parse_options("generate", "--model FILE (--prompt TEXT | --input IN.jsonl --output OUT.jsonl) [options]",
+                     desc, args, vm))
+    return 0;
+  d.stop = stop;
+  d.sampling.validate();
+  TESSERA_CHECK(vm.count("prompt") != vm.count("input"),
+                "tessera generate: give either --prompt or --input (see --help)");
+  TESSERA_CHECK(!vm.count("input") || vm.count("output"),
+                "tessera generate: --input needs --output");
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  TESSERA_CHECK(world == 1, "tessera generate: this build runs a model on one rank; started with "
+                                << world << " ranks");
+
+  ModelBundle bundle = ModelBundle::load(model);
+  std::fprintf(stderr, "tessera: loaded %s (%lld layers, %.1f MB of weights) in %.2f s\n",
+               model.c_str(), (long long)bundle.model->config().num_layers,
+               double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
+  Generator gen(*bundle.model, *bundle.tokenizer, max_context);
+
+  if (vm.count("input")) {
+    const BatchTotals t = run_batch(bundle, gen, d, input, output);
+    std::fprintf(stderr, "tessera: %lld requests, %lld errors, results in %s\n",
+                 (long long)t.requests, (long long)t.errors, output.c_str());
+    print_speed("prefill", t.prompt_tokens, t.prefill_seconds);
+    print_speed("decode", t.generated_tokens, t.decode_seconds);
+    return 0;
+  }
+
+  json body = {{"max_tokens", d.max_tokens}};
+  if (vm["chat"].as<bool>()) {
+    json messages = json::array();
+    if (!system.empty()) messages.push_back({{"role", "system"}, {"content", system}});
+    messages.push_back({{"role", "user"}, {"content", prompt}});
+    body["messages"] = messages;
+  } else {
+    body["prompt"] = prompt;
+  }
+  ParsedRequest req = parse_request(body, "prompt", d, *bundle.tokenizer);
+  GenerationResult r = gen.generate(req.generation, [](const std::string& piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  });
+  std::fputs("\n", stdout);
+  std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());
+  print_speed("prefill", r.prompt_tokens, r.prefill_seconds);
+  print_speed("decode", int64_t(r.tokens.size()), r.decode_seconds);
+  return 0;
+}
+
+}  // namespace tessera::cli

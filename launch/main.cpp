@@ -1,0 +1,93 @@
+// tessera: the command-line entry point. Only here is MPI initialised, and only here are errors
+// turned into one clear line (naming the rank when there are several) and MPI_Abort.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "kernels/error.h"
+#include "launch/commands.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(tessera: distributed LLM inference
+
+Usage: tessera COMMAND [options]      (tessera COMMAND --help for each command's options)
+
+Commands:
+  generate   generate text from a prompt (--prompt) or a JSONL file of requests (--input)
+  convert    turn a GGUF file or a Hugging Face checkpoint folder into a tessera model file
+  inspect    print a model file's configuration and tensor table
+  tokenize   print the token ids of a text (or of each line of a JSONL file of strings)
+
+Example:
+  tessera convert --input SmolLM2-135M-Instruct.Q4_1.gguf --output smollm2.h5
+  tessera generate --model smollm2.h5 --chat --prompt "What is the capital of France?"
+)";
+
+int world_rank() {
+  int init = 0, rank = 0;
+  MPI_Initialized(&init);
+  if (init) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+int world_size() {
+  int init = 0, size = 1;
+  MPI_Initialized(&init);
+  if (init) MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+[[noreturn]] void fail(const std::string& message) {
+  const int size = world_size();
+  if (size > 1) {
+    std::fprintf(stderr, "tessera: error on rank %d of %d: %s\n", world_rank(), size,
+                 message.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  std::fprintf(stderr, "tessera: error: %s\n", message.c_str());
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Finalize();
+  std::exit(1);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  tessera::cli::Args args(argv + 2, argv + argc);
+  // Commands that run a model are SPMD programs: every rank runs them. The others are local tools.
+  const bool needs_mpi = command == "generate";
+  if (needs_mpi) MPI_Init(&argc, &argv);
+  int code = 0;
+  try {
+    if (command == "generate") {
+      code = tessera::cli::run_generate(args);
+    } else if (command == "convert") {
+      code = tessera::cli::run_convert(args);
+    } else if (command == "inspect") {
+      code = tessera::cli::run_inspect(args);
+    } else if (command == "tokenize") {
+      code = tessera::cli::run_tokenize(args);
+    } else {
+      fail("unknown command '" + command + "' (try tessera --help)");
+    }
+  } catch (const tessera::Error& e) {
+    fail(e.what());
+  } catch (const std::exception& e) {
+    fail(std::string("unexpected failure: ") + e.what());
+  }
+  if (needs_mpi) MPI_Finalize();
+  return code;
+}

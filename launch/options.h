@@ -1,0 +1,19 @@
+// Boost.Program_options glue shared by the subcommands.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <string>
+
+#include "launch/commands.h"
+
+namespace tessera::cli {
+
+namespace po = boost::program_options;
+
+// Parses args against desc; returns false (after printing usage) when --help was asked.
+// A bad option becomes a tessera::Error naming it.
+bool parse_options(const std::string& command, const std::string& synopsis,
+                   po::options_description& desc, const Args& args, po::variables_map& vm,
+                   const po::positional_options_description* positional = nullptr);
+
+}  // namespace tessera::cli

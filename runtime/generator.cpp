@@ -1,0 +1,104 @@
+#include "runtime/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace tessera {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The longest suffix of `text` that is a proper prefix of some stop string: that much text must
+// be held back until we know whether the stop string completes.
+size_t held_back(const std::string& text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (const auto& s : stops)
+    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  return hold;
+}
+
+}  // namespace
+
+namespace {
+int64_t window(const ModelConfig& c, int64_t max_context) {
+  TESSERA_CHECK(max_context >= 0, "max_context must be >= 0, got " << max_context);
+  return max_context == 0 ? c.max_position_embeddings
+                          : std::min(max_context, c.max_position_embeddings);
+}
+}  // namespace
+
+Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context)
+    : model_(model), tokenizer_(tokenizer), cache_(model.config(), window(model.config(), max_context)) {}
+
+void Generator::check_fits(const GenerationRequest& r) const {
+  const int64_t ctx = cache_.capacity();
+  TESSERA_CHECK(!r.prompt.empty(), "the prompt is empty");
+  TESSERA_CHECK(int64_t(r.prompt.size()) < ctx, "the prompt has " << r.prompt.size()
+                                                    << " tokens; the context window is " << ctx);
+  TESSERA_CHECK(r.max_tokens >= 1, "max_tokens must be at least 1, got " << r.max_tokens);
+  for (const auto& s : r.stop) TESSERA_CHECK(!s.empty(), "a stop string is empty");
+  r.sampling.validate();
+}
+
+GenerationResult Generator::generate(const GenerationRequest& r,
+                                     const std::function<void(const std::string&)>& on_text) {
+  check_fits(r);
+  const int64_t ctx = cache_.capacity();
+  const int64_t vocab = model_.config().vocab_size;
+  const auto& stop_ids = tokenizer_.data().stop_ids;
+  GenerationResult res;
+  res.prompt_tokens = int64_t(r.prompt.size());
+  cache_.clear();
+  Sampler sampler(r.sampling);
+  StreamDecoder decoder(tokenizer_);
+  std::vector<int32_t> history = r.prompt;
+  size_t emitted = 0;  // res.text[0, emitted) has been passed to on_text
+
+  auto t0 = std::chrono::steady_clock::now();
+  Tensor logits = model_.forward(r.prompt, cache_);
+  res.prefill_seconds = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  res.finish_reason = "length";
+  while (true) {
+    const int32_t next = sampler.sample(logits.data<float>(), vocab, history);
+    if (!r.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+      res.finish_reason = "stop";
+      break;
+    }
+    res.tokens.push_back(next);
+    history.push_back(next);
+    res.text += decoder.push(next);
+    bool stopped = false;
+    for (const auto& s : r.stop) {
+      const size_t at = res.text.find(s, emitted > s.size() ? emitted - s.size() : 0);
+      if (at != std::string::npos) {
+        res.text.resize(at);
+        stopped = true;
+      }
+    }
+    const size_t safe = stopped ? res.text.size() : res.text.size() - held_back(res.text, r.stop);
+    if (on_text && safe > emitted) on_text(res.text.substr(emitted, safe - emitted));
+    emitted = std::max(emitted, safe);
+    if (stopped) {
+      res.finish_reason = "stop";
+      break;
+    }
+    // The context window is full when the cache holds ctx positions: no room for `next`.
+    if (int64_t(res.tokens.size()) >= r.max_tokens || cache_.length() >= ctx) break;
+    logits = model_.forward({next}, cache_);
+  }
+  if (res.finish_reason == "length") {
+    res.text += decoder.flush();
+    if (on_text && res.text.size() > emitted) on_text(res.text.substr(emitted));
+  }
+  res.decode_seconds = seconds_since(t0);
+  return res;
+}
+
+}  // namespace tessera

@@ -1,0 +1,49 @@
+// One request at a time through the model: prefill the prompt, then decode token by token until
+// a stop id, a stop string, max_tokens or the context window ends it.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "io/tokenizer.h"
+#include "runtime/llama_model.h"
+#include "runtime/sampler.h"
+
+namespace tessera {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // token ids, special tokens included
+  SamplingParams sampling;
+  int64_t max_tokens = 256;
+  std::vector<std::string> stop;  // stop strings (not included in the output text)
+  bool ignore_eos = false;
+};
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation is not included)
+  std::string text;
+  std::string finish_reason;    // "stop" or "length"
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+class Generator {
+ public:
+  // max_context caps the KV cache (and so the context window); 0 means the model's window.
+  Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0);
+  int64_t context_window() const { return cache_.capacity(); }
+  // on_text receives the text as it is made, at UTF-8 boundaries (and never past a stop string).
+  GenerationResult generate(const GenerationRequest& request,
+                            const std::function<void(const std::string&)>& on_text = {});
+  // Throws if the prompt cannot fit the context window.
+  void check_fits(const GenerationRequest& request) const;
+
+ private:
+  const LlamaModel& model_;
+  const Tokenizer& tokenizer_;
+  SequenceKvCache cache_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,22 @@
+// What a rank needs to run a model file: its config, weights and tokenizer, loaded once.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "io/tokenizer.h"
+#include "runtime/llama_model.h"
+
+namespace tessera {
+
+struct ModelBundle {
+  std::string path;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  uint64_t weight_bytes_read = 0;
+  double load_seconds = 0;
+
+  static ModelBundle load(const std::string& path);
+};
+
+}  // namespace tessera

@@ -1,0 +1,39 @@
+// A generation request as users write it (one JSONL line of a batch job, later an HTTP body):
+// OpenAI field names, validated field by field so a bad request gets an error naming the field.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+
+#include "io/tokenizer.h"
+#include "runtime/generator.h"
+
+namespace tessera {
+
+struct RequestDefaults {
+  SamplingParams sampling;
+  int64_t max_tokens = 256;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+};
+
+struct ParsedRequest {
+  std::string id;
+  GenerationRequest generation;
+};
+
+// Renders `messages` ([{role, content}, ...]) with the tokenizer's chat template, ready for
+// generation (add_generation_prompt), as Hugging Face's apply_chat_template(tokenize=False).
+std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages);
+// Tokens of a plain prompt (BOS added when the model wants it) or of a rendered chat.
+std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text,
+                                     bool is_chat);
+
+// Parses one request object. Accepted fields: id (string or integer), prompt (string) or
+// messages (array of {role, content}), max_tokens, temperature, top_p, top_k, min_p, seed,
+// stop (string or array), repetition_penalty, ignore_eos. Anything else is an error naming the
+// field. `fallback_id` names a request that carries no id.
+ParsedRequest parse_request(const nlohmann::json& body, const std::string& fallback_id,
+                            const RequestDefaults& defaults, const Tokenizer& tokenizer);
+
+}  // namespace tessera

@@ -1,0 +1,90 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+
+#include "kernels/error.h"
+
+namespace tessera {
+
+void SamplingParams::validate() const {
+  TESSERA_CHECK(std::isfinite(temperature) && temperature >= 0.0f,
+                "temperature must be >= 0, got " << temperature);
+  TESSERA_CHECK(top_k >= 0, "top_k must be >= 0, got " << top_k);
+  TESSERA_CHECK(top_p > 0.0f && top_p <= 1.0f, "top_p must be in (0, 1], got " << top_p);
+  TESSERA_CHECK(min_p >= 0.0f && min_p <= 1.0f, "min_p must be in [0, 1], got " << min_p);
+  TESSERA_CHECK(repetition_penalty > 0.0f,
+                "repetition_penalty must be > 0, got " << repetition_penalty);
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  params_.validate();
+}
+
+int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<int32_t>& previous) {
+  TESSERA_ASSERT(vocab > 0, "sampling from an empty vocabulary");
+  candidates_.resize(size_t(vocab));
+  for (int64_t i = 0; i < vocab; ++i) candidates_[size_t(i)] = {logits[i], int32_t(i)};
+  if (params_.repetition_penalty != 1.0f) {
+    std::unordered_set<int32_t> seen(previous.begin(), previous.end());
+    for (int32_t id : seen) {
+      if (id < 0 || id >= vocab) continue;
+      float& l = candidates_[size_t(id)].first;
+      l = l > 0 ? l / params_.repetition_penalty : l * params_.repetition_penalty;
+    }
+  }
+  // Order: larger logit first, then lower id, so ties resolve the same on every layout.
+  auto better = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  if (params_.greedy())
+    return std::min_element(candidates_.begin(), candidates_.end(), better)->second;
+
+  size_t n = candidates_.size();
+  if (params_.top_k > 0 && size_t(params_.top_k) < n) {
+    n = size_t(params_.top_k);
+    std::partial_sort(candidates_.begin(), candidates_.begin() + long(n), candidates_.end(), better);
+  } else {
+    std::sort(candidates_.begin(), candidates_.end(), better);
+  }
+  candidates_.resize(n);
+  // Softmax of logits / temperature over the kept candidates, in double.
+  std::vector<double> probs(n);
+  const double t = params_.temperature;
+  const double mx = candidates_[0].first / t;
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += probs[i] = std::exp(candidates_[i].first / t - mx);
+  for (double& p : probs) p /= sum;
+  // top-p: the smallest prefix whose mass reaches top_p (at least one token).
+  size_t keep = n;
+  if (params_.top_p < 1.0f) {
+    double mass = 0;
+    for (size_t i = 0; i < n; ++i) {
+      mass += probs[i];
+      if (mass >= params_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  // min-p: drop tokens whose probability is below min_p times the top one's.
+  if (params_.min_p > 0.0f) {
+    const double floor = params_.min_p * probs[0];
+    size_t k = 1;
+    while (k < keep && probs[k] >= floor) ++k;
+    keep = k;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i) kept += probs[i];
+  // One uniform draw from the seeded generator, mapped through the cumulative distribution.
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) * kept;
+  double acc = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    acc += probs[i];
+    if (u < acc) return candidates_[i].second;
+  }
+  return candidates_[keep - 1].second;
+}
+
+}  // namespace tessera

@@ -1,0 +1,36 @@
+// Token sampling from one row of logits: greedy, temperature, top-k, top-p, min-p, repetition
+// penalty, with a per-request seed (the same seed gives the same tokens).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <vector>
+
+namespace tessera {
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy (argmax, lowest id on ties)
+  int top_k = 0;             // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  float repetition_penalty = 1.0f;  // 1: off (CTRL-style, as Hugging Face)
+  uint64_t seed = 0;
+
+  void validate() const;  // throws naming the bad parameter
+  bool greedy() const { return temperature <= 0.0f; }
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  // `previous` are the ids seen so far (prompt and output) for the repetition penalty.
+  int32_t sample(const float* logits, int64_t vocab, const std::vector<int32_t>& previous);
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> candidates_;  // scratch
+};
+
+}  // namespace tessera

