@@ -1,0 +1,81 @@
+"""Fixtures for the end-to-end CLI tests: the tessera binary, a tiny random model made here
+(converted from a Hugging Face checkpoint that transformers writes), and the default model."""
+import json
+import os
+import subprocess
+
+import pytest
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+          "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tessera", required=True, help="the tessera binary")
+    parser.addoption("--default-model", default="", help="converted default model (.h5)")
+    parser.addoption("--default-gguf", default="", help="the default model's GGUF")
+
+
+@pytest.fixture(scope="session")
+def tessera(request):
+    return request.config.getoption("--tessera")
+
+
+@pytest.fixture(scope="session")
+def default_model(request):
+    path = request.config.getoption("--default-model")
+    if not path or not os.path.exists(path):
+        pytest.fail("the default model is needed (scripts/fetch_model.sh makes it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_gguf(request):
+    path = request.config.getoption("--default-gguf")
+    if not path or not os.path.exists(path):
+        pytest.fail("the default GGUF is needed (scripts/fetch_model.sh fetches it)")
+    return path
+
+
+def make_hf_checkpoint(out_dir, max_positions=64, seed=0):
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=max_positions,
+                                   bos_token_id=0, eos_token_id=1)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.5)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<|im_start|>",
+                                                                  "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello world, the quick brown fox. " * 20, "abc 123 def"], trainer)
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHATML}, f)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_hf")
+    make_hf_checkpoint(str(d))
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tessera, tiny_hf, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tiny") / "tiny.h5")
+    subprocess.run([tessera, "convert", "--input", tiny_hf, "--output", out], check=True,
+                   capture_output=True)
+    return out

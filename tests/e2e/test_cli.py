@@ -1,0 +1,220 @@
+"""The tessera CLI end to end: conversion, generation, batch jobs, and bad input of every kind
+getting one clear line (or one error record) while nothing else is lost."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+def run(tessera, *args, timeout=300):
+    return subprocess.run([tessera, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(res, *needles):
+    assert res.returncode != 0, f"expected failure, got success: {res.stdout[-500:]}"
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {res.stderr!r}"
+    assert lines[0].startswith("tessera: error"), lines[0]
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+
+
+# ---- help and options ---------------------------------------------------------------------
+
+def test_help_lists_commands(tessera):
+    res = run(tessera, "--help")
+    assert res.returncode == 0
+    for cmd in ("generate", "convert", "inspect"):
+        assert cmd in res.stdout
+
+
+def test_generate_help_explains_options(tessera):
+    res = run(tessera, "generate", "--help")
+    assert res.returncode == 0
+    for opt in ("--model", "--prompt", "--input", "--output", "--max-tokens", "--temperature",
+                "--top-p", "--top-k", "--min-p", "--seed", "--chat"):
+        assert opt in res.stdout
+
+
+def test_unknown_option_is_one_line(tessera):
+    assert_one_line_error(run(tessera, "generate", "--modle", "x"), "modle")
+
+
+def test_unknown_command_is_one_line(tessera):
+    assert_one_line_error(run(tessera, "frobnicate"), "frobnicate")
+
+
+# ---- conversion and inspection --------------------------------------------------------------
+
+def test_inspect_shows_config_and_tensors(tessera, tiny_model):
+    res = run(tessera, "inspect", tiny_model, "--verify")
+    assert res.returncode == 0, res.stderr
+    assert "architecture:        llama" in res.stdout
+    assert "layers.1.mlp.down_proj.weight" in res.stdout
+    assert "(32, 64)" in res.stdout  # down_proj: (hidden, ffn), out x in
+    assert "verified" in res.stdout
+
+
+def test_convert_refuses_unknown_architecture(tessera, tiny_hf, tmp_path):
+    d = tmp_path / "gemma"
+    shutil.copytree(tiny_hf, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "gemma"
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(run(tessera, "convert", "-i", str(d), "-o", str(tmp_path / "x.h5")),
+                          "gemma", "not supported")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_convert_refuses_unknown_tensor(tessera, tiny_hf, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    d = tmp_path / "extra"
+    shutil.copytree(tiny_hf, d)
+    tensors = load_file(str(d / "model.safetensors"))
+    tensors["model.layers.0.mystery.weight"] = tensors["model.norm.weight"]
+    save_file(tensors, str(d / "model.safetensors"))
+    assert_one_line_error(run(tessera, "convert", "-i", str(d), "-o", str(tmp_path / "x.h5")),
+                          "mystery")
+
+
+def test_convert_needs_tokenizer(tessera, tiny_hf, tmp_path):
+    d = tmp_path / "notok"
+    shutil.copytree(tiny_hf, d)
+    os.remove(d / "tokenizer.json")
+    assert_one_line_error(run(tessera, "convert", "-i", str(d), "-o", str(tmp_path / "x.h5")),
+                          "tokenizer.json")
+
+
+def test_convert_truncated_safetensors(tessera, tiny_hf, tmp_path):
+    d = tmp_path / "trunc"
+    shutil.copytree(tiny_hf, d)
+    st = d / "model.safetensors"
+    data = st.read_bytes()
+    st.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(run(tessera, "convert", "-i", str(d), "-o", str(tmp_path / "x.h5")),
+                          "model.safetensors")
+
+
+@pytest.mark.parametrize("keep", [10, 1000, 200_000, 5_000_000])
+def test_convert_truncated_gguf(tessera, default_gguf, tmp_path, keep):
+    bad = tmp_path / "bad.gguf"
+    with open(default_gguf, "rb") as f:
+        bad.write_bytes(f.read(keep))
+    assert_one_line_error(run(tessera, "convert", "-i", str(bad), "-o", str(tmp_path / "x.h5")),
+                          "bad.gguf")
+
+
+def test_convert_gguf_unknown_architecture(tessera, tmp_path):
+    import gguf
+    import numpy as np
+    path = tmp_path / "falcon.gguf"
+    w = gguf.GGUFWriter(str(path), "falcon")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert_one_line_error(run(tessera, "convert", "-i", str(path), "-o", str(tmp_path / "x.h5")),
+                          "falcon", "not supported")
+
+
+def test_corrupt_weight_fails_checksum(tessera, tiny_model, tmp_path):
+    import h5py
+    bad = tmp_path / "corrupt.h5"
+    shutil.copy(tiny_model, bad)
+    with h5py.File(bad, "r") as f:
+        info = f["weights/layers.0.mlp.up_proj.weight"].id.get_chunk_info(0)
+    with open(bad, "r+b") as f:
+        f.seek(info.byte_offset + 17)
+        b = f.read(1)
+        f.seek(info.byte_offset + 17)
+        f.write(bytes([b[0] ^ 0x5A]))
+    res = run(tessera, "generate", "-m", str(bad), "-p", "hello", "-n", "2")
+    assert_one_line_error(res, "corrupt.h5", "checksum")
+
+
+def test_truncated_model_file(tessera, tiny_model, tmp_path):
+    bad = tmp_path / "short.h5"
+    with open(tiny_model, "rb") as f:
+        bad.write_bytes(f.read(os.path.getsize(tiny_model) // 2))
+    assert_one_line_error(run(tessera, "generate", "-m", str(bad), "-p", "hi"), "short.h5")
+
+
+def test_missing_model_file(tessera, tmp_path):
+    assert_one_line_error(run(tessera, "generate", "-m", str(tmp_path / "nope.h5"), "-p", "hi"),
+                          "nope.h5")
+
+
+# ---- generation -----------------------------------------------------------------------------
+
+def test_streamed_prompt_equals_batch_result(tessera, tiny_model, tmp_path):
+    res = run(tessera, "generate", "-m", tiny_model, "-p", "hello world", "-n", "12",
+              "--ignore-eos")
+    assert res.returncode == 0, res.stderr
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"id": "a", "prompt": "hello world", "max_tokens": 12,
+                               "ignore_eos": True}) + "\n")
+    out = tmp_path / "out.jsonl"
+    res2 = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out))
+    assert res2.returncode == 0, res2.stderr
+    rec = json.loads(out.read_text())
+    assert rec["completion_tokens"] == 12 and len(rec["token_ids"]) == 12
+    assert rec["finish_reason"] == "length"
+    assert res.stdout == rec["text"] + "\n"
+
+
+def test_seed_determinism(tessera, tiny_model):
+    def sample(seed):
+        r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "16",
+                "--temperature", "1.0", "--seed", str(seed), "--ignore-eos")
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    assert sample(3) == sample(3)
+    assert sample(3) != sample(4)
+
+
+def test_batch_with_bad_lines_goes_on(tessera, tiny_model, tmp_path):
+    lines = [
+        json.dumps({"id": "ok1", "prompt": "hello", "max_tokens": 3}),
+        '{"id": "broken", "prompt": ',                                   # malformed JSON
+        json.dumps({"id": "noprompt", "max_tokens": 3}),                # neither prompt nor messages
+        json.dumps({"id": "toolong", "prompt": "hello world " * 100}),  # past the 64-token window
+        json.dumps({"id": "badtemp", "prompt": "hi", "temperature": -2}),
+        json.dumps({"id": "unknown", "prompt": "hi", "frobnicate": 1}),
+        "",
+        json.dumps({"id": "chat", "messages": [{"role": "user", "content": "hello"}],
+                    "max_tokens": 4, "temperature": 0.8, "seed": 5}),
+        json.dumps({"id": 7, "prompt": "abc", "max_tokens": 2, "stop": ["zzz"]}),
+    ]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    res = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["ok1", "line-2", "noprompt", "toolong", "badtemp",
+                                       "unknown", "chat", "7"]
+    errors = {r["id"]: r["error"]["message"] for r in recs if "error" in r}
+    assert set(errors) == {"line-2", "noprompt", "toolong", "badtemp", "unknown"}
+    assert "malformed JSON" in errors["line-2"]
+    assert "neither 'prompt' nor 'messages'" in errors["noprompt"]
+    assert "context window" in errors["toolong"]
+    assert "temperature" in errors["badtemp"]
+    assert "frobnicate" in errors["unknown"]
+    for r in recs:
+        if "error" not in r:
+            assert r["completion_tokens"] == len(r["token_ids"]) >= 1
+            assert r["prompt_tokens"] > 0 and r["finish_reason"] in ("stop", "length")
+
+
+# ---- the default model ----------------------------------------------------------------------
+
+def test_default_model_answers_in_english(tessera, default_model):
+    res = run(tessera, "generate", "-m", default_model, "--chat", "-n", "48", "-p",
+              "What is the capital of France?")
+    assert res.returncode == 0, res.stderr
+    assert "Paris" in res.stdout, res.stdout
+    assert "decode:" in res.stderr and "prefill:" in res.stderr
