@@ -178,17 +178,21 @@ std::vector<std::string> read_strings(hid_t group, const std::string& name,
   return out;
 }
 
+// The most telling line of HDF5's error stack: one that mentions a checksum if any does
+// (corruption), else the outermost.
 std::string hdf5_error_text() {
-  std::string text;
+  std::vector<std::string> lines;
   H5Ewalk2(
       H5E_DEFAULT, H5E_WALK_DOWNWARD,
       [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
-        auto* s = static_cast<std::string*>(data);
-        if (s->empty() && e->desc) *s = e->desc;
+        if (e->desc) static_cast<std::vector<std::string>*>(data)->push_back(e->desc);
         return 0;
       },
-      &text);
-  return text;
+      &lines);
+  for (const auto& l : lines)
+    if (l.find("checksum") != std::string::npos || l.find("Fletcher") != std::string::npos)
+      return l;
+  return lines.empty() ? std::string("unknown HDF5 error") : lines.front();
 }
 
 }  // namespace
@@ -385,9 +389,9 @@ ModelReader::ModelReader(const std::string& path) : impl_(std::make_unique<Impl>
 
   impl_->weights = H5Handle(H5Gopen2(f, "weights", H5P_DEFAULT), H5Gclose);
   TESSERA_CHECK(impl_->weights.ok(), path << ": the /weights group is missing");
-  H5Literate2(
+  H5Literate(
       impl_->weights.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr,
-      [](hid_t group, const char* name, const H5L_info2_t*, void* data) -> herr_t {
+      [](hid_t group, const char* name, const H5L_info_t*, void* data) -> herr_t {
         auto* impl = static_cast<Impl*>(data);
         H5Handle ds(H5Dopen2(group, name, H5P_DEFAULT), H5Dclose);
         if (!ds.ok()) return -1;

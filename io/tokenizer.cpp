@@ -449,8 +449,10 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 }
 
 std::string Tokenizer::token_bytes(int32_t id) const {
-  TESSERA_CHECK(id >= 0 && id < vocab_size(),
-                "token id " << id << " is outside the vocabulary of " << vocab_size());
+  TESSERA_CHECK(id >= 0, "token id " << id << " is negative");
+  // Models often pad their embedding past the tokenizer's vocabulary (to a multiple of 64 or
+  // 128): such rows have no text, as in Hugging Face's decode.
+  if (id >= vocab_size()) return "";
   return impl_->bytes[size_t(id)];
 }
 
@@ -462,8 +464,8 @@ const TokenizerData& Tokenizer::data() const {
 }
 
 bool Tokenizer::is_special(int32_t id) const {
-  TESSERA_CHECK(id >= 0 && id < vocab_size(),
-                "token id " << id << " is outside the vocabulary of " << vocab_size());
+  TESSERA_CHECK(id >= 0, "token id " << id << " is negative");
+  if (id >= vocab_size()) return false;
   const int32_t t = impl_->type[size_t(id)];
   return t == kTokenControl || t == kTokenUnknown;
 }

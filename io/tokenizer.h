@@ -65,7 +65,8 @@ class Tokenizer {
   // UTF-8 with U+FFFD. bpe_sp with add_space_prefix drops one leading space (Hugging Face's Strip).
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
   // The raw bytes a token stands for: byte-level decoding, U+2581 -> space, <0xNN> -> the byte;
-  // control and user-defined tokens stand for their text.
+  // control and user-defined tokens stand for their text; ids past the vocabulary (rows a model
+  // pads its embedding with) stand for no text. A negative id throws.
   std::string token_bytes(int32_t id) const;
   int32_t vocab_size() const;
   const TokenizerData& data() const;
