@@ -427,7 +427,22 @@ def smollm_reference(d):
     return tok
 
 
-def check_gguf(path, driver, strings, workdir):
+def check_model_file(tessera, model, strings, expected, workdir):
+    """The same ids through the real path: GGUF importer -> model file -> `tessera tokenize`."""
+    inp = os.path.join(workdir, "model_strings.jsonl")
+    with open(inp, "w", encoding="utf-8") as f:
+        for x in strings:
+            f.write(json.dumps(x) + "\n")
+    p = subprocess.run([tessera, "tokenize", "--model", model, "--input", inp],
+                       capture_output=True, text=True, encoding="utf-8")
+    if p.returncode != 0:
+        print(f"FAIL tessera tokenize: {p.stderr.strip()}")
+        return False
+    got = [json.loads(l) for l in p.stdout.splitlines()]
+    return compare("tessera tokenize on the converted model file", strings, expected, got)
+
+
+def check_gguf(path, driver, strings, workdir, tessera=None, model=None):
     print(f"GGUF {path}:")
     d = gguf_tokenizer_data(path)
     print(f"  tokenizer.ggml.pre -> pre = {d['pre']!r}, {len(d['tokens'])} tokens, "
@@ -440,6 +455,8 @@ def check_gguf(path, driver, strings, workdir):
     expected = [bos + ref.encode(s).ids for s in strings]
     ok = compare("tessera vs tokenizers (Digits + ByteLevel)", strings, expected,
                  run_driver(driver, ["--data", data_path], strings))
+    if tessera and model:
+        ok = check_model_file(tessera, model, strings, expected, workdir) and ok
 
     # Does transformers' GGUF loader rebuild the same tokenizer? (informational)
     try:
@@ -469,6 +486,8 @@ def main():
     ap.add_argument("--driver", required=True, help="tokenize_driver executable")
     ap.add_argument("--workdir", required=True, help="directory for the reference tokenizers")
     ap.add_argument("--gguf", help="SmolLM2 GGUF to check the smollm pre-tokenizer on")
+    ap.add_argument("--tessera", help="with --model: also check `tessera tokenize` on the model file")
+    ap.add_argument("--model", help="the GGUF converted by `tessera convert`")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--random", type=int, default=300, help="number of generated strings")
     args = ap.parse_args()
@@ -489,7 +508,7 @@ def main():
                   f"stretch of text begins with a space)")
         ok &= check_tokenizer(name, tok, path, cpath, args.driver, subset)
     if args.gguf:
-        ok &= check_gguf(args.gguf, args.driver, strings, args.workdir)
+        ok &= check_gguf(args.gguf, args.driver, strings, args.workdir, args.tessera, args.model)
     print("tokenizer parity: " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 
