@@ -2,9 +2,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
+#include "io/llama_tensors.h"
 #include "io/model_store.h"
 #include "io/safetensors.h"
 
@@ -63,14 +66,6 @@ constexpr NameMap kGgufLayerNames[] = {
     {"ffn_down.weight", "mlp.down_proj.weight"},
 };
 
-// Hugging Face per-layer names that tessera knows (the canonical names are the same).
-constexpr const char* kHfLayerNames[] = {
-    "input_layernorm.weight",  "self_attn.q_proj.weight",         "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight", "self_attn.q_proj.bias",           "self_attn.k_proj.bias",
-    "self_attn.v_proj.bias",   "self_attn.o_proj.weight",         "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",    "mlp.up_proj.weight",              "mlp.down_proj.weight",
-};
-
 // Splits "<prefix><N>.<rest>" into layer N and rest; false when name does not start with prefix.
 bool split_layer(const std::string& name, const std::string& prefix, int64_t& layer,
                  std::string& rest) {
@@ -78,26 +73,57 @@ bool split_layer(const std::string& name, const std::string& prefix, int64_t& la
   const size_t dot = name.find('.', prefix.size());
   if (dot == std::string::npos) return false;
   const std::string num = name.substr(prefix.size(), dot - prefix.size());
-  if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) return false;
+  if (num.empty() || num.size() > 6 || num.find_first_not_of("0123456789") != std::string::npos)
+    return false;
   layer = std::stoll(num);
   rest = name.substr(dot + 1);
   return true;
 }
 
-void check_complete(const ModelConfig& c, const std::vector<std::string>& written,
-                    const std::string& where) {
-  std::vector<std::string> need = {"embed_tokens.weight", "norm.weight"};
-  if (!c.tie_word_embeddings) need.push_back("lm_head.weight");
-  for (int64_t i = 0; i < c.num_layers; ++i)
-    for (const char* s : kHfLayerNames) {
-      const std::string n = s;
-      if (!c.attention_bias && n.find(".bias") != std::string::npos) continue;
-      need.push_back("layers." + std::to_string(i) + "." + n);
-    }
-  for (const auto& n : need)
-    TESSERA_CHECK(std::find(written.begin(), written.end(), n) != written.end(),
-                  where << ": tensor for '" << n << "' is missing");
-}
+// Writes tensors after checking each against the canonical table (llama_tensors.h): a known
+// name, the shape the config implies, written once; finish() checks nothing required is missing.
+class CheckedWriter {
+ public:
+  CheckedWriter(ModelWriter& w, const ModelConfig& c, std::string where, const ConvertOptions& o)
+      : writer_(w), where_(std::move(where)), options_(o) {
+    for (TensorSpec& s : llama_tensor_specs(c)) specs_.emplace(s.name, std::move(s));
+  }
+  // The shape of canonical tensor `name`, after checking that it belongs to this model.
+  const Shape& expect(const std::string& name, const std::string& source_name,
+                      const Shape& shape) const {
+    auto it = specs_.find(name);
+    TESSERA_CHECK(it != specs_.end(), where_ << ": tensor '" << source_name
+                                             << "' does not belong to a model of this config");
+    TESSERA_CHECK(shape == it->second.shape,
+                  where_ << ": tensor '" << source_name << "' has shape " << shape_str(shape)
+                         << ", the config implies " << shape_str(it->second.shape));
+    TESSERA_CHECK(!written_.count(name), where_ << ": tensor '" << source_name << "' appears twice");
+    return it->second.shape;
+  }
+  void write(const std::string& name, const std::vector<float>& values, DType source) {
+    const DType dt = stored_dtype(options_.dtype, source);
+    writer_.write_weight(name, specs_.at(name).shape, values.data(), dt);
+    written_.insert(name);
+    ++report_.tensors;
+    report_.bytes_written += values.size() * dtype_size(dt);
+  }
+  void finish(ConvertReport& report) {
+    for (const auto& [name, spec] : specs_)
+      TESSERA_CHECK(!spec.required || written_.count(name),
+                    where_ << ": the tensor for '" << name << "' is missing");
+    writer_.finish();
+    report.tensors = report_.tensors;
+    report.bytes_written = report_.bytes_written;
+  }
+
+ private:
+  ModelWriter& writer_;
+  std::string where_;
+  const ConvertOptions& options_;
+  std::map<std::string, TensorSpec> specs_;
+  std::set<std::string> written_;
+  ConvertReport report_;
+};
 
 void report(const ConvertOptions& o, const std::string& msg) {
   if (!o.quiet) std::fprintf(stderr, "tessera convert: %s\n", msg.c_str());
@@ -119,12 +145,15 @@ ConvertReport convert_gguf(const std::string& input, const std::string& output,
   c.validate();
   TokenizerData tok = tokenizer_from_gguf(md, input);
 
+  // A tokenizer that cannot be built is refused now, not at the first load.
+  Tokenizer{tok};
+
   ModelWriter w(output);
   w.write_config(c, "gguf:" + fs::path(input).filename().string());
   w.write_tokenizer(tok);
+  CheckedWriter checked(w, c, input, opt);
   // llama.cpp permutes q/k rows for interleaved RoPE for the llama architecture only.
   const bool permuted = md.value("general.architecture", "") == "llama";
-  std::vector<std::string> written;
   for (const GgufTensorInfo& t : gguf.tensors()) {
     std::string name;
     int64_t layer = 0;
@@ -140,26 +169,21 @@ ConvertReport convert_gguf(const std::string& input, const std::string& output,
     } else if (split_layer(t.name, "blk.", layer, rest)) {
       for (const NameMap& m : kGgufLayerNames)
         if (rest == m.from) name = "layers." + std::to_string(layer) + "." + m.to;
-      TESSERA_CHECK(layer < c.num_layers, input << ": tensor " << t.name << " is past layer "
-                                                 << c.num_layers - 1);
     }
     TESSERA_CHECK(!name.empty(), input << ": unknown tensor '" << t.name
                                        << "' (tessera knows the Llama-family tensors only)");
+    const Shape& shape = checked.expect(name, t.name, t.shape);
     std::vector<float> values = gguf.read_f32(t);
     if (permuted && (rest == "attn_q.weight" || rest == "attn_k.weight" ||
                      rest == "attn_q.bias" || rest == "attn_k.bias")) {
       const int64_t heads = rest.rfind("attn_q", 0) == 0 ? c.num_heads : c.num_kv_heads;
-      unpermute_rope_rows(values.data(), heads, c.head_dim, t.shape.size() == 2 ? t.shape[1] : 1);
+      unpermute_rope_rows(values.data(), heads, c.head_dim, shape.size() == 2 ? shape[1] : 1);
     }
-    const DType src = t.ggml_type == 1 ? DType::kF16 : t.ggml_type == 30 ? DType::kBF16 : DType::kF32;
-    const DType dt = stored_dtype(opt.dtype, src);
-    w.write_weight(name, t.shape, values.data(), dt);
-    written.push_back(name);
-    ++rep.tensors;
-    rep.bytes_written += values.size() * dtype_size(dt);
+    checked.write(name, values, t.ggml_type == 1    ? DType::kF16
+                                : t.ggml_type == 30 ? DType::kBF16
+                                                    : DType::kF32);
   }
-  check_complete(c, written, input);
-  w.finish();
+  checked.finish(rep);
   return rep;
 }
 
@@ -221,38 +245,24 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
   add_stops(cfg);
   if (fs::exists(dir / "generation_config.json")) add_stops(read_json_file(dir / "generation_config.json"));
 
+  Tokenizer{tok};  // refuse a tokenizer that cannot be built now, not at the first load
+
   SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open_dir(input);
   ModelWriter w(output);
-  w.write_config(c, "huggingface:" + fs::absolute(dir).filename().string());
+  w.write_config(c, "huggingface:" + fs::weakly_canonical(fs::absolute(dir)).filename().string());
   w.write_tokenizer(tok);
-  std::vector<std::string> written;
+  CheckedWriter checked(w, c, input, opt);
   for (const SafetensorsTensorInfo& t : ckpt.tensors()) {
     std::string name = t.name;
     if (name.rfind("model.", 0) == 0) name = name.substr(6);
-    int64_t layer = 0;
-    std::string rest;
-    bool known = name == "embed_tokens.weight" || name == "norm.weight" || name == "lm_head.weight";
-    if (split_layer(name, "layers.", layer, rest)) {
-      if (rest == "self_attn.rotary_emb.inv_freq") continue;  // a buffer old checkpoints saved
-      for (const char* s : kHfLayerNames) known |= rest == s;
-      TESSERA_CHECK(layer < c.num_layers,
-                    input << ": tensor " << t.name << " is past layer " << c.num_layers - 1);
-    }
-    TESSERA_CHECK(known, input << ": unknown tensor '" << t.name
-                               << "' (tessera knows the Llama-family tensors only)");
-    if (name == "lm_head.weight" && c.tie_word_embeddings) continue;  // a saved copy of the tie
-    if (!c.attention_bias && name.find("_proj.bias") != std::string::npos)
-      TESSERA_FAIL(input << ": tensor " << t.name << " is a bias but the config has none");
-    std::vector<float> values = ckpt.read_f32(t.name);
-    const DType src = t.dtype == "F16" ? DType::kF16 : t.dtype == "BF16" ? DType::kBF16 : DType::kF32;
-    const DType dt = stored_dtype(opt.dtype, src);
-    w.write_weight(name, t.shape, values.data(), dt);
-    written.push_back(name);
-    ++rep.tensors;
-    rep.bytes_written += values.size() * dtype_size(dt);
+    if (layer_suffix(name) == "self_attn.rotary_emb.inv_freq") continue;  // old checkpoints' buffer
+    if (name == "lm_head.weight" && c.tie_word_embeddings) continue;       // a saved copy of the tie
+    checked.expect(name, t.name, t.shape);
+    checked.write(name, ckpt.read_f32(t.name), t.dtype == "F16"    ? DType::kF16
+                                               : t.dtype == "BF16" ? DType::kBF16
+                                                                   : DType::kF32);
   }
-  check_complete(c, written, input);
-  w.finish();
+  checked.finish(rep);
   return rep;
 }
 
@@ -273,6 +283,8 @@ void unpermute_rope_rows(float* data, int64_t heads, int64_t head_dim, int64_t c
 
 ModelConfig config_from_hf(const json& j, const std::string& where) {
   TESSERA_CHECK(j.is_object(), where << ": config is not a JSON object");
+  TESSERA_CHECK(!j.contains("model_type") || j["model_type"].is_string(),
+                where << ": model_type must be a string");
   const std::string type = get_or<std::string>(j, "model_type", "");
   TESSERA_CHECK(is_supported_architecture(type),
                 where << ": architecture '" << (type.empty() ? "(none)" : type)
@@ -293,8 +305,18 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
     if (j.contains("rope_parameters") && j["rope_parameters"].is_object())  // transformers >= 5
       c.rope_theta = get_or<float>(j["rope_parameters"], "rope_theta", c.rope_theta);
     c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", false);
-    c.attention_bias = type == "qwen2" ? true : get_or<bool>(j, "attention_bias", false);
+    // Qwen2 always has q/k/v biases; Llama's attention_bias puts one on o_proj too.
+    c.attention_bias = type == "qwen2";
+    TESSERA_CHECK(!get_or<bool>(j, "attention_bias", false),
+                  where << ": attention_bias (biases on all four attention projections) is not supported");
     TESSERA_CHECK(!get_or<bool>(j, "mlp_bias", false), where << ": mlp_bias is not supported");
+    const std::string act = get_or<std::string>(j, "hidden_act", "silu");
+    TESSERA_CHECK(act == "silu", where << ": hidden_act '" << act << "' is not supported (silu is)");
+    // Sliding-window attention equals full attention while the context fits the window, so the
+    // context is capped at the window (Mistral v0.1: 4096 of 32768).
+    const bool sliding = type == "qwen2" ? get_or<bool>(j, "use_sliding_window", false) : true;
+    const int64_t window = sliding ? get_or<int64_t>(j, "sliding_window", 0) : 0;
+    if (window > 0 && window < c.max_position_embeddings) c.max_position_embeddings = window;
     json rs = j.contains("rope_scaling") ? j["rope_scaling"] : json();
     if ((rs.is_null() || !rs.is_object()) && j.contains("rope_parameters")) rs = j["rope_parameters"];
     if (rs.is_object()) {
@@ -325,6 +347,8 @@ ModelConfig config_from_hf(const json& j, const std::string& where) {
 }
 
 ModelConfig config_from_gguf(const json& md, const std::string& where) {
+  TESSERA_CHECK(!md.contains("general.architecture") || md["general.architecture"].is_string(),
+                where << ": general.architecture must be a string");
   const std::string arch = md.value("general.architecture", "");
   TESSERA_CHECK(arch == "llama" || arch == "qwen2",
                 where << ": architecture '" << (arch.empty() ? "(none)" : arch)
@@ -343,6 +367,7 @@ ModelConfig config_from_gguf(const json& md, const std::string& where) {
     c.intermediate_size = need("feed_forward_length");
     c.num_heads = need("attention.head_count");
     c.num_kv_heads = md.value(key("attention.head_count_kv"), c.num_heads);
+    TESSERA_CHECK(c.num_heads > 0, where << ": " << key("attention.head_count") << " must be positive");
     c.head_dim = md.value(key("attention.key_length"), c.hidden_size / c.num_heads);
     c.max_position_embeddings = md.value(key("context_length"), int64_t(4096));
     c.rms_norm_eps = md.value(key("attention.layer_norm_rms_epsilon"), 1e-5f);
@@ -415,8 +440,13 @@ ConvertReport convert_model(const std::string& input, const std::string& output,
                             const ConvertOptions& options) {
   TESSERA_CHECK(fs::exists(input), input << ": no such file or folder");
   stored_dtype(options.dtype, DType::kF32);  // validates the option before any work
-  ConvertReport rep = fs::is_directory(input) ? convert_hf(input, output, options)
-                                              : convert_gguf(input, output, options);
+  ConvertReport rep;
+  try {
+    rep = fs::is_directory(input) ? convert_hf(input, output, options)
+                                  : convert_gguf(input, output, options);
+  } catch (const nlohmann::json::exception& e) {  // a field of the wrong type somewhere
+    TESSERA_FAIL(input << ": unexpected metadata: " << e.what());
+  }
   report(options, "wrote " + output + " (" + std::to_string(rep.tensors) + " tensors, " +
                    std::to_string(rep.bytes_written / 1000000) + " MB)");
   return rep;

@@ -2,6 +2,15 @@
 
 namespace tessera {
 
+const char* rope_scaling_name(ops::RopeScaling::Type type) {
+  switch (type) {
+    case ops::RopeScaling::Type::kLlama3: return "llama3";
+    case ops::RopeScaling::Type::kLinear: return "linear";
+    case ops::RopeScaling::Type::kNone: return "none";
+  }
+  return "none";
+}
+
 bool is_supported_architecture(const std::string& arch) {
   return arch == "llama" || arch == "mistral" || arch == "qwen2";
 }
@@ -23,6 +32,17 @@ void ModelConfig::validate() const {
   TESSERA_CHECK(max_position_embeddings > 0,
                 "context length " << max_position_embeddings << " must be positive");
   TESSERA_CHECK(rms_norm_eps > 0 && rope_theta > 0, "rms_norm_eps and rope_theta must be positive");
+  using Type = ops::RopeScaling::Type;
+  if (rope_scaling.type != Type::kNone)
+    TESSERA_CHECK(rope_scaling.factor > 0, "rope scaling factor " << rope_scaling.factor
+                                                                   << " must be positive");
+  if (rope_scaling.type == Type::kLlama3)
+    TESSERA_CHECK(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor &&
+                      rope_scaling.low_freq_factor > 0 && rope_scaling.original_max_position > 0,
+                  "llama3 rope scaling needs high_freq_factor > low_freq_factor > 0 and a "
+                  "positive original context (got "
+                      << rope_scaling.high_freq_factor << ", " << rope_scaling.low_freq_factor
+                      << ", " << rope_scaling.original_max_position << ")");
 }
 
 }  // namespace tessera

@@ -32,5 +32,7 @@ struct ModelConfig {
 
 // Architectures tessera runs; anything else is refused by name at import.
 bool is_supported_architecture(const std::string& arch);
+// "none", "linear" or "llama3", as stored in the model file.
+const char* rope_scaling_name(ops::RopeScaling::Type type);
 
 }  // namespace tessera

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <utility>
 
 namespace tessera {
 namespace {
@@ -39,6 +40,8 @@ class H5Handle {
   }
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  // Gives up ownership: the caller closes the handle (and can check that closing worked).
+  hid_t release() { return std::exchange(id_, -1); }
 
  private:
   hid_t id_ = -1;
@@ -212,7 +215,7 @@ ModelWriter::ModelWriter(const std::string& path) : impl_(std::make_unique<Impl>
   impl_->partial = path + ".partial";
   impl_->file = H5Handle(
       H5Fcreate(impl_->partial.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-  TESSERA_CHECK(impl_->file.ok(), impl_->partial << ": cannot create the model file");
+  TESSERA_CHECK_IO(impl_->file.ok(), impl_->partial << ": cannot create the model file");
   impl_->weights = H5Handle(
       H5Gcreate2(impl_->file.get(), "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
   TESSERA_CHECK(impl_->weights.ok(), impl_->partial << ": cannot create /weights");
@@ -245,10 +248,7 @@ void ModelWriter::write_config(const ModelConfig& c, const std::string& source) 
   set_attr_num<int64_t>(f, "max_position_embeddings", c.max_position_embeddings);
   set_attr_num<double>(f, "rms_norm_eps", c.rms_norm_eps);
   set_attr_num<double>(f, "rope_theta", c.rope_theta);
-  const char* rope_type = c.rope_scaling.type == ops::RopeScaling::Type::kLlama3   ? "llama3"
-                          : c.rope_scaling.type == ops::RopeScaling::Type::kLinear ? "linear"
-                                                                                   : "none";
-  set_attr_string(f, "rope_scaling_type", rope_type);
+  set_attr_string(f, "rope_scaling_type", rope_scaling_name(c.rope_scaling.type));
   set_attr_num<double>(f, "rope_scaling_factor", c.rope_scaling.factor);
   set_attr_num<double>(f, "rope_low_freq_factor", c.rope_scaling.low_freq_factor);
   set_attr_num<double>(f, "rope_high_freq_factor", c.rope_scaling.high_freq_factor);
@@ -311,15 +311,16 @@ void ModelWriter::write_weight(const std::string& name, const Shape& shape, cons
     convert_from_f32(stored, values, half.data(), size_t(n));
     src = half.data();
   }
-  TESSERA_CHECK(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, src) >= 0,
-                impl_->partial << ": cannot write dataset " << name);
+  TESSERA_CHECK_IO(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, src) >= 0,
+                   impl_->partial << ": cannot write dataset " << name);
 }
 
 void ModelWriter::finish() {
   impl_->weights = H5Handle();
-  TESSERA_CHECK(H5Fflush(impl_->file.get(), H5F_SCOPE_GLOBAL) >= 0,
-                impl_->partial << ": flush failed");
-  impl_->file = H5Handle();
+  TESSERA_CHECK_IO(H5Fflush(impl_->file.get(), H5F_SCOPE_GLOBAL) >= 0,
+                      impl_->partial << ": flush failed");
+  const hid_t file = impl_->file.release();  // closed here, where a failure can be reported
+  TESSERA_CHECK_IO(H5Fclose(file) >= 0, impl_->partial << ": closing the file failed");
   std::error_code ec;
   std::filesystem::rename(impl_->partial, impl_->path, ec);
   TESSERA_CHECK(!ec, "cannot rename " << impl_->partial << " to " << impl_->path << ": "
@@ -389,26 +390,40 @@ ModelReader::ModelReader(const std::string& path) : impl_(std::make_unique<Impl>
 
   impl_->weights = H5Handle(H5Gopen2(f, "weights", H5P_DEFAULT), H5Gclose);
   TESSERA_CHECK(impl_->weights.ok(), path << ": the /weights group is missing");
+  // The callback runs inside HDF5's C frames: it must not throw, so it records the first problem
+  // and stops the iteration; the problem is thrown from here.
+  struct Scan {
+    Impl* impl;
+    std::string problem;
+  } scan{impl_.get(), ""};
   H5Literate(
       impl_->weights.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr,
       [](hid_t group, const char* name, const H5L_info_t*, void* data) -> herr_t {
-        auto* impl = static_cast<Impl*>(data);
-        H5Handle ds(H5Dopen2(group, name, H5P_DEFAULT), H5Dclose);
-        if (!ds.ok()) return -1;
-        H5Handle space(H5Dget_space(ds.get()), H5Sclose);
-        const int nd = H5Sget_simple_extent_ndims(space.get());
-        if (nd < 1 || nd > 2) return -1;
-        hsize_t dims[2] = {0, 0};
-        H5Sget_simple_extent_dims(space.get(), dims, nullptr);
-        WeightInfo info;
-        info.name = name;
-        for (int i = 0; i < nd; ++i) info.shape.push_back(int64_t(dims[i]));
-        if (H5Aexists(ds.get(), "dtype") <= 0) return -1;
-        info.dtype = dtype_from_name(get_attr_string(ds.get(), "dtype", name));
-        impl->infos[name] = info;
-        return 0;
+        auto* scan = static_cast<Scan*>(data);
+        try {
+          H5Handle ds(H5Dopen2(group, name, H5P_DEFAULT), H5Dclose);
+          TESSERA_CHECK(ds.ok(), "/weights/" << name << " is not a dataset");
+          H5Handle space(H5Dget_space(ds.get()), H5Sclose);
+          const int nd = H5Sget_simple_extent_ndims(space.get());
+          TESSERA_CHECK(nd == 1 || nd == 2, "/weights/" << name << " has " << nd << " dimensions");
+          hsize_t dims[2] = {0, 0};
+          H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+          WeightInfo info;
+          info.name = name;
+          for (int i = 0; i < nd; ++i) info.shape.push_back(int64_t(dims[i]));
+          info.dtype = dtype_from_name(get_attr_string(ds.get(), "dtype", name));
+          TESSERA_CHECK(info.dtype == DType::kF32 || info.dtype == DType::kF16 ||
+                            info.dtype == DType::kBF16,
+                        "/weights/" << name << " has dtype " << dtype_name(info.dtype));
+          scan->impl->infos[name] = info;
+          return 0;
+        } catch (const std::exception& e) {
+          scan->problem = e.what();
+          return -1;
+        }
       },
-      impl_.get());
+      &scan);
+  TESSERA_CHECK(scan.problem.empty(), path << ": " << scan.problem);
   TESSERA_CHECK(!impl_->infos.empty(), path << ": /weights holds no readable dataset");
 }
 

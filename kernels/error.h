@@ -45,6 +45,11 @@ class Error : public std::runtime_error {
   do {                            \
     if (!(cond)) TESSERA_FAIL(msg); \
   } while (0)
+// The operating system or a library failed to read or write (not the user's input).
+#define TESSERA_CHECK_IO(cond, msg)                                       \
+  do {                                                                    \
+    if (!(cond)) TESSERA_THROW_KIND(::tessera::ErrorKind::kIo, msg);      \
+  } while (0)
 // An internal invariant: failing it is a tessera bug, not the user's.
 #define TESSERA_ASSERT(cond, msg)                                                        \
   do {                                                                                   \

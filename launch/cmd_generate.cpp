@@ -1,6 +1,7 @@
 // tessera generate: one prompt streamed to stdout, or a JSONL batch of requests to a JSONL file.
 #include <mpi.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -59,9 +60,7 @@ BatchTotals run_batch(ModelBundle& bundle, Generator& gen, const RequestDefaults
       } catch (const json::parse_error& e) {
         TESSERA_FAIL("malformed JSON: " << e.what());
       }
-      if (body.is_object() && body.contains("id") && body["id"].is_string()) id = body["id"];
-      if (body.is_object() && body.contains("id") && body["id"].is_number_integer())
-        id = std::to_string(body["id"].get<int64_t>());
+      id = request_id(body, id);
       ParsedRequest req = parse_request(body, id, defaults, *bundle.tokenizer);
       GenerationResult r = gen.generate(req.generation);
       record = result_record(req.id, r);
@@ -121,13 +120,19 @@ int run_generate(const Args& args) {
   d.stop = stop;
   d.sampling.validate();
   TESSERA_CHECK(vm.count("prompt") != vm.count("input"),
-                "tessera generate: give either --prompt or --input (see --help)");
-  TESSERA_CHECK(!vm.count("input") || vm.count("output"),
-                "tessera generate: --input needs --output");
+                "give either --prompt or --input (see tessera generate --help)");
+  TESSERA_CHECK(!vm.count("input") || vm.count("output"), "--input needs --output");
+  if (vm.count("input")) {
+    std::error_code ec;
+    TESSERA_CHECK(!std::filesystem::equivalent(input, output, ec),
+                  "--output " << output << " is the input file: it would be overwritten");
+  }
+  TESSERA_CHECK(d.max_tokens >= 1, "--max-tokens must be at least 1, got " << d.max_tokens);
+  for (const auto& s : d.stop) TESSERA_CHECK(!s.empty(), "--stop needs a non-empty string");
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
-  TESSERA_CHECK(world == 1, "tessera generate: this build runs a model on one rank; started with "
-                                << world << " ranks");
+  TESSERA_CHECK(world == 1,
+                "this build runs a model on one rank; started with " << world << " ranks");
 
   ModelBundle bundle = ModelBundle::load(model);
   std::fprintf(stderr, "tessera: loaded %s (%lld layers, %.1f MB of weights) in %.2f s\n",

@@ -18,9 +18,7 @@ int run_inspect(const Args& args) {
 
   ModelReader r(path);
   const ModelConfig& c = r.config();
-  const char* rope = c.rope_scaling.type == ops::RopeScaling::Type::kLlama3   ? "llama3"
-                     : c.rope_scaling.type == ops::RopeScaling::Type::kLinear ? "linear"
-                                                                              : "none";
+  const char* rope = rope_scaling_name(c.rope_scaling.type);
   std::printf("file:                %s\n", path.c_str());
   std::printf("source:              %s\n", r.source().c_str());
   std::printf("architecture:        %s\n", c.architecture.c_str());

@@ -34,10 +34,13 @@ int64_t window(const ModelConfig& c, int64_t max_context) {
 }  // namespace
 
 Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context)
-    : model_(model), tokenizer_(tokenizer), cache_(model.config(), window(model.config(), max_context)) {}
+    : model_(model),
+      tokenizer_(tokenizer),
+      window_(window(model.config(), max_context)),
+      cache_(model.config(), std::min<int64_t>(window_, 256)) {}
 
 void Generator::check_fits(const GenerationRequest& r) const {
-  const int64_t ctx = cache_.capacity();
+  const int64_t ctx = window_;
   TESSERA_CHECK(!r.prompt.empty(), "the prompt is empty");
   TESSERA_CHECK(int64_t(r.prompt.size()) < ctx, "the prompt has " << r.prompt.size()
                                                     << " tokens; the context window is " << ctx);
@@ -49,16 +52,19 @@ void Generator::check_fits(const GenerationRequest& r) const {
 GenerationResult Generator::generate(const GenerationRequest& r,
                                      const std::function<void(const std::string&)>& on_text) {
   check_fits(r);
-  const int64_t ctx = cache_.capacity();
+  const int64_t ctx = window_;
   const int64_t vocab = model_.config().vocab_size;
   const auto& stop_ids = tokenizer_.data().stop_ids;
   GenerationResult res;
   res.prompt_tokens = int64_t(r.prompt.size());
   cache_.clear();
+  // Positions fed to the model: the prompt and every generated token but the last.
+  cache_.reserve(std::min(ctx, res.prompt_tokens + r.max_tokens - 1));
   Sampler sampler(r.sampling);
   StreamDecoder decoder(tokenizer_);
   std::vector<int32_t> history = r.prompt;
   size_t emitted = 0;  // res.text[0, emitted) has been passed to on_text
+  bool stopped_by_string = false;
 
   auto t0 = std::chrono::steady_clock::now();
   Tensor logits = model_.forward(r.prompt, cache_);
@@ -74,26 +80,26 @@ GenerationResult Generator::generate(const GenerationRequest& r,
     res.tokens.push_back(next);
     history.push_back(next);
     res.text += decoder.push(next);
-    bool stopped = false;
     for (const auto& s : r.stop) {
       const size_t at = res.text.find(s, emitted > s.size() ? emitted - s.size() : 0);
       if (at != std::string::npos) {
         res.text.resize(at);
-        stopped = true;
+        stopped_by_string = true;
       }
     }
-    const size_t safe = stopped ? res.text.size() : res.text.size() - held_back(res.text, r.stop);
+    const size_t safe =
+        stopped_by_string ? res.text.size() : res.text.size() - held_back(res.text, r.stop);
     if (on_text && safe > emitted) on_text(res.text.substr(emitted, safe - emitted));
     emitted = std::max(emitted, safe);
-    if (stopped) {
+    if (stopped_by_string) {
       res.finish_reason = "stop";
       break;
     }
-    // The context window is full when the cache holds ctx positions: no room for `next`.
-    if (int64_t(res.tokens.size()) >= r.max_tokens || cache_.length() >= ctx) break;
+    // prompt + generated tokens may not pass the context window.
+    if (int64_t(res.tokens.size()) >= r.max_tokens || cache_.length() + 1 >= ctx) break;
     logits = model_.forward({next}, cache_);
   }
-  if (res.finish_reason == "length") {
+  if (!stopped_by_string) {  // text held back for a stop string that never came is output
     res.text += decoder.flush();
     if (on_text && res.text.size() > emitted) on_text(res.text.substr(emitted));
   }

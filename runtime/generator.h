@@ -33,7 +33,7 @@ class Generator {
  public:
   // max_context caps the KV cache (and so the context window); 0 means the model's window.
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0);
-  int64_t context_window() const { return cache_.capacity(); }
+  int64_t context_window() const { return window_; }
   // on_text receives the text as it is made, at UTF-8 boundaries (and never past a stop string).
   GenerationResult generate(const GenerationRequest& request,
                             const std::function<void(const std::string&)>& on_text = {});
@@ -43,7 +43,8 @@ class Generator {
  private:
   const LlamaModel& model_;
   const Tokenizer& tokenizer_;
-  SequenceKvCache cache_;
+  int64_t window_;         // prompt + generated tokens never exceed this
+  SequenceKvCache cache_;  // grown per request to what it can use, up to window_
 };
 
 }  // namespace tessera

@@ -2,56 +2,50 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <string>
 
+#include "io/llama_tensors.h"
 #include "kernels/ops.h"
 
 namespace tessera {
-namespace {
-
-Tensor load_checked(const ModelReader& r, const std::string& name, const Shape& expected) {
-  const WeightInfo info = r.weight_info(name);
-  TESSERA_CHECK(info.shape == expected, r.path() << ": weight " << name << " has shape "
-                                                  << shape_str(info.shape) << ", the config implies "
-                                                  << shape_str(expected));
-  return r.read_weight(name);
-}
-
-}  // namespace
-
 LlamaWeights LlamaWeights::load(const ModelReader& r) {
   const ModelConfig& c = r.config();
+  std::map<std::string, Shape> expected;
+  for (const TensorSpec& s : llama_tensor_specs(c)) expected[s.name] = s.shape;
+  auto load = [&](const std::string& name) {
+    const WeightInfo info = r.weight_info(name);
+    TESSERA_CHECK(info.shape == expected.at(name),
+                  r.path() << ": weight " << name << " has shape " << shape_str(info.shape)
+                           << ", the config implies " << shape_str(expected.at(name)));
+    return r.read_weight(name);
+  };
   LlamaWeights w;
-  const int64_t h = c.hidden_size;
-  w.embed = load_checked(r, "embed_tokens.weight", {c.vocab_size, h});
-  w.norm = load_checked(r, "norm.weight", {h});
-  if (c.tie_word_embeddings) {
-    w.lm_head = w.embed;
-  } else {
-    w.lm_head = load_checked(r, "lm_head.weight", {c.vocab_size, h});
-  }
+  w.embed = load("embed_tokens.weight");
+  w.norm = load("norm.weight");
+  w.lm_head = c.tie_word_embeddings ? w.embed : load("lm_head.weight");
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     LlamaLayerWeights l;
-    l.input_norm = load_checked(r, p + "input_layernorm.weight", {h});
-    l.wq = load_checked(r, p + "self_attn.q_proj.weight", {c.q_size(), h});
-    l.wk = load_checked(r, p + "self_attn.k_proj.weight", {c.kv_size(), h});
-    l.wv = load_checked(r, p + "self_attn.v_proj.weight", {c.kv_size(), h});
+    l.input_norm = load(p + "input_layernorm.weight");
+    l.wq = load(p + "self_attn.q_proj.weight");
+    l.wk = load(p + "self_attn.k_proj.weight");
+    l.wv = load(p + "self_attn.v_proj.weight");
     if (c.attention_bias) {
-      l.bq = load_checked(r, p + "self_attn.q_proj.bias", {c.q_size()});
-      l.bk = load_checked(r, p + "self_attn.k_proj.bias", {c.kv_size()});
-      l.bv = load_checked(r, p + "self_attn.v_proj.bias", {c.kv_size()});
+      l.bq = load(p + "self_attn.q_proj.bias");
+      l.bk = load(p + "self_attn.k_proj.bias");
+      l.bv = load(p + "self_attn.v_proj.bias");
     }
-    l.wo = load_checked(r, p + "self_attn.o_proj.weight", {h, c.q_size()});
-    l.post_norm = load_checked(r, p + "post_attention_layernorm.weight", {h});
-    l.w_gate = load_checked(r, p + "mlp.gate_proj.weight", {c.intermediate_size, h});
-    l.w_up = load_checked(r, p + "mlp.up_proj.weight", {c.intermediate_size, h});
-    l.w_down = load_checked(r, p + "mlp.down_proj.weight", {h, c.intermediate_size});
+    l.wo = load(p + "self_attn.o_proj.weight");
+    l.post_norm = load(p + "post_attention_layernorm.weight");
+    l.w_gate = load(p + "mlp.gate_proj.weight");
+    l.w_up = load(p + "mlp.up_proj.weight");
+    l.w_down = load(p + "mlp.down_proj.weight");
     w.layers.push_back(std::move(l));
   }
   w.rope_inv_freq = ops::rope_inv_freq(int(c.head_dim), c.rope_theta, c.rope_scaling);
   if (r.has_weight("rope_freqs.weight")) {  // GGUF-style explicit per-frequency divisors
-    const Tensor f = load_checked(r, "rope_freqs.weight", {c.head_dim / 2});
+    const Tensor f = load("rope_freqs.weight");
     for (int64_t i = 0; i < c.head_dim / 2; ++i) w.rope_inv_freq[size_t(i)] /= f.data<float>()[i];
   }
   return w;
@@ -62,6 +56,17 @@ SequenceKvCache::SequenceKvCache(const ModelConfig& c, int64_t capacity) : capac
     k_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, DType::kF32));
     v_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, DType::kF32));
   }
+}
+
+void SequenceKvCache::reserve(int64_t n) {
+  if (n <= capacity_) return;
+  for (auto* tensors : {&k_, &v_})
+    for (Tensor& t : *tensors) {
+      Tensor bigger = Tensor::empty({n, t.dim(1), t.dim(2)}, DType::kF32);
+      std::memcpy(bigger.raw(), t.raw(), t.rows(0, length_).nbytes());
+      t = bigger;
+    }
+  capacity_ = n;
 }
 
 LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights)
@@ -102,8 +107,8 @@ Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& 
                            int64_t n_logits) const {
   const ModelConfig& c = config_;
   const int64_t n = int64_t(tokens.size());
-  TESSERA_CHECK(n > 0, "forward called with no tokens");
-  TESSERA_CHECK(cache.length() + n <= cache.capacity(),
+  TESSERA_ASSERT(n > 0, "forward called with no tokens");
+  TESSERA_ASSERT(cache.length() + n <= cache.capacity(),
                 "sequence of " << cache.length() + n << " tokens exceeds the KV cache ("
                                << cache.capacity() << " tokens)");
   std::vector<int32_t> positions(static_cast<size_t>(n));

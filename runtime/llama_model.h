@@ -40,6 +40,8 @@ struct LlamaWeights {
 class SequenceKvCache {
  public:
   SequenceKvCache(const ModelConfig& config, int64_t capacity);
+  // Grows the cache to hold at least n positions, keeping what it holds.
+  void reserve(int64_t n);
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
   Tensor& keys(int64_t layer) { return k_[size_t(layer)]; }    // (capacity, n_kv_heads, head_dim)

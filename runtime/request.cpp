@@ -1,5 +1,7 @@
 #include "runtime/request.h"
 
+#include <climits>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "io/chat_template.h"
@@ -17,10 +19,12 @@ double number_field(const json& body, const char* name) {
 
 int64_t integer_field(const json& body, const char* name) {
   const json& v = body.at(name);
-  TESSERA_CHECK(v.is_number_integer() ||
-                    (v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))),
+  const bool integral_float = v.is_number_float() && std::abs(v.get<double>()) < 9.0e18 &&
+                              v.get<double>() == std::floor(v.get<double>());
+  TESSERA_CHECK(v.is_number_integer() || integral_float,
                 "field '" << name << "' must be an integer, got " << v.dump());
-  return v.get<int64_t>();
+  return v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX
+                                                                           : v.get<int64_t>();
 }
 
 }  // namespace
@@ -51,6 +55,14 @@ std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::stri
   return tokenizer.encode(text, /*add_special=*/!is_chat, /*parse_special=*/true);
 }
 
+std::string request_id(const json& body, const std::string& fallback_id) {
+  if (!body.is_object() || !body.contains("id")) return fallback_id;
+  const json& v = body["id"];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  return fallback_id;
+}
+
 ParsedRequest parse_request(const json& body, const std::string& fallback_id,
                             const RequestDefaults& d, const Tokenizer& tokenizer) {
   TESSERA_CHECK(body.is_object(), "a request must be a JSON object, got " << body.dump());
@@ -65,7 +77,7 @@ ParsedRequest parse_request(const json& body, const std::string& fallback_id,
     if (key == "id") {
       TESSERA_CHECK(v.is_string() || v.is_number_integer(),
                     "field 'id' must be a string or an integer, got " << v.dump());
-      out.id = v.is_string() ? v.get<std::string>() : std::to_string(v.get<int64_t>());
+      out.id = request_id(body, fallback_id);
     } else if (key == "prompt" || key == "messages") {
       // handled below
     } else if (key == "max_tokens") {
@@ -77,7 +89,7 @@ ParsedRequest parse_request(const json& body, const std::string& fallback_id,
       g.sampling.top_p = float(number_field(body, "top_p"));
     } else if (key == "top_k") {
       const int64_t k = integer_field(body, "top_k");
-      g.sampling.top_k = k < 0 ? 0 : int(k);  // OpenAI-style clients send -1 for "off"
+      g.sampling.top_k = k < 0 ? 0 : int(std::min<int64_t>(k, INT32_MAX));  // -1 means "off"
     } else if (key == "min_p") {
       g.sampling.min_p = float(number_field(body, "min_p"));
     } else if (key == "repetition_penalty") {

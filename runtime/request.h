@@ -29,6 +29,10 @@ std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messag
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text,
                                      bool is_chat);
 
+// The request's id as a string ("id" may be a string or an integer), or fallback_id when it has
+// none or one of another type (parse_request then reports the bad type).
+std::string request_id(const nlohmann::json& body, const std::string& fallback_id);
+
 // Parses one request object. Accepted fields: id (string or integer), prompt (string) or
 // messages (array of {role, content}), max_tokens, temperature, top_p, top_k, min_p, seed,
 // stop (string or array), repetition_penalty, ignore_eos. Anything else is an error naming the

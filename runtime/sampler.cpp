@@ -25,7 +25,8 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<int32_t>& previous) {
   TESSERA_ASSERT(vocab > 0, "sampling from an empty vocabulary");
   candidates_.resize(size_t(vocab));
-  for (int64_t i = 0; i < vocab; ++i) candidates_[size_t(i)] = {logits[i], int32_t(i)};
+  for (int64_t i = 0; i < vocab; ++i)  // a NaN logit would break every ordering: it never wins
+    candidates_[size_t(i)] = {std::isnan(logits[i]) ? -INFINITY : logits[i], int32_t(i)};
   if (params_.repetition_penalty != 1.0f) {
     std::unordered_set<int32_t> seen(previous.begin(), previous.end());
     for (int32_t id : seen) {
@@ -41,22 +42,26 @@ int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<in
   if (params_.greedy())
     return std::min_element(candidates_.begin(), candidates_.end(), better)->second;
 
-  size_t n = candidates_.size();
-  if (params_.top_k > 0 && size_t(params_.top_k) < n) {
-    n = size_t(params_.top_k);
-    std::partial_sort(candidates_.begin(), candidates_.begin() + long(n), candidates_.end(), better);
-  } else {
+  // Only top-k and top-p need an order; plain temperature and min-p sample in id order.
+  if (params_.top_k > 0 && size_t(params_.top_k) < candidates_.size()) {
+    std::partial_sort(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(),
+                      better);
+    candidates_.resize(size_t(params_.top_k));
+  } else if (params_.top_p < 1.0f) {
     std::sort(candidates_.begin(), candidates_.end(), better);
   }
-  candidates_.resize(n);
-  // Softmax of logits / temperature over the kept candidates, in double.
-  std::vector<double> probs(n);
+  const size_t n = candidates_.size();
+  // Softmax of logits / temperature over the candidates, in double.
+  std::vector<double>& probs = probs_;
+  probs.resize(n);
   const double t = params_.temperature;
-  const double mx = candidates_[0].first / t;
+  double mx = -INFINITY;
+  for (const auto& c : candidates_) mx = std::max(mx, double(c.first));
+  TESSERA_ASSERT(std::isfinite(mx), "every logit is -inf or NaN");
   double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += probs[i] = std::exp(candidates_[i].first / t - mx);
+  for (size_t i = 0; i < n; ++i) sum += probs[i] = std::exp((candidates_[i].first - mx) / t);
   for (double& p : probs) p /= sum;
-  // top-p: the smallest prefix whose mass reaches top_p (at least one token).
+  // top-p (candidates sorted): the smallest prefix whose mass reaches top_p, at least one token.
   size_t keep = n;
   if (params_.top_p < 1.0f) {
     double mass = 0;
@@ -68,23 +73,25 @@ int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<in
       }
     }
   }
-  // min-p: drop tokens whose probability is below min_p times the top one's.
+  // min-p: drop tokens whose probability is below min_p times the top one's (1 / sum).
   if (params_.min_p > 0.0f) {
-    const double floor = params_.min_p * probs[0];
-    size_t k = 1;
-    while (k < keep && probs[k] >= floor) ++k;
-    keep = k;
+    const double floor = params_.min_p / sum;
+    for (size_t i = 0; i < keep; ++i)
+      if (probs[i] < floor) probs[i] = 0;
   }
   double kept = 0;
   for (size_t i = 0; i < keep; ++i) kept += probs[i];
   // One uniform draw from the seeded generator, mapped through the cumulative distribution.
   const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) * kept;
   double acc = 0;
+  size_t last = 0;
   for (size_t i = 0; i < keep; ++i) {
+    if (probs[i] == 0) continue;
     acc += probs[i];
+    last = i;
     if (u < acc) return candidates_[i].second;
   }
-  return candidates_[keep - 1].second;
+  return candidates_[last].second;
 }
 
 }  // namespace tessera

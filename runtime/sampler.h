@@ -30,7 +30,8 @@ class Sampler {
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<float, int32_t>> candidates_;  // scratch
+  std::vector<std::pair<float, int32_t>> candidates_;  // scratch: (logit, id)
+  std::vector<double> probs_;                          // scratch
 };
 
 }  // namespace tessera

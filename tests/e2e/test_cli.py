@@ -166,6 +166,35 @@ def test_streamed_prompt_equals_batch_result(tessera, tiny_model, tmp_path):
     assert res.stdout == rec["text"] + "\n"
 
 
+def test_stop_strings_stream_what_batch_returns(tessera, tiny_model, tmp_path):
+    full = run(tessera, "generate", "-m", tiny_model, "-p", "hello world", "-n", "16",
+               "--ignore-eos")
+    assert full.returncode == 0, full.stderr
+    text = full.stdout[:-1]
+    assert len(text) >= 6, text
+    for stop in (text[2:5], text[-3:], text[len(text) // 2:len(text) // 2 + 2]):
+        streamed = run(tessera, "generate", "-m", tiny_model, "-p", "hello world", "-n", "16",
+                       "--ignore-eos", "--stop", stop)
+        assert streamed.returncode == 0, streamed.stderr
+        inp = tmp_path / "in.jsonl"
+        inp.write_text(json.dumps({"prompt": "hello world", "max_tokens": 16, "ignore_eos": True,
+                                   "stop": [stop]}) + "\n")
+        out = tmp_path / "out.jsonl"
+        assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out)).returncode == 0
+        rec = json.loads(out.read_text())
+        assert rec["text"] == text[:text.find(stop)], (stop, rec["text"], text)
+        assert streamed.stdout == rec["text"] + "\n"
+        assert rec["finish_reason"] == "stop"
+
+
+def test_output_must_not_be_input(tessera, tiny_model, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"prompt": "hi"}\n')
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o",
+                              str(inp)), "input file")
+    assert inp.read_text() == '{"prompt": "hi"}\n'
+
+
 def test_seed_determinism(tessera, tiny_model):
     def sample(seed):
         r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "16",

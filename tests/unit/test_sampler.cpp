@@ -95,6 +95,20 @@ TEST(Sampler, RepetitionPenaltyLowersSeenTokens) {
   EXPECT_EQ(s.sample(logits, 3, {1}), 2);  // 2.0 / 10 = 0.2 < 1.5
 }
 
+TEST(Sampler, NanLogitsNeverWin) {
+  const float logits[] = {NAN, 1.0f, NAN, 0.5f};
+  Sampler greedy(SamplingParams{});
+  EXPECT_EQ(greedy.sample(logits, 4, {}), 1);
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.9f;
+  Sampler s(p);
+  for (int i = 0; i < 200; ++i) {
+    const int32_t id = s.sample(logits, 4, {});
+    EXPECT_TRUE(id == 1 || id == 3) << id;
+  }
+}
+
 TEST(Sampler, RejectsBadParameters) {
   SamplingParams p;
   p.top_p = 0.0f;
