@@ -45,7 +45,7 @@ def make_tokenizer(out_dir, vocab_size):
         json.dump({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": False}, f)
 
 
-# name -> (config class, model class, config kwargs, stored dtype)
+# name -> (config class, model class, config kwargs, stored dtype[, max shard size])
 def cases():
     L, Q, M = transformers.LlamaConfig, transformers.Qwen2Config, transformers.MistralConfig
     LM, QM, MM = (transformers.LlamaForCausalLM, transformers.Qwen2ForCausalLM,
@@ -67,6 +67,8 @@ def cases():
         "llama_f16_weights": (L, LM, dict(base, tie_word_embeddings=True), torch.float16),
         "qwen2_bias_tied": (Q, QM, dict(base, tie_word_embeddings=True), torch.float32),
         "mistral": (M, MM, dict(base, sliding_window=None), torch.float32),
+        # several *.safetensors files with model.safetensors.index.json
+        "llama_sharded_checkpoint": (L, LM, dict(base), torch.float32, "100KB"),
     }
 
 
@@ -133,14 +135,19 @@ def compare(name, ref_tokens, ref_logits, got_tokens, got_logits, rel_tol):
 
 def mode_random(args):
     all_ok = True
-    for i, (name, (cfg_cls, model_cls, kw, dtype)) in enumerate(cases().items()):
+    for i, (name, (cfg_cls, model_cls, kw, dtype, *shard)) in enumerate(cases().items()):
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             torch.manual_seed(i)
             config = cfg_cls(**kw)
             model = model_cls(config).float().eval()
             randomize(model, 1000 + i)
             hf_dir = os.path.join(tmp, "hf")
-            model.to(dtype).save_pretrained(hf_dir, safe_serialization=True)
+            model.to(dtype).save_pretrained(hf_dir, safe_serialization=True,
+                                            **({"max_shard_size": shard[0]} if shard else {}))
+            n_files = len([f for f in os.listdir(hf_dir) if f.endswith(".safetensors")])
+            if shard and n_files < 2:
+                print(f"FAIL {name}: expected a sharded checkpoint, got {n_files} file(s)")
+                all_ok = False
             make_tokenizer(hf_dir, config.vocab_size)
             # The reference runs on exactly the stored (possibly bf16/f16-rounded) weights.
             model = model_cls.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()

@@ -51,6 +51,9 @@ struct RenderCase {
   const char* expected;
 };
 
+// gtest prints a case by its name (ctest lists it), not as raw bytes.
+void PrintTo(const RenderCase& c, std::ostream* os) { *os << c.name; }
+
 const char* const kContext =
     R"json({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], "xs": [1, 2, 3], "d": {"b": 1, "a": 2}, "s": "héllo", "n": null, "name": "World", "empty": [], "flag": true, "f": 2.5, "nested": {"x": {"y": [10, 20]}}})json";
 
