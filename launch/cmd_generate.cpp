@@ -164,6 +164,7 @@ int run_generate(const Args& args) {
     std::fflush(stdout);
   });
   std::fputs("\n", stdout);
+  std::fflush(stdout);
   std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());
   print_speed("prefill", r.prompt_tokens, r.prefill_seconds);
   print_speed("decode", int64_t(r.tokens.size()), r.decode_seconds);

@@ -6,4 +6,4 @@ BUILD=${TESSERA_BUILD_DIR:-build}
 if [ ! -f "$BUILD/build.ninja" ] || [ $# -gt 0 ]; then
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
 fi
-ninja -C "$BUILD" ${TESSERA_BUILD_TARGETS:-}
+ninja --quiet -C "$BUILD" ${TESSERA_BUILD_TARGETS:-}

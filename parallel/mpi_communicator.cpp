@@ -1,0 +1,130 @@
+#include "parallel/mpi_communicator.h"
+
+#include <climits>
+
+namespace tessera {
+namespace {
+
+void check_mpi(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  TESSERA_THROW_KIND(ErrorKind::kIo, "MPI " << what << " failed: " << std::string(text, size_t(len)));
+}
+
+MPI_Datatype mpi_type(DType dt) {
+  switch (dt) {
+    case DType::kF32: return MPI_FLOAT;
+    case DType::kI32: return MPI_INT32_T;
+    case DType::kI64: return MPI_INT64_T;
+    case DType::kU8: return MPI_UINT8_T;
+    case DType::kF16:
+    case DType::kBF16: return MPI_UINT16_T;  // moved, never reduced
+  }
+  return MPI_BYTE;
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+    case ReduceOp::kMin: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+int host_count(const Tensor& t, const char* what) {
+  TESSERA_ASSERT(t.defined() && t.device().is_cpu(),
+                 what << ": the MPI communicator moves host tensors only");
+  TESSERA_ASSERT(t.numel() <= INT_MAX, what << ": " << t.numel() << " elements exceed MPI's int count");
+  return int(t.numel());
+}
+
+void check_reducible(const Tensor& t, const char* what) {
+  TESSERA_ASSERT(t.dtype() == DType::kF32 || t.dtype() == DType::kI32 || t.dtype() == DType::kI64,
+                 what << " of " << dtype_name(t.dtype()) << " tensors");
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+  check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "set_errhandler");
+  check_mpi(MPI_Comm_rank(comm_, &rank_), "comm_rank");
+  check_mpi(MPI_Comm_size(comm_, &size_), "comm_size");
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  if (owned_) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::world() {
+  int init = 0;
+  MPI_Initialized(&init);
+  TESSERA_ASSERT(init, "MPI is not initialised (launch/ initialises it)");
+  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(MPI_COMM_WORLD, false));
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) const {
+  MPI_Comm out = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split(comm_, color, key, &out), "comm_split");
+  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(out, true));
+}
+
+void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
+  check_reducible(t, "all_reduce");
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.raw(), host_count(t, "all_reduce"), mpi_type(t.dtype()),
+                          mpi_op(op), comm_),
+            "all_reduce");
+}
+
+void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
+  const int n = host_count(in, "all_gather");
+  TESSERA_ASSERT(out.dtype() == in.dtype() && host_count(out, "all_gather") == n * size_,
+                 "all_gather: " << shape_str(in.shape()) << " x " << size_ << " ranks into "
+                                << shape_str(out.shape()));
+  const MPI_Datatype type = mpi_type(in.dtype());
+  check_mpi(MPI_Allgather(in.raw(), n, type, out.raw(), n, type, comm_), "all_gather");
+}
+
+void MpiCommunicator::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
+  check_reducible(in, "reduce_scatter");
+  const int n = host_count(out, "reduce_scatter");
+  TESSERA_ASSERT(out.dtype() == in.dtype() && host_count(in, "reduce_scatter") == n * size_,
+                 "reduce_scatter: " << shape_str(in.shape()) << " over " << size_
+                                    << " ranks into " << shape_str(out.shape()));
+  check_mpi(MPI_Reduce_scatter_block(in.raw(), out.raw(), n, mpi_type(in.dtype()), mpi_op(op), comm_),
+            "reduce_scatter");
+}
+
+void MpiCommunicator::send(const Tensor& t, int dst, int tag) {
+  check_mpi(MPI_Send(t.raw(), host_count(t, "send"), mpi_type(t.dtype()), dst, tag, comm_), "send");
+}
+
+void MpiCommunicator::recv(Tensor& t, int src, int tag) {
+  MPI_Status status;
+  check_mpi(MPI_Recv(t.raw(), host_count(t, "recv"), mpi_type(t.dtype()), src, tag, comm_, &status),
+            "recv");
+  int got = 0;
+  MPI_Get_count(&status, mpi_type(t.dtype()), &got);
+  TESSERA_ASSERT(got == int(t.numel()), "recv from rank " << src << ": " << got
+                                                          << " elements for a tensor of "
+                                                          << t.numel());
+}
+
+void MpiCommunicator::broadcast(Tensor& t, int root) {
+  check_mpi(MPI_Bcast(t.raw(), host_count(t, "broadcast"), mpi_type(t.dtype()), root, comm_),
+            "broadcast");
+}
+
+void MpiCommunicator::broadcast_bytes(std::string& bytes, int root) {
+  int64_t n = int64_t(bytes.size());
+  check_mpi(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm_), "broadcast");
+  TESSERA_ASSERT(n <= INT_MAX, "broadcast of " << n << " bytes");
+  bytes.resize(size_t(n));
+  check_mpi(MPI_Bcast(bytes.data(), int(n), MPI_BYTE, root, comm_), "broadcast");
+}
+
+void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_), "barrier"); }
+
+}  // namespace tessera

@@ -1,0 +1,37 @@
+#include "parallel/process_groups.h"
+
+#include "parallel/mpi_communicator.h"
+
+namespace tessera {
+
+ProcessGroups ProcessGroups::create(const GridShape& shape,
+                                    std::unique_ptr<MpiCommunicator> world) {
+  TESSERA_CHECK(world->size() == shape.world(),
+                "the layout dp " << shape.dp << " x pp " << shape.pp << " x sp " << shape.sp
+                                 << " x tp " << shape.tp << " needs " << shape.world()
+                                 << " ranks, but " << world->size() << " were started");
+  ProcessGroups g;
+  g.shape = shape;
+  g.coord = grid_coord(shape, world->rank());
+  const GridCoord c = g.coord;
+  // A group's color is the world rank of its member with that coordinate at zero.
+  auto color = [&](GridCoord z) { return grid_rank(shape, z); };
+  g.tp = world->split(color({c.dp, c.pp, c.sp, 0}), c.tp);
+  g.sp = world->split(color({c.dp, c.pp, 0, c.tp}), c.sp);
+  g.pp = world->split(color({c.dp, 0, c.sp, c.tp}), c.pp);
+  g.dp = world->split(color({0, c.pp, c.sp, c.tp}), c.dp);
+  g.world = std::move(world);
+  return g;
+}
+
+ProcessGroups ProcessGroups::single() {
+  ProcessGroups g;
+  g.world = make_local_communicator();
+  g.tp = make_local_communicator();
+  g.sp = make_local_communicator();
+  g.pp = make_local_communicator();
+  g.dp = make_local_communicator();
+  return g;
+}
+
+}  // namespace tessera
