@@ -1,12 +1,12 @@
 // tessera generate: one prompt streamed to stdout, or a JSONL batch of requests to a JSONL file.
-#include <mpi.h>
-
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "launch/options.h"
+#include "parallel/mpi_communicator.h"
 #include "runtime/model_bundle.h"
 #include "runtime/request.h"
 
@@ -38,17 +38,28 @@ json error_record(const std::string& id, int64_t line, const std::string& messag
   return json{{"id", id}, {"error", {{"message", message}, {"line", line}}}};
 }
 
-// Reads requests line by line and writes one result or error record per non-blank line, in input
-// order, flushing each so a crash loses nothing already written.
+// Rank 0 reads requests line by line and hands each to every rank; every rank generates (the
+// model is sharded across them) and rank 0 writes one result or error record per non-blank
+// line, in input order, flushing each so a crash loses nothing already written.
 BatchTotals run_batch(ModelBundle& bundle, Generator& gen, const RequestDefaults& defaults,
-                      const std::string& input, const std::string& output) {
-  std::ifstream in(input);
-  TESSERA_CHECK(in, input << ": cannot open the input file");
-  std::ofstream out(output, std::ios::trunc);
-  TESSERA_CHECK(out, output << ": cannot open the output file for writing");
+                      Communicator& world, const std::string& input, const std::string& output) {
+  const bool writer = world.rank() == 0;
+  std::ifstream in;
+  std::ofstream out;
+  if (writer) {
+    in.open(input);
+    TESSERA_CHECK(in, input << ": cannot open the input file");
+    out.open(output, std::ios::trunc);
+    TESSERA_CHECK(out, output << ": cannot open the output file for writing");
+  }
   BatchTotals totals;
-  std::string line;
-  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+  for (int64_t line_no = 1;; ++line_no) {
+    std::string line;
+    char more = writer && std::getline(in, line) ? 1 : 0;
+    std::string message = more ? std::string(1, more) + line : std::string(1, more);
+    world.broadcast_bytes(message, 0);
+    if (message[0] == 0) break;
+    line = message.substr(1);
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     ++totals.requests;
     std::string id = "line-" + std::to_string(line_no);
@@ -69,15 +80,19 @@ BatchTotals run_batch(ModelBundle& bundle, Generator& gen, const RequestDefaults
       totals.prefill_seconds += r.prefill_seconds;
       totals.decode_seconds += r.decode_seconds;
     } catch (const Error& e) {
-      if (e.kind() != ErrorKind::kInvalidInput) throw;  // a tessera bug stops the job
+      // Every rank sees the same request and fails the same way; a tessera bug stops the job.
+      if (e.kind() != ErrorKind::kInvalidInput) throw;
       ++totals.errors;
       record = error_record(id, line_no, e.what());
-      std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
-                   (long long)line_no, e.what());
+      if (writer)
+        std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
+                     (long long)line_no, e.what());
     }
-    out << record.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
-    out.flush();
-    TESSERA_CHECK(out, output << ": write failed");
+    if (writer) {
+      out << record.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      out.flush();
+      TESSERA_CHECK_IO(out, output << ": write failed");
+    }
   }
   return totals;
 }
@@ -89,6 +104,7 @@ int run_generate(const Args& args) {
   std::string model, prompt, system, input, output;
   RequestDefaults d;
   int64_t max_context = 0;
+  GridShape layout;
   std::vector<std::string> stop;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
@@ -112,7 +128,11 @@ int run_generate(const Args& args) {
       ("stop", po::value(&stop)->composing(), "stop string (repeatable)")
       ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens")
       ("max-context", po::value(&max_context)->default_value(0),
-       "cap the context window (KV cache) at this many tokens (0: the model's)");
+       "cap the context window (KV cache) at this many tokens (0: the model's)")
+      ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
+      ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
+      ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
+      ("dp", po::value(&layout.dp)->default_value(1), "data-parallel replicas");
   po::variables_map vm;
   if (!parse_options("generate", "--model FILE (--prompt TEXT | --input IN.jsonl --output OUT.jsonl) [options]",
                      desc, args, vm))
@@ -129,19 +149,18 @@ int run_generate(const Args& args) {
   }
   TESSERA_CHECK(d.max_tokens >= 1, "--max-tokens must be at least 1, got " << d.max_tokens);
   for (const auto& s : d.stop) TESSERA_CHECK(!s.empty(), "--stop needs a non-empty string");
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  TESSERA_CHECK(world == 1,
-                "this build runs a model on one rank; started with " << world << " ranks");
-
-  ModelBundle bundle = ModelBundle::load(model);
-  std::fprintf(stderr, "tessera: loaded %s (%lld layers, %.1f MB of weights) in %.2f s\n",
+  ProcessGroups groups = ProcessGroups::create(layout, MpiCommunicator::world());
+  const bool rank0 = groups.world->rank() == 0;
+  ModelBundle bundle = ModelBundle::load(model, groups);
+  if (rank0)
+    std::fprintf(stderr, "tessera: loaded %s (%lld layers, %.1f MB of weights) in %.2f s\n",
                model.c_str(), (long long)bundle.model->config().num_layers,
                double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
   Generator gen(*bundle.model, *bundle.tokenizer, max_context);
 
   if (vm.count("input")) {
-    const BatchTotals t = run_batch(bundle, gen, d, input, output);
+    const BatchTotals t = run_batch(bundle, gen, d, *groups.world, input, output);
+    if (!rank0) return 0;
     std::fprintf(stderr, "tessera: %lld requests, %lld errors, results in %s\n",
                  (long long)t.requests, (long long)t.errors, output.c_str());
     print_speed("prefill", t.prompt_tokens, t.prefill_seconds);
@@ -159,10 +178,13 @@ int run_generate(const Args& args) {
     body["prompt"] = prompt;
   }
   ParsedRequest req = parse_request(body, "prompt", d, *bundle.tokenizer);
-  GenerationResult r = gen.generate(req.generation, [](const std::string& piece) {
+  std::function<void(const std::string&)> print = [](const std::string& piece) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
-  });
+  };
+  if (!rank0) print = nullptr;  // one rank writes
+  GenerationResult r = gen.generate(req.generation, print);
+  if (!rank0) return 0;
   std::fputs("\n", stdout);
   std::fflush(stdout);
   std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());

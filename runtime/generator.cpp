@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 namespace tessera {
 namespace {
@@ -37,7 +38,34 @@ Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_
     : model_(model),
       tokenizer_(tokenizer),
       window_(window(model.config(), max_context)),
-      cache_(model.config(), std::min<int64_t>(window_, 256)) {}
+      cache_(model.make_cache(std::min<int64_t>(window_, 256))) {}
+
+int32_t Generator::next_token(Sampler& sampler, const SamplingParams& params,
+                              const Tensor& local_logits, const std::vector<int32_t>& history) const {
+  const int64_t rows = local_logits.dim(0), part = local_logits.dim(1);
+  const Tensor last = local_logits.rows(rows - 1, rows);
+  const ModelShard& shard = model_.shard();
+  if (shard.tp_size == 1) return sampler.sample(last.data<float>(), part, history);
+  if (params.greedy() && params.repetition_penalty == 1.0f) {
+    // Greedy needs only each shard's best candidate, not the whole vocabulary.
+    const float* l = last.data<float>();
+    int64_t best = 0;
+    for (int64_t i = 1; i < part; ++i)
+      if (l[i] > l[best] || (std::isnan(l[best]) && !std::isnan(l[i]))) best = i;
+    Tensor mine = Tensor::from_f32({std::isnan(l[best]) ? -INFINITY : l[best],
+                                    float(shard.vocab.begin + best)},
+                                   {1, 2});
+    Tensor all = Tensor::empty({shard.tp_size, 2}, DType::kF32);
+    model_.tp().all_gather(mine, all);
+    const float* a = all.data<float>();
+    int winner = 0;  // larger logit, then lower id (shards are in vocabulary order)
+    for (int r = 1; r < shard.tp_size; ++r)
+      if (a[2 * r] > a[2 * winner]) winner = r;
+    return int32_t(a[2 * winner + 1]);
+  }
+  const Tensor full = model_.gather_logits(last);
+  return sampler.sample(full.data<float>(), full.dim(1), history);
+}
 
 void Generator::check_fits(const GenerationRequest& r) const {
   const int64_t ctx = window_;
@@ -53,7 +81,6 @@ GenerationResult Generator::generate(const GenerationRequest& r,
                                      const std::function<void(const std::string&)>& on_text) {
   check_fits(r);
   const int64_t ctx = window_;
-  const int64_t vocab = model_.config().vocab_size;
   const auto& stop_ids = tokenizer_.data().stop_ids;
   GenerationResult res;
   res.prompt_tokens = int64_t(r.prompt.size());
@@ -72,7 +99,7 @@ GenerationResult Generator::generate(const GenerationRequest& r,
   t0 = std::chrono::steady_clock::now();
   res.finish_reason = "length";
   while (true) {
-    const int32_t next = sampler.sample(logits.data<float>(), vocab, history);
+    const int32_t next = next_token(sampler, r.sampling, logits, history);
     if (!r.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
       res.finish_reason = "stop";
       break;

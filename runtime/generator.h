@@ -41,6 +41,10 @@ class Generator {
   void check_fits(const GenerationRequest& request) const;
 
  private:
+  // The next token from the last row of this rank's logits shard; the same on every TP rank.
+  int32_t next_token(Sampler& sampler, const SamplingParams& params, const Tensor& local_logits,
+                     const std::vector<int32_t>& history) const;
+
   const LlamaModel& model_;
   const Tokenizer& tokenizer_;
   int64_t window_;         // prompt + generated tokens never exceed this

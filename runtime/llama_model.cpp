@@ -9,52 +9,85 @@
 #include "kernels/ops.h"
 
 namespace tessera {
-LlamaWeights LlamaWeights::load(const ModelReader& r) {
+
+LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp) {
   const ModelConfig& c = r.config();
+  LlamaModel m;
+  m.config_ = c;
+  m.tp_ = tp;
+  ModelShard& s = m.shard_;
+  s.tp_rank = tp->rank();
+  s.tp_size = tp->size();
+  s.heads = head_shard(c.num_heads, c.num_kv_heads, s.tp_size, s.tp_rank);
+  s.ffn = even_shard(c.intermediate_size, s.tp_size, s.tp_rank);
+  s.vocab = even_shard(c.vocab_size, s.tp_size, s.tp_rank);
+
   std::map<std::string, Shape> expected;
-  for (const TensorSpec& s : llama_tensor_specs(c)) expected[s.name] = s.shape;
-  auto load = [&](const std::string& name) {
+  for (const TensorSpec& spec : llama_tensor_specs(c)) expected[spec.name] = spec.shape;
+  auto check = [&](const std::string& name) {
     const WeightInfo info = r.weight_info(name);
     TESSERA_CHECK(info.shape == expected.at(name),
                   r.path() << ": weight " << name << " has shape " << shape_str(info.shape)
                            << ", the config implies " << shape_str(expected.at(name)));
+    return info.shape;
+  };
+  // Only this rank's hyperslab of each tensor is read.
+  auto whole = [&](const std::string& name) {
+    check(name);
     return r.read_weight(name);
   };
-  LlamaWeights w;
-  w.embed = load("embed_tokens.weight");
-  w.norm = load("norm.weight");
-  w.lm_head = c.tie_word_embeddings ? w.embed : load("lm_head.weight");
+  auto rows = [&](const std::string& name, Range rg) {
+    const Shape sh = check(name);
+    return sh.size() == 1 ? r.read_weight_slice(name, rg.begin, rg.end, 0, 0)
+                          : r.read_weight_slice(name, rg.begin, rg.end, 0, sh[1]);
+  };
+  auto cols = [&](const std::string& name, Range rg) {
+    const Shape sh = check(name);
+    return r.read_weight_slice(name, 0, sh[0], rg.begin, rg.end);
+  };
+  const int64_t hd = c.head_dim;
+  const Range q_rows{s.heads.q.begin * hd, s.heads.q.end * hd};
+  const Range kv_rows{s.heads.kv.begin * hd, s.heads.kv.end * hd};
+
+  Tensor embed = rows("embed_tokens.weight", s.vocab);
+  m.embed_ = VocabParallelEmbedding(embed, s.vocab.begin, c.vocab_size, tp);
+  m.norm_ = whole("norm.weight");
+  m.lm_head_ = ColumnParallelLinear(
+      c.tie_word_embeddings ? embed : rows("lm_head.weight", s.vocab), Tensor());
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
-    LlamaLayerWeights l;
-    l.input_norm = load(p + "input_layernorm.weight");
-    l.wq = load(p + "self_attn.q_proj.weight");
-    l.wk = load(p + "self_attn.k_proj.weight");
-    l.wv = load(p + "self_attn.v_proj.weight");
-    if (c.attention_bias) {
-      l.bq = load(p + "self_attn.q_proj.bias");
-      l.bk = load(p + "self_attn.k_proj.bias");
-      l.bv = load(p + "self_attn.v_proj.bias");
-    }
-    l.wo = load(p + "self_attn.o_proj.weight");
-    l.post_norm = load(p + "post_attention_layernorm.weight");
-    l.w_gate = load(p + "mlp.gate_proj.weight");
-    l.w_up = load(p + "mlp.up_proj.weight");
-    l.w_down = load(p + "mlp.down_proj.weight");
-    w.layers.push_back(std::move(l));
+    auto bias = [&](const char* n, Range rg) {
+      return c.attention_bias ? rows(p + n, rg) : Tensor();
+    };
+    LlamaLayer l;
+    l.input_norm = whole(p + "input_layernorm.weight");
+    l.q = ColumnParallelLinear(rows(p + "self_attn.q_proj.weight", q_rows),
+                               bias("self_attn.q_proj.bias", q_rows));
+    l.k = ColumnParallelLinear(rows(p + "self_attn.k_proj.weight", kv_rows),
+                               bias("self_attn.k_proj.bias", kv_rows));
+    l.v = ColumnParallelLinear(rows(p + "self_attn.v_proj.weight", kv_rows),
+                               bias("self_attn.v_proj.bias", kv_rows));
+    l.o = RowParallelLinear(cols(p + "self_attn.o_proj.weight", q_rows), tp);
+    l.post_norm = whole(p + "post_attention_layernorm.weight");
+    l.gate = ColumnParallelLinear(rows(p + "mlp.gate_proj.weight", s.ffn), Tensor());
+    l.up = ColumnParallelLinear(rows(p + "mlp.up_proj.weight", s.ffn), Tensor());
+    l.down = RowParallelLinear(cols(p + "mlp.down_proj.weight", s.ffn), tp);
+    m.layers_.push_back(std::move(l));
   }
-  w.rope_inv_freq = ops::rope_inv_freq(int(c.head_dim), c.rope_theta, c.rope_scaling);
+  m.rope_inv_freq_ = ops::rope_inv_freq(int(hd), c.rope_theta, c.rope_scaling);
   if (r.has_weight("rope_freqs.weight")) {  // GGUF-style explicit per-frequency divisors
-    const Tensor f = load("rope_freqs.weight");
-    for (int64_t i = 0; i < c.head_dim / 2; ++i) w.rope_inv_freq[size_t(i)] /= f.data<float>()[i];
+    const Tensor f = whole("rope_freqs.weight");
+    for (int64_t i = 0; i < hd / 2; ++i) m.rope_inv_freq_[size_t(i)] /= f.data<float>()[i];
   }
-  return w;
+  return m;
 }
 
-SequenceKvCache::SequenceKvCache(const ModelConfig& c, int64_t capacity) : capacity_(capacity) {
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    k_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, DType::kF32));
-    v_.push_back(Tensor::empty({capacity, c.num_kv_heads, c.head_dim}, DType::kF32));
+SequenceKvCache::SequenceKvCache(int64_t layers, int64_t kv_heads, int64_t head_dim,
+                                 int64_t capacity)
+    : capacity_(capacity) {
+  for (int64_t i = 0; i < layers; ++i) {
+    k_.push_back(Tensor::empty({capacity, kv_heads, head_dim}, DType::kF32));
+    v_.push_back(Tensor::empty({capacity, kv_heads, head_dim}, DType::kF32));
   }
 }
 
@@ -69,38 +102,39 @@ void SequenceKvCache::reserve(int64_t n) {
   capacity_ = n;
 }
 
-LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {}
+SequenceKvCache LlamaModel::make_cache(int64_t capacity) const {
+  return SequenceKvCache(config_.num_layers, shard_.heads.kv.size(), config_.head_dim, capacity);
+}
 
-void LlamaModel::attention_block(const LlamaLayerWeights& w, int64_t layer, const Tensor& x,
+void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
                                  const std::vector<int32_t>& positions, SequenceKvCache& cache,
                                  Tensor& out) const {
-  const ModelConfig& c = config_;
-  const int64_t n = x.dim(0), start = cache.length();
-  Tensor q = Tensor::empty({n, c.num_heads, c.head_dim}, DType::kF32);
+  const int64_t n = x.dim(0), start = cache.length(), hd = config_.head_dim;
+  const int64_t heads = shard_.heads.q.size();
+  Tensor q = Tensor::empty({n, heads, hd}, DType::kF32);
   // New keys and values go straight into the cache rows [start, start + n).
   Tensor k = cache.keys(layer).rows(start, start + n);
   Tensor v = cache.values(layer).rows(start, start + n);
-  ops::linear(x, w.wq, w.bq.defined() ? &w.bq : nullptr, q);
-  ops::linear(x, w.wk, w.bk.defined() ? &w.bk : nullptr, k);
-  ops::linear(x, w.wv, w.bv.defined() ? &w.bv : nullptr, v);
-  ops::rope_inplace(q, positions, weights_.rope_inv_freq);
-  ops::rope_inplace(k, positions, weights_.rope_inv_freq);
-  Tensor attn = Tensor::empty({n, c.num_heads, c.head_dim}, DType::kF32);
+  w.q.forward(x, q);
+  w.k.forward(x, k);
+  w.v.forward(x, v);
+  ops::rope_inplace(q, positions, rope_inv_freq_);
+  ops::rope_inplace(k, positions, rope_inv_freq_);
+  Tensor attn = Tensor::empty({n, heads, hd}, DType::kF32);
   ops::causal_attention(q, cache.keys(layer).rows(0, start + n),
                         cache.values(layer).rows(0, start + n), positions,
-                        1.0f / std::sqrt(float(c.head_dim)), attn);
-  ops::linear(attn.view({n, c.q_size()}), w.wo, nullptr, out);
+                        1.0f / std::sqrt(float(hd)), attn);
+  w.o.forward(attn.view({n, heads * hd}), out);
 }
 
-void LlamaModel::mlp_block(const LlamaLayerWeights& w, const Tensor& x, Tensor& out) const {
-  const int64_t n = x.dim(0), f = config_.intermediate_size;
+void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const {
+  const int64_t n = x.dim(0), f = shard_.ffn.size();
   Tensor gate = Tensor::empty({n, f}, DType::kF32);
   Tensor up = Tensor::empty({n, f}, DType::kF32);
-  ops::linear(x, w.w_gate, nullptr, gate);
-  ops::linear(x, w.w_up, nullptr, up);
+  w.gate.forward(x, gate);
+  w.up.forward(x, up);
   ops::swiglu(gate, up, gate);
-  ops::linear(gate, w.w_down, nullptr, out);
+  w.down.forward(gate, out);
 }
 
 Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
@@ -109,17 +143,17 @@ Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& 
   const int64_t n = int64_t(tokens.size());
   TESSERA_ASSERT(n > 0, "forward called with no tokens");
   TESSERA_ASSERT(cache.length() + n <= cache.capacity(),
-                "sequence of " << cache.length() + n << " tokens exceeds the KV cache ("
-                               << cache.capacity() << " tokens)");
+                 "sequence of " << cache.length() + n << " tokens exceeds the KV cache ("
+                                << cache.capacity() << " tokens)");
   std::vector<int32_t> positions(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) positions[size_t(i)] = int32_t(cache.length() + i);
 
   Tensor x = Tensor::empty({n, c.hidden_size}, DType::kF32);  // the residual stream
-  ops::embedding(weights_.embed, tokens, x);
+  embed_.forward(tokens, x);
   Tensor normed = Tensor::empty({n, c.hidden_size}, DType::kF32);
   Tensor delta = Tensor::empty({n, c.hidden_size}, DType::kF32);
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    const LlamaLayerWeights& w = weights_.layers[size_t(i)];
+    const LlamaLayer& w = layers_[size_t(i)];
     ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
     attention_block(w, i, normed, positions, cache, delta);
     ops::add_inplace(x, delta);
@@ -132,10 +166,24 @@ Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& 
   if (n_logits < 0 || n_logits > n) n_logits = n;
   Tensor last = x.rows(n - n_logits, n);
   Tensor last_normed = Tensor::empty({n_logits, c.hidden_size}, DType::kF32);
-  ops::rms_norm(last, weights_.norm, c.rms_norm_eps, last_normed);
-  Tensor logits = Tensor::empty({n_logits, c.vocab_size}, DType::kF32);
-  ops::linear(last_normed, weights_.lm_head, nullptr, logits);
+  ops::rms_norm(last, norm_, c.rms_norm_eps, last_normed);
+  Tensor logits = Tensor::empty({n_logits, shard_.vocab.size()}, DType::kF32);
+  lm_head_.forward(last_normed, logits);
   return logits;
+}
+
+Tensor LlamaModel::gather_logits(const Tensor& local) const {
+  if (shard_.tp_size == 1) return local;
+  const int64_t m = local.dim(0), part = local.dim(1), tp = shard_.tp_size;
+  Tensor stacked = Tensor::empty({tp, m, part}, DType::kF32);  // rank-major
+  tp_->all_gather(local, stacked);
+  Tensor full = Tensor::empty({m, tp * part}, DType::kF32);
+  const float* src = stacked.data<float>();
+  float* dst = full.data<float>();
+  for (int64_t r = 0; r < tp; ++r)
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(dst + i * tp * part + r * part, src + (r * m + i) * part, size_t(part) * 4);
+  return full;
 }
 
 }  // namespace tessera

@@ -1,6 +1,8 @@
 // The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM): weights and the forward pass.
 // It reads like the paper: embed, then per layer x += attn(norm(x)); x += mlp(norm(x)), then the
-// final norm and the LM head. Compute is float32 whatever the stored dtype.
+// final norm and the LM head. Compute is float32 whatever the stored dtype. Under tensor
+// parallelism each rank holds its shard of every layer; the collectives live in the parallel
+// layers (parallel/parallel_layers.h), not here.
 #pragma once
 
 #include <cstdint>
@@ -9,45 +11,44 @@
 #include "io/model_config.h"
 #include "io/model_store.h"
 #include "kernels/tensor.h"
+#include "parallel/parallel_layers.h"
+#include "parallel/sharding.h"
 
 namespace tessera {
 
-struct LlamaLayerWeights {
-  Tensor input_norm;  // (hidden)
-  Tensor wq;          // (n_heads * head_dim, hidden)
-  Tensor wk;          // (n_kv_heads * head_dim, hidden)
-  Tensor wv;          // (n_kv_heads * head_dim, hidden)
-  Tensor bq, bk, bv;  // (n_heads * head_dim), (n_kv_heads * head_dim) x2; undefined without bias
-  Tensor wo;          // (hidden, n_heads * head_dim)
-  Tensor post_norm;   // (hidden)
-  Tensor w_gate;      // (ffn, hidden)
-  Tensor w_up;        // (ffn, hidden)
-  Tensor w_down;      // (hidden, ffn)
+// What this rank holds of the model.
+struct ModelShard {
+  int tp_rank = 0, tp_size = 1;
+  HeadShard heads;  // query heads and KV heads
+  Range ffn;        // intermediate features
+  Range vocab;      // embedding / LM head rows
 };
 
-struct LlamaWeights {
-  Tensor embed;    // (vocab, hidden)
-  std::vector<LlamaLayerWeights> layers;
-  Tensor norm;     // (hidden)
-  Tensor lm_head;  // (vocab, hidden); shares storage with embed when tied
-  std::vector<float> rope_inv_freq;  // (head_dim / 2)
-
-  static LlamaWeights load(const ModelReader& reader);
+struct LlamaLayer {
+  Tensor input_norm;           // (hidden)
+  ColumnParallelLinear q;      // (local q heads * head_dim, hidden) [+ bias]
+  ColumnParallelLinear k;      // (local kv heads * head_dim, hidden) [+ bias]
+  ColumnParallelLinear v;      // (local kv heads * head_dim, hidden) [+ bias]
+  RowParallelLinear o;         // (hidden, local q heads * head_dim)
+  Tensor post_norm;            // (hidden)
+  ColumnParallelLinear gate;   // (ffn / tp, hidden)
+  ColumnParallelLinear up;     // (ffn / tp, hidden)
+  RowParallelLinear down;      // (hidden, ffn / tp)
 };
 
-// The KV cache of one sequence: per layer K and V of every position so far. (The paged,
-// multi-sequence cache is runtime/ of a later issue; this one is contiguous.)
+// The KV cache of one sequence: per layer K and V of every position so far, for this rank's KV
+// heads. (The paged, multi-sequence cache is its own piece of work; this one is contiguous.)
 class SequenceKvCache {
  public:
-  SequenceKvCache(const ModelConfig& config, int64_t capacity);
-  // Grows the cache to hold at least n positions, keeping what it holds.
-  void reserve(int64_t n);
+  SequenceKvCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t capacity);
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
-  Tensor& keys(int64_t layer) { return k_[size_t(layer)]; }    // (capacity, n_kv_heads, head_dim)
-  Tensor& values(int64_t layer) { return v_[size_t(layer)]; }  // (capacity, n_kv_heads, head_dim)
+  Tensor& keys(int64_t layer) { return k_[size_t(layer)]; }    // (capacity, kv_heads, head_dim)
+  Tensor& values(int64_t layer) { return v_[size_t(layer)]; }  // (capacity, kv_heads, head_dim)
   void advance(int64_t n) { length_ += n; }
   void clear() { length_ = 0; }
+  // Grows the cache to hold at least n positions, keeping what it holds.
+  void reserve(int64_t n);
 
  private:
   int64_t capacity_;
@@ -57,22 +58,37 @@ class SequenceKvCache {
 
 class LlamaModel {
  public:
-  LlamaModel(ModelConfig config, LlamaWeights weights);
+  // Reads this rank's shard (tp->rank() of tp->size()) from the model file: only its rows and
+  // columns of each tensor. tp must outlive the model.
+  static LlamaModel load(const ModelReader& reader, Communicator* tp);
+
   const ModelConfig& config() const { return config_; }
+  const ModelShard& shard() const { return shard_; }
+  Communicator& tp() const { return *tp_; }
+  SequenceKvCache make_cache(int64_t capacity) const;
 
   // Runs `tokens` (at positions cache.length() ..) through the model, appends their K/V to the
-  // cache, and returns logits (n, vocab) for the last `n_logits` tokens (all when -1).
+  // cache, and returns this rank's logits (n, vocab / tp) for the last `n_logits` tokens (all
+  // when -1): columns [shard().vocab.begin, end) of the full logits.
   Tensor forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
                  int64_t n_logits = 1) const;
+  // The full logits (n, vocab) from every rank's shard (an all-gather when tp > 1).
+  Tensor gather_logits(const Tensor& local) const;
 
  private:
-  void attention_block(const LlamaLayerWeights& w, int64_t layer, const Tensor& x,
+  void attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
                        const std::vector<int32_t>& positions, SequenceKvCache& cache,
                        Tensor& out) const;
-  void mlp_block(const LlamaLayerWeights& w, const Tensor& x, Tensor& out) const;
+  void mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const;
 
   ModelConfig config_;
-  LlamaWeights weights_;
+  ModelShard shard_;
+  Communicator* tp_ = nullptr;
+  VocabParallelEmbedding embed_;
+  std::vector<LlamaLayer> layers_;
+  Tensor norm_;                   // (hidden)
+  ColumnParallelLinear lm_head_;  // (vocab / tp, hidden); the embedding shard when tied
+  std::vector<float> rope_inv_freq_;  // (head_dim / 2)
 };
 
 }  // namespace tessera

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "io/tokenizer.h"
+#include "parallel/process_groups.h"
 #include "runtime/llama_model.h"
 
 namespace tessera {
@@ -16,7 +17,9 @@ struct ModelBundle {
   uint64_t weight_bytes_read = 0;
   double load_seconds = 0;
 
-  static ModelBundle load(const std::string& path);
+  // Checks that the layout of `groups` can run the model (before any weight is read), then loads
+  // this rank's shard. groups must outlive the bundle.
+  static ModelBundle load(const std::string& path, ProcessGroups& groups);
 };
 
 }  // namespace tessera

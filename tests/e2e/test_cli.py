@@ -247,3 +247,40 @@ def test_default_model_answers_in_english(tessera, default_model):
     assert res.returncode == 0, res.stderr
     assert "Paris" in res.stdout, res.stdout
     assert "decode:" in res.stderr and "prefill:" in res.stderr
+
+
+# ---- several ranks --------------------------------------------------------------------------
+
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1",
+               OMPI_MCA_btl_vader_single_copy_mechanism="none", OMP_NUM_THREADS="1")
+
+
+def test_tensor_parallel_batch_equals_one_rank(tessera, default_model, tmp_path):
+    lines = [json.dumps({"id": "a", "messages": [{"role": "user", "content": "Name a colour."}],
+                         "max_tokens": 12}),
+             "not json",
+             json.dumps({"id": "b", "prompt": "The sun rises in the", "max_tokens": 8,
+                         "temperature": 0.8, "top_k": 40, "seed": 3})]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    one, three = tmp_path / "one.jsonl", tmp_path / "three.jsonl"
+    r1 = run(tessera, "generate", "-m", default_model, "-i", str(inp), "-o", str(one))
+    assert r1.returncode == 0, r1.stderr
+    r3 = subprocess.run(["mpirun", "-np", "3", tessera, "generate", "-m", default_model, "--tp",
+                         "3", "-i", str(inp), "-o", str(three)], capture_output=True, text=True,
+                        env=MPI_ENV, timeout=300)
+    assert r3.returncode == 0, r3.stderr
+    a = [json.loads(l) for l in one.read_text().splitlines()]
+    b = [json.loads(l) for l in three.read_text().splitlines()]
+    assert len(a) == 3 and "error" in a[1]
+    assert [x.get("token_ids") for x in a] == [x.get("token_ids") for x in b]
+
+
+def test_bad_layout_stops_every_rank_with_one_reason(tessera, default_model):
+    r = subprocess.run(["mpirun", "-np", "2", tessera, "generate", "-m", default_model, "--tp",
+                        "2", "-p", "hi"], capture_output=True, text=True, env=MPI_ENV,
+                       timeout=120)
+    assert r.returncode != 0
+    assert "tp 2 does not divide the 9 query heads" in r.stderr
+    assert "would work" in r.stderr

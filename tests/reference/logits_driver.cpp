@@ -16,20 +16,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    auto bundle = tessera::ModelBundle::load(argv[1]);
+    auto groups = tessera::ProcessGroups::single();
+    auto bundle = tessera::ModelBundle::load(argv[1], groups);
     std::vector<int32_t> ids;
     std::stringstream ss(argv[2]);
     for (std::string tok; std::getline(ss, tok, ',');) ids.push_back(std::stoi(tok));
     const int steps = std::stoi(argv[3]);
     const auto& cfg = bundle.model->config();
-    tessera::SequenceKvCache cache(cfg, int64_t(ids.size()) + steps + 1);
+    tessera::SequenceKvCache cache = bundle.model->make_cache(int64_t(ids.size()) + steps + 1);
     std::ofstream out(argv[4], std::ios::binary);
     tessera::Sampler greedy(tessera::SamplingParams{});
     tessera::Tensor logits = bundle.model->forward(ids, cache, -1);
     std::vector<int32_t> generated;
     for (int s = 0;; ++s) {
       out.write(static_cast<const char*>(logits.raw()), std::streamsize(logits.nbytes()));
-      if (s == steps) break;
       const float* last = logits.data<float>() + (logits.dim(0) - 1) * cfg.vocab_size;
       const int32_t next = greedy.sample(last, cfg.vocab_size, {});
       generated.push_back(next);

@@ -1,0 +1,57 @@
+// Tensor-parallel layers (Megatron): the collectives live here, not in the model.
+//   column-parallel: each rank holds a slice of the output features; no communication.
+//   row-parallel:    each rank holds a slice of the input features; one all-reduce of the sum.
+//   vocab-parallel embedding: each rank holds a slice of the vocabulary's rows; one all-reduce.
+#pragma once
+
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace tessera {
+
+class ColumnParallelLinear {
+ public:
+  ColumnParallelLinear() = default;
+  // weight: this rank's rows (out / tp, in); bias: its (out / tp) slice or undefined.
+  ColumnParallelLinear(Tensor weight, Tensor bias);
+  // y(m, out / tp) = x(m, in) @ weight^T + bias
+  void forward(const Tensor& x, Tensor& y) const;
+  int64_t out_local() const { return weight_.dim(0); }
+
+ private:
+  Tensor weight_;  // (out / tp, in)
+  Tensor bias_;    // (out / tp) or undefined
+};
+
+class RowParallelLinear {
+ public:
+  RowParallelLinear() = default;
+  // weight: this rank's columns (out, in / tp).
+  RowParallelLinear(Tensor weight, Communicator* tp);
+  // y(m, out) = sum over TP ranks of x_local(m, in / tp) @ weight^T
+  void forward(const Tensor& x_local, Tensor& y) const;
+
+ private:
+  Tensor weight_;  // (out, in / tp)
+  Communicator* tp_ = nullptr;
+};
+
+class VocabParallelEmbedding {
+ public:
+  VocabParallelEmbedding() = default;
+  // table: rows [vocab_begin, vocab_begin + table.dim(0)) of the (vocab, hidden) embedding.
+  VocabParallelEmbedding(Tensor table, int64_t vocab_begin, int64_t vocab_size, Communicator* tp);
+  // out(n, hidden) = embedding rows of ids (each id looked up on the rank that holds it).
+  void forward(const std::vector<int32_t>& ids, Tensor& out) const;
+  const Tensor& table() const { return table_; }
+  int64_t vocab_begin() const { return vocab_begin_; }
+
+ private:
+  Tensor table_;  // (vocab / tp, hidden)
+  int64_t vocab_begin_ = 0;
+  int64_t vocab_size_ = 0;
+  Communicator* tp_ = nullptr;
+};
+
+}  // namespace tessera
