@@ -153,9 +153,14 @@ int run_generate(const Args& args) {
   const bool rank0 = groups.world->rank() == 0;
   ModelBundle bundle = ModelBundle::load(model, groups);
   if (rank0)
-    std::fprintf(stderr, "tessera: loaded %s (%lld layers, %.1f MB of weights) in %.2f s\n",
-               model.c_str(), (long long)bundle.model->config().num_layers,
-               double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
+    std::fprintf(stderr,
+                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d): rank 0 holds layers %lld-%lld "
+                 "of %lld, %.1f MB of weights, in %.2f s\n",
+                 model.c_str(), groups.world->size(), layout.tp, layout.pp,
+                 (long long)bundle.model->shard().layers.first,
+                 (long long)bundle.model->shard().layers.last - 1,
+                 (long long)bundle.model->config().num_layers,
+                 double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
   Generator gen(*bundle.model, *bundle.tokenizer, max_context);
 
   if (vm.count("input")) {

@@ -42,6 +42,16 @@ Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_
 
 int32_t Generator::next_token(Sampler& sampler, const SamplingParams& params,
                               const Tensor& local_logits, const std::vector<int32_t>& history) const {
+  // The last pipeline stage samples; every stage then has the token.
+  const PipelineStage& stage = model_.stage();
+  const int32_t token =
+      stage.last() ? sample_last_stage(sampler, params, local_logits, history) : -1;
+  return stage.share_token(token);
+}
+
+int32_t Generator::sample_last_stage(Sampler& sampler, const SamplingParams& params,
+                                     const Tensor& local_logits,
+                                     const std::vector<int32_t>& history) const {
   const int64_t rows = local_logits.dim(0), part = local_logits.dim(1);
   const Tensor last = local_logits.rows(rows - 1, rows);
   const ModelShard& shard = model_.shard();
@@ -94,7 +104,11 @@ GenerationResult Generator::generate(const GenerationRequest& r,
   bool stopped_by_string = false;
 
   auto t0 = std::chrono::steady_clock::now();
-  Tensor logits = model_.forward(r.prompt, cache_);
+  // Microbatches keep every pipeline stage busy during prefill (two per stage).
+  const int64_t stages = model_.stage().stages();
+  const int64_t microbatch =
+      stages == 1 ? 0 : std::max<int64_t>(16, (res.prompt_tokens + 2 * stages - 1) / (2 * stages));
+  Tensor logits = model_.prefill(r.prompt, cache_, microbatch);
   res.prefill_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
   res.finish_reason = "length";

@@ -44,6 +44,8 @@ class Generator {
   // The next token from the last row of this rank's logits shard; the same on every TP rank.
   int32_t next_token(Sampler& sampler, const SamplingParams& params, const Tensor& local_logits,
                      const std::vector<int32_t>& history) const;
+  int32_t sample_last_stage(Sampler& sampler, const SamplingParams& params,
+                            const Tensor& local_logits, const std::vector<int32_t>& history) const;
 
   const LlamaModel& model_;
   const Tokenizer& tokenizer_;

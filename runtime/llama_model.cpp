@@ -1,5 +1,6 @@
 #include "runtime/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -10,12 +11,14 @@
 
 namespace tessera {
 
-LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp) {
+LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator* pp) {
   const ModelConfig& c = r.config();
   LlamaModel m;
   m.config_ = c;
   m.tp_ = tp;
+  m.stage_ = PipelineStage(pp, c.num_layers);
   ModelShard& s = m.shard_;
+  s.layers = m.stage_.layers();
   s.tp_rank = tp->rank();
   s.tp_size = tp->size();
   s.heads = head_shard(c.num_heads, c.num_kv_heads, s.tp_size, s.tp_rank);
@@ -49,12 +52,16 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp) {
   const Range q_rows{s.heads.q.begin * hd, s.heads.q.end * hd};
   const Range kv_rows{s.heads.kv.begin * hd, s.heads.kv.end * hd};
 
-  Tensor embed = rows("embed_tokens.weight", s.vocab);
-  m.embed_ = VocabParallelEmbedding(embed, s.vocab.begin, c.vocab_size, tp);
-  m.norm_ = whole("norm.weight");
-  m.lm_head_ = ColumnParallelLinear(
-      c.tie_word_embeddings ? embed : rows("lm_head.weight", s.vocab), Tensor());
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  Tensor embed;  // read once even when the first stage is also the last and the head is tied
+  if (m.stage_.first() || (m.stage_.last() && c.tie_word_embeddings))
+    embed = rows("embed_tokens.weight", s.vocab);
+  if (m.stage_.first()) m.embed_ = VocabParallelEmbedding(embed, s.vocab.begin, c.vocab_size, tp);
+  if (m.stage_.last()) {
+    m.norm_ = whole("norm.weight");
+    m.lm_head_ = ColumnParallelLinear(
+        c.tie_word_embeddings ? embed : rows("lm_head.weight", s.vocab), Tensor());
+  }
+  for (int64_t i = s.layers.first; i < s.layers.last; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     auto bias = [&](const char* n, Range rg) {
       return c.attention_bias ? rows(p + n, rg) : Tensor();
@@ -103,7 +110,7 @@ void SequenceKvCache::reserve(int64_t n) {
 }
 
 SequenceKvCache LlamaModel::make_cache(int64_t capacity) const {
-  return SequenceKvCache(config_.num_layers, shard_.heads.kv.size(), config_.head_dim, capacity);
+  return SequenceKvCache(shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, capacity);
 }
 
 void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
@@ -149,10 +156,13 @@ Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& 
   for (int64_t i = 0; i < n; ++i) positions[size_t(i)] = int32_t(cache.length() + i);
 
   Tensor x = Tensor::empty({n, c.hidden_size}, DType::kF32);  // the residual stream
-  embed_.forward(tokens, x);
+  if (stage_.first())
+    embed_.forward(tokens, x);
+  else
+    stage_.receive(x);
   Tensor normed = Tensor::empty({n, c.hidden_size}, DType::kF32);
   Tensor delta = Tensor::empty({n, c.hidden_size}, DType::kF32);
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  for (int64_t i = 0; i < int64_t(layers_.size()); ++i) {  // i: the layer's index in this stage
     const LlamaLayer& w = layers_[size_t(i)];
     ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
     attention_block(w, i, normed, positions, cache, delta);
@@ -162,6 +172,11 @@ Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& 
     ops::add_inplace(x, delta);
   }
   cache.advance(n);
+  if (!stage_.last()) {
+    stage_.send(x);
+    return Tensor();
+  }
+  if (n_logits == 0) return Tensor();
 
   if (n_logits < 0 || n_logits > n) n_logits = n;
   Tensor last = x.rows(n - n_logits, n);
@@ -170,6 +185,34 @@ Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& 
   Tensor logits = Tensor::empty({n_logits, shard_.vocab.size()}, DType::kF32);
   lm_head_.forward(last_normed, logits);
   return logits;
+}
+
+Tensor LlamaModel::prefill(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
+                           int64_t microbatch, int64_t n_logits) const {
+  const int64_t n = int64_t(tokens.size());
+  if (microbatch <= 0 || microbatch >= n) return forward(tokens, cache, n_logits);
+  // Stage s works on microbatch i while stage s + 1 works on microbatch i - 1: each forward()
+  // blocks only on its own input from the stage before.
+  std::vector<Tensor> parts;
+  const int64_t want = n_logits < 0 || n_logits > n ? n : n_logits;
+  for (int64_t b = 0; b < n; b += microbatch) {
+    const int64_t e = std::min(n, b + microbatch);
+    const std::vector<int32_t> chunk(tokens.begin() + b, tokens.begin() + e);
+    const int64_t rows_wanted = std::clamp<int64_t>(want - (n - e), 0, e - b);
+    Tensor t = forward(chunk, cache, rows_wanted);
+    if (t.defined()) parts.push_back(t);
+  }
+  if (!stage_.last()) return Tensor();
+  if (parts.size() == 1) return parts[0];
+  int64_t total = 0;
+  for (const Tensor& t : parts) total += t.dim(0);
+  Tensor out = Tensor::empty({total, shard_.vocab.size()}, DType::kF32);
+  int64_t row = 0;
+  for (const Tensor& t : parts) {
+    std::memcpy(out.rows(row, row + t.dim(0)).raw(), t.raw(), t.nbytes());
+    row += t.dim(0);
+  }
+  return out;
 }
 
 Tensor LlamaModel::gather_logits(const Tensor& local) const {

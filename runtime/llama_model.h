@@ -12,6 +12,7 @@
 #include "io/model_store.h"
 #include "kernels/tensor.h"
 #include "parallel/parallel_layers.h"
+#include "parallel/pipeline.h"
 #include "parallel/sharding.h"
 
 namespace tessera {
@@ -19,6 +20,7 @@ namespace tessera {
 // What this rank holds of the model.
 struct ModelShard {
   int tp_rank = 0, tp_size = 1;
+  LayerRange layers;  // this pipeline stage's layers
   HeadShard heads;  // query heads and KV heads
   Range ffn;        // intermediate features
   Range vocab;      // embedding / LM head rows
@@ -58,19 +60,28 @@ class SequenceKvCache {
 
 class LlamaModel {
  public:
-  // Reads this rank's shard (tp->rank() of tp->size()) from the model file: only its rows and
-  // columns of each tensor. tp must outlive the model.
-  static LlamaModel load(const ModelReader& reader, Communicator* tp);
+  // Reads this rank's shard from the model file: its pipeline stage's layers (pp->rank() of
+  // pp->size() stages), and of those only its TP rows and columns (tp->rank() of tp->size()).
+  // The communicators must outlive the model.
+  static LlamaModel load(const ModelReader& reader, Communicator* tp, Communicator* pp);
 
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }
   Communicator& tp() const { return *tp_; }
+  const PipelineStage& stage() const { return stage_; }
   SequenceKvCache make_cache(int64_t capacity) const;
 
-  // Runs `tokens` (at positions cache.length() ..) through the model, appends their K/V to the
-  // cache, and returns this rank's logits (n, vocab / tp) for the last `n_logits` tokens (all
-  // when -1): columns [shard().vocab.begin, end) of the full logits.
+  // Runs `tokens` (at positions cache.length() ..) through this stage's layers, appends their
+  // K/V to the cache, and on the last stage returns this rank's logits (n, vocab / tp) for the
+  // last `n_logits` tokens (all when -1, none when 0): columns [shard().vocab.begin, end) of the
+  // full logits.
+  // Other stages receive the hidden state from the stage before and pass theirs on; they
+  // return an undefined tensor. Every rank of the model calls it with the same tokens.
   Tensor forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
+                 int64_t n_logits = 1) const;
+  // forward() of a prompt in microbatches of `microbatch` tokens, so that pipeline stages work
+  // on different microbatches at once. Returns what the last forward returns.
+  Tensor prefill(const std::vector<int32_t>& tokens, SequenceKvCache& cache, int64_t microbatch,
                  int64_t n_logits = 1) const;
   // The full logits (n, vocab) from every rank's shard (an all-gather when tp > 1).
   Tensor gather_logits(const Tensor& local) const;
@@ -84,10 +95,11 @@ class LlamaModel {
   ModelConfig config_;
   ModelShard shard_;
   Communicator* tp_ = nullptr;
-  VocabParallelEmbedding embed_;
-  std::vector<LlamaLayer> layers_;
-  Tensor norm_;                   // (hidden)
-  ColumnParallelLinear lm_head_;  // (vocab / tp, hidden); the embedding shard when tied
+  PipelineStage stage_;
+  VocabParallelEmbedding embed_;  // first stage only
+  std::vector<LlamaLayer> layers_;  // this stage's layers
+  Tensor norm_;                   // (hidden), last stage only
+  ColumnParallelLinear lm_head_;  // (vocab / tp, hidden), last stage; the embedding's rows when tied
   std::vector<float> rope_inv_freq_;  // (head_dim / 2)
 };
 

@@ -256,7 +256,9 @@ MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CO
                OMPI_MCA_btl_vader_single_copy_mechanism="none", OMP_NUM_THREADS="1")
 
 
-def test_tensor_parallel_batch_equals_one_rank(tessera, default_model, tmp_path):
+@pytest.mark.parametrize("layout", [("3", "1"), ("1", "2"), ("3", "2")])
+def test_model_parallel_batch_equals_one_rank(tessera, default_model, tmp_path, layout):
+    tp, pp = layout
     lines = [json.dumps({"id": "a", "messages": [{"role": "user", "content": "Name a colour."}],
                          "max_tokens": 12}),
              "not json",
@@ -267,9 +269,9 @@ def test_tensor_parallel_batch_equals_one_rank(tessera, default_model, tmp_path)
     one, three = tmp_path / "one.jsonl", tmp_path / "three.jsonl"
     r1 = run(tessera, "generate", "-m", default_model, "-i", str(inp), "-o", str(one))
     assert r1.returncode == 0, r1.stderr
-    r3 = subprocess.run(["mpirun", "-np", "3", tessera, "generate", "-m", default_model, "--tp",
-                         "3", "-i", str(inp), "-o", str(three)], capture_output=True, text=True,
-                        env=MPI_ENV, timeout=300)
+    r3 = subprocess.run(["mpirun", "-np", str(int(tp) * int(pp)), tessera, "generate", "-m",
+                         default_model, "--tp", tp, "--pp", pp, "-i", str(inp), "-o", str(three)],
+                        capture_output=True, text=True, env=MPI_ENV, timeout=300)
     assert r3.returncode == 0, r3.stderr
     a = [json.loads(l) for l in one.read_text().splitlines()]
     b = [json.loads(l) for l in three.read_text().splitlines()]

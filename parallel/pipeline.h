@@ -1,0 +1,34 @@
+// Pipeline-parallel transport: a stage receives the hidden state from the stage before it and
+// sends its output to the stage after it, point to point over the PP group.
+#pragma once
+
+#include "parallel/communicator.h"
+#include "parallel/process_grid.h"
+
+namespace tessera {
+
+class PipelineStage {
+ public:
+  PipelineStage() = default;
+  // pp: the pipeline group (rank = stage); n_layers: the model's layers, split by stage_layers.
+  PipelineStage(Communicator* pp, int64_t n_layers);
+  bool first() const { return stage_ == 0; }
+  bool last() const { return stage_ == stages_ - 1; }
+  int stage() const { return stage_; }
+  int stages() const { return stages_; }
+  const LayerRange& layers() const { return layers_; }
+
+  // x is filled from the previous stage (a no-op for the first stage).
+  void receive(Tensor& x) const;
+  // x goes to the next stage (a no-op for the last stage).
+  void send(const Tensor& x) const;
+  // A token id sampled on the last stage, given to every stage (all take part).
+  int32_t share_token(int32_t token) const;
+
+ private:
+  Communicator* pp_ = nullptr;
+  int stage_ = 0, stages_ = 1;
+  LayerRange layers_;
+};
+
+}  // namespace tessera
