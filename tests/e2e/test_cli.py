@@ -286,3 +286,15 @@ def test_bad_layout_stops_every_rank_with_one_reason(tessera, default_model):
     assert r.returncode != 0
     assert "tp 2 does not divide the 9 query heads" in r.stderr
     assert "would work" in r.stderr
+
+
+def test_one_rank_that_cannot_open_the_file_stops_every_rank(tessera, default_model, tmp_path):
+    # MPMD: rank 0 gets the real file, rank 1 a missing one. Rank 0 goes on into the collectives;
+    # rank 1 must bring the job down within seconds with one line naming it, not hang.
+    missing = str(tmp_path / "missing.h5")
+    r = subprocess.run(["mpirun", "-np", "1", tessera, "generate", "-m", default_model, "--pp", "2",
+                        "-p", "hi", ":", "-np", "1", tessera, "generate", "-m", missing, "--pp",
+                        "2", "-p", "hi"], capture_output=True, text=True, env=MPI_ENV, timeout=60)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tessera: error")]
+    assert lines == [f"tessera: error on rank 1 of 2: {missing}: no such model file"], r.stderr

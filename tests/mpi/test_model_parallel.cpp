@@ -13,28 +13,10 @@
 #include "parallel/process_groups.h"
 #include "runtime/generator.h"
 #include "runtime/llama_model.h"
+#include "tests/mpi/random_model.h"
 
 namespace tessera {
 namespace {
-
-// GPT-2's byte -> printable character mapping, so a 256-token byte-level vocabulary is valid.
-std::string byte_token(int b) {
-  int cp = b;
-  if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
-    int n = 0;
-    for (int x = 0; x < b; ++x)
-      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) ++n;
-    cp = 256 + n;
-  }
-  std::string s;
-  if (cp < 0x80) {
-    s += char(cp);
-  } else {
-    s += char(0xC0 | (cp >> 6));
-    s += char(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
 
 ModelConfig test_config(bool qwen) {
   ModelConfig c;
@@ -52,33 +34,10 @@ ModelConfig test_config(bool qwen) {
   return c;
 }
 
-// Rank 0 writes a random model file; every rank then reads it.
 std::string write_model(Communicator& world, bool qwen) {
-  const std::string path = (std::filesystem::temp_directory_path() /
-                            (std::string("tessera_tp_") + (qwen ? "qwen" : "llama") + ".h5"))
-                               .string();
-  if (world.rank() == 0) {
-    const ModelConfig c = test_config(qwen);
-    ModelWriter w(path);
-    w.write_config(c, "mpi test");
-    TokenizerData t;
-    t.model = "bpe_byte";
-    t.pre = "gpt2";
-    for (int b = 0; b < 256; ++b) t.tokens.push_back(byte_token(b));
-    w.write_tokenizer(t);
-    std::mt19937 g(qwen ? 2 : 1);
-    for (const TensorSpec& s : llama_tensor_specs(c)) {
-      if (!s.required) continue;
-      std::vector<float> v(size_t(shape_numel(s.shape)));
-      const bool norm = s.name.find("norm") != std::string::npos;
-      const float scale = s.shape.size() == 2 ? 1.0f / std::sqrt(float(s.shape[1])) : 0.2f;
-      for (float& x : v) x = (norm ? 1.0f : 0.0f) + scale * std::normal_distribution<float>()(g);
-      w.write_weight(s.name, s.shape, v.data(), DType::kF32);
-    }
-    w.finish();
-  }
-  world.barrier();
-  return path;
+  return write_random_model(world, test_config(qwen),
+                            std::string("tessera_tp_") + (qwen ? "qwen" : "llama") + ".h5",
+                            qwen ? 2 : 1);
 }
 
 void check_against_one_rank(bool qwen) {
@@ -107,12 +66,7 @@ void check_against_one_rank(bool qwen) {
       if (model.stage().last()) {
         const Tensor got = model.gather_logits(mine);
         ASSERT_EQ(got.shape(), want.shape());
-        float scale = 0, diff = 0;
-        for (int64_t i = 0; i < want.numel(); ++i) {
-          scale = std::max(scale, std::abs(want.data<float>()[i]));
-          diff = std::max(diff, std::abs(want.data<float>()[i] - got.data<float>()[i]));
-        }
-        EXPECT_LE(diff, 1e-4f * scale) << "max|diff| " << diff << " max|logit| " << scale;
+        EXPECT_LE(relative_max_diff(want, got), 1e-4f);
       }
 
       GenerationRequest req;
@@ -125,6 +79,44 @@ void check_against_one_rank(bool qwen) {
       req.sampling.top_p = 0.95f;
       req.sampling.seed = 11;
       EXPECT_EQ(many.generate(req).tokens, one.generate(req).tokens);
+    }
+}
+
+// Each rank reads only its hyperslabs: exactly its share of every tensor, counted from the
+// canonical table independently of the loader.
+TEST(ModelParallel, EachRankReadsOnlyItsShare) {
+  auto world = MpiCommunicator::world();
+  const int p = world->size();
+  const std::string path = write_model(*world, false);
+  const ModelConfig c = test_config(false);
+  for (int tp = 1; tp <= p; tp *= 2)
+    for (int pp = 1; tp * pp <= p && pp <= 4; pp *= 2) {
+      SCOPED_TRACE("tp " + std::to_string(tp) + " pp " + std::to_string(pp));
+      ProcessGroups g = ProcessGroups::create({p / (tp * pp), pp, 1, tp}, MpiCommunicator::world());
+      ModelReader reader(path);
+      const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get());
+      const LayerRange layers = stage_layers(c.num_layers, pp, g.coord.pp);
+      const bool first = g.coord.pp == 0, last = g.coord.pp == pp - 1;
+      const int64_t kv_share = tp <= c.num_kv_heads ? c.num_kv_heads / tp : 1;
+      uint64_t expected = 0;  // floats
+      for (const TensorSpec& s : llama_tensor_specs(c)) {
+        if (!s.required) continue;
+        const std::string suffix = layer_suffix(s.name);
+        if (suffix.empty()) {
+          if (s.name == "embed_tokens.weight" && first) expected += s.shape[0] / tp * s.shape[1];
+          if (s.name == "lm_head.weight" && last) expected += s.shape[0] / tp * s.shape[1];
+          if (s.name == "norm.weight" && last) expected += s.shape[0];
+          continue;
+        }
+        const int64_t layer = std::stoll(s.name.substr(7));
+        if (layer < layers.first || layer >= layers.last) continue;
+        const int64_t numel = shape_numel(s.shape);
+        if (suffix.find("layernorm") != std::string::npos) expected += numel;
+        else if (suffix.find("k_proj") != std::string::npos || suffix.find("v_proj") != std::string::npos)
+          expected += numel / c.num_kv_heads * kv_share;
+        else expected += numel / tp;  // q, o, gate, up, down: a 1/tp slice
+      }
+      EXPECT_EQ(reader.bytes_read(), expected * 4);
     }
 }
 
