@@ -25,6 +25,21 @@ void print_speed(const char* what, int64_t tokens, double seconds) {
                seconds, seconds > 0 ? double(tokens) / seconds : 0.0);
 }
 
+// The share of generation time the ranks spent inside the model's communicators (TP, SP, PP),
+// averaged over all ranks. Collective: every rank calls it.
+double communication_share(ProcessGroups& groups, double generation_seconds) {
+  Tensor t = Tensor::from_f32({float(groups.model_communication_seconds()),
+                               float(generation_seconds)}, {2});
+  groups.world->all_reduce(t, ReduceOp::kSum);
+  return t.data<float>()[1] > 0 ? t.data<float>()[0] / t.data<float>()[1] : 0.0;
+}
+
+void print_communication(const ProcessGroups& groups, double share) {
+  if (groups.world->size() > 1)
+    std::fprintf(stderr, "communication: %.1f%% of generation time (mean over %d ranks)\n",
+                 100.0 * share, groups.world->size());
+}
+
 json result_record(const std::string& id, const GenerationResult& r) {
   return json{{"id", id},
               {"text", r.text},
@@ -165,11 +180,14 @@ int run_generate(const Args& args) {
 
   if (vm.count("input")) {
     const BatchTotals t = run_batch(bundle, gen, d, *groups.world, input, output);
+    const double share =
+        communication_share(groups, t.prefill_seconds + t.decode_seconds);
     if (!rank0) return 0;
     std::fprintf(stderr, "tessera: %lld requests, %lld errors, results in %s\n",
                  (long long)t.requests, (long long)t.errors, output.c_str());
     print_speed("prefill", t.prompt_tokens, t.prefill_seconds);
     print_speed("decode", t.generated_tokens, t.decode_seconds);
+    print_communication(groups, share);
     return 0;
   }
 
@@ -189,12 +207,14 @@ int run_generate(const Args& args) {
   };
   if (!rank0) print = nullptr;  // one rank writes
   GenerationResult r = gen.generate(req.generation, print);
+  const double share = communication_share(groups, r.prefill_seconds + r.decode_seconds);
   if (!rank0) return 0;
   std::fputs("\n", stdout);
   std::fflush(stdout);
   std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());
   print_speed("prefill", r.prompt_tokens, r.prefill_seconds);
   print_speed("decode", int64_t(r.tokens.size()), r.decode_seconds);
+  print_communication(groups, share);
   return 0;
 }
 

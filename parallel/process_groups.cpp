@@ -1,6 +1,7 @@
 #include "parallel/process_groups.h"
 
 #include "parallel/mpi_communicator.h"
+#include "parallel/timed_communicator.h"
 
 namespace tessera {
 
@@ -16,12 +17,20 @@ ProcessGroups ProcessGroups::create(const GridShape& shape,
   const GridCoord c = g.coord;
   // A group's color is the world rank of its member with that coordinate at zero.
   auto color = [&](GridCoord z) { return grid_rank(shape, z); };
-  g.tp = world->split(color({c.dp, c.pp, c.sp, 0}), c.tp);
-  g.sp = world->split(color({c.dp, c.pp, 0, c.tp}), c.sp);
-  g.pp = world->split(color({c.dp, 0, c.sp, c.tp}), c.pp);
+  // The model's groups are timed so a run can report its communication share.
+  g.tp = std::make_unique<TimedCommunicator>(world->split(color({c.dp, c.pp, c.sp, 0}), c.tp));
+  g.sp = std::make_unique<TimedCommunicator>(world->split(color({c.dp, c.pp, 0, c.tp}), c.sp));
+  g.pp = std::make_unique<TimedCommunicator>(world->split(color({c.dp, 0, c.sp, c.tp}), c.pp));
   g.dp = world->split(color({0, c.pp, c.sp, c.tp}), c.dp);
   g.world = std::move(world);
   return g;
+}
+
+double ProcessGroups::model_communication_seconds() const {
+  double s = 0;
+  for (const Communicator* c : {tp.get(), sp.get(), pp.get()})
+    if (auto* timed = dynamic_cast<const TimedCommunicator*>(c)) s += timed->seconds();
+  return s;
 }
 
 ProcessGroups ProcessGroups::single() {

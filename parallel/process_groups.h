@@ -24,6 +24,8 @@ struct ProcessGroups {
   static ProcessGroups create(const GridShape& shape, std::unique_ptr<MpiCommunicator> world);
   // One rank: every group is the local communicator.
   static ProcessGroups single();
+  // Seconds this rank spent inside the TP, SP and PP groups' calls (waiting included).
+  double model_communication_seconds() const;
 };
 
 }  // namespace tessera

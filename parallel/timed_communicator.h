@@ -1,0 +1,36 @@
+// A communicator that measures the wall time spent inside another one's calls (waiting for
+// peers included), so a run can say what share of its time went to communication.
+#pragma once
+
+#include <memory>
+
+#include "parallel/communicator.h"
+
+namespace tessera {
+
+class TimedCommunicator final : public Communicator {
+ public:
+  explicit TimedCommunicator(std::unique_ptr<Communicator> inner) : inner_(std::move(inner)) {}
+  double seconds() const { return seconds_; }
+  int64_t calls() const { return calls_; }
+
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  void all_reduce(Tensor& t, ReduceOp op) override;
+  void all_gather(const Tensor& in, Tensor& out) override;
+  void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override;
+  void send(const Tensor& t, int dst, int tag) override;
+  void recv(Tensor& t, int src, int tag) override;
+  void broadcast(Tensor& t, int root) override;
+  void broadcast_bytes(std::string& bytes, int root) override;
+  void barrier() override;
+
+ private:
+  template <typename F>
+  void timed(F&& f);
+  std::unique_ptr<Communicator> inner_;
+  double seconds_ = 0;
+  int64_t calls_ = 0;
+};
+
+}  // namespace tessera
