@@ -13,5 +13,6 @@ int run_convert(const Args& args);
 int run_inspect(const Args& args);
 int run_generate(const Args& args);
 int run_tokenize(const Args& args);
+int run_plan(const Args& args);
 
 }  // namespace tessera::cli

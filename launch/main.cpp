@@ -21,6 +21,7 @@ Commands:
   convert    turn a GGUF file or a Hugging Face checkpoint folder into a tessera model file
   inspect    print a model file's configuration and tensor table
   tokenize   print the token ids of a text (or of each line of a JSONL file of strings)
+  plan       which tp x pp x dp layouts fit a model on a cluster, and the one to use
 
 Example:
   tessera convert --input SmolLM2-135M-Instruct.Q4_1.gguf --output smollm2.h5
@@ -80,6 +81,8 @@ int main(int argc, char** argv) {
       code = tessera::cli::run_inspect(args);
     } else if (command == "tokenize") {
       code = tessera::cli::run_tokenize(args);
+    } else if (command == "plan") {
+      code = tessera::cli::run_plan(args);
     } else {
       fail("unknown command '" + command + "' (try tessera --help)");
     }

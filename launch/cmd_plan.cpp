@@ -1,0 +1,103 @@
+// tessera plan: which parallel layouts can serve a model on a cluster, with per-rank weight
+// bytes and KV-cache capacity, and the one to use.
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/convert.h"
+#include "io/model_store.h"
+#include "launch/options.h"
+#include "runtime/plan.h"
+
+namespace tessera::cli {
+namespace {
+
+// "80GiB", "80GB", "141G", "8e10": bytes.
+uint64_t parse_bytes(const std::string& text) {
+  size_t end = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &end);
+  } catch (const std::exception&) {
+    TESSERA_FAIL("--gpu-memory '" << text << "' is not a size (e.g. 80GiB)");
+  }
+  const std::string unit = text.substr(end);
+  double scale = 1;
+  if (unit == "GiB" || unit == "G" || unit == "g") scale = double(1ull << 30);
+  else if (unit == "GB") scale = 1e9;
+  else if (unit == "MiB") scale = double(1ull << 20);
+  else if (unit == "TiB") scale = double(1ull << 40);
+  else TESSERA_CHECK(unit.empty(), "--gpu-memory unit '" << unit << "' (use GiB, GB, MiB or TiB)");
+  TESSERA_CHECK(v > 0, "--gpu-memory must be positive");
+  return uint64_t(v * scale);
+}
+
+ModelConfig load_config(const std::string& path) {
+  if (path.size() > 5 && path.substr(path.size() - 5) == ".json") {
+    std::ifstream in(path);
+    TESSERA_CHECK(in, path << ": cannot open");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      TESSERA_FAIL(path << ": not valid JSON (" << e.what() << ")");
+    }
+    return config_from_hf(j, path);
+  }
+  return ModelReader(path).config();  // a tessera model file
+}
+
+}  // namespace
+
+int run_plan(const Args& args) {
+  po::options_description desc("Options");
+  std::string model, memory = "80GiB";
+  PlanOptions o;
+  desc.add_options()
+      ("model,m", po::value(&model)->required(),
+       "a preset (configs/*.json, Hugging Face config.json form) or a tessera model file")
+      ("nodes", po::value(&o.nodes)->default_value(1), "nodes")
+      ("gpus-per-node", po::value(&o.gpus_per_node)->default_value(8), "GPUs per node (one rank each)")
+      ("gpu-memory", po::value(&memory)->default_value("80GiB"), "memory per GPU (80GiB, 141GB, ...)")
+      ("weight-bytes", po::value(&o.weight_bytes)->default_value(2), "bytes per weight (2: bf16)")
+      ("kv-bytes", po::value(&o.kv_bytes)->default_value(2), "bytes per KV-cache element")
+      ("reserve", po::value(&o.reserve)->default_value(0.10, "0.10"),
+       "share of GPU memory kept for activations and the runtime")
+      ("context", po::value(&o.context)->default_value(0),
+       "tokens one sequence must fit (0: the model's context window)");
+  po::variables_map vm;
+  if (!parse_options("plan", "--model PRESET --nodes N --gpus-per-node G --gpu-memory 80GiB", desc,
+                     args, vm))
+    return 0;
+  TESSERA_CHECK(o.nodes >= 1 && o.gpus_per_node >= 1, "--nodes and --gpus-per-node must be >= 1");
+  TESSERA_CHECK(o.reserve >= 0 && o.reserve < 1, "--reserve must be in [0, 1)");
+  o.gpu_memory = parse_bytes(memory);
+  const ModelConfig c = load_config(model);
+  const auto plans = plan_layouts(c, o);
+  const LayoutPlan* best = recommend(plans);
+  std::printf("model: %s, %.2f B parameters (%s), %lld layers, %lld/%lld heads\n", model.c_str(),
+              double(total_parameters(c)) / 1e9, c.architecture.c_str(),
+              (long long)c.num_layers, (long long)c.num_heads, (long long)c.num_kv_heads);
+  std::printf("cluster: %d node(s) x %d GPU(s) x %.1f GiB, %.0f%% reserved\n\n", o.nodes,
+              o.gpus_per_node, double(o.gpu_memory) / double(1ull << 30), 100 * o.reserve);
+  std::printf("%-4s %-4s %-4s %16s %18s  %s\n", "tp", "pp", "dp", "weights/rank GiB",
+              "KV tokens/replica", "fits");
+  for (const LayoutPlan& p : plans) {
+    if (p.weight_bytes == 0) {  // the layout cannot run the model at all
+      std::printf("%-4d %-4d %-4d %16s %18s  no: %s\n", p.layout.tp, p.layout.pp, p.layout.dp,
+                  "-", "-", p.why_not.c_str());
+      continue;
+    }
+    std::printf("%-4d %-4d %-4d %16.2f %18lld  %s%s\n", p.layout.tp, p.layout.pp, p.layout.dp,
+                double(p.weight_bytes) / double(1ull << 30), (long long)p.kv_tokens,
+                p.fits ? "yes" : ("no: " + p.why_not).c_str(), &p == best ? "  <- recommended" : "");
+  }
+  if (best)
+    std::printf("\nrecommended: --tp %d --pp %d --dp %d (mpirun -np %d)\n", best->layout.tp,
+                best->layout.pp, best->layout.dp, best->layout.world());
+  else
+    std::printf("\nno layout fits: add nodes or memory, or use fewer bytes per weight\n");
+  return 0;
+}
+
+}  // namespace tessera::cli
