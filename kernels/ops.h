@@ -3,6 +3,7 @@
 // threads, OpenBLAS for GEMM). All activations are float32 here.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <vector>
 
@@ -48,5 +49,25 @@ void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
 // n_kv_heads) (grouped-query attention). out(m, n_heads, d).
 void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                       const std::vector<int32_t>& q_positions, float scale, Tensor& out);
+
+// Attention in pieces (online softmax), for keys that arrive in blocks (ring attention) or live on
+// several ranks (sequence-parallel decode). For query row r and head h:
+//   mx = max score seen, sum = sum_j exp(score_j - mx), acc = sum_j exp(score_j - mx) v_j.
+struct AttentionState {
+  Tensor acc;  // (m, n_heads, d)
+  Tensor mx;   // (m, n_heads)
+  Tensor sum;  // (m, n_heads)
+  static AttentionState empty(int64_t m, int64_t n_heads, int64_t d);  // nothing seen yet
+};
+inline constexpr int64_t kAllKeysVisible = INT64_MAX / 4;
+// Adds keys k, v (t, n_kv_heads, d) to the state of q (m, n_heads, d). Query row r sees key j when
+// j <= r + visible_offset: 0 for a block of keys aligned with the queries (causal), or
+// kAllKeysVisible for keys that all come before the queries.
+void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
+                          float scale, AttentionState& state);
+// state = the union of state and other (log-sum-exp rescaling).
+void attention_merge(AttentionState& state, const AttentionState& other);
+// out(m, n_heads, d) = acc / sum.
+void attention_finish(const AttentionState& state, Tensor& out);
 
 }  // namespace tessera::ops

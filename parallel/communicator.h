@@ -34,6 +34,8 @@ class Communicator {
   // Blocking point to point; the receiver's tensor must have the sender's shape and dtype.
   virtual void send(const Tensor& t, int dst, int tag = 0) = 0;
   virtual void recv(Tensor& t, int src, int tag = 0) = 0;
+  // Sends `out` to dst and receives `in` from src at once (a ring step cannot deadlock).
+  virtual void send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag = 0) = 0;
   // t on every rank becomes root's t.
   virtual void broadcast(Tensor& t, int root) = 0;
   // Variable-size bytes (a serialised plan, a string): every rank ends with root's bytes.

@@ -112,6 +112,14 @@ void MpiCommunicator::recv(Tensor& t, int src, int tag) {
                                                           << t.numel());
 }
 
+void MpiCommunicator::send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) {
+  MPI_Status status;
+  check_mpi(MPI_Sendrecv(out.raw(), host_count(out, "send_recv"), mpi_type(out.dtype()), dst, tag,
+                         in.raw(), host_count(in, "send_recv"), mpi_type(in.dtype()), src, tag,
+                         comm_, &status),
+            "send_recv");
+}
+
 void MpiCommunicator::broadcast(Tensor& t, int root) {
   check_mpi(MPI_Bcast(t.raw(), host_count(t, "broadcast"), mpi_type(t.dtype()), root, comm_),
             "broadcast");

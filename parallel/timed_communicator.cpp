@@ -27,6 +27,9 @@ void TimedCommunicator::send(const Tensor& t, int dst, int tag) {
 void TimedCommunicator::recv(Tensor& t, int src, int tag) {
   timed([&] { inner_->recv(t, src, tag); });
 }
+void TimedCommunicator::send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) {
+  timed([&] { inner_->send_recv(out, dst, in, src, tag); });
+}
 void TimedCommunicator::broadcast(Tensor& t, int root) {
   timed([&] { inner_->broadcast(t, root); });
 }

@@ -21,6 +21,7 @@ class TimedCommunicator final : public Communicator {
   void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override;
   void send(const Tensor& t, int dst, int tag) override;
   void recv(Tensor& t, int src, int tag) override;
+  void send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) override;
   void broadcast(Tensor& t, int root) override;
   void broadcast_bytes(std::string& bytes, int root) override;
   void barrier() override;

@@ -230,4 +230,100 @@ void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   }
 }
 
+AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d) {
+  AttentionState st;
+  st.acc = Tensor::zeros({m, n_heads, d}, DType::kF32);
+  st.mx = Tensor::empty({m, n_heads}, DType::kF32);
+  st.sum = Tensor::zeros({m, n_heads}, DType::kF32);
+  std::fill_n(st.mx.data<float>(), m * n_heads, -INFINITY);
+  return st;
+}
+
+void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
+                          float scale, AttentionState& st) {
+  check_cpu_f32(q, "attention q");
+  check_cpu_f32(k, "attention k");
+  check_cpu_f32(v, "attention v");
+  const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
+  const int64_t t = k.dim(0), hkv = k.dim(1);
+  TESSERA_ASSERT(k.dim(2) == d && v.shape() == k.shape() && hq % hkv == 0 &&
+                     st.acc.shape() == q.shape() && st.mx.numel() == m * hq,
+                 "attention_accumulate: q " << shape_str(q.shape()) << " k "
+                                            << shape_str(k.shape()));
+  const int64_t group = hq / hkv;
+  const float* pq = q.data<float>();
+  const float* pk = k.data<float>();
+  const float* pv = v.data<float>();
+  float* acc = st.acc.data<float>();
+  float* pmx = st.mx.data<float>();
+  float* psum = st.sum.data<float>();
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(t));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t h = 0; h < hq; ++h) {
+        const int64_t n_keys = std::clamp<int64_t>(r + visible_offset + 1, 0, t);
+        if (n_keys == 0) continue;
+        const int64_t kvh = h / group;
+        const float* qv = pq + (r * hq + h) * d;
+        float block_max = -INFINITY;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const float* kv = pk + (j * hkv + kvh) * d;
+          float dot = 0;
+          for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
+          scores[size_t(j)] = dot * scale;
+          block_max = std::max(block_max, scores[size_t(j)]);
+        }
+        const int64_t s = r * hq + h;
+        const float new_max = std::max(pmx[s], block_max);
+        const float rescale = std::exp(pmx[s] - new_max);  // 0 when nothing was seen
+        float* o = acc + s * d;
+        for (int64_t i = 0; i < d; ++i) o[i] *= rescale;
+        double sum = 0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          const float w = std::exp(scores[size_t(j)] - new_max);
+          sum += w;
+          const float* vv = pv + (j * hkv + kvh) * d;
+          for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
+        }
+        psum[s] = float(double(psum[s]) * rescale + sum);
+        pmx[s] = new_max;
+      }
+    }
+  }
+}
+
+void attention_merge(AttentionState& st, const AttentionState& other) {
+  const int64_t n = st.mx.numel(), d = st.acc.dim(2);
+  TESSERA_ASSERT(other.mx.numel() == n && other.acc.shape() == st.acc.shape(), "attention_merge shapes");
+  float* acc = st.acc.data<float>();
+  float* mx = st.mx.data<float>();
+  float* sum = st.sum.data<float>();
+  const float* oacc = other.acc.data<float>();
+  const float* omx = other.mx.data<float>();
+  const float* osum = other.sum.data<float>();
+  for (int64_t s = 0; s < n; ++s) {
+    if (omx[s] == -INFINITY) continue;  // the other saw no key
+    const float m = std::max(mx[s], omx[s]);
+    const float a = std::exp(mx[s] - m), b = std::exp(omx[s] - m);
+    for (int64_t i = 0; i < d; ++i) acc[s * d + i] = acc[s * d + i] * a + oacc[s * d + i] * b;
+    sum[s] = sum[s] * a + osum[s] * b;
+    mx[s] = m;
+  }
+}
+
+void attention_finish(const AttentionState& st, Tensor& out) {
+  check_cpu_f32(out, "attention output");
+  const int64_t n = st.mx.numel(), d = st.acc.dim(2);
+  TESSERA_ASSERT(out.numel() == n * d, "attention_finish shapes");
+  const float* acc = st.acc.data<float>();
+  const float* sum = st.sum.data<float>();
+  float* o = out.data<float>();
+  for (int64_t s = 0; s < n; ++s) {
+    const float inv = sum[s] > 0 ? 1.0f / sum[s] : 0.0f;
+    for (int64_t i = 0; i < d; ++i) o[s * d + i] = acc[s * d + i] * inv;
+  }
+}
+
 }  // namespace tessera::ops

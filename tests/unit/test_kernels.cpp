@@ -175,6 +175,30 @@ TEST(Ops, CausalAttentionMatchesLoopsWithGqa) {
   expect_close(out.to_f32_vector(), want, 1e-5);
 }
 
+// Ring attention's pieces: keys split into blocks (two of past keys, one aligned with the queries),
+// accumulated on two "ranks" and merged, equal causal attention over all keys at once.
+TEST(Ops, AttentionInBlocksEqualsWholeCausalAttention) {
+  const int64_t t = 12, m = 5, hq = 4, hkv = 2, d = 6;
+  auto q = random_vec(size_t(m * hq * d), 20), k = random_vec(size_t(t * hkv * d), 21),
+       v = random_vec(size_t(t * hkv * d), 22);
+  Tensor tq = Tensor::from_f32(q, {m, hq, d}), tk = Tensor::from_f32(k, {t, hkv, d}),
+         tv = Tensor::from_f32(v, {t, hkv, d});
+  const std::vector<int32_t> pos = {7, 8, 9, 10, 11};
+  Tensor want = Tensor::empty({m, hq, d}, DType::kF32);
+  ops::causal_attention(tq, tk, tv, pos, 0.4f, want);
+
+  ops::AttentionState a = ops::AttentionState::empty(m, hq, d);
+  ops::AttentionState b = ops::AttentionState::empty(m, hq, d);
+  ops::attention_accumulate(tq, tk.rows(0, 4), tv.rows(0, 4), ops::kAllKeysVisible, 0.4f, a);
+  ops::attention_accumulate(tq, tk.rows(7, 12), tv.rows(7, 12), 0, 0.4f, a);  // own block
+  ops::attention_accumulate(tq, tk.rows(4, 7), tv.rows(4, 7), ops::kAllKeysVisible, 0.4f, b);
+  ops::attention_merge(a, b);
+  Tensor got = Tensor::empty({m, hq, d}, DType::kF32);
+  ops::attention_finish(a, got);
+  const auto w = want.to_f32_vector();
+  expect_close(got.to_f32_vector(), std::vector<double>(w.begin(), w.end()), 1e-5);
+}
+
 TEST(Tensor, ViewsShareStorageAndCheckShapes) {
   Tensor t = Tensor::from_f32({0, 1, 2, 3, 4, 5}, {3, 2});
   Tensor r = t.rows(1, 3);
