@@ -120,6 +120,7 @@ int run_generate(const Args& args) {
   RequestDefaults d;
   int64_t max_context = 0;
   GridShape layout;
+  int64_t kv_rows = 0;
   std::vector<std::string> stop;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
@@ -144,6 +145,8 @@ int run_generate(const Args& args) {
       ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens")
       ("max-context", po::value(&max_context)->default_value(0),
        "cap the context window (KV cache) at this many tokens (0: the model's)")
+      ("kv-cache-tokens", po::value(&kv_rows)->default_value(0),
+       "tokens of KV cache each rank may hold (0: as many as the sequence needs)")
       ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
       ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
       ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
@@ -169,14 +172,15 @@ int run_generate(const Args& args) {
   ModelBundle bundle = ModelBundle::load(model, groups);
   if (rank0)
     std::fprintf(stderr,
-                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d): rank 0 holds layers %lld-%lld "
-                 "of %lld, %.1f MB of weights, in %.2f s\n",
-                 model.c_str(), groups.world->size(), layout.tp, layout.pp,
+                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d): rank 0 holds layers "
+                 "%lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
+                 model.c_str(), groups.world->size(), layout.tp, layout.pp, layout.sp,
                  (long long)bundle.model->shard().layers.first,
                  (long long)bundle.model->shard().layers.last - 1,
                  (long long)bundle.model->config().num_layers,
                  double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
-  Generator gen(*bundle.model, *bundle.tokenizer, max_context);
+  TESSERA_CHECK(kv_rows >= 0, "--kv-cache-tokens must be >= 0");
+  Generator gen(*bundle.model, *bundle.tokenizer, max_context, kv_rows);
 
   if (vm.count("input")) {
     const BatchTotals t = run_batch(bundle, gen, d, *groups.world, input, output);

@@ -34,10 +34,12 @@ int64_t window(const ModelConfig& c, int64_t max_context) {
 }
 }  // namespace
 
-Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context)
+Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context,
+                     int64_t max_kv_rows)
     : model_(model),
       tokenizer_(tokenizer),
       window_(window(model.config(), max_context)),
+      max_kv_rows_(max_kv_rows),
       cache_(model.make_cache(std::min<int64_t>(window_, 256))) {}
 
 int32_t Generator::next_token(Sampler& sampler, const SamplingParams& params,
@@ -84,6 +86,14 @@ void Generator::check_fits(const GenerationRequest& r) const {
                                                     << " tokens; the context window is " << ctx);
   TESSERA_CHECK(r.max_tokens >= 1, "max_tokens must be at least 1, got " << r.max_tokens);
   for (const auto& s : r.stop) TESSERA_CHECK(!s.empty(), "a stop string is empty");
+  const int64_t prompt = int64_t(r.prompt.size());
+  if (max_kv_rows_ > 0) {
+    const int64_t rows = model_.kv_rows_needed(prompt, prompt);
+    TESSERA_CHECK(rows <= max_kv_rows_,
+                  "the prompt's KV cache needs " << rows << " tokens on a rank; a rank holds at most "
+                                                 << max_kv_rows_
+                                                 << " (spread it over more ranks with --sp)");
+  }
   r.sampling.validate();
 }
 
@@ -96,7 +106,8 @@ GenerationResult Generator::generate(const GenerationRequest& r,
   res.prompt_tokens = int64_t(r.prompt.size());
   cache_.clear();
   // Positions fed to the model: the prompt and every generated token but the last.
-  cache_.reserve(std::min(ctx, res.prompt_tokens + r.max_tokens - 1));
+  const int64_t total = std::min(ctx, res.prompt_tokens + r.max_tokens - 1);
+  cache_.reserve(model_.kv_rows_needed(res.prompt_tokens, total));
   Sampler sampler(r.sampling);
   StreamDecoder decoder(tokenizer_);
   std::vector<int32_t> history = r.prompt;
@@ -108,6 +119,7 @@ GenerationResult Generator::generate(const GenerationRequest& r,
   const int64_t stages = model_.stage().stages();
   const int64_t microbatch =
       stages == 1 ? 0 : std::max<int64_t>(16, (res.prompt_tokens + 2 * stages - 1) / (2 * stages));
+  // (With sequence parallelism the prompt is split over the SP group instead.)
   Tensor logits = model_.prefill(r.prompt, cache_, microbatch);
   res.prefill_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
@@ -138,6 +150,9 @@ GenerationResult Generator::generate(const GenerationRequest& r,
     }
     // prompt + generated tokens may not pass the context window.
     if (int64_t(res.tokens.size()) >= r.max_tokens || cache_.length() + 1 >= ctx) break;
+    if (max_kv_rows_ > 0 &&
+        model_.kv_rows_needed(res.prompt_tokens, cache_.length() + 1) > max_kv_rows_)
+      break;  // a rank's KV cache is full
     logits = model_.forward({next}, cache_);
   }
   if (!stopped_by_string) {  // text held back for a stop string that never came is output

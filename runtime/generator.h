@@ -31,8 +31,10 @@ struct GenerationResult {
 
 class Generator {
  public:
-  // max_context caps the KV cache (and so the context window); 0 means the model's window.
-  Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0);
+  // max_context caps the context window (0: the model's). max_kv_rows caps the KV cache each rank
+  // may hold (0: no cap); with sequence parallelism a rank holds only its share of a sequence.
+  Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0,
+            int64_t max_kv_rows = 0);
   int64_t context_window() const { return window_; }
   // on_text receives the text as it is made, at UTF-8 boundaries (and never past a stop string).
   GenerationResult generate(const GenerationRequest& request,
@@ -50,6 +52,7 @@ class Generator {
   const LlamaModel& model_;
   const Tokenizer& tokenizer_;
   int64_t window_;         // prompt + generated tokens never exceed this
+  int64_t max_kv_rows_;    // KV rows this rank may hold (0: no cap)
   SequenceKvCache cache_;  // grown per request to what it can use, up to window_
 };
 

@@ -13,15 +13,15 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups) {
   check_layout(groups.shape, groups.world->size(),
                ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size,
                          c.vocab_size});
-  TESSERA_CHECK(groups.shape.sp == 1 && groups.shape.dp == 1,
-                "sequence and data parallelism are not in this build yet: use --tp and --pp");
+  TESSERA_CHECK(groups.shape.dp == 1,
+                "data parallelism is not in this build yet: use --tp, --pp and --sp");
   ModelBundle b;
   b.path = path;
   b.tokenizer = std::make_unique<Tokenizer>(reader.read_tokenizer());
   TESSERA_CHECK(b.tokenizer->vocab_size() <= reader.config().vocab_size,
                 path << ": the tokenizer has " << b.tokenizer->vocab_size()
                      << " tokens but the model's vocabulary is " << reader.config().vocab_size);
-  b.model = std::make_unique<LlamaModel>(LlamaModel::load(reader, groups.tp.get(), groups.pp.get()));
+  b.model = std::make_unique<LlamaModel>(LlamaModel::load(reader, groups.tp.get(), groups.pp.get(), groups.sp.get()));
   b.weight_bytes_read = reader.bytes_read();
   b.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -256,9 +256,10 @@ MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CO
                OMPI_MCA_btl_vader_single_copy_mechanism="none", OMP_NUM_THREADS="1")
 
 
-@pytest.mark.parametrize("layout", [("3", "1"), ("1", "2"), ("3", "2")])
+@pytest.mark.parametrize("layout", [("3", "1", "1"), ("1", "2", "1"), ("3", "2", "1"),
+                                    ("1", "1", "2"), ("1", "2", "2")])
 def test_model_parallel_batch_equals_one_rank(tessera, default_model, tmp_path, layout):
-    tp, pp = layout
+    tp, pp, sp = layout
     lines = [json.dumps({"id": "a", "messages": [{"role": "user", "content": "Name a colour."}],
                          "max_tokens": 12}),
              "not json",
@@ -269,8 +270,9 @@ def test_model_parallel_batch_equals_one_rank(tessera, default_model, tmp_path, 
     one, three = tmp_path / "one.jsonl", tmp_path / "three.jsonl"
     r1 = run(tessera, "generate", "-m", default_model, "-i", str(inp), "-o", str(one))
     assert r1.returncode == 0, r1.stderr
-    r3 = subprocess.run(["mpirun", "-np", str(int(tp) * int(pp)), tessera, "generate", "-m",
-                         default_model, "--tp", tp, "--pp", pp, "-i", str(inp), "-o", str(three)],
+    r3 = subprocess.run(["mpirun", "-np", str(int(tp) * int(pp) * int(sp)), tessera, "generate",
+                         "-m", default_model, "--tp", tp, "--pp", pp, "--sp", sp, "-i", str(inp),
+                         "-o", str(three)],
                         capture_output=True, text=True, env=MPI_ENV, timeout=300)
     assert r3.returncode == 0, r3.stderr
     a = [json.loads(l) for l in one.read_text().splitlines()]
@@ -298,3 +300,16 @@ def test_one_rank_that_cannot_open_the_file_stops_every_rank(tessera, default_mo
     assert r.returncode != 0
     lines = [l for l in r.stderr.splitlines() if l.startswith("tessera: error")]
     assert lines == [f"tessera: error on rank 1 of 2: {missing}: no such model file"], r.stderr
+
+
+def test_sequence_parallel_serves_a_prompt_one_rank_cannot_hold(tessera, default_model):
+    prompt = "The history of the Roman Empire, told briefly: " * 5  # about 55 tokens
+    one = run(tessera, "generate", "-m", default_model, "-p", prompt, "-n", "8", "--ignore-eos",
+              "--kv-cache-tokens", "40")
+    assert one.returncode != 0 and "--sp" in one.stderr
+    two = subprocess.run(["mpirun", "-np", "2", tessera, "generate", "-m", default_model, "--sp",
+                          "2", "-p", prompt, "-n", "8", "--ignore-eos", "--kv-cache-tokens", "40"],
+                         capture_output=True, text=True, env=MPI_ENV, timeout=120)
+    assert two.returncode == 0, two.stderr
+    free = run(tessera, "generate", "-m", default_model, "-p", prompt, "-n", "8", "--ignore-eos")
+    assert two.stdout == free.stdout

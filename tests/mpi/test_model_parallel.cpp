@@ -120,6 +120,58 @@ TEST(ModelParallel, EachRankReadsOnlyItsShare) {
     }
 }
 
+// Sequence parallelism (alone and with TP and PP): the prompt is split over the SP group (ring
+// attention), decode merges partial attention by log-sum-exp. The last prompt position's logits
+// and the generated tokens equal the one-rank run; a prompt whose KV cache does not fit one
+// rank's budget runs once it is spread over the group.
+TEST(ModelParallel, SequenceParallelMatchesOneRank) {
+  auto world = MpiCommunicator::world();
+  const int p = world->size();
+  const std::string path = write_model(*world, false);
+  ModelReader reader(path);
+  Tokenizer tok(reader.read_tokenizer());
+  auto local = make_local_communicator();
+  const LlamaModel reference = LlamaModel::load(reader, local.get(), local.get());
+  const std::vector<int32_t> prompt = {5, 77, 200, 3, 3, 150, 42, 9, 255, 17, 64, 1, 2};  // 13
+  SequenceKvCache ref_cache = reference.make_cache(64);
+  const Tensor all = reference.forward(prompt, ref_cache, -1);
+  const Tensor want = all.rows(all.dim(0) - 1, all.dim(0));
+  for (int sp = 2; sp <= p; sp *= 2)
+    for (int tp = 1; tp * sp <= p && tp <= 2; tp *= 2)
+      for (int pp = 1; tp * sp * pp <= p && pp <= 2; pp *= 2) {
+        SCOPED_TRACE("sp " + std::to_string(sp) + " tp " + std::to_string(tp) + " pp " +
+                     std::to_string(pp));
+        ProcessGroups g =
+            ProcessGroups::create({p / (tp * sp * pp), pp, sp, tp}, MpiCommunicator::world());
+        const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), g.sp.get());
+        SequenceKvCache cache = model.make_cache(64);
+        const Tensor mine = model.forward(prompt, cache, 1);
+        EXPECT_EQ(cache.rows(), model.sp_chunk(13, g.coord.sp).size());  // only its own tokens
+        if (model.stage().last()) EXPECT_LE(relative_max_diff(want, model.gather_logits(mine)), 1e-4f);
+
+        GenerationRequest req;
+        req.prompt = prompt;
+        req.max_tokens = 20;
+        req.ignore_eos = true;
+        const auto greedy = Generator(reference, tok).generate(req).tokens;
+        EXPECT_EQ(Generator(model, tok).generate(req).tokens, greedy);
+        // A 40-token prompt with a KV budget per rank that one rank cannot serve but the SP
+        // group can.
+        GenerationRequest longer = req;
+        for (int i = 0; i < 27; ++i) longer.prompt.push_back((i * 37 + 11) % 256);
+        longer.max_tokens = 8;
+        const int64_t budget = (40 + sp - 1) / sp + (8 + sp - 1) / sp + 1;
+        ASSERT_LT(budget, 40);
+        EXPECT_THROW(Generator(reference, tok, 0, budget).generate(longer), Error);
+        EXPECT_EQ(Generator(model, tok, 0, budget).generate(longer).tokens,
+                  Generator(reference, tok).generate(longer).tokens);
+        req.sampling.temperature = 0.9f;
+        req.sampling.top_k = 50;
+        req.sampling.seed = 5;
+        EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
+      }
+}
+
 TEST(ModelParallel, LlamaGqaMatchesOneRank) { check_against_one_rank(false); }
 TEST(ModelParallel, Qwen2BiasTiedMatchesOneRank) { check_against_one_rank(true); }
 
