@@ -58,6 +58,29 @@ int world_size() {
   std::exit(1);
 }
 
+// SPMD: every rank must run the same command line, or ranks would disagree about what to do
+// and wait on each other forever. Rank 0's arguments are the reference.
+void check_same_arguments(int argc, char** argv) {
+  int size = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (size == 1) return;
+  std::string mine;
+  for (int i = 1; i < argc; ++i) mine += std::string(argv[i]) + '\0';
+  std::string reference = mine;
+  long long n = static_cast<long long>(reference.size());
+  MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+  reference.resize(static_cast<size_t>(n));
+  MPI_Bcast(reference.data(), int(n), MPI_CHAR, 0, MPI_COMM_WORLD);
+  int differs = reference != mine, any = 0;
+  MPI_Allreduce(&differs, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (differs) fail("this rank was started with other arguments than rank 0 (every rank must run "
+                    "the same command)");
+  if (any) {  // wait for the differing rank's message and abort, instead of going on
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,7 +93,10 @@ int main(int argc, char** argv) {
   tessera::cli::Args args(argv + 2, argv + argc);
   // Commands that run a model are SPMD programs: every rank runs them. The others are local tools.
   const bool needs_mpi = command == "generate";
-  if (needs_mpi) MPI_Init(&argc, &argv);
+  if (needs_mpi) {
+    MPI_Init(&argc, &argv);
+    check_same_arguments(argc, argv);
+  }
   int code = 0;
   try {
     if (command == "generate") {

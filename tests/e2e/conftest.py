@@ -19,7 +19,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def tessera(request):
-    return request.config.getoption("--tessera")
+    return os.path.abspath(request.config.getoption("--tessera"))
 
 
 @pytest.fixture(scope="session")

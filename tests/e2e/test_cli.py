@@ -291,15 +291,28 @@ def test_bad_layout_stops_every_rank_with_one_reason(tessera, default_model):
 
 
 def test_one_rank_that_cannot_open_the_file_stops_every_rank(tessera, default_model, tmp_path):
-    # MPMD: rank 0 gets the real file, rank 1 a missing one. Rank 0 goes on into the collectives;
-    # rank 1 must bring the job down within seconds with one line naming it, not hang.
-    missing = str(tmp_path / "missing.h5")
-    r = subprocess.run(["mpirun", "-np", "1", tessera, "generate", "-m", default_model, "--pp", "2",
-                        "-p", "hi", ":", "-np", "1", tessera, "generate", "-m", missing, "--pp",
-                        "2", "-p", "hi"], capture_output=True, text=True, env=MPI_ENV, timeout=60)
+    # The same command on both ranks, run from two folders: only rank 0's has the model (as when
+    # a node lacks the file). Rank 0 goes on into the collectives; rank 1 must bring the job down
+    # within seconds with one line naming it, not hang.
+    good, bad = tmp_path / "node0", tmp_path / "node1"
+    good.mkdir()
+    bad.mkdir()
+    os.symlink(default_model, good / "model.h5")
+    cmd = [tessera, "generate", "-m", "model.h5", "--pp", "2", "-p", "hi"]
+    r = subprocess.run(["mpirun", "-np", "1", "-wdir", str(good), *cmd, ":", "-np", "1", "-wdir",
+                        str(bad), *cmd], capture_output=True, text=True, env=MPI_ENV, timeout=60)
     assert r.returncode != 0
     lines = [l for l in r.stderr.splitlines() if l.startswith("tessera: error")]
-    assert lines == [f"tessera: error on rank 1 of 2: {missing}: no such model file"], r.stderr
+    assert lines == ["tessera: error on rank 1 of 2: model.h5: no such model file"], r.stderr
+
+
+def test_ranks_started_with_different_arguments_are_refused(tessera, default_model):
+    r = subprocess.run(["mpirun", "-np", "1", tessera, "generate", "-m", default_model, "--pp", "2",
+                        "-p", "hi", ":", "-np", "1", tessera, "generate", "-m", default_model,
+                        "--pp", "2", "-p", "hello"], capture_output=True, text=True, env=MPI_ENV,
+                       timeout=60)
+    assert r.returncode != 0
+    assert "tessera: error on rank 1 of 2: this rank was started with other arguments" in r.stderr
 
 
 def test_sequence_parallel_serves_a_prompt_one_rank_cannot_hold(tessera, default_model):
