@@ -45,7 +45,7 @@ void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
 
 // Causal attention of one sequence over its cached keys.
 // q(m, n_heads, d), k and v (t, n_kv_heads, d): key j sits at position j. Query row r sits at
-// q_positions[r] and sees keys 0..q_positions[r]. Query head h reads kv head h / (n_heads /
+// q_positions[r] (consecutive) and sees keys 0..q_positions[r]. Query head h reads kv head h / (n_heads /
 // n_kv_heads) (grouped-query attention). out(m, n_heads, d).
 void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                       const std::vector<int32_t>& q_positions, float scale, Tensor& out);

@@ -180,54 +180,16 @@ void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
 
 void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                       const std::vector<int32_t>& q_positions, float scale, Tensor& out) {
-  check_cpu_f32(q, "attention q");
-  check_cpu_f32(k, "attention k");
-  check_cpu_f32(v, "attention v");
-  check_cpu_f32(out, "attention output");
-  TESSERA_ASSERT(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, "attention expects 3-d tensors");
-  const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
-  const int64_t t = k.dim(0), hkv = k.dim(1);
-  TESSERA_ASSERT(k.dim(2) == d && v.shape() == k.shape() && hq % hkv == 0,
-                 "attention: q " << shape_str(q.shape()) << " k " << shape_str(k.shape()));
+  const int64_t m = q.dim(0);
   TESSERA_ASSERT(int64_t(q_positions.size()) == m && out.numel() == q.numel(), "attention shapes");
-  const int64_t group = hq / hkv;
-  const float* pq = q.data<float>();
-  const float* pk = k.data<float>();
-  const float* pv = v.data<float>();
-  float* po = out.data<float>();
-#pragma omp parallel
-  {
-    std::vector<float> scores(static_cast<size_t>(t));
-#pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t h = 0; h < hq; ++h) {
-        const int64_t kvh = h / group;
-        const int64_t n_keys = std::min<int64_t>(q_positions[size_t(r)] + 1, t);
-        const float* qv = pq + (r * hq + h) * d;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n_keys; ++j) {
-          const float* kv = pk + (j * hkv + kvh) * d;
-          float dot = 0;
-          for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
-          scores[size_t(j)] = dot * scale;
-          mx = std::max(mx, scores[size_t(j)]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < n_keys; ++j) {
-          scores[size_t(j)] = std::exp(scores[size_t(j)] - mx);
-          sum += scores[size_t(j)];
-        }
-        const float inv = float(1.0 / sum);
-        float* o = po + (r * hq + h) * d;
-        std::fill_n(o, d, 0.0f);
-        for (int64_t j = 0; j < n_keys; ++j) {
-          const float w = scores[size_t(j)] * inv;
-          const float* vv = pv + (j * hkv + kvh) * d;
-          for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
-        }
-      }
-    }
-  }
+  for (int64_t r = 1; r < m; ++r)
+    TESSERA_ASSERT(q_positions[size_t(r)] == q_positions[0] + r,
+                   "causal_attention expects consecutive query positions");
+  if (m == 0) return;
+  // One block of keys, query row r seeing keys 0 .. q_positions[r] = r + q_positions[0].
+  AttentionState state = AttentionState::empty(m, q.dim(1), q.dim(2));
+  attention_accumulate(q, k, v, q_positions[0], scale, state);
+  attention_finish(state, out);
 }
 
 AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d) {
