@@ -75,7 +75,25 @@ int32_t Generator::sample_last_stage(Sampler& sampler, const SamplingParams& par
       if (a[2 * r] > a[2 * winner]) winner = r;
     return int32_t(a[2 * winner + 1]);
   }
-  const Tensor full = model_.gather_logits(last);
+  if (params.top_k > 0) {
+    // Top-k needs only each shard's k best: gather k candidates per rank, not the vocabulary.
+    const auto mine = sampler.shard_candidates(last.data<float>(), part, shard.vocab.begin, history);
+    const int64_t k = params.top_k;
+    Tensor packed = Tensor::empty({k, 2}, DType::kF32);  // (logit, id); ids < 2^24 are exact
+    for (int64_t i = 0; i < k; ++i) {
+      const bool real = i < int64_t(mine.size());
+      packed.data<float>()[2 * i] = real ? mine[size_t(i)].first : -INFINITY;
+      packed.data<float>()[2 * i + 1] = real ? float(mine[size_t(i)].second) : -1.0f;
+    }
+    Tensor all = Tensor::empty({shard.tp_size * k, 2}, DType::kF32);
+    model_.tp().all_gather(packed, all);
+    std::vector<Sampler::Candidate> candidates;
+    for (int64_t i = 0; i < shard.tp_size * k; ++i)
+      if (all.data<float>()[2 * i + 1] >= 0)
+        candidates.push_back({all.data<float>()[2 * i], int32_t(all.data<float>()[2 * i + 1])});
+    return sampler.sample_candidates(candidates);
+  }
+  const Tensor full = model_.gather_logits(last);  // top-p / min-p alone need every logit
   return sampler.sample(full.data<float>(), full.dim(1), history);
 }
 

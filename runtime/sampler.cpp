@@ -22,32 +22,62 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
   params_.validate();
 }
 
-int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<int32_t>& previous) {
-  TESSERA_ASSERT(vocab > 0, "sampling from an empty vocabulary");
-  candidates_.resize(size_t(vocab));
-  for (int64_t i = 0; i < vocab; ++i)  // a NaN logit would break every ordering: it never wins
-    candidates_[size_t(i)] = {std::isnan(logits[i]) ? -INFINITY : logits[i], int32_t(i)};
+namespace {
+// Larger logit first, then lower id, so ties resolve the same on every layout.
+bool better(const Sampler::Candidate& a, const Sampler::Candidate& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+}  // namespace
+
+void Sampler::load_candidates(const float* logits, int64_t n, int64_t first_id,
+                              const std::vector<int32_t>& previous,
+                              std::vector<Candidate>& out) const {
+  out.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i)  // a NaN logit would break every ordering: it never wins
+    out[size_t(i)] = {std::isnan(logits[i]) ? -INFINITY : logits[i], int32_t(first_id + i)};
   if (params_.repetition_penalty != 1.0f) {
     std::unordered_set<int32_t> seen(previous.begin(), previous.end());
     for (int32_t id : seen) {
-      if (id < 0 || id >= vocab) continue;
-      float& l = candidates_[size_t(id)].first;
+      if (id < first_id || id >= first_id + n) continue;
+      float& l = out[size_t(id - first_id)].first;
       l = l > 0 ? l / params_.repetition_penalty : l * params_.repetition_penalty;
     }
   }
-  // Order: larger logit first, then lower id, so ties resolve the same on every layout.
-  auto better = [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
+}
+
+int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<int32_t>& previous) {
+  TESSERA_ASSERT(vocab > 0, "sampling from an empty vocabulary");
+  load_candidates(logits, vocab, 0, previous, candidates_);
   if (params_.greedy())
     return std::min_element(candidates_.begin(), candidates_.end(), better)->second;
+  return sample_loaded();
+}
 
+std::vector<Sampler::Candidate> Sampler::shard_candidates(const float* logits, int64_t n,
+                                                          int64_t first_id,
+                                                          const std::vector<int32_t>& previous) const {
+  TESSERA_ASSERT(params_.top_k > 0, "shard candidates need top_k");
+  std::vector<Candidate> c;
+  load_candidates(logits, n, first_id, previous, c);
+  const size_t k = std::min(c.size(), size_t(params_.top_k));
+  std::partial_sort(c.begin(), c.begin() + long(k), c.end(), better);
+  c.resize(k);
+  return c;
+}
+
+int32_t Sampler::sample_candidates(const std::vector<Candidate>& candidates) {
+  TESSERA_ASSERT(params_.top_k > 0 && !candidates.empty(), "sampling from no candidates");
+  candidates_ = candidates;
+  return sample_loaded();
+}
+
+int32_t Sampler::sample_loaded() {
   // Only top-k and top-p need an order; plain temperature and min-p sample in id order.
   if (params_.top_k > 0 && size_t(params_.top_k) < candidates_.size()) {
     std::partial_sort(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(),
                       better);
     candidates_.resize(size_t(params_.top_k));
-  } else if (params_.top_p < 1.0f) {
+  } else if (params_.top_k > 0 || params_.top_p < 1.0f) {  // the same order however they came
     std::sort(candidates_.begin(), candidates_.end(), better);
   }
   const size_t n = candidates_.size();

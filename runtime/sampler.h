@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace tessera {
@@ -27,7 +28,22 @@ class Sampler {
   // `previous` are the ids seen so far (prompt and output) for the repetition penalty.
   int32_t sample(const float* logits, int64_t vocab, const std::vector<int32_t>& previous);
 
+  // Top-k sampling over a vocabulary split into shards: each shard offers its top_k candidates
+  // (logit after the penalty, id), and sample_candidates() on all shards' candidates draws the
+  // same token as sample() on the whole row. Requires top_k > 0.
+  using Candidate = std::pair<float, int32_t>;
+  std::vector<Candidate> shard_candidates(const float* logits, int64_t n, int64_t first_id,
+                                          const std::vector<int32_t>& previous) const;
+  int32_t sample_candidates(const std::vector<Candidate>& candidates);
+
  private:
+  // Fills candidates_ from logits ids [first_id, first_id + n) with NaN as -inf and the
+  // repetition penalty applied.
+  void load_candidates(const float* logits, int64_t n, int64_t first_id,
+                       const std::vector<int32_t>& previous, std::vector<Candidate>& out) const;
+  // Samples from candidates_ (not greedy): top-k, temperature, top-p, min-p.
+  int32_t sample_loaded();
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> candidates_;  // scratch: (logit, id)

@@ -79,6 +79,9 @@ void check_against_one_rank(bool qwen) {
       req.sampling.top_p = 0.95f;
       req.sampling.seed = 11;
       EXPECT_EQ(many.generate(req).tokens, one.generate(req).tokens);
+      req.sampling.top_k = 20;  // from each shard's 20 candidates
+      req.sampling.repetition_penalty = 1.2f;
+      EXPECT_EQ(many.generate(req).tokens, one.generate(req).tokens);
     }
 }
 

@@ -109,6 +109,31 @@ TEST(Sampler, NanLogitsNeverWin) {
   }
 }
 
+// Top-k over a vocabulary in shards: each shard's k best, gathered, draw the same tokens as the
+// whole row, with the repetition penalty applied per shard.
+TEST(Sampler, ShardCandidatesDrawWhatTheWholeRowDraws) {
+  std::vector<float> logits(40);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = float(std::sin(double(i) * 1.7) * 3);
+  logits[7] = logits[23];  // a tie across shards
+  SamplingParams p;
+  p.temperature = 0.8f;
+  p.top_k = 6;
+  p.top_p = 0.9f;
+  p.repetition_penalty = 1.3f;
+  p.seed = 42;
+  const std::vector<int32_t> history = {3, 23, 31};
+  Sampler whole(p), sharded(p);
+  for (int draw = 0; draw < 200; ++draw) {
+    std::vector<Sampler::Candidate> gathered;
+    for (int shard = 0; shard < 4; ++shard) {
+      auto c = sharded.shard_candidates(logits.data() + shard * 10, 10, shard * 10, history);
+      gathered.insert(gathered.end(), c.begin(), c.end());
+    }
+    ASSERT_EQ(sharded.sample_candidates(gathered), whole.sample(logits.data(), 40, history))
+        << "draw " << draw;
+  }
+}
+
 TEST(Sampler, RejectsBadParameters) {
   SamplingParams p;
   p.top_p = 0.0f;
