@@ -121,6 +121,7 @@ int run_generate(const Args& args) {
   int64_t max_context = 0;
   GridShape layout;
   int64_t kv_rows = 0;
+  std::string pp_weights;
   std::vector<std::string> stop;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
@@ -149,6 +150,8 @@ int run_generate(const Args& args) {
        "tokens of KV cache each rank may hold (0: as many as the sequence needs)")
       ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
       ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
+      ("pp-weights", po::value(&pp_weights),
+       "relative layer shares of the stages, e.g. 2,2,1,1 (default: even)")
       ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
       ("dp", po::value(&layout.dp)->default_value(1), "data-parallel replicas");
   po::variables_map vm;
@@ -169,7 +172,17 @@ int run_generate(const Args& args) {
   for (const auto& s : d.stop) TESSERA_CHECK(!s.empty(), "--stop needs a non-empty string");
   ProcessGroups groups = ProcessGroups::create(layout, MpiCommunicator::world());
   const bool rank0 = groups.world->rank() == 0;
-  ModelBundle bundle = ModelBundle::load(model, groups);
+  std::vector<double> weights;
+  for (size_t at = 0; !pp_weights.empty() && at <= pp_weights.size();) {
+    const size_t comma = std::min(pp_weights.find(',', at), pp_weights.size());
+    try {
+      weights.push_back(std::stod(pp_weights.substr(at, comma - at)));
+    } catch (const std::exception&) {
+      TESSERA_FAIL("--pp-weights '" << pp_weights << "' is not a list of numbers like 2,2,1,1");
+    }
+    at = comma + 1;
+  }
+  ModelBundle bundle = ModelBundle::load(model, groups, weights);
   if (rank0)
     std::fprintf(stderr,
                  "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d): rank 0 holds layers "

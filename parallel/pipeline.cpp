@@ -6,9 +6,20 @@ namespace {
 constexpr int kHiddenTag = 11;
 }
 
-PipelineStage::PipelineStage(Communicator* pp, int64_t n_layers)
-    : pp_(pp), stage_(pp->rank()), stages_(pp->size()),
-      layers_(stage_layers(n_layers, pp->size(), pp->rank())) {}
+PipelineStage::PipelineStage(Communicator* pp, int64_t n_layers,
+                             const std::vector<double>& weights)
+    : pp_(pp), stage_(pp->rank()), stages_(pp->size()) {
+  if (weights.empty()) {
+    layers_ = stage_layers(n_layers, stages_, stage_);
+    return;
+  }
+  TESSERA_CHECK(int(weights.size()) == stages_,
+                weights.size() << " stage weights for " << stages_ << " pipeline stages");
+  TESSERA_CHECK(stage_layers_fit(n_layers, weights),
+                "the stage weights leave a stage without layers (or are not positive) for "
+                    << n_layers << " layers");
+  layers_ = weighted_stage_layers(n_layers, weights, stage_);
+}
 
 void PipelineStage::receive(Tensor& x) const {
   if (!first()) pp_->recv(x, stage_ - 1, kHiddenTag);

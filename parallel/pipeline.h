@@ -2,6 +2,8 @@
 // sends its output to the stage after it, point to point over the PP group.
 #pragma once
 
+#include <vector>
+
 #include "parallel/communicator.h"
 #include "parallel/process_grid.h"
 
@@ -10,8 +12,9 @@ namespace tessera {
 class PipelineStage {
  public:
   PipelineStage() = default;
-  // pp: the pipeline group (rank = stage); n_layers: the model's layers, split by stage_layers.
-  PipelineStage(Communicator* pp, int64_t n_layers);
+  // pp: the pipeline group (rank = stage); n_layers: the model's layers, split evenly by
+  // stage_layers, or by weighted_stage_layers when `weights` has one weight per stage.
+  PipelineStage(Communicator* pp, int64_t n_layers, const std::vector<double>& weights = {});
   bool first() const { return stage_ == 0; }
   bool last() const { return stage_ == stages_ - 1; }
   int stage() const { return stage_; }

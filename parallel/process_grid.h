@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 namespace tessera {
 
@@ -38,6 +39,32 @@ constexpr LayerRange stage_layers(int64_t n_layers, int stages, int stage) {
   const int64_t base = n_layers / stages, extra = n_layers % stages;
   const int64_t first = stage * base + (stage < extra ? stage : extra);
   return LayerRange{first, first + base + (stage < extra ? 1 : 0)};
+}
+
+// Layers [first, last) of stage `stage` when stage s should take a share weights[s] / sum of the
+// n_layers (so slower or smaller nodes can take fewer): boundaries are the rounded cumulative
+// shares. Every stage must end with at least one layer; stage_layers_fit() says whether it does.
+constexpr int64_t weighted_boundary(int64_t n_layers, std::span<const double> weights, int upto) {
+  double total = 0, before = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    total += weights[i];
+    if (int(i) < upto) before += weights[i];
+  }
+  return int64_t(double(n_layers) * before / total + 0.5);
+}
+
+constexpr LayerRange weighted_stage_layers(int64_t n_layers, std::span<const double> weights,
+                                           int stage) {
+  return LayerRange{weighted_boundary(n_layers, weights, stage),
+                    weighted_boundary(n_layers, weights, stage + 1)};
+}
+
+constexpr bool stage_layers_fit(int64_t n_layers, std::span<const double> weights) {
+  for (double w : weights)
+    if (!(w > 0)) return false;
+  for (int s = 0; s < int(weights.size()); ++s)
+    if (weighted_stage_layers(n_layers, weights, s).size() < 1) return false;
+  return true;
 }
 
 }  // namespace tessera

@@ -12,13 +12,13 @@
 namespace tessera {
 
 LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator* pp,
-                            Communicator* sp) {
+                            Communicator* sp, const std::vector<double>& stage_weights) {
   const ModelConfig& c = r.config();
   LlamaModel m;
   m.config_ = c;
   m.tp_ = tp;
   m.sp_ = sp;
-  m.stage_ = PipelineStage(pp, c.num_layers);
+  m.stage_ = PipelineStage(pp, c.num_layers, stage_weights);
   ModelShard& s = m.shard_;
   s.layers = m.stage_.layers();
   s.tp_rank = tp->rank();

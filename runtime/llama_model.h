@@ -70,8 +70,9 @@ class LlamaModel {
   // Reads this rank's shard from the model file: its pipeline stage's layers (pp->rank() of
   // pp->size() stages), and of those only its TP rows and columns (tp->rank() of tp->size()).
   // The communicators must outlive the model.
+  // stage_weights: one weight per pipeline stage for uneven layer ranges (empty: even).
   static LlamaModel load(const ModelReader& reader, Communicator* tp, Communicator* pp,
-                         Communicator* sp = nullptr);
+                         Communicator* sp = nullptr, const std::vector<double>& stage_weights = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }

@@ -6,7 +6,8 @@
 
 namespace tessera {
 
-ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups) {
+ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
+                              const std::vector<double>& stage_weights) {
   const auto t0 = std::chrono::steady_clock::now();
   ModelReader reader(path);
   const ModelConfig& c = reader.config();
@@ -21,7 +22,7 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups) {
   TESSERA_CHECK(b.tokenizer->vocab_size() <= reader.config().vocab_size,
                 path << ": the tokenizer has " << b.tokenizer->vocab_size()
                      << " tokens but the model's vocabulary is " << reader.config().vocab_size);
-  b.model = std::make_unique<LlamaModel>(LlamaModel::load(reader, groups.tp.get(), groups.pp.get(), groups.sp.get()));
+  b.model = std::make_unique<LlamaModel>(LlamaModel::load(reader, groups.tp.get(), groups.pp.get(), groups.sp.get(), stage_weights));
   b.weight_bytes_read = reader.bytes_read();
   b.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -19,7 +19,8 @@ struct ModelBundle {
 
   // Checks that the layout of `groups` can run the model (before any weight is read), then loads
   // this rank's shard. groups must outlive the bundle.
-  static ModelBundle load(const std::string& path, ProcessGroups& groups);
+  static ModelBundle load(const std::string& path, ProcessGroups& groups,
+                          const std::vector<double>& stage_weights = {});
 };
 
 }  // namespace tessera

@@ -326,3 +326,38 @@ def test_sequence_parallel_serves_a_prompt_one_rank_cannot_hold(tessera, default
     assert two.returncode == 0, two.stderr
     free = run(tessera, "generate", "-m", default_model, "-p", prompt, "-n", "8", "--ignore-eos")
     assert two.stdout == free.stdout
+
+
+def test_a_rank_killed_mid_step_stops_the_job(tessera, default_model):
+    # A rank that dies mid-generation (SIGKILL, as when a node is lost): mpirun must end the job
+    # within seconds, naming the rank, instead of leaving the other rank waiting in a collective.
+    import signal
+    import time
+    proc = subprocess.Popen(["mpirun", "-np", "2", tessera, "generate", "-m", default_model, "--pp",
+                             "2", "-p", "Once upon a time", "-n", "2000", "--ignore-eos"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=MPI_ENV)
+    victim = None
+    deadline = time.time() + 60
+    while victim is None and time.time() < deadline:
+        time.sleep(0.5)
+        for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"OMPI_COMM_WORLD_RANK=1" in env:
+                victim = int(pid)
+    assert victim is not None, "rank 1 never started"
+    time.sleep(3)  # well into decoding
+    killed_at = time.time()
+    os.kill(victim, signal.SIGKILL)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert time.time() - killed_at < 15
+    assert "rank 1" in err and "signal 9" in err, err

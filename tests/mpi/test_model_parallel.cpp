@@ -175,6 +175,24 @@ TEST(ModelParallel, SequenceParallelMatchesOneRank) {
       }
 }
 
+TEST(ModelParallel, WeightedStagesMatchOneRank) {
+  auto world = MpiCommunicator::world();
+  const int p = world->size();
+  const std::string path = write_model(*world, false);
+  ModelReader reader(path);
+  Tokenizer tok(reader.read_tokenizer());
+  auto local = make_local_communicator();
+  const LlamaModel reference = LlamaModel::load(reader, local.get(), local.get());
+  ProcessGroups g = ProcessGroups::create({p / 2, 2, 1, 1}, MpiCommunicator::world());
+  const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), nullptr, {1.0, 4.0});
+  EXPECT_EQ(model.shard().layers.size(), g.coord.pp == 0 ? 1 : 4);  // 5 layers as 1 + 4
+  GenerationRequest req;
+  req.prompt = {5, 77, 200, 3};
+  req.max_tokens = 10;
+  req.ignore_eos = true;
+  EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
+}
+
 TEST(ModelParallel, LlamaGqaMatchesOneRank) { check_against_one_rank(false); }
 TEST(ModelParallel, Qwen2BiasTiedMatchesOneRank) { check_against_one_rank(true); }
 

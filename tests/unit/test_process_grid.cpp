@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "parallel/process_grid.h"
 
 namespace tessera {
@@ -27,6 +29,18 @@ TEST(ProcessGrid, StageLayersCoverEveryLayerOnce) {
       }
       EXPECT_EQ(next, layers);
     }
+}
+
+TEST(ProcessGrid, WeightedStagesFollowTheirShares) {
+  const std::vector<double> w = {1, 1, 2};
+  EXPECT_EQ(weighted_stage_layers(80, w, 0), (LayerRange{0, 20}));
+  EXPECT_EQ(weighted_stage_layers(80, w, 1), (LayerRange{20, 40}));
+  EXPECT_EQ(weighted_stage_layers(80, w, 2), (LayerRange{40, 80}));
+  EXPECT_TRUE(stage_layers_fit(80, w));
+  const std::vector<double> starved = {100, 1};
+  EXPECT_FALSE(stage_layers_fit(30, starved));  // the second stage would get no layer
+  const std::vector<double> negative = {1, -1};
+  EXPECT_FALSE(stage_layers_fit(30, negative));
 }
 
 }  // namespace
