@@ -122,6 +122,7 @@ int run_generate(const Args& args) {
   GridShape layout;
   int64_t kv_rows = 0;
   std::string pp_weights;
+  int64_t microbatch = 0;
   std::vector<std::string> stop;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
@@ -150,6 +151,8 @@ int run_generate(const Args& args) {
        "tokens of KV cache each rank may hold (0: as many as the sequence needs)")
       ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
       ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
+      ("microbatch", po::value(&microbatch)->default_value(0),
+       "tokens per prefill microbatch with --pp (0: two per stage; >= the prompt: off)")
       ("pp-weights", po::value(&pp_weights),
        "relative layer shares of the stages, e.g. 2,2,1,1 (default: even)")
       ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
@@ -194,6 +197,8 @@ int run_generate(const Args& args) {
                  double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
   TESSERA_CHECK(kv_rows >= 0, "--kv-cache-tokens must be >= 0");
   Generator gen(*bundle.model, *bundle.tokenizer, max_context, kv_rows);
+  TESSERA_CHECK(microbatch >= 0, "--microbatch must be >= 0");
+  gen.set_prefill_microbatch(microbatch);
 
   if (vm.count("input")) {
     const BatchTotals t = run_batch(bundle, gen, d, *groups.world, input, output);

@@ -136,14 +136,18 @@ GenerationResult Generator::generate(const GenerationRequest& r,
   // Microbatches keep every pipeline stage busy during prefill (two per stage).
   const int64_t stages = model_.stage().stages();
   const int64_t microbatch =
-      stages == 1 ? 0 : std::max<int64_t>(16, (res.prompt_tokens + 2 * stages - 1) / (2 * stages));
+      stages == 1             ? 0
+      : prefill_microbatch_ > 0 ? prefill_microbatch_
+                                : std::max<int64_t>(16, (res.prompt_tokens + 2 * stages - 1) / (2 * stages));
   // (With sequence parallelism the prompt is split over the SP group instead.)
   Tensor logits = model_.prefill(r.prompt, cache_, microbatch);
+  // Prefill ends when every rank has the first token (the last pipeline stage may still be
+  // working when the first has sent its part).
+  int32_t next = next_token(sampler, r.sampling, logits, history);
   res.prefill_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
   res.finish_reason = "length";
   while (true) {
-    const int32_t next = next_token(sampler, r.sampling, logits, history);
     if (!r.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
       res.finish_reason = "stop";
       break;
@@ -172,6 +176,7 @@ GenerationResult Generator::generate(const GenerationRequest& r,
         model_.kv_rows_needed(res.prompt_tokens, cache_.length() + 1) > max_kv_rows_)
       break;  // a rank's KV cache is full
     logits = model_.forward({next}, cache_);
+    next = next_token(sampler, r.sampling, logits, history);
   }
   if (!stopped_by_string) {  // text held back for a stop string that never came is output
     res.text += decoder.flush();

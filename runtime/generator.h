@@ -25,7 +25,7 @@ struct GenerationResult {
   std::string text;
   std::string finish_reason;    // "stop" or "length"
   int64_t prompt_tokens = 0;
-  double prefill_seconds = 0;
+  double prefill_seconds = 0;  // until every rank has the first token (time to first token)
   double decode_seconds = 0;
 };
 
@@ -36,6 +36,9 @@ class Generator {
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0,
             int64_t max_kv_rows = 0);
   int64_t context_window() const { return window_; }
+  // Tokens per prefill microbatch under pipeline parallelism: 0 (the default) picks two
+  // microbatches per stage; a value at least the prompt's length turns microbatching off.
+  void set_prefill_microbatch(int64_t tokens) { prefill_microbatch_ = tokens; }
   // on_text receives the text as it is made, at UTF-8 boundaries (and never past a stop string).
   GenerationResult generate(const GenerationRequest& request,
                             const std::function<void(const std::string&)>& on_text = {});
@@ -53,6 +56,7 @@ class Generator {
   const Tokenizer& tokenizer_;
   int64_t window_;         // prompt + generated tokens never exceed this
   int64_t max_kv_rows_;    // KV rows this rank may hold (0: no cap)
+  int64_t prefill_microbatch_ = 0;
   SequenceKvCache cache_;  // grown per request to what it can use, up to window_
 };
 
