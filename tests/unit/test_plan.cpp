@@ -73,12 +73,18 @@ TEST(Plan, RecommendsTpInsideANodeAndRefusesWhatCannotRun) {
   ASSERT_NE(b2, nullptr);
   EXPECT_EQ(b2->layout.tp, 4);
   EXPECT_EQ(b2->layout.pp, 2);
-  for (const LayoutPlan& p : small)
-    if (p.layout.tp == 1 && p.layout.pp == 1) EXPECT_FALSE(p.fits);
+  for (const LayoutPlan& p : small) {
+    if (p.layout.tp == 1 && p.layout.pp == 1) {
+      EXPECT_FALSE(p.fits);
+    }
+  }
   o.nodes = 1;
   o.gpus_per_node = 3;  // tp 3 does not divide 64 heads
-  for (const LayoutPlan& p : plan_layouts(c, o))
-    if (p.layout.tp == 3) EXPECT_NE(p.why_not.find("64 query heads"), std::string::npos);
+  for (const LayoutPlan& p : plan_layouts(c, o)) {
+    if (p.layout.tp == 3) {
+      EXPECT_NE(p.why_not.find("64 query heads"), std::string::npos);
+    }
+  }
 }
 
 }  // namespace
