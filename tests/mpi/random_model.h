@@ -6,6 +6,8 @@
 #include <random>
 #include <string>
 
+#include <unistd.h>
+
 #include "io/llama_tensors.h"
 #include "io/model_store.h"
 #include "parallel/communicator.h"
@@ -34,10 +36,14 @@ inline std::string byte_token(int b) {
 }
 
 // Rank 0 writes `config` with normal(0, 1/sqrt(in)) weights and norms near 1 to a temporary
-// file; every rank returns its path after a barrier.
+// file named after `name` and its own pid (tests of several world sizes may run at once); every
+// rank returns that path after a barrier.
 inline std::string write_random_model(Communicator& world, const ModelConfig& c,
                                       const std::string& name, unsigned seed) {
-  const std::string path = (std::filesystem::temp_directory_path() / name).string();
+  std::string path = (std::filesystem::temp_directory_path() /
+                      (std::to_string(::getpid()) + "_" + name))
+                         .string();
+  world.broadcast_bytes(path, 0);
   if (world.rank() == 0) {
     ModelWriter w(path);
     w.write_config(c, "mpi test");
@@ -59,6 +65,12 @@ inline std::string write_random_model(Communicator& world, const ModelConfig& c,
   }
   world.barrier();
   return path;
+}
+
+// Removes a file write_random_model made, once every rank is done with it.
+inline void remove_random_model(Communicator& world, const std::string& path) {
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove(path);
 }
 
 }  // namespace tessera

@@ -83,6 +83,7 @@ void check_against_one_rank(bool qwen) {
       req.sampling.repetition_penalty = 1.2f;
       EXPECT_EQ(many.generate(req).tokens, one.generate(req).tokens);
     }
+  remove_random_model(*world, path);
 }
 
 // Each rank reads only its hyperslabs: exactly its share of every tensor, counted from the
@@ -121,6 +122,7 @@ TEST(ModelParallel, EachRankReadsOnlyItsShare) {
       }
       EXPECT_EQ(reader.bytes_read(), expected * 4);
     }
+  remove_random_model(*world, path);
 }
 
 // Sequence parallelism (alone and with TP and PP): the prompt is split over the SP group (ring
@@ -150,7 +152,9 @@ TEST(ModelParallel, SequenceParallelMatchesOneRank) {
         SequenceKvCache cache = model.make_cache(64);
         const Tensor mine = model.forward(prompt, cache, 1);
         EXPECT_EQ(cache.rows(), model.sp_chunk(13, g.coord.sp).size());  // only its own tokens
-        if (model.stage().last()) EXPECT_LE(relative_max_diff(want, model.gather_logits(mine)), 1e-4f);
+        if (model.stage().last()) {
+          EXPECT_LE(relative_max_diff(want, model.gather_logits(mine)), 1e-4f);
+        }
 
         GenerationRequest req;
         req.prompt = prompt;
@@ -173,6 +177,7 @@ TEST(ModelParallel, SequenceParallelMatchesOneRank) {
         req.sampling.seed = 5;
         EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
       }
+  remove_random_model(*world, path);
 }
 
 TEST(ModelParallel, WeightedStagesMatchOneRank) {
@@ -191,6 +196,7 @@ TEST(ModelParallel, WeightedStagesMatchOneRank) {
   req.max_tokens = 10;
   req.ignore_eos = true;
   EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
+  remove_random_model(*world, path);
 }
 
 TEST(ModelParallel, LlamaGqaMatchesOneRank) { check_against_one_rank(false); }
