@@ -10,7 +10,8 @@
 
 #include "io/llama_tensors.h"
 #include "io/model_store.h"
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
+#include "runtime/llama_model.h"
 
 namespace tessera {
 
@@ -67,11 +68,27 @@ inline std::string write_random_model(Communicator& world, const ModelConfig& c,
   return path;
 }
 
-// Removes a file write_random_model made, once every rank is done with it.
-inline void remove_random_model(Communicator& world, const std::string& path) {
-  world.barrier();
-  if (world.rank() == 0) std::filesystem::remove(path);
-}
+// A random model file and its one-rank run, which every parallel layout is compared against.
+// The file is removed when every rank is done with it.
+struct ReferenceModel {
+  ReferenceModel(const ModelConfig& config, const std::string& name, unsigned seed)
+      : world(MpiCommunicator::world()),
+        path(write_random_model(*world, config, name, seed)),
+        reader(path),
+        tokenizer(reader.read_tokenizer()),
+        local(make_local_communicator()),
+        model(LlamaModel::load(reader, local.get(), local.get())) {}
+  ~ReferenceModel() {
+    world->barrier();
+    if (world->rank() == 0) std::filesystem::remove(path);
+  }
+  std::unique_ptr<MpiCommunicator> world;
+  std::string path;
+  ModelReader reader;
+  Tokenizer tokenizer;
+  std::unique_ptr<Communicator> local;
+  LlamaModel model;  // the one-rank run
+};
 
 }  // namespace tessera
 

@@ -28,13 +28,11 @@ ModelConfig llama70b_shaped() {
 }
 
 TEST(Llama70BShape, LayoutsAgreeWithOneRank) {
-  auto world = MpiCommunicator::world();
-  const int p = world->size();
-  const std::string path = write_random_model(*world, llama70b_shaped(), "tessera_70b_shape.h5", 70);
-  ModelReader reader(path);
-  Tokenizer tok(reader.read_tokenizer());
-  auto local = make_local_communicator();
-  const LlamaModel reference = LlamaModel::load(reader, local.get(), local.get());
+  ReferenceModel ref(llama70b_shaped(), "tessera_70b_shape.h5", 70);
+  const int p = ref.world->size();
+  const ModelReader& reader = ref.reader;
+  const Tokenizer& tok = ref.tokenizer;
+  const LlamaModel& reference = ref.model;
   const std::vector<int32_t> prompt = {1, 1999, 500, 42, 7, 1234, 99, 3};
   SequenceKvCache ref_cache = reference.make_cache(32);
   const Tensor want = reference.forward(prompt, ref_cache, -1);
@@ -59,7 +57,6 @@ TEST(Llama70BShape, LayoutsAgreeWithOneRank) {
     EXPECT_EQ(Generator(model, tok).generate(req).tokens, want_tokens);
   }
   EXPECT_GT(tried, 0) << "no 70B-style layout uses " << p << " ranks";
-  remove_random_model(*world, path);
 }
 
 }  // namespace

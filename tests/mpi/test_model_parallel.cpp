@@ -34,20 +34,17 @@ ModelConfig test_config(bool qwen) {
   return c;
 }
 
-std::string write_model(Communicator& world, bool qwen) {
-  return write_random_model(world, test_config(qwen),
-                            std::string("tessera_tp_") + (qwen ? "qwen" : "llama") + ".h5",
-                            qwen ? 2 : 1);
+ReferenceModel reference_model(bool qwen) {
+  return ReferenceModel(test_config(qwen),
+                        std::string("tessera_tp_") + (qwen ? "qwen" : "llama") + ".h5", qwen ? 2 : 1);
 }
 
 void check_against_one_rank(bool qwen) {
-  auto world = MpiCommunicator::world();
-  const int p = world->size();
-  const std::string path = write_model(*world, qwen);
-  ModelReader reader(path);
-  Tokenizer tok(reader.read_tokenizer());
-  auto local = make_local_communicator();
-  const LlamaModel reference = LlamaModel::load(reader, local.get(), local.get());
+  ReferenceModel ref = reference_model(qwen);
+  const int p = ref.world->size();
+  const ModelReader& reader = ref.reader;
+  const Tokenizer& tok = ref.tokenizer;
+  const LlamaModel& reference = ref.model;
   const std::vector<int32_t> prompt = {5, 77, 200, 3, 3, 150, 42, 9, 255, 17, 64};
   for (int tp = 1; tp <= p; tp *= 2)
     for (int pp = 1; tp * pp <= p && pp <= 4; pp *= 2) {
@@ -83,21 +80,19 @@ void check_against_one_rank(bool qwen) {
       req.sampling.repetition_penalty = 1.2f;
       EXPECT_EQ(many.generate(req).tokens, one.generate(req).tokens);
     }
-  remove_random_model(*world, path);
 }
 
 // Each rank reads only its hyperslabs: exactly its share of every tensor, counted from the
 // canonical table independently of the loader.
 TEST(ModelParallel, EachRankReadsOnlyItsShare) {
-  auto world = MpiCommunicator::world();
-  const int p = world->size();
-  const std::string path = write_model(*world, false);
+  ReferenceModel ref = reference_model(false);
+  const int p = ref.world->size();
   const ModelConfig c = test_config(false);
   for (int tp = 1; tp <= p; tp *= 2)
     for (int pp = 1; tp * pp <= p && pp <= 4; pp *= 2) {
       SCOPED_TRACE("tp " + std::to_string(tp) + " pp " + std::to_string(pp));
       ProcessGroups g = ProcessGroups::create({p / (tp * pp), pp, 1, tp}, MpiCommunicator::world());
-      ModelReader reader(path);
+      ModelReader reader(ref.path);  // a reader of its own: it counts the bytes it reads
       const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get());
       const LayerRange layers = stage_layers(c.num_layers, pp, g.coord.pp);
       const bool first = g.coord.pp == 0, last = g.coord.pp == pp - 1;
@@ -122,7 +117,6 @@ TEST(ModelParallel, EachRankReadsOnlyItsShare) {
       }
       EXPECT_EQ(reader.bytes_read(), expected * 4);
     }
-  remove_random_model(*world, path);
 }
 
 // Sequence parallelism (alone and with TP and PP): the prompt is split over the SP group (ring
@@ -130,13 +124,11 @@ TEST(ModelParallel, EachRankReadsOnlyItsShare) {
 // and the generated tokens equal the one-rank run; a prompt whose KV cache does not fit one
 // rank's budget runs once it is spread over the group.
 TEST(ModelParallel, SequenceParallelMatchesOneRank) {
-  auto world = MpiCommunicator::world();
-  const int p = world->size();
-  const std::string path = write_model(*world, false);
-  ModelReader reader(path);
-  Tokenizer tok(reader.read_tokenizer());
-  auto local = make_local_communicator();
-  const LlamaModel reference = LlamaModel::load(reader, local.get(), local.get());
+  ReferenceModel ref = reference_model(false);
+  const int p = ref.world->size();
+  const ModelReader& reader = ref.reader;
+  const Tokenizer& tok = ref.tokenizer;
+  const LlamaModel& reference = ref.model;
   const std::vector<int32_t> prompt = {5, 77, 200, 3, 3, 150, 42, 9, 255, 17, 64, 1, 2};  // 13
   SequenceKvCache ref_cache = reference.make_cache(64);
   const Tensor all = reference.forward(prompt, ref_cache, -1);
@@ -177,17 +169,14 @@ TEST(ModelParallel, SequenceParallelMatchesOneRank) {
         req.sampling.seed = 5;
         EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
       }
-  remove_random_model(*world, path);
 }
 
 TEST(ModelParallel, WeightedStagesMatchOneRank) {
-  auto world = MpiCommunicator::world();
-  const int p = world->size();
-  const std::string path = write_model(*world, false);
-  ModelReader reader(path);
-  Tokenizer tok(reader.read_tokenizer());
-  auto local = make_local_communicator();
-  const LlamaModel reference = LlamaModel::load(reader, local.get(), local.get());
+  ReferenceModel ref = reference_model(false);
+  const int p = ref.world->size();
+  const ModelReader& reader = ref.reader;
+  const Tokenizer& tok = ref.tokenizer;
+  const LlamaModel& reference = ref.model;
   ProcessGroups g = ProcessGroups::create({p / 2, 2, 1, 1}, MpiCommunicator::world());
   const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), nullptr, {1.0, 4.0});
   EXPECT_EQ(model.shard().layers.size(), g.coord.pp == 0 ? 1 : 4);  // 5 layers as 1 + 4
@@ -196,7 +185,6 @@ TEST(ModelParallel, WeightedStagesMatchOneRank) {
   req.max_tokens = 10;
   req.ignore_eos = true;
   EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
-  remove_random_model(*world, path);
 }
 
 TEST(ModelParallel, LlamaGqaMatchesOneRank) { check_against_one_rank(false); }
