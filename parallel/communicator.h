@@ -40,6 +40,9 @@ class Communicator {
   virtual void broadcast(Tensor& t, int root) = 0;
   // Variable-size bytes (a serialised plan, a string): every rank ends with root's bytes.
   virtual void broadcast_bytes(std::string& bytes, int root) = 0;
+  // Variable-size bytes point to point (a step plan passed down the pipeline); blocking.
+  virtual void send_bytes(const std::string& bytes, int dst, int tag = 0) = 0;
+  virtual void recv_bytes(std::string& bytes, int src, int tag = 0) = 0;
   virtual void barrier() = 0;
 };
 

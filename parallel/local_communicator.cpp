@@ -29,6 +29,12 @@ class LocalCommunicator final : public Communicator {
   void broadcast_bytes(std::string&, int root) override {
     TESSERA_ASSERT(root == 0, "broadcast from rank " << root << " in a world of one");
   }
+  void send_bytes(const std::string&, int dst, int) override {
+    TESSERA_ASSERT(false, "send to rank " << dst << " in a world of one");
+  }
+  void recv_bytes(std::string&, int src, int) override {
+    TESSERA_ASSERT(false, "recv from rank " << src << " in a world of one");
+  }
   void barrier() override {}
 
  private:

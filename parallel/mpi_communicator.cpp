@@ -133,6 +133,20 @@ void MpiCommunicator::broadcast_bytes(std::string& bytes, int root) {
   check_mpi(MPI_Bcast(bytes.data(), int(n), MPI_BYTE, root, comm_), "broadcast");
 }
 
+void MpiCommunicator::send_bytes(const std::string& bytes, int dst, int tag) {
+  TESSERA_ASSERT(bytes.size() <= size_t(INT_MAX), "send of " << bytes.size() << " bytes");
+  check_mpi(MPI_Send(bytes.data(), int(bytes.size()), MPI_BYTE, dst, tag, comm_), "send");
+}
+
+void MpiCommunicator::recv_bytes(std::string& bytes, int src, int tag) {
+  MPI_Status status;
+  check_mpi(MPI_Probe(src, tag, comm_, &status), "probe");
+  int n = 0;
+  check_mpi(MPI_Get_count(&status, MPI_BYTE, &n), "get_count");
+  bytes.resize(size_t(n));
+  check_mpi(MPI_Recv(bytes.data(), n, MPI_BYTE, src, tag, comm_, MPI_STATUS_IGNORE), "recv");
+}
+
 void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_), "barrier"); }
 
 }  // namespace tessera

@@ -32,6 +32,8 @@ class MpiCommunicator final : public Communicator {
   void send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) override;
   void broadcast(Tensor& t, int root) override;
   void broadcast_bytes(std::string& bytes, int root) override;
+  void send_bytes(const std::string& bytes, int dst, int tag) override;
+  void recv_bytes(std::string& bytes, int src, int tag) override;
   void barrier() override;
 
  private:

@@ -4,6 +4,8 @@ namespace tessera {
 
 namespace {
 constexpr int kHiddenTag = 11;
+constexpr int kPlanTag = 12;
+constexpr int kTokensTag = 13;
 }
 
 PipelineStage::PipelineStage(Communicator* pp, int64_t n_layers,
@@ -34,6 +36,29 @@ int32_t PipelineStage::share_token(int32_t token) const {
   Tensor t = Tensor::from_i32({token}, {1});
   pp_->broadcast(t, stages_ - 1);
   return t.data<int32_t>()[0];
+}
+
+void PipelineStage::send_plan(const std::string& plan) const {
+  if (!last()) pp_->send_bytes(plan, stage_ + 1, kPlanTag);
+}
+
+void PipelineStage::receive_plan(std::string& plan) const {
+  TESSERA_ASSERT(!first(), "the first stage makes its plans");
+  pp_->recv_bytes(plan, stage_ - 1, kPlanTag);
+}
+
+void PipelineStage::send_to_first(const Tensor& t) const {
+  TESSERA_ASSERT(last() && !first(), "send_to_first from stage " << stage_ << " of " << stages_);
+  pp_->send(t, 0, kTokensTag);
+}
+
+void PipelineStage::receive_from_last(Tensor& t) const {
+  TESSERA_ASSERT(first() && !last(), "receive_from_last on stage " << stage_ << " of " << stages_);
+  pp_->recv(t, stages_ - 1, kTokensTag);
+}
+
+void PipelineStage::broadcast_from_first(std::string& bytes) const {
+  if (stages_ > 1) pp_->broadcast_bytes(bytes, 0);
 }
 
 }  // namespace tessera

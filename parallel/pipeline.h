@@ -2,6 +2,7 @@
 // sends its output to the stage after it, point to point over the PP group.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "parallel/communicator.h"
@@ -27,6 +28,14 @@ class PipelineStage {
   void send(const Tensor& x) const;
   // A token id sampled on the last stage, given to every stage (all take part).
   int32_t share_token(int32_t token) const;
+  // A step plan (serialised) passed to the next stage ahead of its hidden state.
+  void send_plan(const std::string& plan) const;
+  void receive_plan(std::string& plan) const;
+  // The last stage returns sampled tokens to the first, which plans the next steps.
+  void send_to_first(const Tensor& t) const;
+  void receive_from_last(Tensor& t) const;
+  // Every stage ends with the first stage's bytes (all take part).
+  void broadcast_from_first(std::string& bytes) const;
 
  private:
   Communicator* pp_ = nullptr;

@@ -36,6 +36,12 @@ void TimedCommunicator::broadcast(Tensor& t, int root) {
 void TimedCommunicator::broadcast_bytes(std::string& bytes, int root) {
   timed([&] { inner_->broadcast_bytes(bytes, root); });
 }
+void TimedCommunicator::send_bytes(const std::string& bytes, int dst, int tag) {
+  timed([&] { inner_->send_bytes(bytes, dst, tag); });
+}
+void TimedCommunicator::recv_bytes(std::string& bytes, int src, int tag) {
+  timed([&] { inner_->recv_bytes(bytes, src, tag); });
+}
 void TimedCommunicator::barrier() {
   timed([&] { inner_->barrier(); });
 }

@@ -135,32 +135,99 @@ SequenceKvCache LlamaModel::make_cache(int64_t capacity) const {
   return SequenceKvCache(shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, capacity);
 }
 
+struct LlamaModel::Segment {
+  SequenceKvCache* cache = nullptr;
+  int64_t row = 0;          // its first row of this rank's hidden state
+  int64_t rows = 0;         // rows this rank computes for it
+  int64_t token = 0;        // its first token in the step's token list
+  int64_t tokens = 0;       // its tokens in the step (over the whole SP group)
+  int64_t position = 0;     // position of this rank's first row
+  bool keep = true;         // this rank keeps their K/V
+  bool sp_prompt = false;   // a prompt split over the SP group
+  int64_t logits = 0;       // logits rows wanted (resolved: 0 .. tokens)
+};
+
+std::vector<LlamaModel::Segment> LlamaModel::segments(const std::vector<BatchRows>& batch) const {
+  const int sp = shard_.sp_size;
+  std::vector<Segment> segs;
+  int64_t row = 0, token = 0;
+  for (const BatchRows& b : batch) {
+    TESSERA_ASSERT(b.cache && b.tokens > 0, "a batch sequence without a cache or tokens");
+    Segment s;
+    s.cache = b.cache;
+    s.tokens = b.tokens;
+    s.token = token;
+    s.row = row;
+    s.logits = b.logits < 0 || b.logits > b.tokens ? b.tokens : b.logits;
+    const int64_t length = b.cache->length();
+    s.sp_prompt = sp > 1 && length == 0;
+    if (s.sp_prompt) {
+      TESSERA_ASSERT(batch.size() == 1 && s.logits <= 1,
+                     "a sequence-parallel prompt is a step of its own with one logits row");
+      const Range mine = sp_chunk(b.tokens, shard_.sp_rank);
+      s.rows = mine.size();
+      s.position = mine.begin;
+    } else {
+      TESSERA_ASSERT(sp == 1 || b.tokens == 1, "sequence-parallel decode is one token a step");
+      s.rows = b.tokens;
+      s.position = length;
+      s.keep = sp == 1 || length % sp == shard_.sp_rank;
+    }
+    const int64_t kept = s.keep ? s.rows : 0;
+    TESSERA_ASSERT(b.cache->rows() + kept <= b.cache->capacity(),
+                   "sequence needs " << b.cache->rows() + kept << " rows of KV cache; it holds "
+                                     << b.cache->capacity());
+    segs.push_back(s);
+    row += s.rows;
+    token += b.tokens;
+  }
+  return segs;
+}
+
+int64_t LlamaModel::local_rows(const std::vector<BatchRows>& batch) const {
+  int64_t n = 0;
+  for (const Segment& s : segments(batch)) n += s.rows;
+  return n;
+}
+
 void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
-                                 const std::vector<int32_t>& positions, SequenceKvCache& cache,
-                                 bool keep_kv, int64_t sp_prompt, Tensor& out) const {
-  const int64_t n = x.dim(0), start = cache.rows(), hd = config_.head_dim;
+                                 const std::vector<Segment>& segs,
+                                 const std::vector<int32_t>& positions, Tensor& out) const {
+  const int64_t n = x.dim(0), hd = config_.head_dim;
   const int64_t heads = shard_.heads.q.size(), kv_heads = shard_.heads.kv.size();
   Tensor q = Tensor::empty({n, heads, hd}, DType::kF32);
-  // New keys and values go straight into the cache rows [start, start + n) when this rank keeps
-  // them (with sequence parallelism a decode token's K/V is kept by one SP rank).
-  Tensor k = keep_kv ? cache.keys(layer).rows(start, start + n)
-                     : Tensor::empty({n, kv_heads, hd}, DType::kF32);
-  Tensor v = keep_kv ? cache.values(layer).rows(start, start + n)
-                     : Tensor::empty({n, kv_heads, hd}, DType::kF32);
-  w.q.forward(x, q);
+  Tensor k = Tensor::empty({n, kv_heads, hd}, DType::kF32);
+  Tensor v = Tensor::empty({n, kv_heads, hd}, DType::kF32);
+  w.q.forward(x, q);  // the whole batch in one matmul each
   w.k.forward(x, k);
   w.v.forward(x, v);
   ops::rope_inplace(q, positions, rope_inv_freq_);
   ops::rope_inplace(k, positions, rope_inv_freq_);
+  // New keys and values go to the end of each sequence's cache (with sequence parallelism a
+  // decode token's K/V is kept by one SP rank).
+  for (const Segment& s : segs) {
+    if (!s.keep || s.rows == 0) continue;
+    const int64_t at = s.cache->rows();
+    std::memcpy(s.cache->keys(layer).rows(at, at + s.rows).raw(), k.rows(s.row, s.row + s.rows).raw(),
+                size_t(s.rows * kv_heads * hd) * sizeof(float));
+    std::memcpy(s.cache->values(layer).rows(at, at + s.rows).raw(),
+                v.rows(s.row, s.row + s.rows).raw(), size_t(s.rows * kv_heads * hd) * sizeof(float));
+  }
   Tensor attn = Tensor::empty({n, heads, hd}, DType::kF32);
-  const int64_t kept = start + (keep_kv ? n : 0);
-  if (shard_.sp_size == 1) {
-    ops::causal_attention(q, cache.keys(layer).rows(0, kept), cache.values(layer).rows(0, kept),
-                          positions, 1.0f / std::sqrt(float(hd)), attn);
-  } else if (sp_prompt > 0) {
-    ring_attention(q, k, v, sp_prompt, attn);  // a prompt split over the SP group
+  const float scale = 1.0f / std::sqrt(float(hd));
+  if (shard_.sp_size > 1 && !segs.empty() && segs[0].sp_prompt) {
+    const Segment& s = segs[0];
+    ring_attention(q, k, v, s.tokens, attn);  // a prompt split over the SP group
+  } else if (shard_.sp_size > 1) {
+    sp_decode_attention(q, layer, segs, attn);
   } else {
-    sp_decode_attention(q, cache.keys(layer).rows(0, kept), cache.values(layer).rows(0, kept), attn);
+    for (const Segment& s : segs) {
+      const int64_t kept = s.cache->rows() + s.rows;
+      const std::vector<int32_t> pos(positions.begin() + s.row, positions.begin() + s.row + s.rows);
+      Tensor o = attn.rows(s.row, s.row + s.rows);
+      ops::causal_attention(q.rows(s.row, s.row + s.rows), s.cache->keys(layer).rows(0, kept),
+                            s.cache->values(layer).rows(0, kept), pos, scale, o);
+    }
   }
   w.o.forward(attn.view({n, heads * hd}), out);
 }
@@ -194,15 +261,23 @@ void LlamaModel::ring_attention(const Tensor& q, const Tensor& k, const Tensor& 
   ops::attention_finish(state, out);
 }
 
-void LlamaModel::sp_decode_attention(const Tensor& q, const Tensor& keys, const Tensor& values,
-                                     Tensor& out) const {
-  // Every SP rank attends over the positions it keeps; the partial states are gathered and
-  // merged in rank order, so every rank ends with the same result.
+void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer,
+                                     const std::vector<Segment>& segs, Tensor& out) const {
+  // Every SP rank attends over the positions it keeps (including this step's token where it
+  // keeps it); the partial states of the whole batch are gathered in one go and merged in rank
+  // order, so every rank ends with the same result.
   const int sp = shard_.sp_size;
   const int64_t m = q.dim(0), heads = q.dim(1), hd = q.dim(2);
   ops::AttentionState mine = ops::AttentionState::empty(m, heads, hd);
-  ops::attention_accumulate(q, keys, values, ops::kAllKeysVisible, 1.0f / std::sqrt(float(hd)),
-                            mine);
+  for (const Segment& s : segs) {
+    const int64_t kept = s.cache->rows() + (s.keep ? s.rows : 0);
+    if (kept == 0) continue;
+    ops::AttentionState part{mine.acc.rows(s.row, s.row + s.rows), mine.mx.rows(s.row, s.row + s.rows),
+                             mine.sum.rows(s.row, s.row + s.rows)};
+    ops::attention_accumulate(q.rows(s.row, s.row + s.rows), s.cache->keys(layer).rows(0, kept),
+                              s.cache->values(layer).rows(0, kept), ops::kAllKeysVisible,
+                              1.0f / std::sqrt(float(hd)), part);
+  }
   Tensor accs = Tensor::empty({sp, m, heads, hd}, DType::kF32);
   Tensor mxs = Tensor::empty({sp, m, heads}, DType::kF32);
   Tensor sums = Tensor::empty({sp, m, heads}, DType::kF32);
@@ -229,69 +304,93 @@ void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) co
   w.down.forward(gate, out);
 }
 
-Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
-                           int64_t n_logits) const {
+Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens,
+                                 const std::vector<BatchRows>& batch, const Tensor& hidden) const {
   const ModelConfig& c = config_;
-  const int64_t n = int64_t(tokens.size());
-  TESSERA_ASSERT(n > 0, "forward called with no tokens");
-  const int sp = shard_.sp_size;
-  // With sequence parallelism a prompt (into an empty cache) is split over the SP group; a decode
-  // token is computed by every SP rank and kept by SP rank position % sp.
-  const bool sp_prefill = sp > 1 && cache.length() == 0;
-  TESSERA_ASSERT(!sp_prefill || n_logits == 1, "sequence-parallel prefill returns one logits row");
-  TESSERA_ASSERT(sp == 1 || sp_prefill || n == 1, "sequence-parallel decode is one token a step");
-  const Range mine = sp_prefill ? sp_chunk(n, shard_.sp_rank) : Range{0, n};
-  const int64_t m = mine.size();
-  const bool keep_kv = sp == 1 || sp_prefill || cache.length() % sp == shard_.sp_rank;
-  const int64_t kept = keep_kv ? m : 0;
-  TESSERA_ASSERT(cache.rows() + kept <= cache.capacity(),
-                 "sequence needs " << cache.rows() + kept << " rows of KV cache; it holds "
-                                   << cache.capacity());
-  std::vector<int32_t> positions(static_cast<size_t>(m));
-  for (int64_t i = 0; i < m; ++i) positions[size_t(i)] = int32_t(cache.length() + mine.begin + i);
-  const std::vector<int32_t> my_tokens(tokens.begin() + mine.begin, tokens.begin() + mine.end);
+  TESSERA_ASSERT(!batch.empty(), "forward called with no sequences");
+  const std::vector<Segment> segs = segments(batch);
+  int64_t n = 0;  // rows this rank computes
+  for (const Segment& s : segs) n += s.rows;
+  TESSERA_ASSERT(segs.back().token + segs.back().tokens == int64_t(tokens.size()) ||
+                     !stage_.first(),
+                 "the batch has " << segs.back().token + segs.back().tokens << " tokens, "
+                                  << tokens.size() << " given");
+  std::vector<int32_t> positions(static_cast<size_t>(n));
+  std::vector<int32_t> my_tokens(stage_.first() ? size_t(n) : 0);
+  for (const Segment& s : segs)
+    for (int64_t i = 0; i < s.rows; ++i) {
+      positions[size_t(s.row + i)] = int32_t(s.position + i);
+      if (stage_.first())  // a sequence-parallel prompt's rows start at its chunk
+        my_tokens[size_t(s.row + i)] =
+            tokens[size_t(s.token + (s.sp_prompt ? s.position : 0) + i)];
+    }
 
-  Tensor x = Tensor::empty({m, c.hidden_size}, DType::kF32);  // the residual stream
-  if (stage_.first())
+  Tensor x;  // the residual stream (n, hidden)
+  if (stage_.first()) {
+    x = Tensor::empty({n, c.hidden_size}, DType::kF32);
     embed_.forward(my_tokens, x);
-  else
-    stage_.receive(x);
-  Tensor normed = Tensor::empty({m, c.hidden_size}, DType::kF32);
-  Tensor delta = Tensor::empty({m, c.hidden_size}, DType::kF32);
+  } else {
+    TESSERA_ASSERT(hidden.defined() && hidden.dim(0) == n && hidden.dim(1) == c.hidden_size,
+                   "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs ("
+                                            << n << ", " << c.hidden_size << ")");
+    x = hidden;
+  }
+  Tensor normed = Tensor::empty({n, c.hidden_size}, DType::kF32);
+  Tensor delta = Tensor::empty({n, c.hidden_size}, DType::kF32);
   for (int64_t i = 0; i < int64_t(layers_.size()); ++i) {  // i: the layer's index in this stage
     const LlamaLayer& w = layers_[size_t(i)];
     ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
-    attention_block(w, i, normed, positions, cache, keep_kv, sp_prefill ? n : 0, delta);
+    attention_block(w, i, normed, segs, positions, delta);
     ops::add_inplace(x, delta);
     ops::rms_norm(x, w.post_norm, c.rms_norm_eps, normed);
     mlp_block(w, normed, delta);
     ops::add_inplace(x, delta);
   }
-  cache.advance(n, kept);
-  if (!stage_.last()) {
-    stage_.send(x);
-    return Tensor();
-  }
-  if (n_logits == 0) return Tensor();
+  for (const Segment& s : segs) s.cache->advance(s.tokens, s.keep ? s.rows : 0);
+  if (!stage_.last()) return x;
 
-  if (sp_prefill) {  // the SP rank with the prompt's last token computes, the others receive
-    const int owner = int(sp_chunk(n, 0).size() == 0 ? 0 : (n - 1) / sp_chunk(n, 0).size());
-    Tensor logits = Tensor::empty({1, shard_.vocab.size()}, DType::kF32);
+  int64_t wanted = 0;
+  for (const Segment& s : segs) wanted += s.logits;
+  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
+  if (wanted == 0) return logits;
+  if (segs[0].sp_prompt) {  // the SP rank with the prompt's last token computes, the others receive
+    const int64_t per = sp_chunk(segs[0].tokens, 0).size();
+    const int owner = int((segs[0].tokens - 1) / per);
     if (shard_.sp_rank == owner) {
       Tensor last_normed = Tensor::empty({1, c.hidden_size}, DType::kF32);
-      ops::rms_norm(x.rows(m - 1, m), norm_, c.rms_norm_eps, last_normed);
+      ops::rms_norm(x.rows(n - 1, n), norm_, c.rms_norm_eps, last_normed);
       lm_head_.forward(last_normed, logits);
     }
     sp_->broadcast(logits, owner);
     return logits;
   }
-  if (n_logits < 0 || n_logits > n) n_logits = n;
-  Tensor last = x.rows(n - n_logits, n);
-  Tensor last_normed = Tensor::empty({n_logits, c.hidden_size}, DType::kF32);
-  ops::rms_norm(last, norm_, c.rms_norm_eps, last_normed);
-  Tensor logits = Tensor::empty({n_logits, shard_.vocab.size()}, DType::kF32);
-  lm_head_.forward(last_normed, logits);
+  Tensor last = Tensor::empty({wanted, c.hidden_size}, DType::kF32);
+  int64_t at = 0;
+  for (const Segment& s : segs) {
+    const int64_t end = s.row + s.rows;
+    std::memcpy(last.rows(at, at + s.logits).raw(), x.rows(end - s.logits, end).raw(),
+                size_t(s.logits * c.hidden_size) * sizeof(float));
+    at += s.logits;
+  }
+  ops::rms_norm(last, norm_, c.rms_norm_eps, last);
+  lm_head_.forward(last, logits);
   return logits;
+}
+
+Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
+                           int64_t n_logits) const {
+  const std::vector<BatchRows> batch = {{&cache, int64_t(tokens.size()), n_logits}};
+  Tensor hidden;
+  if (!stage_.first()) {
+    hidden = Tensor::empty({local_rows(batch), config_.hidden_size}, DType::kF32);
+    stage_.receive(hidden);
+  }
+  Tensor out = forward_stage(tokens, batch, hidden);
+  if (!stage_.last()) {
+    stage_.send(out);
+    return Tensor();
+  }
+  return out;
 }
 
 Tensor LlamaModel::prefill(const std::vector<int32_t>& tokens, SequenceKvCache& cache,

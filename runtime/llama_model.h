@@ -65,6 +65,13 @@ class SequenceKvCache {
   std::vector<Tensor> k_, v_;
 };
 
+// One sequence's rows in a batch step (see LlamaModel::forward_stage).
+struct BatchRows {
+  SequenceKvCache* cache = nullptr;
+  int64_t tokens = 0;  // its consecutive rows of the batch
+  int64_t logits = 0;  // logits wanted for its last `logits` rows (-1: all)
+};
+
 class LlamaModel {
  public:
   // Reads this rank's shard from the model file: its pipeline stage's layers (pp->rank() of
@@ -77,6 +84,7 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }
   Communicator& tp() const { return *tp_; }
+  Communicator* sp() const { return sp_; }  // null without sequence parallelism
   const PipelineStage& stage() const { return stage_; }
   SequenceKvCache make_cache(int64_t capacity) const;
 
@@ -86,14 +94,24 @@ class LlamaModel {
   Range sp_chunk(int64_t n, int sp_rank) const;
   int64_t kv_rows_needed(int64_t prompt, int64_t total) const;
 
-  // Runs `tokens` (at positions cache.length() ..) through this stage's layers, appends their
-  // K/V to the cache, and on the last stage returns this rank's logits (n, vocab / tp) for the
-  // last `n_logits` tokens (all when -1, none when 0): columns [shard().vocab.begin, end) of the
-  // full logits.
-  // Other stages receive the hidden state from the stage before and pass theirs on; they
-  // return an undefined tensor. Every rank of the model calls it with the same tokens. With
-  // sequence parallelism a prompt's tokens are split over the SP group (ring attention) and every
-  // SP rank of the last stage returns the same logits; n_logits must then be 1.
+  // One step over a batch of sequences on this rank's pipeline stage. The batch's rows are the
+  // sequences' new tokens, one sequence after another; each sequence's tokens continue it at
+  // positions cache->length() .., and their K/V are appended to its cache. The first stage embeds
+  // `tokens`; the others take `hidden` (rows: local_rows(batch)) from the stage before. A stage
+  // that is not the last returns its hidden state for the next stage; the last returns this
+  // rank's logits (columns [shard().vocab.begin, end)) for each sequence's last `logits` rows, in
+  // batch order. Every rank of the replica runs the same batch.
+  // With sequence parallelism a prompt (a sequence with an empty cache) is split over the SP
+  // group (ring attention) and must be the batch's only sequence, with logits 1; decode tokens
+  // (one per sequence) are computed by every SP rank and kept by SP rank position % sp.
+  Tensor forward_stage(const std::vector<int32_t>& tokens, const std::vector<BatchRows>& batch,
+                       const Tensor& hidden) const;
+  // Rows of the hidden state this rank computes for `batch` (fewer than its tokens for a
+  // sequence-parallel prompt).
+  int64_t local_rows(const std::vector<BatchRows>& batch) const;
+  // One sequence through every stage: forward_stage with the hidden state received from the
+  // stage before and sent to the stage after. Returns the last stage's logits for the last
+  // `n_logits` tokens (-1: all), an undefined tensor on other stages.
   Tensor forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
                  int64_t n_logits = 1) const;
   // forward() of a prompt in microbatches of `microbatch` tokens, so that pipeline stages work
@@ -104,13 +122,17 @@ class LlamaModel {
   Tensor gather_logits(const Tensor& local) const;
 
  private:
+  struct Segment;  // one sequence's rows of a step, as this rank computes them
+  std::vector<Segment> segments(const std::vector<BatchRows>& batch) const;
   void attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
-                       const std::vector<int32_t>& positions, SequenceKvCache& cache,
-                       bool keep_kv, int64_t sp_prompt, Tensor& out) const;
-  // Sequence-parallel attention of this rank's query rows (see forward()).
+                       const std::vector<Segment>& segs, const std::vector<int32_t>& positions,
+                       Tensor& out) const;
+  // Sequence-parallel attention of this rank's query rows of a prompt of n_prompt tokens.
   void ring_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_prompt,
                       Tensor& out) const;
-  void sp_decode_attention(const Tensor& q, const Tensor& keys, const Tensor& values,
+  // Sequence-parallel decode: every row's attention over the positions each SP rank keeps,
+  // merged across the group.
+  void sp_decode_attention(const Tensor& q, int64_t layer, const std::vector<Segment>& segs,
                            Tensor& out) const;
   void mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const;
 

@@ -1,0 +1,127 @@
+// The engine: many requests through one model replica at once, one step at a time on every
+// rank of the replica.
+//
+// The replica's leader (pipeline stage 0, TP rank 0, SP rank 0) owns the requests and schedules:
+// each step it builds a StepPlan (which sequences, which tokens) and gives it to the other ranks
+// of stage 0 by broadcast; each stage passes the plan on with its hidden state; the last stage
+// samples and returns the tokens to the leader. With pipeline parallelism several steps are in
+// flight at once, each with its own group of sequences, so that no stage waits for a whole round
+// trip: while stage 1 works on step k, stage 0 works on step k + 1. A prompt is split into
+// chunks (microbatches) that follow each other down the pipeline.
+//
+// Followers hold no scheduling state: a KV cache per live sequence (made and dropped as the
+// plans say) and, on the last stage, each sequence's ids for the repetition penalty.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/tokenizer.h"
+#include "runtime/llama_model.h"
+#include "runtime/sampler.h"
+#include "runtime/step_plan.h"
+
+namespace tessera {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // token ids, special tokens included
+  SamplingParams sampling;
+  int64_t max_tokens = 256;
+  std::vector<std::string> stop;  // stop strings (not included in the output text)
+  bool ignore_eos = false;
+};
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation is not included)
+  std::string text;
+  std::string finish_reason;    // "stop" or "length"
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0;  // from the start of the run until the leader has the first token
+  double decode_seconds = 0;   // from the first token to the last
+};
+
+struct EngineOptions {
+  int64_t max_context = 0;   // context window: prompt + output tokens (0: the model's)
+  int64_t max_kv_rows = 0;   // KV rows a rank may hold for one sequence (0: no cap)
+  int64_t max_sequences = 64;     // sequences running at once
+  int64_t max_step_tokens = 2048;  // tokens in one step (prefill chunks are cut to fit)
+  int64_t prefill_chunk = 0;  // with pipeline stages: a prompt's tokens per step (0: two chunks
+                              // per stage, at least 16; >= the prompt: no chunks)
+  int max_in_flight = 0;      // steps in the pipeline at once (0: one per stage)
+  int64_t fail_at_step = 0;   // testing: throw when this step starts on this rank (0: never)
+};
+
+// What one rank did during run(): for the utilisation figure and the timeline.
+struct EngineSpan {
+  int64_t step = 0;
+  double begin = 0, end = 0;  // seconds since run() started
+  int64_t tokens = 0;         // rows of the step's batch
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  double run_seconds = 0;    // wall time of run()
+  double busy_seconds = 0;   // computing steps (collectives inside the stage included)
+  std::vector<EngineSpan> spans;  // one per step this rank computed, in order
+};
+
+class Engine {
+ public:
+  using TextCallback = std::function<void(const std::string&)>;
+  using DoneCallback = std::function<void(int64_t id, const GenerationResult&)>;
+
+  Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOptions options = {});
+  ~Engine();
+
+  bool leader() const { return leader_; }
+  int64_t context_window() const { return window_; }
+  // Throws (invalid input) if the request cannot run: empty prompt, a prompt that leaves no
+  // room in the context window or in a rank's KV cap, bad sampling parameters.
+  void check_fits(const GenerationRequest& request) const;
+  // Leader only: queues a request and returns its id (0, 1, ... in submission order). on_text
+  // receives the text as it is made (at UTF-8 boundaries, never past a stop string); on_done the
+  // result when it finishes.
+  int64_t submit(const GenerationRequest& request, TextCallback on_text = {},
+                 DoneCallback on_done = {});
+  // Collective over the replica: steps until every submitted request has finished. The leader
+  // returns the results in submission order (and forgets them); the others return nothing.
+  std::vector<GenerationResult> run();
+  const EngineStats& stats() const { return stats_; }
+
+ private:
+  struct Sequence;
+  struct InFlight;
+  // Leader
+  StepPlan next_plan();
+  void apply_tokens(const StepPlan& plan, const std::vector<int32_t>& tokens);
+  void accept_token(Sequence& s, int32_t token);
+  void finish(Sequence& s, const std::string& reason);
+  bool all_finished() const;
+  // Every rank
+  void share_plan_in_first_stage(std::string& bytes) const;
+  // Runs a plan on this rank; on the last stage returns the sampled tokens.
+  std::vector<int32_t> compute(const StepPlan& plan);
+
+  const LlamaModel& model_;
+  const Tokenizer& tokenizer_;
+  EngineOptions options_;
+  int64_t window_;
+  bool leader_;
+  int max_in_flight_;
+  // leader state
+  std::vector<std::unique_ptr<Sequence>> sequences_;  // by id
+  std::vector<int64_t> release_;                      // finished, to be dropped by every rank
+  int64_t next_step_ = 1;
+  // every rank
+  std::map<int64_t, SequenceKvCache> caches_;
+  std::map<int64_t, std::vector<int32_t>> histories_;  // last stage: ids fed so far
+  EngineStats stats_;
+  double clock_zero_ = 0;
+};
+
+}  // namespace tessera
