@@ -1,13 +1,17 @@
 // tessera generate: one prompt streamed to stdout, or a JSONL batch of requests to a JSONL file.
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
+#include "launch/engine_report.h"
 #include "launch/options.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/model_bundle.h"
+#include "runtime/engine.h"
 #include "runtime/request.h"
 
 namespace tessera::cli {
@@ -40,6 +44,18 @@ void print_communication(const ProcessGroups& groups, double share) {
                  100.0 * share, groups.world->size());
 }
 
+// TESSERA_FAIL_AT=RANK:STEP makes that world rank throw when step STEP starts (for tests of a
+// failure mid-step); 0 when unset or aimed at another rank.
+int64_t injected_failure_step(int world_rank) {
+  const char* v = std::getenv("TESSERA_FAIL_AT");
+  if (!v || !*v) return 0;
+  int rank = -1;
+  long long step = 0;
+  TESSERA_CHECK(std::sscanf(v, "%d:%lld", &rank, &step) == 2 && step > 0,
+                "TESSERA_FAIL_AT='" << v << "' is not RANK:STEP");
+  return rank == world_rank ? step : 0;
+}
+
 json result_record(const std::string& id, const GenerationResult& r) {
   return json{{"id", id},
               {"text", r.text},
@@ -53,62 +69,73 @@ json error_record(const std::string& id, int64_t line, const std::string& messag
   return json{{"id", id}, {"error", {{"message", message}, {"line", line}}}};
 }
 
-// Rank 0 reads requests line by line and hands each to every rank; every rank generates (the
-// model is sharded across them) and rank 0 writes one result or error record per non-blank
-// line, in input order, flushing each so a crash loses nothing already written.
-BatchTotals run_batch(ModelBundle& bundle, Generator& gen, const RequestDefaults& defaults,
-                      Communicator& world, const std::string& input, const std::string& output) {
-  const bool writer = world.rank() == 0;
+// The leader reads the requests line by line as the engine has room for them, and writes one
+// result or error record per non-blank line, in input order: a record goes out (flushed) as soon
+// as every line before it has been written, so a crash loses nothing already written. The other
+// ranks only follow the step plans.
+BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults& defaults,
+                      const std::string& input, const std::string& output) {
+  BatchTotals totals;
   std::ifstream in;
   std::ofstream out;
-  if (writer) {
+  std::map<int64_t, std::string> ready;  // records by input slot, waiting for earlier ones
+  int64_t slots = 0, written = 0, line_no = 0;
+  auto write_ready = [&] {
+    for (auto it = ready.find(written); it != ready.end(); it = ready.find(written)) {
+      out << it->second << "\n";
+      ready.erase(it);
+      ++written;
+    }
+    out.flush();
+    TESSERA_CHECK_IO(out, output << ": write failed");
+  };
+  auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
+  if (engine.leader()) {
     in.open(input);
     TESSERA_CHECK(in, input << ": cannot open the input file");
     out.open(output, std::ios::trunc);
     TESSERA_CHECK(out, output << ": cannot open the output file for writing");
-  }
-  BatchTotals totals;
-  for (int64_t line_no = 1;; ++line_no) {
-    std::string line;
-    char more = writer && std::getline(in, line) ? 1 : 0;
-    std::string message = more ? std::string(1, more) + line : std::string(1, more);
-    world.broadcast_bytes(message, 0);
-    if (message[0] == 0) break;
-    line = message.substr(1);
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    ++totals.requests;
-    std::string id = "line-" + std::to_string(line_no);
-    json record;
-    try {
-      json body;
-      try {
-        body = json::parse(line);
-      } catch (const json::parse_error& e) {
-        TESSERA_FAIL("malformed JSON: " << e.what());
+    // Submits the next request (error records for bad lines on the way); false at the end.
+    engine.set_feeder([&]() -> bool {
+      std::string line;
+      while (std::getline(in, line)) {
+        ++line_no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        ++totals.requests;
+        const int64_t slot = slots++;
+        std::string id = "line-" + std::to_string(line_no);
+        try {
+          json body;
+          try {
+            body = json::parse(line);
+          } catch (const json::parse_error& e) {
+            TESSERA_FAIL("malformed JSON: " << e.what());
+          }
+          id = request_id(body, id);
+          ParsedRequest req = parse_request(body, id, defaults, *bundle.tokenizer);
+          engine.submit(req.generation, {}, [&, slot, rid = req.id](int64_t, const GenerationResult& r) {
+            ready[slot] = dump(result_record(rid, r));
+            totals.prompt_tokens += r.prompt_tokens;
+            totals.generated_tokens += int64_t(r.tokens.size());
+            totals.prefill_seconds += r.prefill_seconds;
+            totals.decode_seconds += r.decode_seconds;
+            write_ready();
+          });
+          return true;
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::kInvalidInput) throw;  // a tessera bug stops the job
+          ++totals.errors;
+          ready[slot] = dump(error_record(id, line_no, e.what()));
+          std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
+                       (long long)line_no, e.what());
+          write_ready();
+        }
       }
-      id = request_id(body, id);
-      ParsedRequest req = parse_request(body, id, defaults, *bundle.tokenizer);
-      GenerationResult r = gen.generate(req.generation);
-      record = result_record(req.id, r);
-      totals.prompt_tokens += r.prompt_tokens;
-      totals.generated_tokens += int64_t(r.tokens.size());
-      totals.prefill_seconds += r.prefill_seconds;
-      totals.decode_seconds += r.decode_seconds;
-    } catch (const Error& e) {
-      // Every rank sees the same request and fails the same way; a tessera bug stops the job.
-      if (e.kind() != ErrorKind::kInvalidInput) throw;
-      ++totals.errors;
-      record = error_record(id, line_no, e.what());
-      if (writer)
-        std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
-                     (long long)line_no, e.what());
-    }
-    if (writer) {
-      out << record.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
-      out.flush();
-      TESSERA_CHECK_IO(out, output << ": write failed");
-    }
+      return false;
+    });
   }
+  engine.run();
+  if (engine.leader()) TESSERA_ASSERT(ready.empty() && written == slots, "records left unwritten");
   return totals;
 }
 
@@ -124,6 +151,8 @@ int run_generate(const Args& args) {
   std::string pp_weights;
   int64_t microbatch = 0;
   std::vector<std::string> stop;
+  EngineOptions engine_options;
+  std::string trace;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
       ("prompt,p", po::value(&prompt), "generate from this text and stream the answer to stdout")
@@ -153,6 +182,13 @@ int run_generate(const Args& args) {
       ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
       ("microbatch", po::value(&microbatch)->default_value(0),
        "tokens per prefill microbatch with --pp (0: two per stage; >= the prompt: off)")
+      ("max-batch", po::value(&engine_options.max_sequences)->default_value(64),
+       "requests running at once (continuous batching)")
+      ("max-step-tokens", po::value(&engine_options.max_step_tokens)->default_value(2048),
+       "tokens in one step; longer prompts are prefilled in chunks")
+      ("max-in-flight", po::value(&engine_options.max_in_flight)->default_value(0),
+       "steps in the pipeline at once, each with its own requests (0: one per stage)")
+      ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)")
       ("pp-weights", po::value(&pp_weights),
        "relative layer shares of the stages, e.g. 2,2,1,1 (default: even)")
       ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
@@ -196,23 +232,33 @@ int run_generate(const Args& args) {
                  (long long)bundle.model->config().num_layers,
                  double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
   TESSERA_CHECK(kv_rows >= 0, "--kv-cache-tokens must be >= 0");
-  Generator gen(*bundle.model, *bundle.tokenizer, max_context, kv_rows);
   TESSERA_CHECK(microbatch >= 0, "--microbatch must be >= 0");
-  gen.set_prefill_microbatch(microbatch);
+  engine_options.max_context = max_context;
+  engine_options.max_kv_rows = kv_rows;
+  engine_options.prefill_chunk = microbatch;
+  engine_options.fail_at_step = injected_failure_step(groups.world->rank());
 
   if (vm.count("input")) {
-    const BatchTotals t = run_batch(bundle, gen, d, *groups.world, input, output);
-    const double share =
-        communication_share(groups, t.prefill_seconds + t.decode_seconds);
-    if (!rank0) return 0;
-    std::fprintf(stderr, "tessera: %lld requests, %lld errors, results in %s\n",
-                 (long long)t.requests, (long long)t.errors, output.c_str());
-    print_speed("prefill", t.prompt_tokens, t.prefill_seconds);
-    print_speed("decode", t.generated_tokens, t.decode_seconds);
-    print_communication(groups, share);
+    Engine engine(*bundle.model, *bundle.tokenizer, engine_options);
+    const BatchTotals t = run_batch(bundle, engine, d, input, output);
+    const double wall = engine.stats().run_seconds;
+    const double share = communication_share(groups, wall);
+    if (rank0) {
+      std::fprintf(stderr, "tessera: %lld requests, %lld errors, results in %s\n",
+                   (long long)t.requests, (long long)t.errors, output.c_str());
+      print_speed("prompt", t.prompt_tokens, wall);
+      print_speed("generated", t.generated_tokens, wall);
+      const int64_t done = t.requests - t.errors;
+      if (done > 0)
+        std::fprintf(stderr, "mean time to first token %.3f s, mean decode %.3f s per request\n",
+                     t.prefill_seconds / double(done), t.decode_seconds / double(done));
+      print_communication(groups, share);
+    }
+    report_engine(groups, engine.stats(), trace);
     return 0;
   }
 
+  Generator gen(*bundle.model, *bundle.tokenizer, engine_options);
   json body = {{"max_tokens", d.max_tokens}};
   if (vm["chat"].as<bool>()) {
     json messages = json::array();
@@ -230,6 +276,7 @@ int run_generate(const Args& args) {
   if (!rank0) print = nullptr;  // one rank writes
   GenerationResult r = gen.generate(req.generation, print);
   const double share = communication_share(groups, r.prefill_seconds + r.decode_seconds);
+  report_engine(groups, gen.stats(), trace);
   if (!rank0) return 0;
   std::fputs("\n", stdout);
   std::fflush(stdout);

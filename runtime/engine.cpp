@@ -95,7 +95,7 @@ int64_t Engine::submit(const GenerationRequest& request, TextCallback on_text,
   TESSERA_ASSERT(leader_, "requests are submitted on the replica's leader");
   check_fits(request);
   auto s = std::make_unique<Sequence>();
-  s->id = int64_t(sequences_.size());
+  s->id = next_id_++;
   s->request = request;
   s->on_text = std::move(on_text);
   s->on_done = std::move(on_done);
@@ -107,19 +107,20 @@ int64_t Engine::submit(const GenerationRequest& request, TextCallback on_text,
   s->result.prompt_tokens = prompt;
   s->decoder = std::make_unique<StreamDecoder>(tokenizer_);
   s->start = now_seconds();
-  sequences_.push_back(std::move(s));
-  return sequences_.back()->id;
+  const int64_t id = s->id;
+  sequences_.emplace(id, std::move(s));
+  return id;
 }
 
 bool Engine::all_finished() const {
   return std::all_of(sequences_.begin(), sequences_.end(),
-                     [](const auto& s) { return s->finished; });
+                     [](const auto& s) { return s.second->finished; });
 }
 
 StepPlan Engine::next_plan() {
   StepPlan plan;
   int64_t unfinished = 0, running = 0;
-  for (const auto& s : sequences_) {
+  for (const auto& [id, s] : sequences_) {
     unfinished += !s->finished;
     running += !s->finished && s->fed > 0;
   }
@@ -150,12 +151,12 @@ StepPlan Engine::next_plan() {
     return !s.finished && !s.awaiting && s.fed < int64_t(s.known.size());
   };
   // Decode first (one token each), then prompts in arrival order.
-  for (auto& p : sequences_) {
+  for (auto& [id, p] : sequences_) {
     Sequence& s = *p;
     if (int64_t(plan.work.size()) >= per_step || budget < 1) break;
     if (ready(s) && s.fed >= s.prompt()) add(s, 1);
   }
-  for (auto& p : sequences_) {
+  for (auto& [id, p] : sequences_) {
     Sequence& s = *p;
     if (int64_t(plan.work.size()) >= per_step || budget < 1) break;
     if (!ready(s) || s.fed >= s.prompt()) continue;
@@ -195,7 +196,10 @@ void Engine::finish(Sequence& s, const std::string& reason) {
   s.finished = true;
   s.decoder.reset();
   release_.push_back(s.id);
-  if (s.on_done) s.on_done(s.id, r);
+  if (s.on_done) {
+    s.on_done(s.id, r);
+    sequences_.erase(s.id);  // s is gone
+  }
 }
 
 void Engine::accept_token(Sequence& s, int32_t token) {
@@ -236,7 +240,10 @@ void Engine::apply_tokens(const StepPlan& plan, const std::vector<int32_t>& toke
   for (const SequenceWork& w : plan.work) {
     if (!w.sample) continue;
     TESSERA_ASSERT(i < tokens.size(), "step " << plan.id << " returned too few tokens");
-    Sequence& s = *sequences_[size_t(w.seq)];
+    auto it = sequences_.find(w.seq);
+    TESSERA_ASSERT(it != sequences_.end(), "step " << plan.id << " sampled for sequence " << w.seq
+                                                   << ", which the leader does not hold");
+    Sequence& s = *it->second;
     s.awaiting = false;
     accept_token(s, tokens[i++]);
   }
@@ -322,6 +329,13 @@ std::vector<GenerationResult> Engine::run() {
   if (leader_) {
     std::deque<StepPlan> in_flight;  // issued steps whose tokens have not come back, in order
     while (true) {
+      if (feeder_) {
+        int64_t waiting = 0;
+        for (const auto& [id, s] : sequences_) waiting += !s->finished && s->fed == 0;
+        if (waiting < options_.max_sequences && in_flight.size() < size_t(max_in_flight_) &&
+            !feeder_())
+          feeder_ = nullptr;
+      }
       StepPlan plan;
       if (int(in_flight.size()) < max_in_flight_) plan = next_plan();
       if (plan.work.empty() && !in_flight.empty()) {
@@ -336,6 +350,7 @@ std::vector<GenerationResult> Engine::run() {
         in_flight.pop_front();
         continue;
       }
+      if (plan.work.empty() && feeder_) continue;  // it has more requests: ask again
       if (plan.work.empty()) {
         TESSERA_ASSERT(all_finished(), "the scheduler has unfinished sequences but nothing to run");
         plan.stop = true;
@@ -367,7 +382,7 @@ std::vector<GenerationResult> Engine::run() {
   stats_.run_seconds = now_seconds() - clock_zero_;
   std::vector<GenerationResult> results;
   if (leader_) {
-    for (auto& s : sequences_) results.push_back(std::move(s->result));
+    for (auto& [id, s] : sequences_) results.push_back(std::move(s->result));
     sequences_.clear();
   }
   return results;

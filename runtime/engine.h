@@ -84,12 +84,16 @@ class Engine {
   // room in the context window or in a rank's KV cap, bad sampling parameters.
   void check_fits(const GenerationRequest& request) const;
   // Leader only: queues a request and returns its id (0, 1, ... in submission order). on_text
-  // receives the text as it is made (at UTF-8 boundaries, never past a stop string); on_done the
-  // result when it finishes.
+  // receives the text as it is made (at UTF-8 boundaries, never past a stop string). on_done
+  // receives the result when it finishes, after which the engine forgets the request; without
+  // on_done the result is kept for run() to return.
   int64_t submit(const GenerationRequest& request, TextCallback on_text = {},
                  DoneCallback on_done = {});
-  // Collective over the replica: steps until every submitted request has finished. The leader
-  // returns the results in submission order (and forgets them); the others return nothing.
+  // Leader only: a source of more requests, called during run() whenever fewer than
+  // max_sequences requests wait to start; it submits some and returns false once it has no more.
+  void set_feeder(std::function<bool()> feeder) { feeder_ = std::move(feeder); }
+  // Collective over the replica: steps until every submitted request has finished and the
+  // feeder is dry. The leader returns the kept results in submission order; the others nothing.
   std::vector<GenerationResult> run();
   const EngineStats& stats() const { return stats_; }
 
@@ -114,7 +118,9 @@ class Engine {
   bool leader_;
   int max_in_flight_;
   // leader state
-  std::vector<std::unique_ptr<Sequence>> sequences_;  // by id
+  std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // unfinished, or kept for run()
+  int64_t next_id_ = 0;
+  std::function<bool()> feeder_;
   std::vector<int64_t> release_;                      // finished, to be dropped by every rank
   int64_t next_step_ = 1;
   // every rank

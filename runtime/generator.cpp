@@ -47,6 +47,13 @@ Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_
       options_(options_for(max_context, max_kv_rows)),
       engine_(std::make_unique<Engine>(model, tokenizer, options_)) {}
 
+Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer,
+                     const EngineOptions& options)
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(options),
+      engine_(std::make_unique<Engine>(model, tokenizer, options_)) {}
+
 void Generator::set_prefill_microbatch(int64_t tokens) {
   options_.prefill_chunk = tokens;
   engine_ = std::make_unique<Engine>(model_, tokenizer_, options_);

@@ -18,6 +18,7 @@ class Generator {
   // may hold for the sequence (0: no cap); with sequence parallelism a rank holds only its share.
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0,
             int64_t max_kv_rows = 0);
+  Generator(const LlamaModel& model, const Tokenizer& tokenizer, const EngineOptions& options);
   int64_t context_window() const { return engine_->context_window(); }
   // Tokens per prefill chunk under pipeline parallelism (see EngineOptions::prefill_chunk).
   void set_prefill_microbatch(int64_t tokens);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "kernels/cpu/skinny_gemm.h"
 #include "kernels/ops.h"
 
 namespace tessera::ops {
@@ -46,9 +47,8 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
     const int64_t per = (n + threads - 1) / threads;
     const int64_t n0 = std::min(n, t * per), n1 = std::min(n, n0 + per);
     if (n1 > n0) {
-      if (m == 1) {  // decode: matrix-vector; sgemm would pack the weight first
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n1 - n0), int(k), 1.0f, pw + n0 * k, int(k),
-                    px, 1, 0.0f, py + n0, 1);
+      if (m <= kSkinnyMaxRows) {  // decode batches: stream the weight once, no packing
+        skinny_gemm_nt(px, m, k, pw, n0, n1, py, n);
       } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n1 - n0), int(k), 1.0f,
                     px, int(k), pw + n0 * k, int(k), 0.0f, py + n0, int(n));

@@ -1,0 +1,76 @@
+#include "launch/engine_report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+namespace tessera::cli {
+
+void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::string& trace_path) {
+  Communicator& world = *groups.world;
+  const int n = world.size();
+  // (stage, busy seconds, run seconds) of every rank
+  Tensor mine = Tensor::from_f32(
+      {float(groups.coord.pp), float(stats.busy_seconds), float(stats.run_seconds)}, {3});
+  Tensor all = Tensor::empty({n, 3}, DType::kF32);
+  world.all_gather(mine, all);
+  if (world.rank() == 0 && stats.run_seconds > 0) {
+    std::map<int, std::pair<double, int>> by_stage;  // stage -> (sum of busy shares, ranks)
+    for (int r = 0; r < n; ++r) {
+      const float* a = all.data<float>() + 3 * r;
+      auto& [sum, count] = by_stage[int(a[0])];
+      sum += a[2] > 0 ? a[1] / a[2] : 0.0;
+      ++count;
+    }
+    std::string line = "busy: ";
+    char buf[64];
+    for (const auto& [stage, v] : by_stage) {
+      std::snprintf(buf, sizeof buf, "%sstage %d %.1f%%", stage ? ", " : "", stage,
+                    100.0 * v.first / v.second);
+      line += buf;
+    }
+    std::fprintf(stderr, "%s of %.2f s (computing steps, mean over each stage's ranks)\n",
+                 line.c_str(), stats.run_seconds);
+  }
+  if (trace_path.empty()) return;
+  // Every rank's spans to rank 0, which writes one trace (a process per rank, times in us from
+  // the earliest span; the ranks share a clock when they share a node).
+  nlohmann::json spans = nlohmann::json::array();
+  for (const EngineSpan& s : stats.spans) spans.push_back({s.step, s.begin, s.end, s.tokens});
+  std::string bytes = spans.dump();
+  constexpr int kTraceTag = 31;
+  if (world.rank() != 0) {
+    world.send_bytes(bytes, 0, kTraceTag);
+    return;
+  }
+  std::vector<nlohmann::json> per_rank = {spans};
+  for (int r = 1; r < n; ++r) {
+    world.recv_bytes(bytes, r, kTraceTag);
+    per_rank.push_back(nlohmann::json::parse(bytes));
+  }
+  double t0 = 1e300;
+  for (const auto& rank_spans : per_rank)
+    for (const auto& s : rank_spans) t0 = std::min(t0, s[1].get<double>());
+  nlohmann::json events = nlohmann::json::array();
+  for (int r = 0; r < n; ++r) {
+    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", r},
+                      {"args", {{"name", "rank " + std::to_string(r)}}}});
+    for (const auto& s : per_rank[size_t(r)])
+      events.push_back({{"name", "step " + std::to_string(s[0].get<int64_t>())},
+                        {"ph", "X"},
+                        {"pid", r},
+                        {"tid", 0},
+                        {"ts", (s[1].get<double>() - t0) * 1e6},
+                        {"dur", (s[2].get<double>() - s[1].get<double>()) * 1e6},
+                        {"args", {{"tokens", s[3]}}}});
+  }
+  std::ofstream out(trace_path);
+  TESSERA_CHECK(out, trace_path << ": cannot open the trace file for writing");
+  out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+  TESSERA_CHECK_IO(out, trace_path << ": write failed");
+  std::fprintf(stderr, "timeline: %s\n", trace_path.c_str());
+}
+
+}  // namespace tessera::cli

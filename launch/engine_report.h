@@ -1,0 +1,16 @@
+// What the ranks did during an engine run, reported by rank 0: the busy share of each pipeline
+// stage (computing steps, against the run's wall time) and, on request, a timeline of every
+// rank's steps in the Chrome trace format (chrome://tracing, ui.perfetto.dev).
+#pragma once
+
+#include <string>
+
+#include "parallel/process_groups.h"
+#include "runtime/engine.h"
+
+namespace tessera::cli {
+
+// Collective over the world. Prints one line on rank 0; writes trace_path when not empty.
+void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::string& trace_path);
+
+}  // namespace tessera::cli
