@@ -361,3 +361,22 @@ def test_a_rank_killed_mid_step_stops_the_job(tessera, default_model):
     assert proc.returncode != 0
     assert time.time() - killed_at < 15
     assert "rank 1" in err and "signal 9" in err, err
+
+
+@pytest.mark.parametrize("failing_rank", [0, 2, 3])
+def test_an_exception_mid_step_on_one_rank_stops_every_rank(tessera, default_model, failing_rank):
+    # TESSERA_FAIL_AT makes one rank throw when step 5 starts (the leader, a middle stage, the
+    # last stage); the others are then waiting in a collective or for a hidden state. The job
+    # must end within seconds with one line naming that rank and the reason.
+    import time
+    env = dict(MPI_ENV, TESSERA_FAIL_AT=f"{failing_rank}:5")
+    started = time.time()
+    r = subprocess.run(["mpirun", "-np", "4", tessera, "generate", "-m", default_model, "--pp", "4",
+                        "-p", "Once upon a time", "-n", "200", "--ignore-eos"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    assert time.time() - started < 60
+    lines = [l for l in r.stderr.splitlines() if "tessera: error" in l]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].endswith(f"tessera: error on rank {failing_rank} of 4: injected failure at "
+                             "step 5 (fail_at_step)"), r.stderr

@@ -67,6 +67,47 @@ TEST(Ops, LinearMatchesLoops) {
   expect_close(y.to_f32_vector(), want, 1e-5);
 }
 
+// Decode batches (up to kSkinnyMaxRows rows) and prefill-sized inputs, with k both a multiple of
+// the vector width and not.
+TEST(Ops, LinearOfEveryBatchSizeMatchesLoops) {
+  for (int64_t k : {576, 37, 16, 8, 3})
+    for (int64_t m : {1, 2, 3, 4, 5, 8, 15, 16, 17, 40}) {
+      const int64_t n = 29;
+      SCOPED_TRACE("m " + std::to_string(m) + " k " + std::to_string(k));
+      auto x = random_vec(size_t(m * k), uint64_t(m * 100 + k)), w = random_vec(size_t(n * k), 5);
+      Tensor y = Tensor::empty({m, n}, DType::kF32);
+      ops::linear(Tensor::from_f32(x, {m, k}), Tensor::from_f32(w, {n, k}), nullptr, y);
+      std::vector<double> want(static_cast<size_t>(m * n));
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < n; ++c) {
+          double s = 0;
+          for (int64_t i = 0; i < k; ++i) s += double(x[size_t(r * k + i)]) * w[size_t(c * k + i)];
+          want[size_t(r * n + c)] = s;
+        }
+      expect_close(std::vector<float>(y.data<float>(), y.data<float>() + m * n), want, 1e-5);
+    }
+}
+
+// A row's result does not depend on the rows batched with it (decode batches of any size up to
+// kSkinnyMaxRows): bit for bit, so a sequence's tokens do not depend on its neighbours.
+TEST(Ops, DecodeBatchRowsAreBitIdenticalToOneRow) {
+  const int64_t k = 200, n = 50;
+  const auto w = random_vec(size_t(n * k), 9);
+  const Tensor tw = Tensor::from_f32(w, {n, k});
+  for (int64_t m = 1; m <= 16; ++m) {
+    const auto x = random_vec(size_t(m * k), uint64_t(m));
+    Tensor all = Tensor::empty({m, n}, DType::kF32);
+    ops::linear(Tensor::from_f32(x, {m, k}), tw, nullptr, all);
+    for (int64_t r = 0; r < m; ++r) {
+      Tensor one = Tensor::empty({1, n}, DType::kF32);
+      ops::linear(Tensor::from_f32(std::vector<float>(x.begin() + r * k, x.begin() + (r + 1) * k), {1, k}),
+                  tw, nullptr, one);
+      for (int64_t c = 0; c < n; ++c)
+        ASSERT_EQ(all.data<float>()[r * n + c], one.data<float>()[c]) << "m " << m << " row " << r;
+    }
+  }
+}
+
 TEST(Ops, RmsNormMatchesLoops) {
   const int64_t m = 5, d = 67;
   auto x = random_vec(size_t(m * d), 4, 3.0f), w = random_vec(size_t(d), 5);
