@@ -65,6 +65,20 @@ inline constexpr int64_t kAllKeysVisible = INT64_MAX / 4;
 // kAllKeysVisible for keys that all come before the queries.
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, AttentionState& state);
+// Paged attention: the keys and values of many sequences live in fixed-size blocks of one pool,
+// k_pool and v_pool (num_blocks, block_size, n_kv_heads, d). A sequence's key j sits in block
+// blocks[j / block_size] at slot j % block_size.
+struct PagedSequence {
+  int64_t row = 0, rows = 0;         // its query rows [row, row + rows) of q
+  const int32_t* blocks = nullptr;   // its block table
+  int64_t keys = 0;                  // keys it has (all in the table's blocks)
+  int64_t visible_offset = 0;        // query row r (from `row`) sees key j when j <= r + offset
+};
+// Adds every sequence's keys to the state of its query rows; the same arithmetic, in the same
+// order, as attention_accumulate over the sequence's keys laid out contiguously.
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const std::vector<PagedSequence>& seqs, float scale,
+                                AttentionState& state);
 // state = the union of state and other (log-sum-exp rescaling).
 void attention_merge(AttentionState& state, const AttentionState& other);
 // out(m, n_heads, d) = acc / sum.

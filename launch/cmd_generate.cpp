@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/engine_report.h"
+#include "launch/kv_budget.h"
 #include "launch/options.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/model_bundle.h"
@@ -147,7 +148,7 @@ int run_generate(const Args& args) {
   RequestDefaults d;
   int64_t max_context = 0;
   GridShape layout;
-  int64_t kv_rows = 0;
+  KvBudget kv_budget;
   std::string pp_weights;
   int64_t microbatch = 0;
   std::vector<std::string> stop;
@@ -176,8 +177,14 @@ int run_generate(const Args& args) {
       ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens")
       ("max-context", po::value(&max_context)->default_value(0),
        "cap the context window (KV cache) at this many tokens (0: the model's)")
-      ("kv-cache-tokens", po::value(&kv_rows)->default_value(0),
-       "tokens of KV cache each rank may hold (0: as many as the sequence needs)")
+      ("kv-cache-memory", po::value(&kv_budget.memory)->default_value(kv_budget.memory),
+       "memory for each rank's KV cache: a size (2GiB) or a fraction of the node's available "
+       "memory, shared by its ranks")
+      ("kv-cache-tokens", po::value(&kv_budget.tokens)->default_value(0),
+       "tokens of KV cache each rank holds (instead of --kv-cache-memory)")
+      ("block-size", po::value(&engine_options.block_size)->default_value(16),
+       "tokens per KV-cache block")
+      ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
       ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
       ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
       ("microbatch", po::value(&microbatch)->default_value(0),
@@ -231,10 +238,19 @@ int run_generate(const Args& args) {
                  (long long)bundle.model->shard().layers.last - 1,
                  (long long)bundle.model->config().num_layers,
                  double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
-  TESSERA_CHECK(kv_rows >= 0, "--kv-cache-tokens must be >= 0");
   TESSERA_CHECK(microbatch >= 0, "--microbatch must be >= 0");
   engine_options.max_context = max_context;
-  engine_options.max_kv_rows = kv_rows;
+  TESSERA_CHECK(engine_options.block_size >= 1, "--block-size must be at least 1");
+  engine_options.prefix_caching = !vm["no-prefix-caching"].as<bool>();
+  engine_options.num_blocks =
+      kv_cache_blocks(kv_budget, bundle.model->kv_shape(engine_options.block_size), *groups.world);
+  if (rank0) {
+    const int64_t bytes = engine_options.num_blocks *
+                          bundle.model->kv_shape(engine_options.block_size).bytes_per_block();
+    std::fprintf(stderr, "tessera: KV cache: %lld blocks of %lld tokens per rank (%.1f MB on rank 0)\n",
+                 (long long)engine_options.num_blocks, (long long)engine_options.block_size,
+                 double(bytes) / 1e6);
+  }
   engine_options.prefill_chunk = microbatch;
   engine_options.fail_at_step = injected_failure_step(groups.world->rank());
 

@@ -12,26 +12,6 @@
 namespace tessera::cli {
 namespace {
 
-// "80GiB", "80GB", "141G", "8e10": bytes.
-uint64_t parse_bytes(const std::string& text) {
-  size_t end = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &end);
-  } catch (const std::exception&) {
-    TESSERA_FAIL("--gpu-memory '" << text << "' is not a size (e.g. 80GiB)");
-  }
-  const std::string unit = text.substr(end);
-  double scale = 1;
-  if (unit == "GiB" || unit == "G" || unit == "g") scale = double(1ull << 30);
-  else if (unit == "GB") scale = 1e9;
-  else if (unit == "MiB") scale = double(1ull << 20);
-  else if (unit == "TiB") scale = double(1ull << 40);
-  else TESSERA_CHECK(unit.empty(), "--gpu-memory unit '" << unit << "' (use GiB, GB, MiB or TiB)");
-  TESSERA_CHECK(v > 0, "--gpu-memory must be positive");
-  return uint64_t(v * scale);
-}
-
 ModelConfig load_config(const std::string& path) {
   if (path.size() > 5 && path.substr(path.size() - 5) == ".json") {
     std::ifstream in(path);
@@ -71,7 +51,7 @@ int run_plan(const Args& args) {
     return 0;
   TESSERA_CHECK(o.nodes >= 1 && o.gpus_per_node >= 1, "--nodes and --gpus-per-node must be >= 1");
   TESSERA_CHECK(o.reserve >= 0 && o.reserve < 1, "--reserve must be in [0, 1)");
-  o.gpu_memory = parse_bytes(memory);
+  o.gpu_memory = parse_bytes(memory, "--gpu-memory");
   const ModelConfig c = load_config(model);
   const auto plans = plan_layouts(c, o);
   const LayoutPlan* best = recommend(plans);

@@ -26,4 +26,24 @@ bool parse_options(const std::string& command, const std::string& synopsis,
   return true;
 }
 
+uint64_t parse_bytes(const std::string& text, const std::string& option) {
+  size_t end = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &end);
+  } catch (const std::exception&) {
+    TESSERA_FAIL(option << " '" << text << "' is not a size (e.g. 80GiB)");
+  }
+  const std::string unit = text.substr(end);
+  double scale = 1;
+  if (unit == "GiB" || unit == "G" || unit == "g") scale = double(1ull << 30);
+  else if (unit == "GB") scale = 1e9;
+  else if (unit == "MiB" || unit == "M" || unit == "m") scale = double(1ull << 20);
+  else if (unit == "MB") scale = 1e6;
+  else if (unit == "TiB") scale = double(1ull << 40);
+  else TESSERA_CHECK(unit.empty(), option << " unit '" << unit << "' (use MiB, GiB, GB or TiB)");
+  TESSERA_CHECK(v > 0, option << " must be positive");
+  return uint64_t(v * scale);
+}
+
 }  // namespace tessera::cli

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <cstdint>
 #include <string>
 
 #include "launch/commands.h"
@@ -15,5 +16,8 @@ namespace po = boost::program_options;
 bool parse_options(const std::string& command, const std::string& synopsis,
                    po::options_description& desc, const Args& args, po::variables_map& vm,
                    const po::positional_options_description* positional = nullptr);
+
+// "80GiB", "80GB", "141G", "512MiB", "8e10": bytes. `option` names the flag in errors.
+uint64_t parse_bytes(const std::string& text, const std::string& option);
 
 }  // namespace tessera::cli

@@ -38,10 +38,7 @@ struct Engine::Sequence {
   GenerationRequest request;
   TextCallback on_text;
   DoneCallback on_done;
-  std::vector<int32_t> known;  // the prompt, then each output token that is to be fed back
-  int64_t fed = 0;             // tokens of `known` given to steps so far
-  int64_t kv_rows = 0;         // KV rows a rank reserves for it at most
-  bool awaiting = false;       // a step that samples its next token is in flight
+  int64_t kv_limit = 0;  // positions it may store: it stops ("length") when it would need more
   bool finished = false;
   GenerationResult result;
   std::unique_ptr<StreamDecoder> decoder;
@@ -58,12 +55,24 @@ Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOption
       window_(window_of(model.config(), options.max_context)) {
   const ModelShard& s = model.shard();
   leader_ = model.stage().first() && s.tp_rank == 0 && s.sp_rank == 0;
-  TESSERA_CHECK(options_.max_sequences >= 1, "max_sequences must be at least 1");
-  TESSERA_CHECK(options_.max_step_tokens >= 1, "max_step_tokens must be at least 1");
-  TESSERA_CHECK(options_.prefill_chunk >= 0, "the prefill chunk must be >= 0");
-  TESSERA_CHECK(options_.max_kv_rows >= 0, "the KV cap must be >= 0");
+  TESSERA_CHECK(options_.num_blocks >= 1, "the KV cache needs at least one block");
+  TESSERA_CHECK(options_.block_size >= 1, "the KV block size must be at least 1");
   TESSERA_CHECK(options_.max_in_flight >= 0, "max_in_flight must be >= 0");
   max_in_flight_ = options_.max_in_flight > 0 ? options_.max_in_flight : model.stage().stages();
+  SchedulerOptions so;
+  so.num_blocks = options_.num_blocks;
+  so.block_size = options_.block_size;
+  so.max_sequences = options_.max_sequences;
+  so.max_step_tokens = options_.max_step_tokens;
+  const int stages = model.stage().stages();
+  so.prefill_chunk = options_.prefill_chunk;
+  so.groups = max_in_flight_;
+  so.sp = s.sp_size;
+  so.prefix_caching = options_.prefix_caching;
+  so.static_batches = options_.static_batches;
+  (void)stages;
+  scheduler_ = std::make_unique<Scheduler>(so);  // every rank checks the options alike
+  pool_ = KvPool(model.kv_shape(options_.block_size), options_.num_blocks);
 }
 
 Engine::~Engine() = default;
@@ -80,13 +89,13 @@ void Engine::check_fits(const GenerationRequest& r) const {
                   "token id " << id << " is outside the vocabulary of "
                               << model_.config().vocab_size);
   const int64_t prompt = int64_t(r.prompt.size());
-  if (options_.max_kv_rows > 0) {
-    const int64_t rows = model_.kv_rows_needed(prompt, prompt);
-    TESSERA_CHECK(rows <= options_.max_kv_rows,
-                  "the prompt's KV cache needs " << rows << " tokens on a rank; a rank holds at most "
-                                                 << options_.max_kv_rows
-                                                 << " (spread it over more ranks with --sp)");
-  }
+  TESSERA_CHECK(scheduler_->fits(prompt, prompt),
+                "the prompt's KV cache needs " << scheduler_->blocks_for(prompt, prompt)
+                                               << " blocks of " << options_.block_size
+                                               << " tokens on a rank; a rank holds "
+                                               << options_.num_blocks
+                                               << " (give the KV cache more memory, or spread the "
+                                                  "prompt over more ranks with --sp)");
   r.sampling.validate();
 }
 
@@ -99,89 +108,26 @@ int64_t Engine::submit(const GenerationRequest& request, TextCallback on_text,
   s->request = request;
   s->on_text = std::move(on_text);
   s->on_done = std::move(on_done);
-  s->known = request.prompt;
-  const int64_t prompt = s->prompt();
-  const int64_t total = std::min(window_, prompt + request.max_tokens - 1);
-  s->kv_rows = model_.kv_rows_needed(prompt, total);
-  if (options_.max_kv_rows > 0) s->kv_rows = std::min(s->kv_rows, options_.max_kv_rows);
+  const int64_t prompt = s->request.prompt.size();
+  // Positions it may store: the window, max_tokens (the last output token is not fed back), and
+  // what a rank's pool can hold.
+  int64_t limit = std::max(prompt, std::min(window_ - 1, prompt + request.max_tokens - 1));
+  if (!scheduler_->fits(prompt, limit)) {
+    int64_t lo = prompt, hi = limit;  // lo fits, hi does not
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      (scheduler_->fits(prompt, mid) ? lo : hi) = mid;
+    }
+    limit = lo;
+  }
+  s->kv_limit = limit;
   s->result.prompt_tokens = prompt;
   s->decoder = std::make_unique<StreamDecoder>(tokenizer_);
   s->start = now_seconds();
   const int64_t id = s->id;
+  scheduler_->add(id, request.prompt, request.sampling, s->kv_limit);
   sequences_.emplace(id, std::move(s));
   return id;
-}
-
-bool Engine::all_finished() const {
-  return std::all_of(sequences_.begin(), sequences_.end(),
-                     [](const auto& s) { return s.second->finished; });
-}
-
-StepPlan Engine::next_plan() {
-  StepPlan plan;
-  int64_t unfinished = 0, running = 0;
-  for (const auto& [id, s] : sequences_) {
-    unfinished += !s->finished;
-    running += !s->finished && s->fed > 0;
-  }
-  // Sequences are split into one group per step in flight, so the pipeline holds several
-  // batches at once.
-  const int64_t active = std::min(unfinished, options_.max_sequences);
-  const int64_t per_step = std::max<int64_t>(1, (active + max_in_flight_ - 1) / max_in_flight_);
-  const int stages = model_.stage().stages();
-  const bool sp = model_.shard().sp_size > 1;
-  int64_t budget = options_.max_step_tokens;
-  auto add = [&](Sequence& s, int64_t n) {
-    SequenceWork w;
-    w.seq = s.id;
-    w.position = s.fed;
-    w.tokens.assign(s.known.begin() + s.fed, s.known.begin() + s.fed + n);
-    if (s.fed == 0) w.kv_rows = s.kv_rows;
-    s.fed += n;
-    w.sample = s.fed == int64_t(s.known.size());
-    if (w.sample) {
-      w.output_index = int64_t(s.result.tokens.size());
-      w.sampling = s.request.sampling;
-      s.awaiting = true;
-    }
-    budget -= n;
-    plan.work.push_back(std::move(w));
-  };
-  auto ready = [](const Sequence& s) {
-    return !s.finished && !s.awaiting && s.fed < int64_t(s.known.size());
-  };
-  // Decode first (one token each), then prompts in arrival order.
-  for (auto& [id, p] : sequences_) {
-    Sequence& s = *p;
-    if (int64_t(plan.work.size()) >= per_step || budget < 1) break;
-    if (ready(s) && s.fed >= s.prompt()) add(s, 1);
-  }
-  for (auto& [id, p] : sequences_) {
-    Sequence& s = *p;
-    if (int64_t(plan.work.size()) >= per_step || budget < 1) break;
-    if (!ready(s) || s.fed >= s.prompt()) continue;
-    if (s.fed == 0 && running >= options_.max_sequences) break;  // admission
-    const int64_t left = s.prompt() - s.fed;
-    if (sp) {  // a sequence-parallel prompt is split over the SP group: whole, in a step alone
-      if (!plan.work.empty()) break;
-      add(s, left);
-      break;
-    }
-    int64_t chunk = left;
-    if (stages > 1) {
-      const int64_t mb = options_.prefill_chunk > 0
-                             ? options_.prefill_chunk
-                             : std::max<int64_t>(16, (s.prompt() + 2 * stages - 1) / (2 * stages));
-      chunk = std::min(chunk, mb);
-    }
-    chunk = std::min(chunk, budget);
-    if (s.fed == 0) ++running;
-    add(s, chunk);
-  }
-  if (plan.work.empty()) return plan;
-  plan.id = next_step_++;
-  plan.release.swap(release_);
-  return plan;
 }
 
 void Engine::finish(Sequence& s, const std::string& reason) {
@@ -195,14 +141,22 @@ void Engine::finish(Sequence& s, const std::string& reason) {
   r.decode_seconds = now_seconds() - s.first_token;
   s.finished = true;
   s.decoder.reset();
-  release_.push_back(s.id);
+  scheduler_->finish(s.id);
+  ++stats_.finished;
+  stats_.prompt_tokens += r.prompt_tokens;
+  stats_.output_tokens += int64_t(r.tokens.size());
+  stats_.ttft_sum += r.prefill_seconds;
+  if (r.tokens.size() > 1) {
+    stats_.tpot_sum += r.decode_seconds / double(r.tokens.size() - 1);
+    ++stats_.tpot_count;
+  }
   if (s.on_done) {
     s.on_done(s.id, r);
     sequences_.erase(s.id);  // s is gone
   }
 }
 
-void Engine::accept_token(Sequence& s, int32_t token) {
+bool Engine::accept_token(Sequence& s, int32_t token) {
   GenerationResult& r = s.result;
   const GenerationRequest& q = s.request;
   if (r.tokens.empty()) {
@@ -210,8 +164,10 @@ void Engine::accept_token(Sequence& s, int32_t token) {
     r.prefill_seconds = s.first_token - std::max(s.start, clock_zero_);
   }
   const auto& stop_ids = tokenizer_.data().stop_ids;
-  if (!q.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end())
-    return finish(s, "stop");
+  if (!q.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
+    finish(s, "stop");
+    return false;
+  }
   r.tokens.push_back(token);
   r.text += s.decoder->push(token);
   for (const auto& stop : q.stop) {
@@ -225,14 +181,16 @@ void Engine::accept_token(Sequence& s, int32_t token) {
       s.stopped_by_string ? r.text.size() : r.text.size() - held_back(r.text, q.stop);
   if (s.on_text && safe > s.emitted) s.on_text(r.text.substr(s.emitted, safe - s.emitted));
   s.emitted = std::max(s.emitted, safe);
-  if (s.stopped_by_string) return finish(s, "stop");
-  // prompt + output tokens may not pass the context window, nor a rank's KV cap.
-  const int64_t length = s.prompt() + int64_t(r.tokens.size());
-  if (int64_t(r.tokens.size()) >= q.max_tokens || length >= window_) return finish(s, "length");
-  if (options_.max_kv_rows > 0 &&
-      model_.kv_rows_needed(s.prompt(), length) > options_.max_kv_rows)
-    return finish(s, "length");
-  s.known.push_back(token);
+  if (s.stopped_by_string) {
+    finish(s, "stop");
+    return false;
+  }
+  // Fed back, the token would be stored at position prompt + outputs - 1.
+  if (s.prompt() + int64_t(r.tokens.size()) > s.kv_limit) {
+    finish(s, "length");
+    return false;
+  }
+  return true;
 }
 
 void Engine::apply_tokens(const StepPlan& plan, const std::vector<int32_t>& tokens) {
@@ -244,8 +202,8 @@ void Engine::apply_tokens(const StepPlan& plan, const std::vector<int32_t>& toke
     TESSERA_ASSERT(it != sequences_.end(), "step " << plan.id << " sampled for sequence " << w.seq
                                                    << ", which the leader does not hold");
     Sequence& s = *it->second;
-    s.awaiting = false;
-    accept_token(s, tokens[i++]);
+    const int32_t token = tokens[i++];
+    if (accept_token(s, token)) scheduler_->append(w.seq, token);
   }
   TESSERA_ASSERT(i == tokens.size(), "step " << plan.id << " returned too many tokens");
 }
@@ -266,29 +224,26 @@ std::vector<int32_t> Engine::compute(const StepPlan& plan) {
   }
   TESSERA_CHECK(options_.fail_at_step <= 0 || plan.id != options_.fail_at_step,
                 "injected failure at step " << plan.id << " (fail_at_step)");
-  for (int64_t id : plan.release) {
-    caches_.erase(id);
-    histories_.erase(id);
-  }
+  for (int64_t id : plan.release) histories_.erase(id);
+  const int sp_rank = model_.shard().sp_rank;
+  for (const BlockCopy& c : plan.copies)
+    if (c.sp_rank == sp_rank) pool_.copy_block(c.src, c.dst);
   std::vector<BatchRows> batch;
   std::vector<int32_t> tokens;
   for (const SequenceWork& w : plan.work) {
-    if (w.position == 0) {
-      caches_.erase(w.seq);
-      caches_.emplace(w.seq, model_.make_cache(std::min<int64_t>(w.kv_rows, 64)));
-      histories_[w.seq].clear();
-    }
-    auto it = caches_.find(w.seq);
-    TESSERA_ASSERT(it != caches_.end(), "step " << plan.id << " continues sequence " << w.seq
-                                                << ", which this rank does not hold");
-    SequenceKvCache& cache = it->second;
-    const int64_t n = int64_t(w.tokens.size());
-    if (cache.rows() + n > cache.capacity())  // grows geometrically
-      cache.reserve(std::max(cache.rows() + n, 2 * cache.capacity()));
-    batch.push_back({&cache, n, w.sample ? 1 : 0});
+    const KvShare& kv = w.kv.at(size_t(sp_rank));
+    BatchRows rows;
+    rows.pool = &pool_;
+    rows.blocks = kv.blocks.data();
+    rows.length = w.position;
+    rows.rows = kv.rows;
+    rows.tokens = int64_t(w.tokens.size());
+    rows.logits = w.sample ? 1 : 0;
+    batch.push_back(rows);
     tokens.insert(tokens.end(), w.tokens.begin(), w.tokens.end());
     if (stage.last()) {
       std::vector<int32_t>& h = histories_[w.seq];
+      if (w.start) h = w.context;
       h.insert(h.end(), w.tokens.begin(), w.tokens.end());
     }
   }
@@ -323,21 +278,17 @@ std::vector<int32_t> Engine::compute(const StepPlan& plan) {
 }
 
 std::vector<GenerationResult> Engine::run() {
-  stats_ = EngineStats{};
+  stats_ = EngineStats{};  // (the scheduler's counts run on over the engine's life)
   clock_zero_ = now_seconds();
   const PipelineStage& stage = model_.stage();
   if (leader_) {
     std::deque<StepPlan> in_flight;  // issued steps whose tokens have not come back, in order
     while (true) {
-      if (feeder_) {
-        int64_t waiting = 0;
-        for (const auto& [id, s] : sequences_) waiting += !s->finished && s->fed == 0;
-        if (waiting < options_.max_sequences && in_flight.size() < size_t(max_in_flight_) &&
-            !feeder_())
-          feeder_ = nullptr;
-      }
+      if (feeder_ && scheduler_->metrics().waiting < options_.max_sequences &&
+          in_flight.size() < size_t(max_in_flight_) && !feeder_())
+        feeder_ = nullptr;
       StepPlan plan;
-      if (int(in_flight.size()) < max_in_flight_) plan = next_plan();
+      if (int(in_flight.size()) < max_in_flight_) plan = scheduler_->schedule();
       if (plan.work.empty() && !in_flight.empty()) {
         const StepPlan& oldest = in_flight.front();
         Tensor t = Tensor::empty({1 + oldest.samples()}, DType::kI32);
@@ -352,9 +303,8 @@ std::vector<GenerationResult> Engine::run() {
       }
       if (plan.work.empty() && feeder_) continue;  // it has more requests: ask again
       if (plan.work.empty()) {
-        TESSERA_ASSERT(all_finished(), "the scheduler has unfinished sequences but nothing to run");
+        TESSERA_ASSERT(scheduler_->idle(), "the scheduler has sequences but nothing to run");
         plan.stop = true;
-        plan.release.swap(release_);
       }
       std::string bytes = plan.encode();
       share_plan_in_first_stage(bytes);
@@ -377,13 +327,13 @@ std::vector<GenerationResult> Engine::run() {
       if (plan.stop) break;
     }
   }
-  caches_.clear();
   histories_.clear();
   stats_.run_seconds = now_seconds() - clock_zero_;
   std::vector<GenerationResult> results;
   if (leader_) {
     for (auto& [id, s] : sequences_) results.push_back(std::move(s->result));
     sequences_.clear();
+    stats_.scheduler = scheduler_->metrics();
   }
   return results;
 }

@@ -9,8 +9,10 @@
 // trip: while stage 1 works on step k, stage 0 works on step k + 1. A prompt is split into
 // chunks (microbatches) that follow each other down the pipeline.
 //
-// Followers hold no scheduling state: a KV cache per live sequence (made and dropped as the
-// plans say) and, on the last stage, each sequence's ids for the repetition penalty.
+// Followers hold no scheduling state: their KV pool, whose blocks the plans name, and on the last
+// stage each live sequence's ids for the repetition penalty. The leader's scheduler
+// (runtime/scheduler.h) does continuous batching, chunked prefill, paged KV with prefix caching,
+// and preemption.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +25,9 @@
 
 #include "io/tokenizer.h"
 #include "runtime/llama_model.h"
+#include "runtime/kv_cache.h"
 #include "runtime/sampler.h"
+#include "runtime/scheduler.h"
 #include "runtime/step_plan.h"
 
 namespace tessera {
@@ -47,12 +51,15 @@ struct GenerationResult {
 
 struct EngineOptions {
   int64_t max_context = 0;   // context window: prompt + output tokens (0: the model's)
-  int64_t max_kv_rows = 0;   // KV rows a rank may hold for one sequence (0: no cap)
+  int64_t num_blocks = 0;    // KV blocks in every rank's pool (the same on every rank; > 0)
+  int64_t block_size = 16;   // tokens per KV block
+  bool prefix_caching = true;
   int64_t max_sequences = 64;     // sequences running at once
   int64_t max_step_tokens = 2048;  // tokens in one step (prefill chunks are cut to fit)
   int64_t prefill_chunk = 0;  // with pipeline stages: a prompt's tokens per step (0: two chunks
                               // per stage, at least 16; >= the prompt: no chunks)
   int max_in_flight = 0;      // steps in the pipeline at once (0: one per stage)
+  bool static_batches = false;  // baseline for benchmarks: a new batch only when one ends
   int64_t fail_at_step = 0;   // testing: throw when this step starts on this rank (0: never)
 };
 
@@ -68,6 +75,11 @@ struct EngineStats {
   double run_seconds = 0;    // wall time of run()
   double busy_seconds = 0;   // computing steps (collectives inside the stage included)
   std::vector<EngineSpan> spans;  // one per step this rank computed, in order
+  // The leader's: requests and their timing.
+  int64_t finished = 0, prompt_tokens = 0, output_tokens = 0;
+  double ttft_sum = 0, tpot_sum = 0;  // seconds to first token; per output token after it
+  int64_t tpot_count = 0;             // requests with more than one output token
+  SchedulerMetrics scheduler;         // at the end of the run (peaks over the run)
 };
 
 class Engine {
@@ -81,7 +93,7 @@ class Engine {
   bool leader() const { return leader_; }
   int64_t context_window() const { return window_; }
   // Throws (invalid input) if the request cannot run: empty prompt, a prompt that leaves no
-  // room in the context window or in a rank's KV cap, bad sampling parameters.
+  // room in the context window or does not fit a rank's KV pool, bad sampling parameters.
   void check_fits(const GenerationRequest& request) const;
   // Leader only: queues a request and returns its id (0, 1, ... in submission order). on_text
   // receives the text as it is made (at UTF-8 boundaries, never past a stop string). on_done
@@ -96,17 +108,16 @@ class Engine {
   // feeder is dry. The leader returns the kept results in submission order; the others nothing.
   std::vector<GenerationResult> run();
   const EngineStats& stats() const { return stats_; }
+  // Leader: the scheduler's figures now (running, waiting, blocks, prefix hits, preemptions).
+  SchedulerMetrics scheduler_metrics() const { return scheduler_->metrics(); }
 
  private:
   struct Sequence;
   struct InFlight;
-  // Leader
-  StepPlan next_plan();
   void apply_tokens(const StepPlan& plan, const std::vector<int32_t>& tokens);
-  void accept_token(Sequence& s, int32_t token);
+  // false when the token ended the sequence
+  bool accept_token(Sequence& s, int32_t token);
   void finish(Sequence& s, const std::string& reason);
-  bool all_finished() const;
-  // Every rank
   void share_plan_in_first_stage(std::string& bytes) const;
   // Runs a plan on this rank; on the last stage returns the sampled tokens.
   std::vector<int32_t> compute(const StepPlan& plan);
@@ -118,14 +129,13 @@ class Engine {
   bool leader_;
   int max_in_flight_;
   // leader state
+  std::unique_ptr<Scheduler> scheduler_;
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // unfinished, or kept for run()
   int64_t next_id_ = 0;
   std::function<bool()> feeder_;
-  std::vector<int64_t> release_;                      // finished, to be dropped by every rank
-  int64_t next_step_ = 1;
   // every rank
-  std::map<int64_t, SequenceKvCache> caches_;
-  std::map<int64_t, std::vector<int32_t>> histories_;  // last stage: ids fed so far
+  KvPool pool_;
+  std::map<int64_t, std::vector<int32_t>> histories_;  // last stage: ids of each live sequence
   EngineStats stats_;
   double clock_zero_ = 0;
 };

@@ -1,15 +1,27 @@
 #include "runtime/generator.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace tessera {
 namespace {
 
-EngineOptions options_for(int64_t max_context, int64_t max_kv_rows) {
+// One sequence at a time: a pool of max_kv_rows tokens per rank, or the whole window.
+EngineOptions one_sequence(const LlamaModel& model, EngineOptions o, int64_t max_kv_rows = 0) {
+  o.max_sequences = 1;
+  if (max_kv_rows > 0) o.num_blocks = max_kv_rows / o.block_size;
+  if (o.num_blocks == 0) {
+    const int64_t max_pos = model.config().max_position_embeddings;
+    const int64_t window = o.max_context > 0 ? std::min(o.max_context, max_pos) : max_pos;
+    o.num_blocks = (window + o.block_size - 1) / o.block_size;
+  }
+  return o;
+}
+
+EngineOptions options_for(const LlamaModel& model, int64_t max_context, int64_t max_kv_rows) {
   EngineOptions o;
   o.max_context = max_context;
-  o.max_kv_rows = max_kv_rows;
-  return o;
+  return one_sequence(model, o, max_kv_rows);
 }
 
 // The leader's result to every rank of the replica: across stage 0's TP and SP groups, then down
@@ -44,14 +56,14 @@ Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_
                      int64_t max_kv_rows)
     : model_(model),
       tokenizer_(tokenizer),
-      options_(options_for(max_context, max_kv_rows)),
+      options_(options_for(model, max_context, max_kv_rows)),
       engine_(std::make_unique<Engine>(model, tokenizer, options_)) {}
 
 Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer,
                      const EngineOptions& options)
     : model_(model),
       tokenizer_(tokenizer),
-      options_(options),
+      options_(one_sequence(model, options)),
       engine_(std::make_unique<Engine>(model, tokenizer, options_)) {}
 
 void Generator::set_prefill_microbatch(int64_t tokens) {

@@ -14,10 +14,12 @@ namespace tessera {
 
 class Generator {
  public:
-  // max_context caps the context window (0: the model's). max_kv_rows caps the KV cache each rank
-  // may hold for the sequence (0: no cap); with sequence parallelism a rank holds only its share.
+  // max_context caps the context window (0: the model's). max_kv_rows is the KV cache each rank
+  // holds, in tokens, rounded down to whole blocks (0: the window); with sequence parallelism a
+  // rank holds only its share of the sequence.
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0,
             int64_t max_kv_rows = 0);
+  // options.num_blocks 0: the whole window. max_sequences is 1.
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, const EngineOptions& options);
   int64_t context_window() const { return engine_->context_window(); }
   // Tokens per prefill chunk under pipeline parallelism (see EngineOptions::prefill_chunk).

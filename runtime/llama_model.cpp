@@ -8,6 +8,7 @@
 
 #include "io/llama_tensors.h"
 #include "kernels/ops.h"
+#include "runtime/sp_split.h"
 
 namespace tessera {
 
@@ -93,50 +94,23 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
   return m;
 }
 
-SequenceKvCache::SequenceKvCache(int64_t layers, int64_t kv_heads, int64_t head_dim,
-                                 int64_t capacity)
-    : capacity_(capacity) {
-  for (int64_t i = 0; i < layers; ++i) {
-    k_.push_back(Tensor::empty({capacity, kv_heads, head_dim}, DType::kF32));
-    v_.push_back(Tensor::empty({capacity, kv_heads, head_dim}, DType::kF32));
-  }
-}
-
-void SequenceKvCache::reserve(int64_t n) {
-  if (n <= capacity_) return;
-  for (auto* tensors : {&k_, &v_})
-    for (Tensor& t : *tensors) {
-      Tensor bigger = Tensor::empty({n, t.dim(1), t.dim(2)}, DType::kF32);
-      std::memcpy(bigger.raw(), t.raw(), t.rows(0, rows_).nbytes());
-      t = bigger;
-    }
-  capacity_ = n;
-}
-
 Range LlamaModel::sp_chunk(int64_t n, int sp_rank) const {
-  const int64_t per = (n + shard_.sp_size - 1) / shard_.sp_size;
-  const int64_t begin = std::min(n, sp_rank * per);
-  return {begin, std::min(n, begin + per)};
+  return sp_prompt_chunk(n, shard_.sp_size, sp_rank);
 }
 
 int64_t LlamaModel::kv_rows_needed(int64_t prompt, int64_t total) const {
-  const int64_t sp = shard_.sp_size;
-  if (sp == 1) return total;
   int64_t most = 0;
-  for (int r = 0; r < sp; ++r) {
-    // decode positions p in [prompt, total) with p % sp == r
-    auto upto = [&](int64_t x) { return x <= r ? 0 : (x - r + sp - 1) / sp; };  // p in [0, x)
-    most = std::max(most, sp_chunk(prompt, r).size() + upto(total) - upto(prompt));
-  }
+  for (int r = 0; r < shard_.sp_size; ++r)
+    most = std::max(most, sp_rows_held(prompt, total, shard_.sp_size, r));
   return most;
 }
 
-SequenceKvCache LlamaModel::make_cache(int64_t capacity) const {
-  return SequenceKvCache(shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, capacity);
+KvPoolShape LlamaModel::kv_shape(int64_t block_size) const {
+  return {shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, block_size};
 }
 
 struct LlamaModel::Segment {
-  SequenceKvCache* cache = nullptr;
+  const BatchRows* seq = nullptr;
   int64_t row = 0;          // its first row of this rank's hidden state
   int64_t rows = 0;         // rows this rank computes for it
   int64_t token = 0;        // its first token in the step's token list
@@ -152,14 +126,15 @@ std::vector<LlamaModel::Segment> LlamaModel::segments(const std::vector<BatchRow
   std::vector<Segment> segs;
   int64_t row = 0, token = 0;
   for (const BatchRows& b : batch) {
-    TESSERA_ASSERT(b.cache && b.tokens > 0, "a batch sequence without a cache or tokens");
+    TESSERA_ASSERT(b.pool && b.tokens > 0, "a batch sequence without a KV pool or tokens");
+    TESSERA_ASSERT(b.pool == batch[0].pool, "the sequences of a batch use different KV pools");
     Segment s;
-    s.cache = b.cache;
+    s.seq = &b;
     s.tokens = b.tokens;
     s.token = token;
     s.row = row;
     s.logits = b.logits < 0 || b.logits > b.tokens ? b.tokens : b.logits;
-    const int64_t length = b.cache->length();
+    const int64_t length = b.length;
     s.sp_prompt = sp > 1 && length == 0;
     if (s.sp_prompt) {
       TESSERA_ASSERT(batch.size() == 1 && s.logits <= 1,
@@ -173,10 +148,6 @@ std::vector<LlamaModel::Segment> LlamaModel::segments(const std::vector<BatchRow
       s.position = length;
       s.keep = sp == 1 || length % sp == shard_.sp_rank;
     }
-    const int64_t kept = s.keep ? s.rows : 0;
-    TESSERA_ASSERT(b.cache->rows() + kept <= b.cache->capacity(),
-                   "sequence needs " << b.cache->rows() + kept << " rows of KV cache; it holds "
-                                     << b.cache->capacity());
     segs.push_back(s);
     row += s.rows;
     token += b.tokens;
@@ -203,31 +174,34 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
   w.v.forward(x, v);
   ops::rope_inplace(q, positions, rope_inv_freq_);
   ops::rope_inplace(k, positions, rope_inv_freq_);
-  // New keys and values go to the end of each sequence's cache (with sequence parallelism a
+  // New keys and values go after the rows each sequence holds (with sequence parallelism a
   // decode token's K/V is kept by one SP rank).
+  KvPool& pool = *segs.front().seq->pool;
+  const size_t width = size_t(kv_heads * hd);
   for (const Segment& s : segs) {
-    if (!s.keep || s.rows == 0) continue;
-    const int64_t at = s.cache->rows();
-    std::memcpy(s.cache->keys(layer).rows(at, at + s.rows).raw(), k.rows(s.row, s.row + s.rows).raw(),
-                size_t(s.rows * kv_heads * hd) * sizeof(float));
-    std::memcpy(s.cache->values(layer).rows(at, at + s.rows).raw(),
-                v.rows(s.row, s.row + s.rows).raw(), size_t(s.rows * kv_heads * hd) * sizeof(float));
+    if (!s.keep) continue;
+    for (int64_t i = 0; i < s.rows; ++i) {
+      const int64_t row = s.seq->rows + i;
+      std::memcpy(pool.key_row(layer, s.seq->blocks, row), k.data<float>() + (s.row + i) * int64_t(width),
+                  width * sizeof(float));
+      std::memcpy(pool.value_row(layer, s.seq->blocks, row),
+                  v.data<float>() + (s.row + i) * int64_t(width), width * sizeof(float));
+    }
   }
   Tensor attn = Tensor::empty({n, heads, hd}, DType::kF32);
   const float scale = 1.0f / std::sqrt(float(hd));
-  if (shard_.sp_size > 1 && !segs.empty() && segs[0].sp_prompt) {
-    const Segment& s = segs[0];
-    ring_attention(q, k, v, s.tokens, attn);  // a prompt split over the SP group
+  if (shard_.sp_size > 1 && segs[0].sp_prompt) {
+    ring_attention(q, k, v, segs[0].tokens, attn);  // a prompt split over the SP group
   } else if (shard_.sp_size > 1) {
     sp_decode_attention(q, layer, segs, attn);
   } else {
-    for (const Segment& s : segs) {
-      const int64_t kept = s.cache->rows() + s.rows;
-      const std::vector<int32_t> pos(positions.begin() + s.row, positions.begin() + s.row + s.rows);
-      Tensor o = attn.rows(s.row, s.row + s.rows);
-      ops::causal_attention(q.rows(s.row, s.row + s.rows), s.cache->keys(layer).rows(0, kept),
-                            s.cache->values(layer).rows(0, kept), pos, scale, o);
-    }
+    // Key j of a sequence is its position j: row r sees keys up to its own position.
+    std::vector<ops::PagedSequence> paged;
+    for (const Segment& s : segs)
+      paged.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + s.rows, s.position});
+    ops::AttentionState state = ops::AttentionState::empty(n, heads, hd);
+    ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), paged, scale, state);
+    ops::attention_finish(state, attn);
   }
   w.o.forward(attn.view({n, heads * hd}), out);
 }
@@ -269,15 +243,13 @@ void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer,
   const int sp = shard_.sp_size;
   const int64_t m = q.dim(0), heads = q.dim(1), hd = q.dim(2);
   ops::AttentionState mine = ops::AttentionState::empty(m, heads, hd);
-  for (const Segment& s : segs) {
-    const int64_t kept = s.cache->rows() + (s.keep ? s.rows : 0);
-    if (kept == 0) continue;
-    ops::AttentionState part{mine.acc.rows(s.row, s.row + s.rows), mine.mx.rows(s.row, s.row + s.rows),
-                             mine.sum.rows(s.row, s.row + s.rows)};
-    ops::attention_accumulate(q.rows(s.row, s.row + s.rows), s.cache->keys(layer).rows(0, kept),
-                              s.cache->values(layer).rows(0, kept), ops::kAllKeysVisible,
-                              1.0f / std::sqrt(float(hd)), part);
-  }
+  std::vector<ops::PagedSequence> paged;
+  for (const Segment& s : segs)
+    paged.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + (s.keep ? s.rows : 0),
+                     ops::kAllKeysVisible});
+  KvPool& pool = *segs.front().seq->pool;
+  ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), paged,
+                                  1.0f / std::sqrt(float(hd)), mine);
   Tensor accs = Tensor::empty({sp, m, heads, hd}, DType::kF32);
   Tensor mxs = Tensor::empty({sp, m, heads}, DType::kF32);
   Tensor sums = Tensor::empty({sp, m, heads}, DType::kF32);
@@ -305,7 +277,7 @@ void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) co
 }
 
 Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens,
-                                 const std::vector<BatchRows>& batch, const Tensor& hidden) const {
+                                 std::vector<BatchRows>& batch, const Tensor& hidden) const {
   const ModelConfig& c = config_;
   TESSERA_ASSERT(!batch.empty(), "forward called with no sequences");
   const std::vector<Segment> segs = segments(batch);
@@ -346,7 +318,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens,
     mlp_block(w, normed, delta);
     ops::add_inplace(x, delta);
   }
-  for (const Segment& s : segs) s.cache->advance(s.tokens, s.keep ? s.rows : 0);
+  for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
   if (!stage_.last()) return x;
 
   int64_t wanted = 0;
@@ -354,8 +326,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens,
   Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
   if (wanted == 0) return logits;
   if (segs[0].sp_prompt) {  // the SP rank with the prompt's last token computes, the others receive
-    const int64_t per = sp_chunk(segs[0].tokens, 0).size();
-    const int owner = int((segs[0].tokens - 1) / per);
+    const int owner = sp_last_token_owner(segs[0].tokens, shard_.sp_size);
     if (shard_.sp_rank == owner) {
       Tensor last_normed = Tensor::empty({1, c.hidden_size}, DType::kF32);
       ops::rms_norm(x.rows(n - 1, n), norm_, c.rms_norm_eps, last_normed);
@@ -379,13 +350,16 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens,
 
 Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
                            int64_t n_logits) const {
-  const std::vector<BatchRows> batch = {{&cache, int64_t(tokens.size()), n_logits}};
+  cache.reserve(cache.rows() + int64_t(tokens.size()));
+  std::vector<BatchRows> batch = {{&cache.pool(), cache.blocks().data(), cache.length(),
+                                   cache.rows(), int64_t(tokens.size()), n_logits}};
   Tensor hidden;
   if (!stage_.first()) {
     hidden = Tensor::empty({local_rows(batch), config_.hidden_size}, DType::kF32);
     stage_.receive(hidden);
   }
   Tensor out = forward_stage(tokens, batch, hidden);
+  cache.advance(int64_t(tokens.size()), batch[0].kept);
   if (!stage_.last()) {
     stage_.send(out);
     return Tensor();

@@ -14,6 +14,7 @@
 #include "parallel/parallel_layers.h"
 #include "parallel/pipeline.h"
 #include "parallel/sharding.h"
+#include "runtime/kv_cache.h"
 
 namespace tessera {
 
@@ -39,37 +40,16 @@ struct LlamaLayer {
   RowParallelLinear down;      // (hidden, ffn / tp)
 };
 
-// The KV cache of one sequence on this rank: per layer K and V of the positions it holds, for its
-// KV heads. Without sequence parallelism it holds every position so far (rows == length); with it,
-// only the positions its SP rank owns. (The paged, multi-sequence cache is its own piece of work;
-// this one is contiguous.)
-class SequenceKvCache {
- public:
-  SequenceKvCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t capacity);
-  int64_t length() const { return length_; }      // positions of the sequence so far
-  int64_t rows() const { return rows_; }          // of which this rank holds K/V
-  int64_t capacity() const { return capacity_; }  // rows it has room for
-  Tensor& keys(int64_t layer) { return k_[size_t(layer)]; }    // (capacity, kv_heads, head_dim)
-  Tensor& values(int64_t layer) { return v_[size_t(layer)]; }  // (capacity, kv_heads, head_dim)
-  void advance(int64_t positions, int64_t rows) {
-    length_ += positions;
-    rows_ += rows;
-  }
-  void clear() { length_ = rows_ = 0; }
-  // Grows the cache to hold at least n rows, keeping what it holds.
-  void reserve(int64_t n);
-
- private:
-  int64_t capacity_;
-  int64_t length_ = 0, rows_ = 0;
-  std::vector<Tensor> k_, v_;
-};
-
-// One sequence's rows in a batch step (see LlamaModel::forward_stage).
+// One sequence's rows in a batch step (see LlamaModel::forward_stage). Every sequence of a
+// batch has its KV in the same pool.
 struct BatchRows {
-  SequenceKvCache* cache = nullptr;
+  KvPool* pool = nullptr;
+  const int32_t* blocks = nullptr;  // its block table: room for the rows it holds after the step
+  int64_t length = 0;  // positions before the step
+  int64_t rows = 0;    // KV rows this rank holds before the step
   int64_t tokens = 0;  // its consecutive rows of the batch
   int64_t logits = 0;  // logits wanted for its last `logits` rows (-1: all)
+  int64_t kept = 0;    // out: KV rows this rank added in the step
 };
 
 class LlamaModel {
@@ -86,7 +66,9 @@ class LlamaModel {
   Communicator& tp() const { return *tp_; }
   Communicator* sp() const { return sp_; }  // null without sequence parallelism
   const PipelineStage& stage() const { return stage_; }
-  SequenceKvCache make_cache(int64_t capacity) const;
+  // The shape of this rank's KV pool: its layers and KV heads.
+  KvPoolShape kv_shape(int64_t block_size = 16) const;
+  SequenceKvCache make_cache(int64_t capacity) const { return SequenceKvCache(kv_shape(), capacity); }
 
   // Sequence parallelism: a prompt of n tokens (prefilled into an empty cache) is split into
   // contiguous chunks, one per SP rank; decode position p (after the prompt) is kept by SP rank
@@ -96,7 +78,7 @@ class LlamaModel {
 
   // One step over a batch of sequences on this rank's pipeline stage. The batch's rows are the
   // sequences' new tokens, one sequence after another; each sequence's tokens continue it at
-  // positions cache->length() .., and their K/V are appended to its cache. The first stage embeds
+  // positions length .., and their K/V are written to its blocks after the rows it holds. The first stage embeds
   // `tokens`; the others take `hidden` (rows: local_rows(batch)) from the stage before. A stage
   // that is not the last returns its hidden state for the next stage; the last returns this
   // rank's logits (columns [shard().vocab.begin, end)) for each sequence's last `logits` rows, in
@@ -104,13 +86,13 @@ class LlamaModel {
   // With sequence parallelism a prompt (a sequence with an empty cache) is split over the SP
   // group (ring attention) and must be the batch's only sequence, with logits 1; decode tokens
   // (one per sequence) are computed by every SP rank and kept by SP rank position % sp.
-  Tensor forward_stage(const std::vector<int32_t>& tokens, const std::vector<BatchRows>& batch,
+  Tensor forward_stage(const std::vector<int32_t>& tokens, std::vector<BatchRows>& batch,
                        const Tensor& hidden) const;
   // Rows of the hidden state this rank computes for `batch` (fewer than its tokens for a
   // sequence-parallel prompt).
   int64_t local_rows(const std::vector<BatchRows>& batch) const;
   // One sequence through every stage: forward_stage with the hidden state received from the
-  // stage before and sent to the stage after. Returns the last stage's logits for the last
+  // stage before and sent to the stage after; the cache grows as needed. Returns the last stage's logits for the last
   // `n_logits` tokens (-1: all), an undefined tensor on other stages.
   Tensor forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
                  int64_t n_logits = 1) const;

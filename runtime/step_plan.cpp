@@ -78,12 +78,19 @@ std::string StepPlan::encode() const {
   w.put(id);
   w.put(uint8_t(stop));
   w.put_vector(release);
+  w.put_vector(copies);
   w.put(uint64_t(work.size()));
   for (const SequenceWork& s : work) {
     w.put(s.seq);
     w.put(s.position);
     w.put_vector(s.tokens);
-    w.put(s.kv_rows);
+    w.put(uint64_t(s.kv.size()));
+    for (const KvShare& k : s.kv) {
+      w.put(k.rows);
+      w.put_vector(k.blocks);
+    }
+    w.put(uint8_t(s.start));
+    w.put_vector(s.context);
     w.put(uint8_t(s.sample));
     w.put(s.output_index);
     w.put(s.sampling);  // trivially copyable: the same binary on every rank
@@ -98,6 +105,7 @@ StepPlan StepPlan::decode(const std::string& bytes) {
   p.id = r.get<int64_t>();
   p.stop = r.get<uint8_t>() != 0;
   p.release = r.get_vector<int64_t>();
+  p.copies = r.get_vector<BlockCopy>();
   const uint64_t n = r.get<uint64_t>();
   TESSERA_ASSERT(n <= bytes.size(), "step plan: " << n << " sequences in " << bytes.size() << " bytes");
   p.work.resize(n);
@@ -105,7 +113,15 @@ StepPlan StepPlan::decode(const std::string& bytes) {
     s.seq = r.get<int64_t>();
     s.position = r.get<int64_t>();
     s.tokens = r.get_vector<int32_t>();
-    s.kv_rows = r.get<int64_t>();
+    const uint64_t shares = r.get<uint64_t>();
+    TESSERA_ASSERT(shares <= bytes.size(), "step plan: " << shares << " KV shares");
+    s.kv.resize(shares);
+    for (KvShare& k : s.kv) {
+      k.rows = r.get<int64_t>();
+      k.blocks = r.get_vector<int32_t>();
+    }
+    s.start = r.get<uint8_t>() != 0;
+    s.context = r.get_vector<int32_t>();
     s.sample = r.get<uint8_t>() != 0;
     s.output_index = r.get<int64_t>();
     s.sampling = r.get<SamplingParams>();

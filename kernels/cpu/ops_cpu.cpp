@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <utility>
+#include <vector>
 
 #include "kernels/cpu/skinny_gemm.h"
 #include "kernels/ops.h"
@@ -201,6 +203,36 @@ AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d) {
   return st;
 }
 
+namespace {
+
+// One (query row, head) of attention_accumulate: the keys are found through key_at(j).
+template <typename KeyAt>
+inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float scale, KeyAt key_at,
+                           float* scores, float& mx, float& sum_out, float* o) {
+  float block_max = -INFINITY;
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const float* kv = key_at(j).first;
+    float dot = 0;
+    for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
+    scores[j] = dot * scale;
+    block_max = std::max(block_max, scores[j]);
+  }
+  const float new_max = std::max(mx, block_max);
+  const float rescale = std::exp(mx - new_max);  // 0 when nothing was seen
+  for (int64_t i = 0; i < d; ++i) o[i] *= rescale;
+  double sum = 0;
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const float w = std::exp(scores[j] - new_max);
+    sum += w;
+    const float* vv = key_at(j).second;
+    for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
+  }
+  sum_out = float(double(sum_out) * rescale + sum);
+  mx = new_max;
+}
+
+}  // namespace
+
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, AttentionState& st) {
   check_cpu_f32(q, "attention q");
@@ -227,30 +259,67 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
       for (int64_t h = 0; h < hq; ++h) {
         const int64_t n_keys = std::clamp<int64_t>(r + visible_offset + 1, 0, t);
         if (n_keys == 0) continue;
-        const int64_t kvh = h / group;
-        const float* qv = pq + (r * hq + h) * d;
-        float block_max = -INFINITY;
-        for (int64_t j = 0; j < n_keys; ++j) {
-          const float* kv = pk + (j * hkv + kvh) * d;
-          float dot = 0;
-          for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
-          scores[size_t(j)] = dot * scale;
-          block_max = std::max(block_max, scores[size_t(j)]);
-        }
-        const int64_t s = r * hq + h;
-        const float new_max = std::max(pmx[s], block_max);
-        const float rescale = std::exp(pmx[s] - new_max);  // 0 when nothing was seen
-        float* o = acc + s * d;
-        for (int64_t i = 0; i < d; ++i) o[i] *= rescale;
-        double sum = 0;
-        for (int64_t j = 0; j < n_keys; ++j) {
-          const float w = std::exp(scores[size_t(j)] - new_max);
-          sum += w;
-          const float* vv = pv + (j * hkv + kvh) * d;
-          for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
-        }
-        psum[s] = float(double(psum[s]) * rescale + sum);
-        pmx[s] = new_max;
+        const int64_t kvh = h / group, s = r * hq + h;
+        auto key_at = [&](int64_t j) {
+          const int64_t at = (j * hkv + kvh) * d;
+          return std::pair<const float*, const float*>(pk + at, pv + at);
+        };
+        accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
+                       acc + s * d);
+      }
+    }
+  }
+}
+
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const std::vector<PagedSequence>& seqs, float scale,
+                                AttentionState& st) {
+  check_cpu_f32(q, "attention q");
+  check_cpu_f32(k_pool, "attention key pool");
+  check_cpu_f32(v_pool, "attention value pool");
+  const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
+  const int64_t num_blocks = k_pool.dim(0), bs = k_pool.dim(1), hkv = k_pool.dim(2);
+  TESSERA_ASSERT(k_pool.ndim() == 4 && k_pool.dim(3) == d && v_pool.shape() == k_pool.shape() &&
+                     hq % hkv == 0 && st.acc.shape() == q.shape() && st.mx.numel() == m * hq,
+                 "paged attention: q " << shape_str(q.shape()) << " pool "
+                                       << shape_str(k_pool.shape()));
+  // Which sequence each query row belongs to (-1: none), and the longest key list.
+  std::vector<int32_t> owner(size_t(m), -1);
+  int64_t most_keys = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const PagedSequence& s = seqs[i];
+    TESSERA_ASSERT(s.row >= 0 && s.row + s.rows <= m, "paged attention: rows out of range");
+    for (int64_t b = 0; b < (s.keys + bs - 1) / bs; ++b)
+      TESSERA_ASSERT(s.blocks[b] >= 0 && s.blocks[b] < num_blocks,
+                     "paged attention: block " << s.blocks[b] << " of a pool of " << num_blocks);
+    for (int64_t r = s.row; r < s.row + s.rows; ++r) owner[size_t(r)] = int32_t(i);
+    most_keys = std::max(most_keys, s.keys);
+  }
+  const int64_t group = hq / hkv;
+  const float* pq = q.data<float>();
+  const float* pk = k_pool.data<float>();
+  const float* pv = v_pool.data<float>();
+  float* acc = st.acc.data<float>();
+  float* pmx = st.mx.data<float>();
+  float* psum = st.sum.data<float>();
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(most_keys));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t h = 0; h < hq; ++h) {
+        if (owner[size_t(r)] < 0) continue;
+        const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
+        const int64_t n_keys =
+            std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
+        if (n_keys == 0) continue;
+        const int64_t kvh = h / group, s = r * hq + h;
+        auto key_at = [&](int64_t j) {
+          const int64_t at = ((int64_t(sq.blocks[j / bs]) * bs + j % bs) * hkv + kvh) * d;
+          return std::pair<const float*, const float*>(pk + at, pv + at);
+        };
+        accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
+                       acc + s * d);
       }
     }
   }

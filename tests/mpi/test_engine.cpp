@@ -69,7 +69,7 @@ class EngineTest : public ::testing::Test {
 
   // Runs every request at once on `layout` (the rest of the world as data-parallel replicas,
   // each doing the same) and checks each result against the request alone on one rank.
-  void check(Layout l, EngineOptions options) {
+  void check(Layout l, EngineOptions options = {}) {
     const int p = ref_->world->size();
     const int model_ranks = l.tp * l.pp * l.sp;
     if (p % model_ranks != 0) GTEST_SKIP() << "layout does not divide " << p << " ranks";
@@ -78,6 +78,7 @@ class EngineTest : public ::testing::Test {
     ProcessGroups g =
         ProcessGroups::create({p / model_ranks, l.pp, l.sp, l.tp}, MpiCommunicator::world());
     const LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get(), g.sp.get());
+    if (options.num_blocks == 0) options.num_blocks = 256;  // room for every request at once
     Engine engine(model, ref_->tokenizer, options);
     const auto requests = mixed_requests();
     std::vector<std::string> streamed(requests.size());

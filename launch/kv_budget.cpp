@@ -1,0 +1,72 @@
+#include "launch/kv_budget.h"
+
+#include <mpi.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "launch/options.h"
+
+namespace tessera::cli {
+namespace {
+
+// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
+uint64_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      std::istringstream s(line.substr(13));
+      uint64_t kb = 0;
+      s >> kb;
+      return kb * 1024;
+    }
+  return 0;
+}
+
+int ranks_on_this_node() {
+  int init = 0;
+  MPI_Initialized(&init);
+  if (!init) return 1;
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int n = 1;
+  MPI_Comm_size(node, &n);
+  MPI_Comm_free(&node);
+  return n;
+}
+
+}  // namespace
+
+int64_t kv_cache_blocks(const KvBudget& budget, const KvPoolShape& shape, Communicator& world) {
+  TESSERA_CHECK(budget.tokens >= 0, "--kv-cache-tokens must be >= 0");
+  int64_t blocks = 0;
+  if (budget.tokens > 0) {
+    blocks = budget.tokens / shape.block_size;
+  } else {
+    uint64_t bytes = 0;
+    size_t end = 0;
+    double fraction = -1;
+    try {
+      fraction = std::stod(budget.memory, &end);
+    } catch (const std::exception&) {
+    }
+    const int local = ranks_on_this_node();  // collective over the world
+    if (end == budget.memory.size() && fraction > 0 && fraction <= 1) {
+      bytes = uint64_t(fraction * double(available_memory()) / local);
+    } else {
+      bytes = parse_bytes(budget.memory, "--kv-cache-memory");
+    }
+    blocks = int64_t(bytes / uint64_t(std::max<int64_t>(1, shape.bytes_per_block())));
+  }
+  Tensor t = Tensor::from_i32({int32_t(std::min<int64_t>(blocks, INT32_MAX))}, {1});
+  world.all_reduce(t, ReduceOp::kMin);
+  blocks = t.data<int32_t>()[0];
+  TESSERA_CHECK(blocks >= 1, "the KV cache budget holds no block of " << shape.block_size
+                                 << " tokens on some rank (a block needs "
+                                 << shape.bytes_per_block()
+                                 << " bytes there): raise --kv-cache-memory or --kv-cache-tokens");
+  return blocks;
+}
+
+}  // namespace tessera::cli

@@ -1,0 +1,23 @@
+// How many KV blocks every rank's pool gets: from --kv-cache-tokens, or from a memory budget
+// (--kv-cache-memory: bytes like 2GiB, or a fraction like 0.25 of the memory available on the
+// node, shared by the node's ranks), the least over all ranks so that every pool has the same
+// number of blocks (the plans name blocks by number).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "parallel/communicator.h"
+#include "runtime/kv_cache.h"
+
+namespace tessera::cli {
+
+struct KvBudget {
+  std::string memory = "0.25";  // --kv-cache-memory
+  int64_t tokens = 0;           // --kv-cache-tokens (overrides memory when > 0)
+};
+
+// Collective over world. Throws naming the flags when a rank's budget holds no block.
+int64_t kv_cache_blocks(const KvBudget& budget, const KvPoolShape& shape, Communicator& world);
+
+}  // namespace tessera::cli

@@ -1,0 +1,126 @@
+// The scheduler: which sequences run in the next step, with which tokens, in which KV blocks.
+// Pure bookkeeping on the leader (no model, no MPI), so it is tested on its own.
+//
+// - Continuous batching: sequences join and leave at every step; a step carries one token of
+//   every decoding sequence (decode first) and prompt chunks of others, up to a token budget.
+// - Chunked prefill: a prompt longer than the budget (or the pipeline's chunk) runs over several
+//   steps, so decoding sequences keep going meanwhile.
+// - Paged KV: blocks of block_size tokens per sequence (per SP rank with sequence parallelism),
+//   allocated as tokens are scheduled; a request is admitted only when the blocks for its whole
+//   prompt are free.
+// - Prefix caching: a full block is known by the hash of its tokens and every token before it; a
+//   new sequence takes the cached blocks of its longest cached prefix instead of computing them
+//   (always computing its last prompt token, for the logits). Writing into a block another
+//   sequence also holds copies it first (copy-on-write).
+// - Preemption by recompute: when a decoding sequence needs a block and none is free, the most
+//   recently admitted sequence not in flight gives its blocks back and starts again later from
+//   its prompt and the tokens it has produced.
+// - Several steps in flight (pipeline parallelism): the running sequences are split into
+//   `groups` groups; a sequence waiting for its sampled token is not scheduled again until the
+//   token arrives.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "runtime/block_allocator.h"
+#include "runtime/step_plan.h"
+
+namespace tessera {
+
+struct SchedulerOptions {
+  int64_t num_blocks = 0;          // per SP rank (every rank's pool has this many)
+  int64_t block_size = 16;         // tokens per block
+  int64_t max_sequences = 64;      // running at once
+  int64_t max_step_tokens = 2048;  // tokens in one step
+  int64_t prefill_chunk = 0;       // prompt tokens of one sequence per step (0: no limit)
+  int groups = 1;                  // steps in flight at once
+  int sp = 1;                      // SP ranks: a prompt is prefilled whole, alone in its step
+  bool prefix_caching = true;      // (off when sp > 1)
+  bool static_batches = false;     // baseline: admit only when nothing runs (a static batch)
+};
+
+struct SchedulerMetrics {
+  int64_t running = 0, waiting = 0;
+  int64_t blocks_used = 0, blocks_free = 0, blocks_cached = 0;  // blocks of all SP ranks
+  int64_t prompt_tokens = 0;   // prompt tokens of admitted sequences (recomputes excluded)
+  int64_t cached_tokens = 0;   // of which came from the prefix cache
+  int64_t prefill_tokens = 0;  // tokens computed without sampling after them, and prompt ends
+  int64_t decode_tokens = 0;   // single tokens fed back after sampling
+  int64_t preemptions = 0;
+  int64_t steps = 0;
+  int64_t peak_blocks_used = 0;
+  int64_t wasted_slots_at_peak = 0;  // token slots allocated but empty, at the peak
+  double prefix_hit_rate() const {
+    return prompt_tokens > 0 ? double(cached_tokens) / double(prompt_tokens) : 0.0;
+  }
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(const SchedulerOptions& options);
+  ~Scheduler();
+  const SchedulerOptions& options() const { return options_; }
+
+  // Blocks a sequence of `tokens` positions needs on the SP rank holding the most of them.
+  int64_t blocks_for(int64_t prompt, int64_t tokens) const;
+  // Whether a sequence with this prompt can hold `length` positions on every rank (also when a
+  // preemption makes all of them one prompt).
+  bool fits(int64_t prompt, int64_t length) const;
+  // Queues a sequence. max_length: prompt + output tokens it may reach (for the check that it
+  // can ever fit the cache; throws invalid input naming the numbers when it cannot).
+  void add(int64_t id, const std::vector<int32_t>& prompt, const SamplingParams& sampling,
+           int64_t max_length);
+  // Another sequence with the same tokens and blocks so far (parallel sampling): its blocks are
+  // shared, and copied when written. `id` must be waiting for its sampled token or decoding.
+  void fork(int64_t id, int64_t new_id, const SamplingParams& sampling);
+  // The next step; empty (no work) when nothing can run now.
+  StepPlan schedule();
+  // The token sampled for sequence id arrived: it continues with it.
+  void append(int64_t id, int32_t token);
+  // The sequence is done (its token arrived and ended it, or it was cancelled while not in
+  // flight): its blocks go back now; every rank forgets it with the next step.
+  void finish(int64_t id);
+  bool has(int64_t id) const { return seqs_.count(id) != 0; }
+  bool idle() const { return seqs_.empty(); }
+  bool awaiting(int64_t id) const;
+  SchedulerMetrics metrics() const;
+  // Throws naming the first inconsistency: every block's reference count equals the number of
+  // block tables holding it, running/waiting lists match the sequences, allocator invariants.
+  void check_invariants() const;
+
+ private:
+  struct Seq;
+  bool ready(const Seq& s) const;
+  int64_t rows_after(const Seq& s, int rank, int64_t length) const;
+  // Blocks needed on each SP rank for s to hold positions up to `length`.
+  std::vector<int64_t> blocks_needed(const Seq& s, int64_t length) const;
+  bool can_allocate(const std::vector<int64_t>& need) const;
+  // Makes s's tables cover `length` positions and copies blocks shared with others that the new
+  // rows would write (adding the copies to `plan`).
+  void grow(Seq& s, int64_t length, StepPlan& plan);
+  void admit(Seq& s);  // prefix-cache lookup; s becomes running
+  void preempt(Seq& s);
+  void release_blocks(Seq& s);
+  void publish_full_blocks(Seq& s, int64_t length);
+  void add_work(Seq& s, int64_t n, StepPlan& plan);
+  void track_waste();
+  std::vector<int64_t> admission_blocks(const Seq& s) const;
+
+  SchedulerOptions options_;
+  std::vector<BlockAllocator> blocks_;  // per SP rank
+  std::map<int64_t, std::unique_ptr<Seq>> seqs_;
+  std::deque<int64_t> waiting_;
+  std::vector<int64_t> running_;       // in admission order
+  std::vector<int64_t> release_;       // finished since the last step
+  std::vector<std::pair<int32_t, uint64_t>> unpublished_;  // full blocks of this step
+  int64_t next_step_ = 1;
+  bool batch_open_ = false;  // static batches: admitting the next batch
+  SchedulerMetrics metrics_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,342 @@
+// The block allocator and the scheduler under thousands of random operations, against a shadow
+// KV cache that records which (token, position) every block slot holds: every step's block
+// tables must lead each sequence to exactly its own tokens (prefix sharing and copy-on-write
+// included), reference counts must balance, nothing may leak, and every request must finish.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+
+#include "kernels/error.h"
+#include "runtime/block_allocator.h"
+#include "runtime/scheduler.h"
+#include "runtime/sp_split.h"
+
+namespace tessera {
+namespace {
+
+TEST(BlockAllocator, RandomOperationsKeepEveryBlockInOneState) {
+  std::mt19937 g(1);
+  BlockAllocator a(24);
+  std::multiset<int32_t> held;  // one entry per reference the test holds
+  for (int step = 0; step < 20000; ++step) {
+    const int op = int(g() % 5);
+    if (op == 0 && a.available() > 0) {
+      held.insert(a.allocate());
+    } else if (op == 1 && !held.empty()) {
+      auto it = std::next(held.begin(), long(g() % held.size()));
+      a.release(*it);
+      held.erase(it);
+    } else if (op == 2 && !held.empty()) {
+      const int32_t b = *std::next(held.begin(), long(g() % held.size()));
+      a.retain(b);
+      held.insert(b);
+    } else if (op == 3 && !held.empty()) {
+      a.publish(*std::next(held.begin(), long(g() % held.size())), g() % 40);
+    } else if (op == 4) {
+      const uint64_t h = g() % 40;
+      const auto want = a.peek(h);
+      const auto got = a.lookup(h);
+      ASSERT_EQ(want, got);
+      if (got) {
+        EXPECT_EQ(a.hash_of(*got), h);
+        held.insert(*got);
+      }
+    }
+    ASSERT_NO_THROW(a.check_invariants()) << "step " << step;
+    for (int32_t b = 0; b < 24; ++b) ASSERT_EQ(a.refs(b), int64_t(held.count(b)));
+  }
+  for (int32_t b : held) a.release(b);
+  a.check_invariants();
+  EXPECT_EQ(a.available(), 24);
+  EXPECT_EQ(a.in_use(), 0);
+}
+
+TEST(BlockAllocator, EvictsLeastRecentlyReleasedCachedBlock) {
+  BlockAllocator a(3);
+  const int32_t x = a.allocate(), y = a.allocate(), z = a.allocate();
+  a.publish(x, 100);
+  a.publish(y, 200);
+  a.release(y);  // cached first
+  a.release(x);  // cached second
+  EXPECT_EQ(a.cached(), 2);
+  EXPECT_EQ(a.allocate(), y);  // the least recently released goes first, and forgets its hash
+  EXPECT_FALSE(a.peek(200));
+  EXPECT_EQ(a.lookup(100), x);  // still cached: taken back with its contents
+  EXPECT_THROW(a.release(a.refs(z) ? -1 : z), Error);
+}
+
+TEST(BlockAllocator, RefusesDoubleFree) {
+  BlockAllocator a(2);
+  const int32_t b = a.allocate();
+  a.release(b);
+  EXPECT_THROW(a.release(b), Error);
+}
+
+// ---- the scheduler against a shadow KV cache -------------------------------------------------
+
+struct Slot {
+  int32_t token = -1;
+  int64_t position = -1;
+  bool operator==(const Slot& o) const { return token == o.token && position == o.position; }
+  int64_t writer = -1, step = -1;  // who wrote it, for failure messages
+};
+
+struct Shadow {  // what a sequence has been given and what the test expects of it
+  std::vector<int32_t> known;
+  int64_t prompt = 0, outputs_wanted = 0, outputs = 0;
+  int64_t prefill = 0;  // tokens of its last step at position 0 (SP: where the split was)
+  int64_t fed = 0;
+  bool awaiting = false;
+};
+
+class SchedulerSimulation {
+ public:
+  SchedulerSimulation(const SchedulerOptions& o, unsigned seed)
+      : o_(o), s_(o), g_(seed), kv_(size_t(o.sp), std::vector<Slot>(size_t(o.num_blocks * o.block_size))) {}
+
+  // The positions SP rank r holds for a sequence, in row order.
+  std::vector<int64_t> positions_held(const Shadow& q, int r, int64_t length) const {
+    std::vector<int64_t> out;
+    if (o_.sp == 1) {
+      for (int64_t p = 0; p < length; ++p) out.push_back(p);
+      return out;
+    }
+    if (length == 0) return out;
+    const Range c = sp_prompt_chunk(q.prefill, o_.sp, r);
+    for (int64_t p = c.begin; p < c.end; ++p) out.push_back(p);
+    for (int64_t p = q.prefill; p < length; ++p)
+      if (p % o_.sp == r) out.push_back(p);
+    return out;
+  }
+
+  void add(int64_t id, std::vector<int32_t> prompt, int64_t outputs) {
+    Shadow q;
+    q.known = prompt;
+    q.prompt = int64_t(prompt.size());
+    q.outputs_wanted = outputs;
+    s_.add(id, prompt, {}, q.prompt + outputs);
+    shadow_[id] = q;
+  }
+
+  // Executes a plan on the shadow cache as every rank would: copies, then each sequence's reads
+  // (its rows must hold its own tokens) and writes.
+  void execute(const StepPlan& plan) {
+    copies_ += int64_t(plan.copies.size());
+    for (const BlockCopy& c : plan.copies)
+      for (int64_t i = 0; i < o_.block_size; ++i)
+        kv_[size_t(c.sp_rank)][size_t(c.dst * o_.block_size + i)] =
+            kv_[size_t(c.sp_rank)][size_t(c.src * o_.block_size + i)];
+    std::set<int64_t> seen;
+    for (const SequenceWork& w : plan.work) {
+      ASSERT_TRUE(seen.insert(w.seq).second) << "sequence twice in a step";
+      Shadow& q = shadow_.at(w.seq);
+      ASSERT_FALSE(q.awaiting) << "sequence " << w.seq << " scheduled while in flight";
+      if (w.position == 0) q.prefill = int64_t(w.tokens.size());
+      // A sequence continues where it stopped, or starts again (after a preemption, from its
+      // cached prefix): either way the rows before `position` must hold its tokens (below).
+      if (w.position != q.fed) ++restarts_;
+      ASSERT_LE(w.position + int64_t(w.tokens.size()), int64_t(q.known.size()));
+      for (size_t i = 0; i < w.tokens.size(); ++i)
+        ASSERT_EQ(w.tokens[i], q.known[size_t(w.position) + i]);
+      ASSERT_EQ(int64_t(w.kv.size()), int64_t(o_.sp));
+      const int64_t end = w.position + int64_t(w.tokens.size());
+      for (int r = 0; r < o_.sp; ++r) {
+        const KvShare& share = w.kv[size_t(r)];
+        const auto before = positions_held(q, r, w.position);
+        const auto after = positions_held(q, r, end);
+        ASSERT_EQ(share.rows, int64_t(before.size())) << "rows of sequence " << w.seq;
+        ASSERT_GE(int64_t(share.blocks.size()) * o_.block_size, int64_t(after.size()));
+        for (size_t row = 0; row < after.size(); ++row) {
+          Slot& slot = kv_[size_t(r)][size_t(share.blocks[row / size_t(o_.block_size)] *
+                                               o_.block_size + int64_t(row % size_t(o_.block_size)))];
+          const Slot mine{q.known[size_t(after[row])], after[row], w.seq, plan.id};
+          if (row < before.size())
+            ASSERT_EQ(slot, mine) << "sequence " << w.seq << " reads position " << after[row]
+                                  << " (step " << plan.id << ", block "
+                                  << share.blocks[row / size_t(o_.block_size)]
+                                  << ") from a slot holding token " << slot.token << " at "
+                                  << slot.position << ", written by sequence " << slot.writer
+                                  << " in step " << slot.step;
+          else
+            slot = mine;
+        }
+      }
+      q.fed = end;
+      if (w.sample) {
+        ASSERT_EQ(end, int64_t(q.known.size()));
+        ASSERT_EQ(w.output_index, int64_t(q.known.size()) - q.prompt);
+        q.awaiting = true;
+      }
+    }
+  }
+
+  // The tokens of a step come back: each sampled sequence continues or finishes.
+  void complete(const StepPlan& plan) {
+    for (const SequenceWork& w : plan.work) {
+      if (!w.sample || !shadow_.count(w.seq)) continue;
+      Shadow& q = shadow_.at(w.seq);
+      q.awaiting = false;
+      if (++q.outputs >= q.outputs_wanted) {
+        s_.finish(w.seq);
+        shadow_.erase(w.seq);
+        ++finished_;
+      } else {
+        const int32_t token = int32_t((w.seq * 31 + q.outputs * 7) % 50);
+        q.known.push_back(token);
+        s_.append(w.seq, token);
+      }
+    }
+  }
+
+  void run(int requests) {
+    std::vector<std::vector<int32_t>> system_prompts;
+    for (int i = 0; i < 3; ++i) {
+      std::vector<int32_t> p;
+      for (int t = 0; t < 1 + int(g_() % 40); ++t) p.push_back(int32_t(g_() % 50));
+      system_prompts.push_back(p);
+    }
+    const int64_t max_tokens = o_.num_blocks * o_.block_size;
+    int added = 0;
+    std::deque<StepPlan> in_flight;
+    for (int iteration = 0; iteration < 200000; ++iteration) {
+      if (added < requests && g_() % 3 == 0) {  // requests arrive while others run
+        std::vector<int32_t> prompt;
+        if (o_.prefix_caching && g_() % 2) prompt = system_prompts[g_() % 3];
+        if (prompt.empty() || g_() % 4)  // some prompts are exactly a shared one
+          for (int t = 0; t < 1 + int(g_() % 30); ++t) prompt.push_back(int32_t(g_() % 50));
+        const int64_t outputs = 1 + int64_t(g_() % 20);
+        if (s_.blocks_for(int64_t(prompt.size()), int64_t(prompt.size()) + outputs) * 2 >
+                o_.num_blocks ||
+            int64_t(prompt.size()) + outputs > max_tokens) {
+          EXPECT_THROW(add(added + 1000, std::vector<int32_t>(size_t(max_tokens) + 1, 1), 1), Error);
+          continue;
+        }
+        add(added++, prompt, outputs);
+      }
+      const StepPlan plan = int(in_flight.size()) < o_.groups ? s_.schedule() : StepPlan{};
+      ASSERT_NO_THROW(s_.check_invariants()) << "after a step";
+      if (!plan.work.empty()) {
+        execute(plan);
+        if (::testing::Test::HasFatalFailure()) return;
+        in_flight.push_back(plan);
+      } else if (!in_flight.empty()) {
+        complete(in_flight.front());
+        in_flight.pop_front();
+        ASSERT_NO_THROW(s_.check_invariants()) << "after tokens arrived";
+      } else if (added == requests && s_.idle()) {
+        break;
+      } else {
+        ASSERT_LT(added, requests) << "the scheduler has work but schedules nothing";
+      }
+    }
+    EXPECT_EQ(finished_, requests);
+    EXPECT_TRUE(s_.idle());
+    const SchedulerMetrics m = s_.metrics();
+    EXPECT_EQ(m.blocks_used, 0) << "blocks leaked";
+    EXPECT_EQ(m.blocks_free + m.blocks_cached, o_.num_blocks * o_.sp);
+  }
+
+  SchedulerOptions o_;
+  Scheduler s_;
+  std::mt19937 g_;
+  std::vector<std::vector<Slot>> kv_;  // per SP rank: slot -> what it holds
+  std::map<int64_t, Shadow> shadow_;
+  int finished_ = 0;
+  int64_t copies_ = 0, restarts_ = 0;
+};
+
+TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
+  std::mt19937 g(2024);
+  int64_t preemptions = 0, cached = 0, copies = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    SchedulerOptions o;
+    o.block_size = std::vector<int64_t>{1, 2, 4, 16}[g() % 4];
+    o.num_blocks = (40 + int64_t(g() % 120)) / o.block_size + 8;
+    o.max_sequences = 1 + int64_t(g() % 12);
+    o.max_step_tokens = 1 + int64_t(g() % 64);
+    o.prefill_chunk = g() % 2 ? 0 : 1 + int64_t(g() % 16);
+    o.groups = 1 + int(g() % 3);
+    o.sp = g() % 4 == 0 ? 2 + int(g() % 2) : 1;
+    o.prefix_caching = g() % 3 != 0;
+    o.static_batches = g() % 5 == 0;
+    SCOPED_TRACE("trial " + std::to_string(trial) + ": block " + std::to_string(o.block_size) +
+                 ", blocks " + std::to_string(o.num_blocks) + ", sp " + std::to_string(o.sp) +
+                 ", groups " + std::to_string(o.groups));
+    SchedulerSimulation sim(o, unsigned(trial));
+    sim.run(40);
+    if (HasFatalFailure()) return;
+    const SchedulerMetrics m = sim.s_.metrics();
+    preemptions += m.preemptions;
+    cached += m.cached_tokens;
+    copies += sim.copies_;
+  }
+  // The workloads did exercise what they are for.
+  EXPECT_GT(preemptions, 0);
+  EXPECT_GT(cached, 0);
+  EXPECT_GT(copies, 0);
+}
+
+// Two sequences forked from one share its blocks; the first to write into the shared partial
+// block copies it, and neither sees the other's token.
+TEST(Scheduler, ForkedSequencesCopyTheSharedBlockOnWrite) {
+  SchedulerOptions o;
+  o.block_size = 4;
+  o.num_blocks = 8;
+  SchedulerSimulation sim(o, 1);
+  sim.add(0, {1, 2, 3, 4, 5, 6}, 5);  // 6 tokens: one full block and half of another
+  StepPlan p = sim.s_.schedule();
+  sim.execute(p);
+  sim.complete(p);  // the first output token arrives: 7 known, 6 fed
+  sim.s_.fork(0, 1, {});
+  sim.shadow_[1] = sim.shadow_[0];
+  EXPECT_EQ(sim.s_.metrics().blocks_used, 2);  // shared, not copied yet
+  p = sim.s_.schedule();
+  ASSERT_EQ(p.work.size(), 2u);
+  // The first to write position 6 copies the shared block; the other then holds it alone.
+  EXPECT_EQ(p.copies.size(), 1u);
+  sim.execute(p);
+  sim.s_.check_invariants();
+  sim.complete(p);
+  // Different tokens from here on (the shadow gives each sequence its own), same prefix blocks.
+  while (!sim.s_.idle()) {
+    p = sim.s_.schedule();
+    ASSERT_FALSE(p.work.empty());
+    sim.execute(p);
+    if (HasFatalFailure()) return;
+    sim.complete(p);
+    sim.s_.check_invariants();
+  }
+  EXPECT_EQ(sim.s_.metrics().blocks_used, 0);
+}
+
+// N requests that share a long system prompt compute its blocks once.
+TEST(Scheduler, SharedSystemPromptIsComputedOnce) {
+  SchedulerOptions o;
+  o.block_size = 16;
+  o.num_blocks = 64;
+  SchedulerSimulation sim(o, 1);
+  std::vector<int32_t> system;
+  for (int i = 0; i < 100; ++i) system.push_back(i % 50);
+  for (int r = 0; r < 8; ++r) {
+    std::vector<int32_t> prompt = system;
+    prompt.push_back(r);
+    sim.add(r, prompt, 3);
+    // One at a time, so each later request finds the first one's blocks published.
+    while (!sim.s_.idle()) {
+      const StepPlan p = sim.s_.schedule();
+      ASSERT_FALSE(p.work.empty());
+      sim.execute(p);
+      sim.complete(p);
+    }
+  }
+  const SchedulerMetrics m = sim.s_.metrics();
+  EXPECT_EQ(m.prompt_tokens, 8 * 101);
+  EXPECT_EQ(m.cached_tokens, 7 * 96);  // 6 full blocks of the system prompt, from the 2nd on
+  EXPECT_EQ(m.prefill_tokens, 101 + 7 * 5);
+}
+
+}  // namespace
+}  // namespace tessera
