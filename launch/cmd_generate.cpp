@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/engine_report.h"
-#include "launch/kv_budget.h"
+#include "launch/model_run.h"
 #include "launch/options.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/model_bundle.h"
@@ -25,36 +25,10 @@ struct BatchTotals {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
-void print_speed(const char* what, int64_t tokens, double seconds) {
-  std::fprintf(stderr, "%s: %lld tokens in %.3f s (%.1f tokens/s)\n", what, (long long)tokens,
-               seconds, seconds > 0 ? double(tokens) / seconds : 0.0);
-}
-
-// The share of generation time the ranks spent inside the model's communicators (TP, SP, PP),
-// averaged over all ranks. Collective: every rank calls it.
-double communication_share(ProcessGroups& groups, double generation_seconds) {
-  Tensor t = Tensor::from_f32({float(groups.model_communication_seconds()),
-                               float(generation_seconds)}, {2});
-  groups.world->all_reduce(t, ReduceOp::kSum);
-  return t.data<float>()[1] > 0 ? t.data<float>()[0] / t.data<float>()[1] : 0.0;
-}
-
 void print_communication(const ProcessGroups& groups, double share) {
   if (groups.world->size() > 1)
     std::fprintf(stderr, "communication: %.1f%% of generation time (mean over %d ranks)\n",
                  100.0 * share, groups.world->size());
-}
-
-// TESSERA_FAIL_AT=RANK:STEP makes that world rank throw when step STEP starts (for tests of a
-// failure mid-step); 0 when unset or aimed at another rank.
-int64_t injected_failure_step(int world_rank) {
-  const char* v = std::getenv("TESSERA_FAIL_AT");
-  if (!v || !*v) return 0;
-  int rank = -1;
-  long long step = 0;
-  TESSERA_CHECK(std::sscanf(v, "%d:%lld", &rank, &step) == 2 && step > 0,
-                "TESSERA_FAIL_AT='" << v << "' is not RANK:STEP");
-  return rank == world_rank ? step : 0;
 }
 
 json result_record(const std::string& id, const GenerationResult& r) {
@@ -144,18 +118,12 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
 
 int run_generate(const Args& args) {
   po::options_description desc("Options");
-  std::string model, prompt, system, input, output;
+  std::string prompt, system, input, output;
   RequestDefaults d;
-  int64_t max_context = 0;
-  GridShape layout;
-  KvBudget kv_budget;
-  std::string pp_weights;
-  int64_t microbatch = 0;
   std::vector<std::string> stop;
-  EngineOptions engine_options;
-  std::string trace;
+  ModelRunOptions run_options;
+  run_options.add_to(desc);
   desc.add_options()
-      ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
       ("prompt,p", po::value(&prompt), "generate from this text and stream the answer to stdout")
       ("chat", po::bool_switch(), "treat --prompt as a user message and apply the chat template")
       ("system", po::value(&system), "system message for --chat")
@@ -174,32 +142,7 @@ int run_generate(const Args& args) {
        "penalise tokens already seen (1: off)")
       ("seed", po::value(&d.sampling.seed)->default_value(0), "random seed: the same seed gives the same output")
       ("stop", po::value(&stop)->composing(), "stop string (repeatable)")
-      ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens")
-      ("max-context", po::value(&max_context)->default_value(0),
-       "cap the context window (KV cache) at this many tokens (0: the model's)")
-      ("kv-cache-memory", po::value(&kv_budget.memory)->default_value(kv_budget.memory),
-       "memory for each rank's KV cache: a size (2GiB) or a fraction of the node's available "
-       "memory, shared by its ranks")
-      ("kv-cache-tokens", po::value(&kv_budget.tokens)->default_value(0),
-       "tokens of KV cache each rank holds (instead of --kv-cache-memory)")
-      ("block-size", po::value(&engine_options.block_size)->default_value(16),
-       "tokens per KV-cache block")
-      ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
-      ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
-      ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
-      ("microbatch", po::value(&microbatch)->default_value(0),
-       "tokens per prefill microbatch with --pp (0: two per stage; >= the prompt: off)")
-      ("max-batch", po::value(&engine_options.max_sequences)->default_value(64),
-       "requests running at once (continuous batching)")
-      ("max-step-tokens", po::value(&engine_options.max_step_tokens)->default_value(2048),
-       "tokens in one step; longer prompts are prefilled in chunks")
-      ("max-in-flight", po::value(&engine_options.max_in_flight)->default_value(0),
-       "steps in the pipeline at once, each with its own requests (0: one per stage)")
-      ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)")
-      ("pp-weights", po::value(&pp_weights),
-       "relative layer shares of the stages, e.g. 2,2,1,1 (default: even)")
-      ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
-      ("dp", po::value(&layout.dp)->default_value(1), "data-parallel replicas");
+      ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens");
   po::variables_map vm;
   if (!parse_options("generate", "--model FILE (--prompt TEXT | --input IN.jsonl --output OUT.jsonl) [options]",
                      desc, args, vm))
@@ -216,46 +159,13 @@ int run_generate(const Args& args) {
   }
   TESSERA_CHECK(d.max_tokens >= 1, "--max-tokens must be at least 1, got " << d.max_tokens);
   for (const auto& s : d.stop) TESSERA_CHECK(!s.empty(), "--stop needs a non-empty string");
-  ProcessGroups groups = ProcessGroups::create(layout, MpiCommunicator::world());
-  const bool rank0 = groups.world->rank() == 0;
-  std::vector<double> weights;
-  for (size_t at = 0; !pp_weights.empty() && at <= pp_weights.size();) {
-    const size_t comma = std::min(pp_weights.find(',', at), pp_weights.size());
-    try {
-      weights.push_back(std::stod(pp_weights.substr(at, comma - at)));
-    } catch (const std::exception&) {
-      TESSERA_FAIL("--pp-weights '" << pp_weights << "' is not a list of numbers like 2,2,1,1");
-    }
-    at = comma + 1;
-  }
-  ModelBundle bundle = ModelBundle::load(model, groups, weights);
-  if (rank0)
-    std::fprintf(stderr,
-                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d): rank 0 holds layers "
-                 "%lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
-                 model.c_str(), groups.world->size(), layout.tp, layout.pp, layout.sp,
-                 (long long)bundle.model->shard().layers.first,
-                 (long long)bundle.model->shard().layers.last - 1,
-                 (long long)bundle.model->config().num_layers,
-                 double(bundle.weight_bytes_read) / 1e6, bundle.load_seconds);
-  TESSERA_CHECK(microbatch >= 0, "--microbatch must be >= 0");
-  engine_options.max_context = max_context;
-  TESSERA_CHECK(engine_options.block_size >= 1, "--block-size must be at least 1");
-  engine_options.prefix_caching = !vm["no-prefix-caching"].as<bool>();
-  engine_options.num_blocks =
-      kv_cache_blocks(kv_budget, bundle.model->kv_shape(engine_options.block_size), *groups.world);
-  if (rank0) {
-    const int64_t bytes = engine_options.num_blocks *
-                          bundle.model->kv_shape(engine_options.block_size).bytes_per_block();
-    std::fprintf(stderr, "tessera: KV cache: %lld blocks of %lld tokens per rank (%.1f MB on rank 0)\n",
-                 (long long)engine_options.num_blocks, (long long)engine_options.block_size,
-                 double(bytes) / 1e6);
-  }
-  engine_options.prefill_chunk = microbatch;
-  engine_options.fail_at_step = injected_failure_step(groups.world->rank());
+  ModelRun run = ModelRun::start(run_options, vm);
+  ModelBundle& bundle = run.bundle;
+  ProcessGroups& groups = run.groups;
+  const bool rank0 = run.rank0;
 
   if (vm.count("input")) {
-    Engine engine(*bundle.model, *bundle.tokenizer, engine_options);
+    Engine engine(*bundle.model, *bundle.tokenizer, run.engine);
     const BatchTotals t = run_batch(bundle, engine, d, input, output);
     const double wall = engine.stats().run_seconds;
     const double share = communication_share(groups, wall);
@@ -264,17 +174,13 @@ int run_generate(const Args& args) {
                    (long long)t.requests, (long long)t.errors, output.c_str());
       print_speed("prompt", t.prompt_tokens, wall);
       print_speed("generated", t.generated_tokens, wall);
-      const int64_t done = t.requests - t.errors;
-      if (done > 0)
-        std::fprintf(stderr, "mean time to first token %.3f s, mean decode %.3f s per request\n",
-                     t.prefill_seconds / double(done), t.decode_seconds / double(done));
       print_communication(groups, share);
     }
-    report_engine(groups, engine.stats(), trace);
+    report_engine(groups, engine.stats(), run_options.trace);
     return 0;
   }
 
-  Generator gen(*bundle.model, *bundle.tokenizer, engine_options);
+  Generator gen(*bundle.model, *bundle.tokenizer, run.engine);
   json body = {{"max_tokens", d.max_tokens}};
   if (vm["chat"].as<bool>()) {
     json messages = json::array();
@@ -292,14 +198,15 @@ int run_generate(const Args& args) {
   if (!rank0) print = nullptr;  // one rank writes
   GenerationResult r = gen.generate(req.generation, print);
   const double share = communication_share(groups, r.prefill_seconds + r.decode_seconds);
-  report_engine(groups, gen.stats(), trace);
-  if (!rank0) return 0;
-  std::fputs("\n", stdout);
-  std::fflush(stdout);
-  std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());
-  print_speed("prefill", r.prompt_tokens, r.prefill_seconds);
-  print_speed("decode", int64_t(r.tokens.size()), r.decode_seconds);
-  print_communication(groups, share);
+  if (rank0) {
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());
+    print_speed("prefill", r.prompt_tokens, r.prefill_seconds);
+    print_speed("decode", int64_t(r.tokens.size()), r.decode_seconds);
+    print_communication(groups, share);
+  }
+  report_engine(groups, gen.stats(), run_options.trace);
   return 0;
 }
 

@@ -34,6 +34,25 @@ void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::s
     std::fprintf(stderr, "%s of %.2f s (computing steps, mean over each stage's ranks)\n",
                  line.c_str(), stats.run_seconds);
   }
+  if (world.rank() == 0 && stats.finished > 0) {
+    const SchedulerMetrics& m = stats.scheduler;
+    std::fprintf(stderr,
+                 "requests: %lld, mean time to first token %.3f s, mean time per output token "
+                 "%.1f ms\n",
+                 (long long)stats.finished, stats.ttft_sum / double(stats.finished),
+                 stats.tpot_count ? 1e3 * stats.tpot_sum / double(stats.tpot_count) : 0.0);
+    const int64_t total = m.blocks_used + m.blocks_free + m.blocks_cached;
+    const int64_t block = stats.block_size;
+    std::fprintf(stderr,
+                 "KV cache: peak %lld of %lld blocks in use, %.1f%% of their slots empty; prefix "
+                 "cache hits %.1f%% of prompt tokens (%lld of %lld); %lld preemptions\n",
+                 (long long)m.peak_blocks_used, (long long)total,
+                 m.peak_blocks_used ? 100.0 * double(m.wasted_slots_at_peak) /
+                                          double(m.peak_blocks_used * block)
+                                    : 0.0,
+                 100.0 * m.prefix_hit_rate(), (long long)m.cached_tokens,
+                 (long long)m.prompt_tokens, (long long)m.preemptions);
+  }
   if (trace_path.empty()) return;
   // Every rank's spans to rank 0, which writes one trace (a process per rank, times in us from
   // the earliest span; the ranks share a clock when they share a node).

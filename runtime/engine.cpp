@@ -334,6 +334,7 @@ std::vector<GenerationResult> Engine::run() {
     for (auto& [id, s] : sequences_) results.push_back(std::move(s->result));
     sequences_.clear();
     stats_.scheduler = scheduler_->metrics();
+    stats_.block_size = options_.block_size;
   }
   return results;
 }

@@ -80,6 +80,7 @@ struct EngineStats {
   double ttft_sum = 0, tpot_sum = 0;  // seconds to first token; per output token after it
   int64_t tpot_count = 0;             // requests with more than one output token
   SchedulerMetrics scheduler;         // at the end of the run (peaks over the run)
+  int64_t block_size = 0;
 };
 
 class Engine {

@@ -1,0 +1,115 @@
+#include "launch/model_run.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "parallel/mpi_communicator.h"
+
+namespace tessera::cli {
+namespace {
+
+std::vector<double> parse_weights(const std::string& text) {
+  std::vector<double> weights;
+  for (size_t at = 0; !text.empty() && at <= text.size();) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    try {
+      weights.push_back(std::stod(text.substr(at, comma - at)));
+    } catch (const std::exception&) {
+      TESSERA_FAIL("--pp-weights '" << text << "' is not a list of numbers like 2,2,1,1");
+    }
+    at = comma + 1;
+  }
+  return weights;
+}
+
+// TESSERA_FAIL_AT=RANK:STEP makes that world rank throw when step STEP starts (for tests of a
+// failure mid-step); 0 when unset or aimed at another rank.
+int64_t injected_failure_step(int world_rank) {
+  const char* v = std::getenv("TESSERA_FAIL_AT");
+  if (!v || !*v) return 0;
+  int rank = -1;
+  long long step = 0;
+  TESSERA_CHECK(std::sscanf(v, "%d:%lld", &rank, &step) == 2 && step > 0,
+                "TESSERA_FAIL_AT='" << v << "' is not RANK:STEP");
+  return rank == world_rank ? step : 0;
+}
+
+}  // namespace
+
+void ModelRunOptions::add_to(po::options_description& desc) {
+  desc.add_options()
+      ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
+      ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
+      ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
+      ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
+      ("dp", po::value(&layout.dp)->default_value(1), "data-parallel replicas")
+      ("pp-weights", po::value(&pp_weights),
+       "relative layer shares of the stages, e.g. 2,2,1,1 (default: even)")
+      ("microbatch", po::value(&engine.prefill_chunk)->default_value(0),
+       "tokens of a prompt per step with --pp (0: two chunks per stage; >= the prompt: one)")
+      ("max-context", po::value(&max_context)->default_value(0),
+       "cap the context window at this many tokens (0: the model's)")
+      ("kv-cache-memory", po::value(&kv.memory)->default_value(kv.memory),
+       "memory for each rank's KV cache: a size (2GiB) or a fraction of the node's available "
+       "memory, shared by its ranks")
+      ("kv-cache-tokens", po::value(&kv.tokens)->default_value(0),
+       "tokens of KV cache each rank holds (instead of --kv-cache-memory)")
+      ("block-size", po::value(&engine.block_size)->default_value(16), "tokens per KV-cache block")
+      ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
+      ("max-batch", po::value(&engine.max_sequences)->default_value(64),
+       "requests running at once (continuous batching)")
+      ("max-step-tokens", po::value(&engine.max_step_tokens)->default_value(2048),
+       "tokens in one step; longer prompts are prefilled in chunks")
+      ("max-in-flight", po::value(&engine.max_in_flight)->default_value(0),
+       "steps in the pipeline at once, each with its own requests (0: one per stage)")
+      ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)");
+}
+
+ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
+  TESSERA_CHECK(o.engine.prefill_chunk >= 0, "--microbatch must be >= 0");
+  TESSERA_CHECK(o.engine.block_size >= 1, "--block-size must be at least 1");
+  TESSERA_CHECK(o.engine.max_sequences >= 1, "--max-batch must be at least 1");
+  TESSERA_CHECK(o.engine.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
+  TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
+  const std::vector<double> weights = parse_weights(o.pp_weights);
+  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world()), {}, o.engine};
+  run.rank0 = run.groups.world->rank() == 0;
+  run.bundle = ModelBundle::load(o.model, run.groups, weights);
+  const LlamaModel& m = *run.bundle.model;
+  if (run.rank0)
+    std::fprintf(stderr,
+                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d): rank 0 holds layers "
+                 "%lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
+                 o.model.c_str(), run.groups.world->size(), o.layout.tp, o.layout.pp, o.layout.sp,
+                 (long long)m.shard().layers.first, (long long)m.shard().layers.last - 1,
+                 (long long)m.config().num_layers, double(run.bundle.weight_bytes_read) / 1e6,
+                 run.bundle.load_seconds);
+  EngineOptions& e = run.engine;
+  e.max_context = o.max_context;
+  e.prefix_caching = !vm["no-prefix-caching"].as<bool>();
+  const KvPoolShape shape = m.kv_shape(e.block_size);
+  e.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
+  e.fail_at_step = injected_failure_step(run.groups.world->rank());
+  if (run.rank0)
+    std::fprintf(stderr,
+                 "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %.1f MB on "
+                 "rank 0)%s\n",
+                 (long long)e.num_blocks, (long long)e.block_size,
+                 (long long)(e.num_blocks * e.block_size),
+                 double(e.num_blocks * shape.bytes_per_block()) / 1e6,
+                 e.prefix_caching ? ", prefix caching" : "");
+  return run;
+}
+
+double communication_share(ProcessGroups& groups, double seconds) {
+  Tensor t = Tensor::from_f32({float(groups.model_communication_seconds()), float(seconds)}, {2});
+  groups.world->all_reduce(t, ReduceOp::kSum);
+  return t.data<float>()[1] > 0 ? t.data<float>()[0] / t.data<float>()[1] : 0.0;
+}
+
+void print_speed(const char* what, int64_t tokens, double seconds) {
+  std::fprintf(stderr, "%s: %lld tokens in %.3f s (%.1f tokens/s)\n", what, (long long)tokens,
+               seconds, seconds > 0 ? double(tokens) / seconds : 0.0);
+}
+
+}  // namespace tessera::cli

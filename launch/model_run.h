@@ -1,0 +1,43 @@
+// What every command that runs a model shares: the layout flags, loading this rank's shard, and
+// sizing the KV cache; collective over the world.
+#pragma once
+
+#include <string>
+
+#include "launch/kv_budget.h"
+#include "launch/options.h"
+#include "parallel/process_groups.h"
+#include "runtime/engine.h"
+#include "runtime/model_bundle.h"
+
+namespace tessera::cli {
+
+struct ModelRunOptions {
+  std::string model;
+  GridShape layout;
+  std::string pp_weights;
+  int64_t max_context = 0;
+  KvBudget kv;
+  EngineOptions engine;
+  std::string trace;
+  // Adds --model, --tp/--pp/--sp/--dp, --pp-weights, --microbatch, the KV-cache and batching
+  // flags, --max-context and --trace.
+  void add_to(po::options_description& desc);
+};
+
+struct ModelRun {
+  ProcessGroups groups;
+  ModelBundle bundle;
+  EngineOptions engine;  // with the KV pool's size
+  bool rank0 = false;
+  // Checks the layout, loads this rank's shard, sizes the KV cache (the least over ranks), and
+  // prints what it did on rank 0.
+  static ModelRun start(ModelRunOptions& options, const po::variables_map& vm);
+};
+
+// The share of `seconds` the ranks spent inside the model's communicators (TP, SP, PP), averaged
+// over all ranks. Collective.
+double communication_share(ProcessGroups& groups, double seconds);
+void print_speed(const char* what, int64_t tokens, double seconds);
+
+}  // namespace tessera::cli
