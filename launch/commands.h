@@ -14,5 +14,6 @@ int run_inspect(const Args& args);
 int run_generate(const Args& args);
 int run_tokenize(const Args& args);
 int run_plan(const Args& args);
+int run_bench(const Args& args);
 
 }  // namespace tessera::cli

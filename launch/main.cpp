@@ -18,6 +18,7 @@ Usage: tessera COMMAND [options]      (tessera COMMAND --help for each command's
 
 Commands:
   generate   generate text from a prompt (--prompt) or a JSONL file of requests (--input)
+  bench      a fixed workload with continuous and with static batching: throughput, TTFT, KV use
   convert    turn a GGUF file or a Hugging Face checkpoint folder into a tessera model file
   inspect    print a model file's configuration and tensor table
   tokenize   print the token ids of a text (or of each line of a JSONL file of strings)
@@ -92,7 +93,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   tessera::cli::Args args(argv + 2, argv + argc);
   // Commands that run a model are SPMD programs: every rank runs them. The others are local tools.
-  const bool needs_mpi = command == "generate";
+  const bool needs_mpi = command == "generate" || command == "bench";
   if (needs_mpi) {
     MPI_Init(&argc, &argv);
     check_same_arguments(argc, argv);
@@ -101,6 +102,8 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") {
       code = tessera::cli::run_generate(args);
+    } else if (command == "bench") {
+      code = tessera::cli::run_bench(args);
     } else if (command == "convert") {
       code = tessera::cli::run_convert(args);
     } else if (command == "inspect") {

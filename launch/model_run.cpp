@@ -56,7 +56,7 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "tokens of KV cache each rank holds (instead of --kv-cache-memory)")
       ("block-size", po::value(&engine.block_size)->default_value(16), "tokens per KV-cache block")
       ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
-      ("max-batch", po::value(&engine.max_sequences)->default_value(64),
+      ("max-batch", po::value(&engine.max_sequences)->default_value(engine.max_sequences),
        "requests running at once (continuous batching)")
       ("max-step-tokens", po::value(&engine.max_step_tokens)->default_value(2048),
        "tokens in one step; longer prompts are prefilled in chunks")

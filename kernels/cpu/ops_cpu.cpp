@@ -213,6 +213,7 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
   for (int64_t j = 0; j < n_keys; ++j) {
     const float* kv = key_at(j).first;
     float dot = 0;
+#pragma omp simd reduction(+ : dot)
     for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
     scores[j] = dot * scale;
     block_max = std::max(block_max, scores[j]);
@@ -225,6 +226,7 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
     const float w = std::exp(scores[j] - new_max);
     sum += w;
     const float* vv = key_at(j).second;
+#pragma omp simd
     for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
   }
   sum_out = float(double(sum_out) * rescale + sum);

@@ -1,93 +1,191 @@
 #include "kernels/cpu/skinny_gemm.h"
 
+// GCC 12 warns about its own _mm512_reduce_add_ps (an uninitialised lane it then ignores).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <algorithm>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 namespace tessera::ops {
 namespace {
 
-#if defined(__AVX2__) && defined(__FMA__)
+// Every output is one accumulator of the vector width over k in order (the last, partial
+// vector masked or scalar), then one horizontal sum: the same operations whatever the tile it is
+// computed in, so a row's results do not depend on the other rows of the batch.
 
-inline float horizontal_sum(__m256 v) {
-  const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);
+void scalar_rows(const float* x, int64_t m, int64_t k, const float* w, int64_t n0, int64_t n1,
+                 float* y, int64_t ldy) {
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = n0; c < n1; ++c) {
+      float s = 0;
+      for (int64_t i = 0; i < k; ++i) s += w[c * k + i] * x[r * k + i];
+      y[r * ldy + c] = s;
+    }
+}
+
+#if defined(__x86_64__)
+
+// AVX-512: tiles of R rows x C weight rows, 16 lanes.
+template <int R, int C>
+__attribute__((target("avx512f"))) void tile512(const float* x, int64_t row0, int64_t k,
+                                                const float* w, int64_t c0, float* y,
+                                                int64_t ldy) {
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < C; ++j) acc[r][j] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    __m512 wv[C];
+    for (int j = 0; j < C; ++j) {
+      // The weights stream from memory once: ask for the next tile's rows ahead of time.
+      _mm_prefetch(reinterpret_cast<const char*>(w + (c0 + 2 * C + j) * k + i), _MM_HINT_T0);
+      wv[j] = _mm512_loadu_ps(w + (c0 + j) * k + i);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_loadu_ps(x + (row0 + r) * k + i);
+      for (int j = 0; j < C; ++j) acc[r][j] = _mm512_fmadd_ps(wv[j], xv, acc[r][j]);
+    }
+  }
+  if (i < k) {
+    const __mmask16 mask = __mmask16((1u << (k - i)) - 1);
+    __m512 wv[C];
+    for (int j = 0; j < C; ++j) wv[j] = _mm512_maskz_loadu_ps(mask, w + (c0 + j) * k + i);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + (row0 + r) * k + i);
+      for (int j = 0; j < C; ++j) acc[r][j] = _mm512_fmadd_ps(wv[j], xv, acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < C; ++j) y[(row0 + r) * ldy + c0 + j] = _mm512_reduce_add_ps(acc[r][j]);
+}
+
+// R rows against weight rows [n0, n1): two weight rows at a time, then one.
+template <int R>
+__attribute__((target("avx512f"))) void rows512(const float* x, int64_t row0, int64_t k,
+                                                const float* w, int64_t n0, int64_t n1, float* y,
+                                                int64_t ldy) {
+  int64_t c = n0;
+  for (; c + 2 <= n1; c += 2) tile512<R, 2>(x, row0, k, w, c, y, ldy);
+  if (c < n1) tile512<R, 1>(x, row0, k, w, c, y, ldy);
+}
+
+__attribute__((target("avx512f"))) void skinny512(const float* x, int64_t m, int64_t k,
+                                                  const float* w, int64_t n0, int64_t n1, float* y,
+                                                  int64_t ldy) {
+  // Up to 8 rows go in one pass over the weights (memory-bound: each weight is read once); more
+  // rows take several passes over column tiles small enough to stay in L2 meanwhile.
+  constexpr int64_t kTileBytes = 512 * 1024;
+  const int64_t tile = m <= 8 ? n1 - n0 : std::max<int64_t>(2, kTileBytes / (k * 4));
+  for (int64_t c0 = n0; c0 < n1; c0 += tile) {
+    const int64_t c1 = std::min(n1, c0 + tile);
+    for (int64_t r = 0; r < m; r += 8) {
+      switch (std::min<int64_t>(8, m - r)) {
+        case 8: rows512<8>(x, r, k, w, c0, c1, y, ldy); break;
+        case 7: rows512<7>(x, r, k, w, c0, c1, y, ldy); break;
+        case 6: rows512<6>(x, r, k, w, c0, c1, y, ldy); break;
+        case 5: rows512<5>(x, r, k, w, c0, c1, y, ldy); break;
+        case 4: rows512<4>(x, r, k, w, c0, c1, y, ldy); break;
+        case 3: rows512<3>(x, r, k, w, c0, c1, y, ldy); break;
+        case 2: rows512<2>(x, r, k, w, c0, c1, y, ldy); break;
+        default: rows512<1>(x, r, k, w, c0, c1, y, ldy); break;
+      }
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
   return _mm_cvtss_f32(s);
 }
 
-// R rows of x against one weight row. Per row: two 8-wide accumulators over blocks of 16, one
-// more block of 8, then the scalar tail: the same order for every R.
-template <int R>
-inline void dot_rows(const float* const* xr, const float* wr, int64_t k, float* out) {
-  __m256 a[R], b[R];
-  for (int r = 0; r < R; ++r) a[r] = b[r] = _mm256_setzero_ps();
+// AVX2: tiles of R rows x 3 weight rows (12 accumulators), 8 lanes; the scalar tail per output.
+template <int R, int C>
+__attribute__((target("avx2,fma"))) void tile256(const float* x, int64_t row0, int64_t k,
+                                                 const float* w, int64_t c0, float* y,
+                                                 int64_t ldy) {
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < C; ++j) acc[r][j] = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    const __m256 w0 = _mm256_loadu_ps(wr + i), w1 = _mm256_loadu_ps(wr + i + 8);
+  for (; i + 8 <= k; i += 8) {
+    __m256 wv[C];
+    for (int j = 0; j < C; ++j) wv[j] = _mm256_loadu_ps(w + (c0 + j) * k + i);
     for (int r = 0; r < R; ++r) {
-      a[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + i), a[r]);
-      b[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[r] + i + 8), b[r]);
+      const __m256 xv = _mm256_loadu_ps(x + (row0 + r) * k + i);
+      for (int j = 0; j < C; ++j) acc[r][j] = _mm256_fmadd_ps(wv[j], xv, acc[r][j]);
     }
   }
-  if (i + 8 <= k) {
-    const __m256 w0 = _mm256_loadu_ps(wr + i);
-    for (int r = 0; r < R; ++r) a[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + i), a[r]);
-    i += 8;
-  }
-  for (int r = 0; r < R; ++r) {
-    float s = horizontal_sum(_mm256_add_ps(a[r], b[r]));
-    for (int64_t j = i; j < k; ++j) s += wr[j] * xr[r][j];
-    out[r] = s;
-  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < C; ++j) {
+      float s = hsum256(acc[r][j]);
+      for (int64_t t = i; t < k; ++t) s += w[(c0 + j) * k + t] * x[(row0 + r) * k + t];
+      y[(row0 + r) * ldy + c0 + j] = s;
+    }
 }
 
-#else
-
 template <int R>
-inline void dot_rows(const float* const* xr, const float* wr, int64_t k, float* out) {
-  for (int r = 0; r < R; ++r) {
-    float s = 0;
-    for (int64_t j = 0; j < k; ++j) s += wr[j] * xr[r][j];
-    out[r] = s;
+__attribute__((target("avx2,fma"))) void rows256(const float* x, int64_t row0, int64_t k,
+                                                 const float* w, int64_t n0, int64_t n1, float* y,
+                                                 int64_t ldy) {
+  int64_t c = n0;
+  for (; c + 3 <= n1; c += 3) tile256<R, 3>(x, row0, k, w, c, y, ldy);
+  for (; c < n1; ++c) tile256<R, 1>(x, row0, k, w, c, y, ldy);
+}
+
+__attribute__((target("avx2,fma"))) void skinny256(const float* x, int64_t m, int64_t k,
+                                                   const float* w, int64_t n0, int64_t n1,
+                                                   float* y, int64_t ldy) {
+  constexpr int64_t kTileBytes = 256 * 1024;
+  const int64_t tile = m <= 4 ? n1 - n0 : std::max<int64_t>(3, kTileBytes / (k * 4));
+  for (int64_t c0 = n0; c0 < n1; c0 += tile) {
+    const int64_t c1 = std::min(n1, c0 + tile);
+    for (int64_t r = 0; r < m; r += 4) {
+      switch (std::min<int64_t>(4, m - r)) {
+        case 4: rows256<4>(x, r, k, w, c0, c1, y, ldy); break;
+        case 3: rows256<3>(x, r, k, w, c0, c1, y, ldy); break;
+        case 2: rows256<2>(x, r, k, w, c0, c1, y, ldy); break;
+        default: rows256<1>(x, r, k, w, c0, c1, y, ldy); break;
+      }
+    }
   }
 }
 
 #endif
 
-template <int R>
-void rows_block(const float* x, int64_t row0, int64_t k, const float* w, int64_t n0, int64_t n1,
-                float* y, int64_t ldy) {
-  const float* xr[R];
-  for (int r = 0; r < R; ++r) xr[r] = x + (row0 + r) * k;
-  float out[R];
-  for (int64_t c = n0; c < n1; ++c) {
-    dot_rows<R>(xr, w + c * k, k, out);
-    for (int r = 0; r < R; ++r) y[(row0 + r) * ldy + c] = out[r];
-  }
+using Kernel = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*,
+                        int64_t);
+
+// One kernel for the whole process, chosen once from what the CPU offers.
+Kernel pick_kernel() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return skinny512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return skinny256;
+#endif
+  return scalar_rows;
 }
 
 }  // namespace
 
 void skinny_gemm_nt(const float* x, int64_t m, int64_t k, const float* w, int64_t n0, int64_t n1,
                     float* y, int64_t ldy) {
-  // Column tiles small enough that their weight rows stay in L2 while every row block uses them.
-  constexpr int64_t kTileBytes = 256 * 1024;
-  const int64_t tile = k > 0 ? std::max<int64_t>(1, kTileBytes / (k * int64_t(sizeof(float)))) : n1;
-  for (int64_t c0 = n0; c0 < n1; c0 += tile) {
-    const int64_t c1 = std::min(n1, c0 + tile);
-    int64_t r = 0;
-    for (; r + 4 <= m; r += 4) rows_block<4>(x, r, k, w, c0, c1, y, ldy);
-    switch (m - r) {
-      case 3: rows_block<3>(x, r, k, w, c0, c1, y, ldy); break;
-      case 2: rows_block<2>(x, r, k, w, c0, c1, y, ldy); break;
-      case 1: rows_block<1>(x, r, k, w, c0, c1, y, ldy); break;
-      default: break;
-    }
-  }
+  static const Kernel kernel = pick_kernel();
+  kernel(x, m, k, w, n0, n1, y, ldy);
+}
+
+const char* skinny_gemm_isa() {
+  static const Kernel kernel = pick_kernel();
+#if defined(__x86_64__)
+  if (kernel == skinny512) return "avx512";
+  if (kernel == skinny256) return "avx2";
+#endif
+  return "scalar";
 }
 
 }  // namespace tessera::ops

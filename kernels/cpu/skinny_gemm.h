@@ -15,5 +15,7 @@ inline constexpr int64_t kSkinnyMaxRows = 16;
 // [n0, n1) are written.
 void skinny_gemm_nt(const float* x, int64_t m, int64_t k, const float* w, int64_t n0, int64_t n1,
                     float* y, int64_t ldy);
+// The instruction set the kernel uses on this CPU: "avx512", "avx2" or "scalar".
+const char* skinny_gemm_isa();
 
 }  // namespace tessera::ops
