@@ -296,6 +296,12 @@ StepPlan Scheduler::schedule() {
   while (!waiting_.empty() && !full() && (!options_.static_batches || batch_open_)) {
     if (sp && !plan.work.empty()) break;  // a sequence-parallel prompt is a step of its own
     Seq& s = *seqs_.at(waiting_.front());
+    // A prompt whose first block is being computed in this very step waits one step, so that
+    // it shares those blocks instead of computing them again (requests with one system prompt
+    // arriving together).
+    if (options_.prefix_caching && int64_t(s.known.size()) > options_.block_size &&
+        being_computed(block_hash(0, s.known.data(), options_.block_size)))
+      break;
     no_room = int64_t(running_.size()) >= options_.max_sequences ||
               !can_allocate(admission_blocks(s));  // first come, first served: no skipping
     if (no_room) break;
@@ -317,6 +323,12 @@ StepPlan Scheduler::schedule() {
   ++metrics_.steps;
   track_waste();
   return plan;
+}
+
+bool Scheduler::being_computed(uint64_t hash) const {
+  for (const auto& [block, h] : unpublished_)
+    if (h == hash) return true;
+  return false;
 }
 
 std::vector<int64_t> Scheduler::admission_blocks(const Seq& s) const {

@@ -10,7 +10,8 @@
 //   prompt are free.
 // - Prefix caching: a full block is known by the hash of its tokens and every token before it; a
 //   new sequence takes the cached blocks of its longest cached prefix instead of computing them
-//   (always computing its last prompt token, for the logits). Writing into a block another
+//   (always computing its last prompt token, for the logits); a prompt whose first block is
+//   being computed in the current step waits a step to share it. Writing into a block another
 //   sequence also holds copies it first (copy-on-write).
 // - Preemption by recompute: when a decoding sequence needs a block and none is free, the most
 //   recently admitted sequence not in flight gives its blocks back and starts again later from
@@ -110,6 +111,7 @@ class Scheduler {
   void add_work(Seq& s, int64_t n, StepPlan& plan);
   void track_waste();
   std::vector<int64_t> admission_blocks(const Seq& s) const;
+  bool being_computed(uint64_t hash) const;  // a full block of this step has this hash
 
   SchedulerOptions options_;
   std::vector<BlockAllocator> blocks_;  // per SP rank

@@ -28,11 +28,11 @@ ModelConfig engine_config() {
   return c;
 }
 
-// 20 requests of mixed prompt (1..40) and output (1..24) lengths; a third sample with a seed.
+// 64 requests of mixed prompt (1..40) and output (1..24) lengths; a third sample with a seed.
 std::vector<GenerationRequest> mixed_requests() {
   std::mt19937 g(7);
   std::vector<GenerationRequest> out;
-  for (int i = 0; i < 20; ++i) {
+  for (int i = 0; i < 64; ++i) {
     GenerationRequest r;
     const int prompt = 1 + int(g() % 40);
     for (int t = 0; t < prompt; ++t) r.prompt.push_back(int32_t(g() % 256));
@@ -78,7 +78,7 @@ class EngineTest : public ::testing::Test {
     ProcessGroups g =
         ProcessGroups::create({p / model_ranks, l.pp, l.sp, l.tp}, MpiCommunicator::world());
     const LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get(), g.sp.get());
-    if (options.num_blocks == 0) options.num_blocks = 256;  // room for every request at once
+    if (options.num_blocks == 0) options.num_blocks = 512;  // room for every request at once
     Engine engine(model, ref_->tokenizer, options);
     const auto requests = mixed_requests();
     std::vector<std::string> streamed(requests.size());
@@ -92,6 +92,7 @@ class EngineTest : public ::testing::Test {
       return;
     }
     ASSERT_EQ(got.size(), requests.size());
+    last_metrics_ = engine.stats().scheduler;
     for (size_t i = 0; i < got.size(); ++i) {
       EXPECT_EQ(got[i].tokens, (*alone_)[i].tokens) << "request " << i;
       EXPECT_EQ(got[i].finish_reason, (*alone_)[i].finish_reason) << "request " << i;
@@ -102,6 +103,7 @@ class EngineTest : public ::testing::Test {
 
   static ReferenceModel* ref_;
   static std::vector<GenerationResult>* alone_;
+  SchedulerMetrics last_metrics_;  // the leader's, after check()
 };
 
 ReferenceModel* EngineTest::ref_ = nullptr;
@@ -132,6 +134,60 @@ TEST_F(EngineTest, TensorAndPipeline) { check({2, 2, 1}, {}); }
 TEST_F(EngineTest, SequenceParallel) { check({1, 1, 2}, {}); }
 TEST_F(EngineTest, SequenceTensorPipeline) { check({2, 2, 2}, {}); }
 TEST_F(EngineTest, EightWayTensorParallel) { check({8, 1, 1}, {}); }
+
+// A KV cache far too small for the load: sequences are preempted and recomputed, and every
+// request still ends with the tokens it has alone.
+TEST_F(EngineTest, PreemptionKeepsEveryRequestsTokens) {
+  EngineOptions o;
+  o.num_blocks = 12;  // 192 tokens for 64 requests of up to 64 positions each
+  o.max_sequences = 16;
+  check({1, 1, 1}, o);
+  if (ref_->world->rank() == 0) {
+    EXPECT_GT(last_metrics_.preemptions, 0);
+  }
+}
+
+TEST_F(EngineTest, PreemptionUnderPipelineAndTensorParallel) {
+  EngineOptions o;
+  o.num_blocks = 12;
+  o.max_sequences = 16;
+  check({2, 2, 1}, o);
+}
+
+// Requests sharing a long system prompt, submitted together: its blocks are computed once, and
+// every answer equals the request alone (without any cache).
+TEST(EnginePrefixCache, SharedSystemPromptIsComputedOnce) {
+  ReferenceModel ref(engine_config(), "tessera_prefix.h5", 5);
+  std::vector<int32_t> system;
+  for (int i = 0; i < 50; ++i) system.push_back(int32_t((i * 37 + 11) % 256));
+  std::vector<GenerationRequest> requests;
+  for (int r = 0; r < 8; ++r) {
+    GenerationRequest q;
+    q.prompt = system;
+    for (int t = 0; t <= r; ++t) q.prompt.push_back(int32_t((r * 13 + t * 7) % 256));
+    q.max_tokens = 12;
+    q.ignore_eos = true;
+    requests.push_back(q);
+  }
+  EngineOptions o;
+  o.num_blocks = 64;
+  Engine engine(ref.model, ref.tokenizer, o);
+  for (const GenerationRequest& q : requests) engine.submit(q);
+  const std::vector<GenerationResult> got = engine.run();
+  const SchedulerMetrics m = engine.stats().scheduler;
+  int64_t prompt_tokens = 0;
+  for (const GenerationRequest& q : requests) prompt_tokens += int64_t(q.prompt.size());
+  // The 3 full blocks of the 50-token system prompt (48 tokens) are computed by the first
+  // request only.
+  EXPECT_EQ(m.cached_tokens, 7 * 48);
+  EXPECT_EQ(m.prefill_tokens, prompt_tokens - 7 * 48);
+  EngineOptions no_cache = o;
+  no_cache.prefix_caching = false;
+  Generator alone(ref.model, ref.tokenizer, no_cache);
+  ASSERT_EQ(got.size(), requests.size());
+  for (size_t i = 0; i < requests.size(); ++i)
+    EXPECT_EQ(got[i].tokens, alone.generate(requests[i]).tokens) << "request " << i;
+}
 
 }  // namespace
 }  // namespace tessera

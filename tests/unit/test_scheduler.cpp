@@ -320,17 +320,17 @@ TEST(Scheduler, SharedSystemPromptIsComputedOnce) {
   SchedulerSimulation sim(o, 1);
   std::vector<int32_t> system;
   for (int i = 0; i < 100; ++i) system.push_back(i % 50);
-  for (int r = 0; r < 8; ++r) {
+  for (int r = 0; r < 8; ++r) {  // all at once: the later ones wait a step to share
     std::vector<int32_t> prompt = system;
     prompt.push_back(r);
     sim.add(r, prompt, 3);
-    // One at a time, so each later request finds the first one's blocks published.
-    while (!sim.s_.idle()) {
-      const StepPlan p = sim.s_.schedule();
-      ASSERT_FALSE(p.work.empty());
-      sim.execute(p);
-      sim.complete(p);
-    }
+  }
+  while (!sim.s_.idle()) {
+    const StepPlan p = sim.s_.schedule();
+    ASSERT_FALSE(p.work.empty());
+    sim.execute(p);
+    if (HasFatalFailure()) return;
+    sim.complete(p);
   }
   const SchedulerMetrics m = sim.s_.metrics();
   EXPECT_EQ(m.prompt_tokens, 8 * 101);
