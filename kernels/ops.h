@@ -66,8 +66,9 @@ inline constexpr int64_t kAllKeysVisible = INT64_MAX / 4;
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, AttentionState& state);
 // Paged attention: the keys and values of many sequences live in fixed-size blocks of one pool,
-// k_pool and v_pool (num_blocks, block_size, n_kv_heads, d). A sequence's key j sits in block
-// blocks[j / block_size] at slot j % block_size.
+// k_pool and v_pool (num_blocks, n_kv_heads, block_size, d): within a block each KV head's rows
+// are contiguous, so one head's keys are read in block-sized runs. A sequence's key j sits in
+// block blocks[j / block_size] at slot j % block_size.
 struct PagedSequence {
   int64_t row = 0, rows = 0;         // its query rows [row, row + rows) of q
   const int32_t* blocks = nullptr;   // its block table

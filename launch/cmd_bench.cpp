@@ -2,6 +2,7 @@
 // engine with continuous batching and through the same engine with static batches (a batch
 // starts only when the previous one has finished), in one run: throughput, time to first token,
 // time per output token, KV-cache use, and the ratio of the two throughputs.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -52,13 +53,16 @@ struct ModeResult {
   int64_t output_tokens = 0;
 };
 
-ModeResult run_mode(ModelRun& run, const Workload& w, bool static_batches) {
+ModeResult run_mode(ModelRun& run, const Workload& w, bool static_batches,
+                    const std::string& trace) {
   EngineOptions o = run.engine;
   o.static_batches = static_batches;
   Engine engine(*run.bundle.model, *run.bundle.tokenizer, o);
   if (engine.leader())
     for (const GenerationRequest& r : w.requests) engine.submit(r);
   const std::vector<GenerationResult> results = engine.run();
+  report_engine(run.groups, engine.stats(),
+                trace.empty() ? "" : trace + (static_batches ? ".static.json" : ".continuous.json"));
   ModeResult m;
   m.mode = static_batches ? "static batches" : "continuous batching";
   m.stats = engine.stats();
@@ -94,7 +98,7 @@ int run_bench(const Args& args) {
   ModelRunOptions run_options;
   run_options.engine.max_sequences = 8;
   run_options.add_to(desc);
-  int64_t requests = 64;
+  int64_t requests = 64, rounds = 1;
   uint64_t seed = 1;
   std::string workload = "mixed", mode = "both", json_path;
   desc.add_options()
@@ -104,10 +108,14 @@ int run_bench(const Args& args) {
        "mixed (prompts 8-96 tokens, outputs 8-48 or, one in five, 256-448) or uniform "
        "(64 and 64)")
       ("mode", po::value(&mode)->default_value("both"), "continuous, static, or both")
+      ("rounds", po::value(&rounds)->default_value(1),
+       "run the modes this many times, alternating which goes first, and report each mode's "
+       "median (for machines whose speed drifts)")
       ("json", po::value(&json_path), "also write the figures to this JSON file");
   po::variables_map vm;
   if (!parse_options("bench", "--model FILE [options]", desc, args, vm)) return 0;
   TESSERA_CHECK(requests >= 1, "--requests must be at least 1");
+  TESSERA_CHECK(rounds >= 1, "--rounds must be at least 1");
   TESSERA_CHECK(mode == "both" || mode == "continuous" || mode == "static",
                 "--mode must be continuous, static or both, got '" << mode << "'");
   ModelRun run = ModelRun::start(run_options, vm);
@@ -123,21 +131,39 @@ int run_bench(const Args& args) {
                  (long long)requests, workload.c_str(), (unsigned long long)seed,
                  (long long)w.prompt_tokens, (long long)w.output_tokens,
                  (long long)run.engine.max_sequences);
-  std::vector<ModeResult> results;
-  if (mode != "static") results.push_back(run_mode(run, w, false));
-  if (mode != "continuous") results.push_back(run_mode(run, w, true));
+  std::vector<bool> modes;  // static_batches of each mode
+  if (mode != "static") modes.push_back(false);
+  if (mode != "continuous") modes.push_back(true);
+  std::vector<std::vector<ModeResult>> runs(modes.size());  // per mode, one per round
+  for (int64_t round = 0; round < rounds; ++round)
+    for (size_t i = 0; i < modes.size(); ++i) {
+      const size_t which = round % 2 ? modes.size() - 1 - i : i;  // odd rounds: reversed
+      runs[which].push_back(
+          run_mode(run, w, modes[which], round == 0 ? run_options.trace : std::string()));
+    }
   if (!run.rank0) return 0;
+  // Each mode's median round (the lower middle one for an even count).
+  std::vector<ModeResult> results;
+  for (std::vector<ModeResult> r : runs) {  // (a copy: runs keeps the rounds' order)
+    std::sort(r.begin(), r.end(),
+              [](const ModeResult& a, const ModeResult& b) { return a.seconds < b.seconds; });
+    results.push_back(r[(r.size() - 1) / 2]);
+  }
   nlohmann::json out = {{"model", run_options.model},
                         {"requests", requests},
                         {"workload", workload},
                         {"seed", seed},
                         {"max_batch", run.engine.max_sequences},
+                        {"rounds", rounds},
                         {"ranks", run.groups.world->size()},
                         {"modes", nlohmann::json::array()}};
   std::printf("| mode | time | output tokens/s | mean TTFT | mean TPOT | peak KV blocks | "
               "empty slots at peak | preemptions |\n|---|---|---|---|---|---|---|---|\n");
-  for (const ModeResult& m : results) {
-    const nlohmann::json j = to_json(m);
+  for (size_t i = 0; i < results.size(); ++i) {
+    const ModeResult& m = results[i];
+    nlohmann::json j = to_json(m);
+    j["seconds_of_each_round"] = nlohmann::json::array();
+    for (const ModeResult& r : runs[i]) j["seconds_of_each_round"].push_back(r.seconds);
     out["modes"].push_back(j);
     std::printf("| %s | %.1f s | %.1f | %.2f s | %.1f ms | %lld | %.1f%% | %lld |\n",
                 m.mode.c_str(), m.seconds, j["output_tokens_per_second"].get<double>(),
@@ -149,7 +175,16 @@ int run_bench(const Args& args) {
   if (results.size() == 2) {
     const double ratio = results[1].seconds / results[0].seconds;
     out["continuous_over_static"] = ratio;
-    std::printf("\ncontinuous batching: %.2fx the throughput of static batches\n", ratio);
+    std::printf("\ncontinuous batching: %.2fx the throughput of static batches", ratio);
+    if (rounds > 1) {
+      std::printf(" (medians of %lld rounds; each mode's times:", (long long)rounds);
+      for (size_t i = 0; i < runs.size(); ++i) {
+        std::printf(" %s", i ? "; static" : "continuous");
+        for (const ModeResult& r : runs[i]) std::printf(" %.1f", r.seconds);
+      }
+      std::printf(" s)");
+    }
+    std::printf("\n");
   }
   std::fflush(stdout);
   if (!json_path.empty()) {

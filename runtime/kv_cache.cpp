@@ -10,8 +10,8 @@ namespace tessera {
 KvPool::KvPool(const KvPoolShape& shape, int64_t num_blocks) : shape_(shape), num_blocks_(num_blocks) {
   TESSERA_CHECK(num_blocks >= 1, "a KV pool needs at least one block");
   for (int64_t i = 0; i < shape.layers; ++i) {
-    k_.push_back(Tensor::empty({num_blocks, shape.block_size, shape.kv_heads, shape.head_dim}, DType::kF32));
-    v_.push_back(Tensor::empty({num_blocks, shape.block_size, shape.kv_heads, shape.head_dim}, DType::kF32));
+    k_.push_back(Tensor::empty({num_blocks, shape.kv_heads, shape.block_size, shape.head_dim}, DType::kF32));
+    v_.push_back(Tensor::empty({num_blocks, shape.kv_heads, shape.block_size, shape.head_dim}, DType::kF32));
   }
 }
 
@@ -23,14 +23,17 @@ void KvPool::copy_block(int32_t src, int32_t dst) {
                                            t.rows(src, src + 1).nbytes());
 }
 
-float* KvPool::key_row(int64_t layer, const int32_t* blocks, int64_t row) {
-  const int64_t bs = shape_.block_size, width = shape_.kv_heads * shape_.head_dim;
-  return k_[size_t(layer)].data<float>() + (int64_t(blocks[row / bs]) * bs + row % bs) * width;
-}
-
-float* KvPool::value_row(int64_t layer, const int32_t* blocks, int64_t row) {
-  const int64_t bs = shape_.block_size, width = shape_.kv_heads * shape_.head_dim;
-  return v_[size_t(layer)].data<float>() + (int64_t(blocks[row / bs]) * bs + row % bs) * width;
+void KvPool::store(int64_t layer, const int32_t* blocks, int64_t row, const float* k,
+                   const float* v) {
+  const int64_t bs = shape_.block_size, hd = shape_.head_dim, heads = shape_.kv_heads;
+  const int64_t slot = row % bs, first = int64_t(blocks[row / bs]) * heads * bs;
+  float* kd = k_[size_t(layer)].data<float>();
+  float* vd = v_[size_t(layer)].data<float>();
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t at = (first + h * bs + slot) * hd;
+    std::memcpy(kd + at, k + h * hd, size_t(hd) * sizeof(float));
+    std::memcpy(vd + at, v + h * hd, size_t(hd) * sizeof(float));
+  }
 }
 
 void KvPool::grow(int64_t num_blocks) {

@@ -25,13 +25,13 @@ class KvPool {
   const KvPoolShape& shape() const { return shape_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return shape_.block_size; }
-  Tensor& keys(int64_t layer) { return k_[size_t(layer)]; }  // (blocks, block_size, kv_heads, head_dim)
+  Tensor& keys(int64_t layer) { return k_[size_t(layer)]; }  // (blocks, kv_heads, block_size, head_dim)
   Tensor& values(int64_t layer) { return v_[size_t(layer)]; }
   // Block dst becomes a copy of block src, in every layer (copy-on-write).
   void copy_block(int32_t src, int32_t dst);
-  // Row `row` of a sequence with block table `blocks`: (kv_heads, head_dim) floats in the layer.
-  float* key_row(int64_t layer, const int32_t* blocks, int64_t row);
-  float* value_row(int64_t layer, const int32_t* blocks, int64_t row);
+  // Stores row `row` of a sequence with block table `blocks` in the layer: k and v are
+  // (kv_heads, head_dim) each.
+  void store(int64_t layer, const int32_t* blocks, int64_t row, const float* k, const float* v);
   // Grows the pool to num_blocks, keeping what it holds.
   void grow(int64_t num_blocks);
 

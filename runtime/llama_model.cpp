@@ -177,15 +177,13 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
   // New keys and values go after the rows each sequence holds (with sequence parallelism a
   // decode token's K/V is kept by one SP rank).
   KvPool& pool = *segs.front().seq->pool;
-  const size_t width = size_t(kv_heads * hd);
+  const int64_t width = kv_heads * hd;
   for (const Segment& s : segs) {
     if (!s.keep) continue;
     for (int64_t i = 0; i < s.rows; ++i) {
       const int64_t row = s.seq->rows + i;
-      std::memcpy(pool.key_row(layer, s.seq->blocks, row), k.data<float>() + (s.row + i) * int64_t(width),
-                  width * sizeof(float));
-      std::memcpy(pool.value_row(layer, s.seq->blocks, row),
-                  v.data<float>() + (s.row + i) * int64_t(width), width * sizeof(float));
+      pool.store(layer, s.seq->blocks, row, k.data<float>() + (s.row + i) * width,
+                 v.data<float>() + (s.row + i) * width);
     }
   }
   Tensor attn = Tensor::empty({n, heads, hd}, DType::kF32);

@@ -313,7 +313,11 @@ StepPlan Scheduler::schedule() {
     budget -= n;
     if (sp) break;
   }
-  if (options_.static_batches && (waiting_.empty() || no_room)) batch_open_ = false;
+  // The batch is complete once it is full, nothing more waits, or the next does not fit; a step
+  // that filled its token budget first leaves it open for the next step.
+  if (options_.static_batches &&
+      (waiting_.empty() || no_room || int64_t(running_.size()) >= options_.max_sequences))
+    batch_open_ = false;
   for (const auto& [block, hash] : unpublished_)
     if (blocks_[0].refs(block) > 0) blocks_[0].publish(block, hash);
   unpublished_.clear();

@@ -209,28 +209,78 @@ namespace {
 template <typename KeyAt>
 inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float scale, KeyAt key_at,
                            float* scores, float& mx, float& sum_out, float* o) {
-  float block_max = -INFINITY;
-  for (int64_t j = 0; j < n_keys; ++j) {
+  // Four keys at a time: four independent dot products keep the FMA units busy where one would
+  // wait on its own additions. Which code computes key j depends only on j and n_keys, so a
+  // row's scores do not depend on the batch or on where its keys are stored.
+  int64_t j = 0;
+  for (; j + 4 <= n_keys; j += 4) {
+    const float* k0 = key_at(j).first;
+    const float* k1 = key_at(j + 1).first;
+    const float* k2 = key_at(j + 2).first;
+    const float* k3 = key_at(j + 3).first;
+    float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+    for (int64_t i = 0; i < d; ++i) {
+      d0 += qv[i] * k0[i];
+      d1 += qv[i] * k1[i];
+      d2 += qv[i] * k2[i];
+      d3 += qv[i] * k3[i];
+    }
+    scores[j] = d0 * scale;
+    scores[j + 1] = d1 * scale;
+    scores[j + 2] = d2 * scale;
+    scores[j + 3] = d3 * scale;
+  }
+  for (; j < n_keys; ++j) {
     const float* kv = key_at(j).first;
     float dot = 0;
 #pragma omp simd reduction(+ : dot)
     for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
     scores[j] = dot * scale;
-    block_max = std::max(block_max, scores[j]);
   }
+  float block_max = -INFINITY;
+  for (int64_t t = 0; t < n_keys; ++t) block_max = std::max(block_max, scores[t]);
   const float new_max = std::max(mx, block_max);
   const float rescale = std::exp(mx - new_max);  // 0 when nothing was seen
   for (int64_t i = 0; i < d; ++i) o[i] *= rescale;
   double sum = 0;
-  for (int64_t j = 0; j < n_keys; ++j) {
-    const float w = std::exp(scores[j] - new_max);
-    sum += w;
+  for (j = 0; j < n_keys; ++j) {
+    scores[j] = std::exp(scores[j] - new_max);  // the key's weight
+    sum += scores[j];
+  }
+  // o += weight_j v_j, four keys per pass over o (one load and store of o per four keys
+  // instead of per key); each o[i] still adds the keys one by one, in order.
+  for (j = 0; j + 4 <= n_keys; j += 4) {
+    const float* v0 = key_at(j).second;
+    const float* v1 = key_at(j + 1).second;
+    const float* v2 = key_at(j + 2).second;
+    const float* v3 = key_at(j + 3).second;
+    const float w0 = scores[j], w1 = scores[j + 1], w2 = scores[j + 2], w3 = scores[j + 3];
+#pragma omp simd
+    for (int64_t i = 0; i < d; ++i) {
+      float a = o[i];
+      a += w0 * v0[i];
+      a += w1 * v1[i];
+      a += w2 * v2[i];
+      a += w3 * v3[i];
+      o[i] = a;
+    }
+  }
+  for (; j < n_keys; ++j) {
+    const float w = scores[j];
     const float* vv = key_at(j).second;
 #pragma omp simd
     for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
   }
   sum_out = float(double(sum_out) * rescale + sum);
   mx = new_max;
+}
+
+// Query heads per work item: a whole GQA group, so that one thread reads a KV head's keys
+// from memory once for all the query heads that share it, unless that leaves too few items to
+// keep the threads busy.
+int64_t heads_per_item(int64_t rows, int64_t hq, int64_t hkv) {
+  return rows * hkv >= 4 * int64_t(omp_get_max_threads()) ? hq / hkv : 1;
 }
 
 }  // namespace
@@ -247,6 +297,7 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
                  "attention_accumulate: q " << shape_str(q.shape()) << " k "
                                             << shape_str(k.shape()));
   const int64_t group = hq / hkv;
+  const int64_t per_item = heads_per_item(m, hq, hkv);
   const float* pq = q.data<float>();
   const float* pk = k.data<float>();
   const float* pv = v.data<float>();
@@ -258,16 +309,18 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
     std::vector<float> scores(static_cast<size_t>(t));
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t r = 0; r < m; ++r) {
-      for (int64_t h = 0; h < hq; ++h) {
+      for (int64_t item = 0; item < hq / per_item; ++item) {
         const int64_t n_keys = std::clamp<int64_t>(r + visible_offset + 1, 0, t);
         if (n_keys == 0) continue;
-        const int64_t kvh = h / group, s = r * hq + h;
-        auto key_at = [&](int64_t j) {
-          const int64_t at = (j * hkv + kvh) * d;
-          return std::pair<const float*, const float*>(pk + at, pv + at);
-        };
-        accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
-                       acc + s * d);
+        for (int64_t h = item * per_item; h < (item + 1) * per_item; ++h) {
+          const int64_t kvh = h / group, s = r * hq + h;
+          auto key_at = [&](int64_t j) {
+            const int64_t at = (j * hkv + kvh) * d;
+            return std::pair<const float*, const float*>(pk + at, pv + at);
+          };
+          accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
+                         acc + s * d);
+        }
       }
     }
   }
@@ -280,7 +333,7 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
   check_cpu_f32(k_pool, "attention key pool");
   check_cpu_f32(v_pool, "attention value pool");
   const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
-  const int64_t num_blocks = k_pool.dim(0), bs = k_pool.dim(1), hkv = k_pool.dim(2);
+  const int64_t num_blocks = k_pool.dim(0), hkv = k_pool.dim(1), bs = k_pool.dim(2);
   TESSERA_ASSERT(k_pool.ndim() == 4 && k_pool.dim(3) == d && v_pool.shape() == k_pool.shape() &&
                      hq % hkv == 0 && st.acc.shape() == q.shape() && st.mx.numel() == m * hq,
                  "paged attention: q " << shape_str(q.shape()) << " pool "
@@ -297,7 +350,21 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
     for (int64_t r = s.row; r < s.row + s.rows; ++r) owner[size_t(r)] = int32_t(i);
     most_keys = std::max(most_keys, s.keys);
   }
+  // Where each sequence's key j starts in the pools (KV head 0), found once per sequence instead
+  // of a division per key and head.
+  std::vector<std::vector<int64_t>> key_offsets(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const PagedSequence& s = seqs[i];
+    std::vector<int64_t>& at = key_offsets[i];
+    at.resize(size_t(s.keys));
+    for (int64_t j0 = 0, b = 0; j0 < s.keys; j0 += bs, ++b) {
+      const int64_t first = int64_t(s.blocks[b]) * hkv * bs * d;
+      for (int64_t slot = 0; slot < bs && j0 + slot < s.keys; ++slot)
+        at[size_t(j0 + slot)] = first + slot * d;
+    }
+  }
   const int64_t group = hq / hkv;
+  const int64_t per_item = heads_per_item(m, hq, hkv);
   const float* pq = q.data<float>();
   const float* pk = k_pool.data<float>();
   const float* pv = v_pool.data<float>();
@@ -309,19 +376,22 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
     std::vector<float> scores(static_cast<size_t>(most_keys));
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t r = 0; r < m; ++r) {
-      for (int64_t h = 0; h < hq; ++h) {
+      for (int64_t item = 0; item < hq / per_item; ++item) {
         if (owner[size_t(r)] < 0) continue;
         const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
         const int64_t n_keys =
             std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
         if (n_keys == 0) continue;
-        const int64_t kvh = h / group, s = r * hq + h;
-        auto key_at = [&](int64_t j) {
-          const int64_t at = ((int64_t(sq.blocks[j / bs]) * bs + j % bs) * hkv + kvh) * d;
-          return std::pair<const float*, const float*>(pk + at, pv + at);
-        };
-        accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
-                       acc + s * d);
+        const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
+        for (int64_t h = item * per_item; h < (item + 1) * per_item; ++h) {
+          const int64_t kvh = h / group, s = r * hq + h;
+          auto key_at = [&](int64_t j) {
+            const int64_t at = offsets[j] + kvh * bs * d;
+            return std::pair<const float*, const float*>(pk + at, pv + at);
+          };
+          accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
+                         acc + s * d);
+        }
       }
     }
   }

@@ -104,18 +104,26 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// AVX2: tiles of R rows x 3 weight rows (12 accumulators), 8 lanes; the scalar tail per output.
-template <int R, int C>
+// AVX2: tiles of R rows x C weight rows (R * C accumulators), 8 lanes; the scalar tail per
+// output. With `prefetch`, the weight rows two tiles ahead are requested while this one computes.
+template <int R, int C, bool kPrefetch>
 __attribute__((target("avx2,fma"))) void tile256(const float* x, int64_t row0, int64_t k,
-                                                 const float* w, int64_t c0, float* y,
+                                                 const float* w, int64_t c0, int64_t n1, float* y,
                                                  int64_t ldy) {
   __m256 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < C; ++j) acc[r][j] = _mm256_setzero_ps();
+  // Rows past the matrix are not prefetched (a prefetch of any address is harmless, but stay in
+  // bounds anyway).
+  const int64_t ahead = kPrefetch && c0 + 3 * C <= n1 ? 2 * C : 0;
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
     __m256 wv[C];
-    for (int j = 0; j < C; ++j) wv[j] = _mm256_loadu_ps(w + (c0 + j) * k + i);
+    for (int j = 0; j < C; ++j) {
+      if (kPrefetch && ahead && (i & 15) == 0)  // one request per 64-byte line
+        _mm_prefetch(reinterpret_cast<const char*>(w + (c0 + ahead + j) * k + i), _MM_HINT_T0);
+      wv[j] = _mm256_loadu_ps(w + (c0 + j) * k + i);
+    }
     for (int r = 0; r < R; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + (row0 + r) * k + i);
       for (int j = 0; j < C; ++j) acc[r][j] = _mm256_fmadd_ps(wv[j], xv, acc[r][j]);
@@ -129,31 +137,37 @@ __attribute__((target("avx2,fma"))) void tile256(const float* x, int64_t row0, i
     }
 }
 
-template <int R>
-__attribute__((target("avx2,fma"))) void rows256(const float* x, int64_t row0, int64_t k,
-                                                 const float* w, int64_t n0, int64_t n1, float* y,
-                                                 int64_t ldy) {
-  int64_t c = n0;
-  for (; c + 3 <= n1; c += 3) tile256<R, 3>(x, row0, k, w, c, y, ldy);
-  for (; c < n1; ++c) tile256<R, 1>(x, row0, k, w, c, y, ldy);
+// Rows [r0, r0 + R) against weight rows [c0, c0 + C).
+template <int C, bool kPrefetch>
+__attribute__((target("avx2,fma"))) void rows256(const float* x, int64_t r0, int64_t rows,
+                                                 int64_t k, const float* w, int64_t c0, int64_t n1,
+                                                 float* y, int64_t ldy) {
+  switch (rows) {
+    case 4: tile256<4, C, kPrefetch>(x, r0, k, w, c0, n1, y, ldy); break;
+    case 3: tile256<3, C, kPrefetch>(x, r0, k, w, c0, n1, y, ldy); break;
+    case 2: tile256<2, C, kPrefetch>(x, r0, k, w, c0, n1, y, ldy); break;
+    default: tile256<1, C, kPrefetch>(x, r0, k, w, c0, n1, y, ldy); break;
+  }
 }
 
 __attribute__((target("avx2,fma"))) void skinny256(const float* x, int64_t m, int64_t k,
                                                    const float* w, int64_t n0, int64_t n1,
                                                    float* y, int64_t ldy) {
-  constexpr int64_t kTileBytes = 256 * 1024;
-  const int64_t tile = m <= 4 ? n1 - n0 : std::max<int64_t>(3, kTileBytes / (k * 4));
-  for (int64_t c0 = n0; c0 < n1; c0 += tile) {
-    const int64_t c1 = std::min(n1, c0 + tile);
+  // Three weight rows at a time (a few KB: they stay in L1) against every row of x in groups of
+  // four, so each weight is read from memory once whatever m is; the first group prefetches the
+  // weight rows two tiles ahead, so memory keeps streaming while the later groups compute.
+  int64_t c = n0;
+  for (; c + 3 <= n1; c += 3)
     for (int64_t r = 0; r < m; r += 4) {
-      switch (std::min<int64_t>(4, m - r)) {
-        case 4: rows256<4>(x, r, k, w, c0, c1, y, ldy); break;
-        case 3: rows256<3>(x, r, k, w, c0, c1, y, ldy); break;
-        case 2: rows256<2>(x, r, k, w, c0, c1, y, ldy); break;
-        default: rows256<1>(x, r, k, w, c0, c1, y, ldy); break;
-      }
+      const int64_t rows = std::min<int64_t>(4, m - r);
+      if (r == 0)
+        rows256<3, true>(x, r, rows, k, w, c, n1, y, ldy);
+      else
+        rows256<3, false>(x, r, rows, k, w, c, n1, y, ldy);
     }
-  }
+  for (; c < n1; ++c)
+    for (int64_t r = 0; r < m; r += 4)
+      rows256<1, false>(x, r, std::min<int64_t>(4, m - r), k, w, c, n1, y, ldy);
 }
 
 #endif

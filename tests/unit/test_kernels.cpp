@@ -1,6 +1,7 @@
 // CPU ops against straightforward double-precision loops written here, on random data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -238,6 +239,65 @@ TEST(Ops, AttentionInBlocksEqualsWholeCausalAttention) {
   ops::attention_finish(a, got);
   const auto w = want.to_f32_vector();
   expect_close(got.to_f32_vector(), std::vector<double>(w.begin(), w.end()), 1e-5);
+}
+
+// Paged attention over keys scattered in a pool's blocks (layout (blocks, kv heads, block slots,
+// head dim)) is the same arithmetic as attention over the same keys laid out contiguously: equal
+// bit for bit, for a batch of sequences of different lengths (prefill rows and decode rows).
+TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
+  for (const int64_t d : {5, 64}) {
+    const int64_t hq = 6, hkv = 2, bs = 4, num_blocks = 40;
+    // (keys before this step, rows of this step) per sequence
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {{0, 7}, {13, 1}, {2, 3}, {30, 1}, {8, 1}};
+    int64_t m = 0;
+    for (const auto& [before, rows] : shapes) m += rows;
+    Tensor q = Tensor::from_f32(random_vec(size_t(m * hq * d), 30), {m, hq, d});
+    std::vector<float> kp = random_vec(size_t(num_blocks * hkv * bs * d), 31);
+    std::vector<float> vp = random_vec(size_t(num_blocks * hkv * bs * d), 32);
+    std::vector<int32_t> order(static_cast<size_t>(num_blocks));
+    for (int32_t b = 0; b < num_blocks; ++b) order[size_t(b)] = b;
+    std::shuffle(order.begin(), order.end(), std::mt19937(33));
+    std::vector<std::vector<int32_t>> tables;
+    std::vector<ops::PagedSequence> seqs;
+    int64_t row = 0, next_block = 0;
+    for (const auto& [before, rows] : shapes) {
+      const int64_t keys = before + rows;
+      std::vector<int32_t> table;
+      for (int64_t b = 0; b < (keys + bs - 1) / bs; ++b) table.push_back(order[size_t(next_block++)]);
+      tables.push_back(table);
+      seqs.push_back({row, rows, nullptr, keys, before});
+      row += rows;
+    }
+    for (size_t i = 0; i < seqs.size(); ++i) seqs[i].blocks = tables[i].data();
+    const Tensor k_pool = Tensor::from_f32(kp, {num_blocks, hkv, bs, d});
+    const Tensor v_pool = Tensor::from_f32(vp, {num_blocks, hkv, bs, d});
+    ops::AttentionState paged = ops::AttentionState::empty(m, hq, d);
+    ops::paged_attention_accumulate(q, k_pool, v_pool, seqs, 0.3f, paged);
+    Tensor got = Tensor::empty({m, hq, d}, DType::kF32);
+    ops::attention_finish(paged, got);
+    const std::vector<float> g = got.to_f32_vector();
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const ops::PagedSequence& s = seqs[i];
+      // The sequence's keys gathered in order, (keys, kv heads, d), by the documented layout.
+      std::vector<float> k, v;
+      for (int64_t j = 0; j < s.keys; ++j)
+        for (int64_t h = 0; h < hkv; ++h)
+          for (int64_t e = 0; e < d; ++e) {
+            const size_t at = size_t(((int64_t(s.blocks[j / bs]) * hkv + h) * bs + j % bs) * d + e);
+            k.push_back(kp[at]);
+            v.push_back(vp[at]);
+          }
+      const Tensor tk = Tensor::from_f32(k, {s.keys, hkv, d}), tv = Tensor::from_f32(v, {s.keys, hkv, d});
+      const Tensor sq = q.rows(s.row, s.row + s.rows).clone();
+      ops::AttentionState alone = ops::AttentionState::empty(s.rows, hq, d);
+      ops::attention_accumulate(sq, tk, tv, s.visible_offset, 0.3f, alone);
+      Tensor want = Tensor::empty({s.rows, hq, d}, DType::kF32);
+      ops::attention_finish(alone, want);
+      const std::vector<float> w = want.to_f32_vector();
+      for (size_t e = 0; e < w.size(); ++e)
+        ASSERT_EQ(g[size_t(s.row * hq * d) + e], w[e]) << "d " << d << ", sequence " << i << ", element " << e;
+    }
+  }
 }
 
 TEST(Tensor, ViewsShareStorageAndCheckShapes) {

@@ -338,5 +338,40 @@ TEST(Scheduler, SharedSystemPromptIsComputedOnce) {
   EXPECT_EQ(m.prefill_tokens, 101 + 7 * 5);
 }
 
+// The baseline of tessera bench: a static batch admits only into an empty engine and runs to
+// its end; continuous batching lets the next request in as soon as one finishes.
+TEST(Scheduler, StaticBatchesAdmitOnlyIntoAnEmptyEngine) {
+  for (const bool static_batches : {true, false}) {
+    SCOPED_TRACE(static_batches ? "static" : "continuous");
+    SchedulerOptions o;
+    o.block_size = 4;
+    o.num_blocks = 256;
+    o.max_sequences = 4;
+    o.static_batches = static_batches;
+    SchedulerSimulation sim(o, 1);
+    for (int r = 0; r < 10; ++r)  // outputs of 2..29 tokens: batches end at different times
+      sim.add(r, std::vector<int32_t>(size_t(3 + r), int32_t(r)), 2 + (r * 7) % 28);
+    std::map<int64_t, std::pair<int64_t, int64_t>> steps;  // sequence -> first and last step
+    while (!sim.s_.idle()) {
+      const StepPlan p = sim.s_.schedule();
+      ASSERT_FALSE(p.work.empty());
+      for (const SequenceWork& w : p.work) {
+        auto [it, fresh] = steps.try_emplace(w.seq, p.id, p.id);
+        it->second.second = p.id;
+      }
+      sim.execute(p);
+      if (HasFatalFailure()) return;
+      sim.complete(p);
+    }
+    // Sequence r is in batch r / 4 (first come, first served); a batch starts after every
+    // sequence of the one before it has left.
+    bool overlapped = false;
+    for (int64_t r = 4; r < 10; ++r)
+      for (int64_t e = (r / 4 - 1) * 4; e < (r / 4) * 4; ++e)
+        overlapped |= steps.at(r).first <= steps.at(e).second;
+    EXPECT_EQ(overlapped, !static_batches);
+  }
+}
+
 }  // namespace
 }  // namespace tessera
