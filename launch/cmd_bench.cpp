@@ -54,10 +54,11 @@ struct ModeResult {
 };
 
 ModeResult run_mode(ModelRun& run, const Workload& w, bool static_batches,
-                    const std::string& trace) {
+                    const std::string& trace, double stats_interval) {
   EngineOptions o = run.engine;
   o.static_batches = static_batches;
   Engine engine(*run.bundle.model, *run.bundle.tokenizer, o);
+  report_progress(engine, stats_interval);
   if (engine.leader())
     for (const GenerationRequest& r : w.requests) engine.submit(r);
   const std::vector<GenerationResult> results = engine.run();
@@ -139,7 +140,8 @@ int run_bench(const Args& args) {
     for (size_t i = 0; i < modes.size(); ++i) {
       const size_t which = round % 2 ? modes.size() - 1 - i : i;  // odd rounds: reversed
       runs[which].push_back(
-          run_mode(run, w, modes[which], round == 0 ? run_options.trace : std::string()));
+          run_mode(run, w, modes[which], round == 0 ? run_options.trace : std::string(),
+                   run_options.stats_interval));
     }
   if (!run.rank0) return 0;
   // Each mode's median round (the lower middle one for an even count).

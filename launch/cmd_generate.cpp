@@ -166,6 +166,7 @@ int run_generate(const Args& args) {
 
   if (vm.count("input")) {
     Engine engine(*bundle.model, *bundle.tokenizer, run.engine);
+    report_progress(engine, run_options.stats_interval);
     const BatchTotals t = run_batch(bundle, engine, d, input, output);
     const double wall = engine.stats().run_seconds;
     const double share = communication_share(groups, wall);

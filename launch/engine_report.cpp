@@ -8,6 +8,29 @@
 
 namespace tessera::cli {
 
+void report_progress(Engine& engine, double interval_seconds) {
+  if (!engine.leader() || interval_seconds <= 0) return;
+  struct Last {
+    double at = 0;
+    int64_t sampled = 0, prefilled = 0;
+  };
+  engine.set_progress(interval_seconds, [last = Last{}](double elapsed, const SchedulerMetrics& m,
+                                                        const EngineStats& s) mutable {
+    const double dt = std::max(1e-9, elapsed - last.at);
+    const int64_t total = m.blocks_used + m.blocks_free + m.blocks_cached;
+    std::fprintf(stderr,
+                 "tessera: %.0f s: %lld running, %lld waiting; KV cache %lld of %lld blocks in "
+                 "use (%.1f%%), %lld cached; prefix hits %.1f%%; %lld preemptions; %.1f "
+                 "generated and %.1f prompt tokens/s\n",
+                 elapsed, (long long)m.running, (long long)m.waiting, (long long)m.blocks_used,
+                 (long long)total, total ? 100.0 * double(m.blocks_used) / double(total) : 0.0,
+                 (long long)m.blocks_cached, 100.0 * m.prefix_hit_rate(),
+                 (long long)m.preemptions, double(s.sampled_tokens - last.sampled) / dt,
+                 double(m.prefill_tokens - last.prefilled) / dt);
+    last = {elapsed, s.sampled_tokens, m.prefill_tokens};
+  });
+}
+
 void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::string& trace_path) {
   Communicator& world = *groups.world;
   const int n = world.size();

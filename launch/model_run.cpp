@@ -62,7 +62,10 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "tokens in one step; longer prompts are prefilled in chunks")
       ("max-in-flight", po::value(&engine.max_in_flight)->default_value(0),
        "steps in the pipeline at once, each with its own requests (0: one per stage)")
-      ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)");
+      ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)")
+      ("stats-interval", po::value(&stats_interval)->default_value(stats_interval),
+       "seconds between progress lines on stderr while requests run: running and waiting "
+       "requests, KV blocks, prefix hits, preemptions, tokens/s (0: none)");
 }
 
 ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
@@ -71,6 +74,7 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(o.engine.max_sequences >= 1, "--max-batch must be at least 1");
   TESSERA_CHECK(o.engine.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
+  TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
   const std::vector<double> weights = parse_weights(o.pp_weights);
   ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world()), {}, o.engine};
   run.rank0 = run.groups.world->rank() == 0;

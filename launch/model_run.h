@@ -20,6 +20,7 @@ struct ModelRunOptions {
   KvBudget kv;
   EngineOptions engine;
   std::string trace;
+  double stats_interval = 10;  // seconds between progress lines (0: none)
   // Adds --model, --tp/--pp/--sp/--dp, --pp-weights, --microbatch, the KV-cache and batching
   // flags, --max-context and --trace.
   void add_to(po::options_description& desc);

@@ -163,6 +163,7 @@ bool Engine::accept_token(Sequence& s, int32_t token) {
     s.first_token = now_seconds();
     r.prefill_seconds = s.first_token - std::max(s.start, clock_zero_);
   }
+  ++stats_.sampled_tokens;
   const auto& stop_ids = tokenizer_.data().stop_ids;
   if (!q.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
     finish(s, "stop");
@@ -283,7 +284,12 @@ std::vector<GenerationResult> Engine::run() {
   const PipelineStage& stage = model_.stage();
   if (leader_) {
     std::deque<StepPlan> in_flight;  // issued steps whose tokens have not come back, in order
+    double next_progress = clock_zero_ + progress_interval_;
     while (true) {
+      if (on_progress_ && progress_interval_ > 0 && now_seconds() >= next_progress) {
+        next_progress = now_seconds() + progress_interval_;
+        on_progress_(now_seconds() - clock_zero_, scheduler_->metrics(), stats_);
+      }
       if (feeder_ && scheduler_->metrics().waiting < options_.max_sequences &&
           in_flight.size() < size_t(max_in_flight_) && !feeder_())
         feeder_ = nullptr;

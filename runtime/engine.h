@@ -72,6 +72,7 @@ struct EngineSpan {
 
 struct EngineStats {
   int64_t steps = 0;
+  int64_t sampled_tokens = 0;  // the leader's: tokens that came back from sampling so far
   double run_seconds = 0;    // wall time of run()
   double busy_seconds = 0;   // computing steps (collectives inside the stage included)
   std::vector<EngineSpan> spans;  // one per step this rank computed, in order
@@ -105,6 +106,14 @@ class Engine {
   // Leader only: a source of more requests, called during run() whenever fewer than
   // max_sequences requests wait to start; it submits some and returns false once it has no more.
   void set_feeder(std::function<bool()> feeder) { feeder_ = std::move(feeder); }
+  // Leader only: called during run() about every `interval_seconds` (between steps) with the
+  // seconds since run() began, the scheduler's figures then and the run's statistics so far.
+  using ProgressCallback =
+      std::function<void(double elapsed, const SchedulerMetrics&, const EngineStats&)>;
+  void set_progress(double interval_seconds, ProgressCallback on_progress) {
+    progress_interval_ = interval_seconds;
+    on_progress_ = std::move(on_progress);
+  }
   // Collective over the replica: steps until every submitted request has finished and the
   // feeder is dry. The leader returns the kept results in submission order; the others nothing.
   std::vector<GenerationResult> run();
@@ -134,6 +143,8 @@ class Engine {
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // unfinished, or kept for run()
   int64_t next_id_ = 0;
   std::function<bool()> feeder_;
+  double progress_interval_ = 0;
+  ProgressCallback on_progress_;
   // every rank
   KvPool pool_;
   std::map<int64_t, std::vector<int32_t>> histories_;  // last stage: ids of each live sequence

@@ -1,6 +1,9 @@
 // CPU implementations of kernels/ops.h.
 #include <cblas.h>
 #include <omp.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -205,6 +208,55 @@ AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d) {
 
 namespace {
 
+#if defined(__AVX2__) && defined(__FMA__)
+// e^x for 8 lanes: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by Cephes' degree-7 polynomial
+// (within 2 ulp of std::exp over the range softmax uses), times 2^n; below -87.3 it is 0.
+inline __m256 exp256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.37626f);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+#endif
+
+// s[j] = e^(s[j] - shift) for j < n, and their sum (added in order, in double). Which code
+// computes entry j depends only on j and n.
+inline double exp_shifted(float* s, int64_t n, float shift) {
+  int64_t j = 0;
+  double sum = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 sh = _mm256_set1_ps(shift);
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(s + j, exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), sh)));
+  for (int64_t t = 0; t < j; ++t) sum += s[t];
+#endif
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - shift);
+    sum += s[j];
+  }
+  return sum;
+}
+
+// Keys this far ahead are prefetched while the current ones are used: one block of 16 (the
+// default block size), so the next block's rows are on their way when its first key is needed.
+inline constexpr int64_t kKeysAhead = 16;
+inline void prefetch_row(const float* row, int64_t d) {
+  for (int64_t b = 0; b < d; b += 16) __builtin_prefetch(row + b);  // one per 64-byte line
+}
+
 // One (query row, head) of attention_accumulate: the keys are found through key_at(j).
 template <typename KeyAt>
 inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float scale, KeyAt key_at,
@@ -218,6 +270,8 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
     const float* k1 = key_at(j + 1).first;
     const float* k2 = key_at(j + 2).first;
     const float* k3 = key_at(j + 3).first;
+    if (j + 4 + kKeysAhead <= n_keys)
+      for (int64_t a = 0; a < 4; ++a) prefetch_row(key_at(j + kKeysAhead + a).first, d);
     float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
 #pragma omp simd reduction(+ : d0, d1, d2, d3)
     for (int64_t i = 0; i < d; ++i) {
@@ -243,11 +297,7 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
   const float new_max = std::max(mx, block_max);
   const float rescale = std::exp(mx - new_max);  // 0 when nothing was seen
   for (int64_t i = 0; i < d; ++i) o[i] *= rescale;
-  double sum = 0;
-  for (j = 0; j < n_keys; ++j) {
-    scores[j] = std::exp(scores[j] - new_max);  // the key's weight
-    sum += scores[j];
-  }
+  const double sum = exp_shifted(scores, n_keys, new_max);  // the keys' weights
   // o += weight_j v_j, four keys per pass over o (one load and store of o per four keys
   // instead of per key); each o[i] still adds the keys one by one, in order.
   for (j = 0; j + 4 <= n_keys; j += 4) {
@@ -255,6 +305,8 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
     const float* v1 = key_at(j + 1).second;
     const float* v2 = key_at(j + 2).second;
     const float* v3 = key_at(j + 3).second;
+    if (j + 4 + kKeysAhead <= n_keys)
+      for (int64_t a = 0; a < 4; ++a) prefetch_row(key_at(j + kKeysAhead + a).second, d);
     const float w0 = scores[j], w1 = scores[j + 1], w2 = scores[j + 2], w3 = scores[j + 3];
 #pragma omp simd
     for (int64_t i = 0; i < d; ++i) {

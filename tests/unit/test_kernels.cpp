@@ -40,7 +40,7 @@ TEST(Dtype, HalfKnownValues) {
   EXPECT_EQ(half_to_float(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
   EXPECT_EQ(half_to_float(0x7bff), 65504.0f);
   EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie rounds to even
-  EXPECT_EQ(float_to_half(1e6f), 0x7c00);                            // overflow to inf
+  EXPECT_EQ(float_to_half(1e6f), 0x7c00);                          // overflow to inf
 }
 
 TEST(Dtype, Bf16RoundsToNearestEven) {
@@ -53,7 +53,8 @@ TEST(Dtype, Bf16RoundsToNearestEven) {
 
 TEST(Ops, LinearMatchesLoops) {
   const int64_t m = 7, k = 37, n = 13;
-  auto x = random_vec(size_t(m * k), 1), w = random_vec(size_t(n * k), 2), b = random_vec(size_t(n), 3);
+  auto x = random_vec(size_t(m * k), 1), w = random_vec(size_t(n * k), 2),
+       b = random_vec(size_t(n), 3);
   Tensor tx = Tensor::from_f32(x, {m, k}), tw = Tensor::from_f32(w, {n, k}),
          tb = Tensor::from_f32(b, {n});
   Tensor y = Tensor::empty({m, n}, DType::kF32);
@@ -69,9 +70,9 @@ TEST(Ops, LinearMatchesLoops) {
 }
 
 // Decode batches (up to kSkinnyMaxRows rows) and prefill-sized inputs, with k both a multiple of
-// the vector width and not.
+// the vector width and not, short and long enough that x does not fit L1.
 TEST(Ops, LinearOfEveryBatchSizeMatchesLoops) {
-  for (int64_t k : {576, 37, 16, 8, 3})
+  for (int64_t k : {1539, 576, 37, 16, 8, 3})
     for (int64_t m : {1, 2, 3, 4, 5, 8, 15, 16, 17, 40}) {
       const int64_t n = 29;
       SCOPED_TRACE("m " + std::to_string(m) + " k " + std::to_string(k));
@@ -92,19 +93,23 @@ TEST(Ops, LinearOfEveryBatchSizeMatchesLoops) {
 // A row's result does not depend on the rows batched with it (decode batches of any size up to
 // kSkinnyMaxRows): bit for bit, so a sequence's tokens do not depend on its neighbours.
 TEST(Ops, DecodeBatchRowsAreBitIdenticalToOneRow) {
-  const int64_t k = 200, n = 50;
-  const auto w = random_vec(size_t(n * k), 9);
-  const Tensor tw = Tensor::from_f32(w, {n, k});
-  for (int64_t m = 1; m <= 16; ++m) {
-    const auto x = random_vec(size_t(m * k), uint64_t(m));
-    Tensor all = Tensor::empty({m, n}, DType::kF32);
-    ops::linear(Tensor::from_f32(x, {m, k}), tw, nullptr, all);
-    for (int64_t r = 0; r < m; ++r) {
-      Tensor one = Tensor::empty({1, n}, DType::kF32);
-      ops::linear(Tensor::from_f32(std::vector<float>(x.begin() + r * k, x.begin() + (r + 1) * k), {1, k}),
-                  tw, nullptr, one);
-      for (int64_t c = 0; c < n; ++c)
-        ASSERT_EQ(all.data<float>()[r * n + c], one.data<float>()[c]) << "m " << m << " row " << r;
+  for (const int64_t k : {200, 1539}) {
+    const int64_t n = 50;
+    const auto w = random_vec(size_t(n * k), 9);
+    const Tensor tw = Tensor::from_f32(w, {n, k});
+    for (int64_t m = 1; m <= 16; ++m) {
+      const auto x = random_vec(size_t(m * k), uint64_t(m));
+      Tensor all = Tensor::empty({m, n}, DType::kF32);
+      ops::linear(Tensor::from_f32(x, {m, k}), tw, nullptr, all);
+      for (int64_t r = 0; r < m; ++r) {
+        Tensor one = Tensor::empty({1, n}, DType::kF32);
+        ops::linear(Tensor::from_f32(std::vector<float>(x.begin() + r * k, x.begin() + (r + 1) * k),
+                                     {1, k}),
+                    tw, nullptr, one);
+        for (int64_t c = 0; c < n; ++c)
+          ASSERT_EQ(all.data<float>()[r * n + c], one.data<float>()[c])
+              << "k " << k << ", m " << m << ", row " << r;
+      }
     }
   }
 }
@@ -120,7 +125,8 @@ TEST(Ops, RmsNormMatchesLoops) {
     double ss = 0;
     for (int64_t j = 0; j < d; ++j) ss += double(x[size_t(i * d + j)]) * x[size_t(i * d + j)];
     const double inv = 1.0 / std::sqrt(ss / double(d) + 1e-5);
-    for (int64_t j = 0; j < d; ++j) want[size_t(i * d + j)] = x[size_t(i * d + j)] * inv * w[size_t(j)];
+    for (int64_t j = 0; j < d; ++j)
+      want[size_t(i * d + j)] = x[size_t(i * d + j)] * inv * w[size_t(j)];
   }
   expect_close(y.to_f32_vector(), want, 1e-6);
 }
@@ -179,9 +185,12 @@ TEST(Ops, Llama3RopeScalingBands) {
   const auto scaled = ops::rope_inv_freq(128, 500000.0f, s);
   for (size_t i = 0; i < plain.size(); ++i) {
     const double wavelen = 2 * M_PI / plain[i];
-    if (wavelen < 8192.0 / 4) EXPECT_EQ(scaled[i], plain[i]);               // high frequency: kept
-    else if (wavelen > 8192.0) EXPECT_FLOAT_EQ(scaled[i], plain[i] / 8);    // low: divided
-    else EXPECT_TRUE(scaled[i] < plain[i] && scaled[i] > plain[i] / 8);     // medium: between
+    if (wavelen < 8192.0 / 4)
+      EXPECT_EQ(scaled[i], plain[i]);  // high frequency: kept
+    else if (wavelen > 8192.0)
+      EXPECT_FLOAT_EQ(scaled[i], plain[i] / 8);  // low: divided
+    else
+      EXPECT_TRUE(scaled[i] < plain[i] && scaled[i] > plain[i] / 8);  // medium: between
   }
 }
 
@@ -210,7 +219,8 @@ TEST(Ops, CausalAttentionMatchesLoopsWithGqa) {
       for (double& x : s) sum += x = std::exp(x - mx);
       for (int64_t i = 0; i < d; ++i) {
         double o = 0;
-        for (size_t j = 0; j < s.size(); ++j) o += s[j] / sum * v[(j * size_t(hkv) + size_t(kh)) * size_t(d) + size_t(i)];
+        for (size_t j = 0; j < s.size(); ++j)
+          o += s[j] / sum * v[(j * size_t(hkv) + size_t(kh)) * size_t(d) + size_t(i)];
         want[size_t((r * hq + h) * d + i)] = o;
       }
     }
@@ -248,7 +258,8 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
   for (const int64_t d : {5, 64}) {
     const int64_t hq = 6, hkv = 2, bs = 4, num_blocks = 40;
     // (keys before this step, rows of this step) per sequence
-    const std::vector<std::pair<int64_t, int64_t>> shapes = {{0, 7}, {13, 1}, {2, 3}, {30, 1}, {8, 1}};
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {
+        {0, 7}, {13, 1}, {2, 3}, {30, 1}, {8, 1}};
     int64_t m = 0;
     for (const auto& [before, rows] : shapes) m += rows;
     Tensor q = Tensor::from_f32(random_vec(size_t(m * hq * d), 30), {m, hq, d});
@@ -263,7 +274,8 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
     for (const auto& [before, rows] : shapes) {
       const int64_t keys = before + rows;
       std::vector<int32_t> table;
-      for (int64_t b = 0; b < (keys + bs - 1) / bs; ++b) table.push_back(order[size_t(next_block++)]);
+      for (int64_t b = 0; b < (keys + bs - 1) / bs; ++b)
+        table.push_back(order[size_t(next_block++)]);
       tables.push_back(table);
       seqs.push_back({row, rows, nullptr, keys, before});
       row += rows;
@@ -287,7 +299,8 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
             k.push_back(kp[at]);
             v.push_back(vp[at]);
           }
-      const Tensor tk = Tensor::from_f32(k, {s.keys, hkv, d}), tv = Tensor::from_f32(v, {s.keys, hkv, d});
+      const Tensor tk = Tensor::from_f32(k, {s.keys, hkv, d}),
+                   tv = Tensor::from_f32(v, {s.keys, hkv, d});
       const Tensor sq = q.rows(s.row, s.row + s.rows).clone();
       ops::AttentionState alone = ops::AttentionState::empty(s.rows, hq, d);
       ops::attention_accumulate(sq, tk, tv, s.visible_offset, 0.3f, alone);
@@ -295,7 +308,8 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
       ops::attention_finish(alone, want);
       const std::vector<float> w = want.to_f32_vector();
       for (size_t e = 0; e < w.size(); ++e)
-        ASSERT_EQ(g[size_t(s.row * hq * d) + e], w[e]) << "d " << d << ", sequence " << i << ", element " << e;
+        ASSERT_EQ(g[size_t(s.row * hq * d) + e], w[e])
+            << "d " << d << ", sequence " << i << ", element " << e;
     }
   }
 }
