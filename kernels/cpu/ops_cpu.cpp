@@ -253,8 +253,15 @@ inline double exp_shifted(float* s, int64_t n, float shift) {
 // Keys this far ahead are prefetched while the current ones are used: one block of 16 (the
 // default block size), so the next block's rows are on their way when its first key is needed.
 inline constexpr int64_t kKeysAhead = 16;
-inline void prefetch_row(const float* row, int64_t d) {
-  for (int64_t b = 0; b < d; b += 16) __builtin_prefetch(row + b);  // one per 64-byte line
+// rows[a] = row_at(j + a) for four keys from j, and a prefetch of the rows kKeysAhead later.
+template <typename RowAt>
+inline void four_rows(RowAt row_at, int64_t j, int64_t n_keys, int64_t d, const float* (&rows)[4]) {
+  for (int64_t a = 0; a < 4; ++a) rows[a] = row_at(j + a);
+  if (j + 4 + kKeysAhead <= n_keys)
+    for (int64_t a = 0; a < 4; ++a) {
+      const float* ahead = row_at(j + kKeysAhead + a);
+      for (int64_t b = 0; b < d; b += 16) __builtin_prefetch(ahead + b);  // one per 64-byte line
+    }
 }
 
 // One (query row, head) of attention_accumulate: the keys are found through key_at(j).
@@ -266,12 +273,9 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
   // row's scores do not depend on the batch or on where its keys are stored.
   int64_t j = 0;
   for (; j + 4 <= n_keys; j += 4) {
-    const float* k0 = key_at(j).first;
-    const float* k1 = key_at(j + 1).first;
-    const float* k2 = key_at(j + 2).first;
-    const float* k3 = key_at(j + 3).first;
-    if (j + 4 + kKeysAhead <= n_keys)
-      for (int64_t a = 0; a < 4; ++a) prefetch_row(key_at(j + kKeysAhead + a).first, d);
+    const float* k[4];
+    four_rows([&](int64_t t) { return key_at(t).first; }, j, n_keys, d, k);
+    const float *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3];
     float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
 #pragma omp simd reduction(+ : d0, d1, d2, d3)
     for (int64_t i = 0; i < d; ++i) {
@@ -301,12 +305,9 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
   // o += weight_j v_j, four keys per pass over o (one load and store of o per four keys
   // instead of per key); each o[i] still adds the keys one by one, in order.
   for (j = 0; j + 4 <= n_keys; j += 4) {
-    const float* v0 = key_at(j).second;
-    const float* v1 = key_at(j + 1).second;
-    const float* v2 = key_at(j + 2).second;
-    const float* v3 = key_at(j + 3).second;
-    if (j + 4 + kKeysAhead <= n_keys)
-      for (int64_t a = 0; a < 4; ++a) prefetch_row(key_at(j + kKeysAhead + a).second, d);
+    const float* v[4];
+    four_rows([&](int64_t t) { return key_at(t).second; }, j, n_keys, d, v);
+    const float *v0 = v[0], *v1 = v[1], *v2 = v[2], *v3 = v[3];
     const float w0 = scores[j], w1 = scores[j + 1], w2 = scores[j + 2], w3 = scores[j + 3];
 #pragma omp simd
     for (int64_t i = 0; i < d; ++i) {
