@@ -264,10 +264,14 @@ inline void four_rows(RowAt row_at, int64_t j, int64_t n_keys, int64_t d, const 
     }
 }
 
-// One (query row, head) of attention_accumulate: the keys are found through key_at(j).
+// Query heads [0, heads) of one row that share a KV head (their q, mx, sum and o are contiguous,
+// head after head), over the keys found through key_at(j). Each key's rows are loaded once for
+// all the heads (the later heads find them in L1). scores holds heads x n_keys floats and
+// rescale `heads` floats (scratch).
 template <typename KeyAt>
-inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float scale, KeyAt key_at,
-                           float* scores, float& mx, float& sum_out, float* o) {
+inline void accumulate_heads(const float* q, int64_t heads, int64_t n_keys, int64_t d, float scale,
+                             KeyAt key_at, float* scores, float* rescale, float* mx,
+                             float* sum_out, float* o) {
   // Four keys at a time: four independent dot products keep the FMA units busy where one would
   // wait on its own additions. Which code computes key j depends only on j and n_keys, so a
   // row's scores do not depend on the batch or on where its keys are stored.
@@ -276,57 +280,74 @@ inline void accumulate_row(const float* qv, int64_t n_keys, int64_t d, float sca
     const float* k[4];
     four_rows([&](int64_t t) { return key_at(t).first; }, j, n_keys, d, k);
     const float *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3];
-    float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+    for (int64_t g = 0; g < heads; ++g) {
+      const float* qv = q + g * d;
+      float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
 #pragma omp simd reduction(+ : d0, d1, d2, d3)
-    for (int64_t i = 0; i < d; ++i) {
-      d0 += qv[i] * k0[i];
-      d1 += qv[i] * k1[i];
-      d2 += qv[i] * k2[i];
-      d3 += qv[i] * k3[i];
+      for (int64_t i = 0; i < d; ++i) {
+        d0 += qv[i] * k0[i];
+        d1 += qv[i] * k1[i];
+        d2 += qv[i] * k2[i];
+        d3 += qv[i] * k3[i];
+      }
+      float* sc = scores + g * n_keys;
+      sc[j] = d0 * scale;
+      sc[j + 1] = d1 * scale;
+      sc[j + 2] = d2 * scale;
+      sc[j + 3] = d3 * scale;
     }
-    scores[j] = d0 * scale;
-    scores[j + 1] = d1 * scale;
-    scores[j + 2] = d2 * scale;
-    scores[j + 3] = d3 * scale;
   }
   for (; j < n_keys; ++j) {
     const float* kv = key_at(j).first;
-    float dot = 0;
+    for (int64_t g = 0; g < heads; ++g) {
+      const float* qv = q + g * d;
+      float dot = 0;
 #pragma omp simd reduction(+ : dot)
-    for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
-    scores[j] = dot * scale;
+      for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
+      scores[g * n_keys + j] = dot * scale;
+    }
   }
-  float block_max = -INFINITY;
-  for (int64_t t = 0; t < n_keys; ++t) block_max = std::max(block_max, scores[t]);
-  const float new_max = std::max(mx, block_max);
-  const float rescale = std::exp(mx - new_max);  // 0 when nothing was seen
-  for (int64_t i = 0; i < d; ++i) o[i] *= rescale;
-  const double sum = exp_shifted(scores, n_keys, new_max);  // the keys' weights
+  for (int64_t g = 0; g < heads; ++g) {
+    float* sc = scores + g * n_keys;
+    float block_max = -INFINITY;
+    for (int64_t t = 0; t < n_keys; ++t) block_max = std::max(block_max, sc[t]);
+    const float new_max = std::max(mx[g], block_max);
+    rescale[g] = std::exp(mx[g] - new_max);  // 0 when nothing was seen
+    for (int64_t i = 0; i < d; ++i) o[g * d + i] *= rescale[g];
+    const double sum = exp_shifted(sc, n_keys, new_max);  // the keys' weights
+    sum_out[g] = float(double(sum_out[g]) * rescale[g] + sum);
+    mx[g] = new_max;
+  }
   // o += weight_j v_j, four keys per pass over o (one load and store of o per four keys
   // instead of per key); each o[i] still adds the keys one by one, in order.
   for (j = 0; j + 4 <= n_keys; j += 4) {
     const float* v[4];
     four_rows([&](int64_t t) { return key_at(t).second; }, j, n_keys, d, v);
     const float *v0 = v[0], *v1 = v[1], *v2 = v[2], *v3 = v[3];
-    const float w0 = scores[j], w1 = scores[j + 1], w2 = scores[j + 2], w3 = scores[j + 3];
+    for (int64_t g = 0; g < heads; ++g) {
+      const float* sc = scores + g * n_keys;
+      const float w0 = sc[j], w1 = sc[j + 1], w2 = sc[j + 2], w3 = sc[j + 3];
+      float* og = o + g * d;
 #pragma omp simd
-    for (int64_t i = 0; i < d; ++i) {
-      float a = o[i];
-      a += w0 * v0[i];
-      a += w1 * v1[i];
-      a += w2 * v2[i];
-      a += w3 * v3[i];
-      o[i] = a;
+      for (int64_t i = 0; i < d; ++i) {
+        float a = og[i];
+        a += w0 * v0[i];
+        a += w1 * v1[i];
+        a += w2 * v2[i];
+        a += w3 * v3[i];
+        og[i] = a;
+      }
     }
   }
   for (; j < n_keys; ++j) {
-    const float w = scores[j];
     const float* vv = key_at(j).second;
+    for (int64_t g = 0; g < heads; ++g) {
+      const float w = scores[g * n_keys + j];
+      float* og = o + g * d;
 #pragma omp simd
-    for (int64_t i = 0; i < d; ++i) o[i] += w * vv[i];
+      for (int64_t i = 0; i < d; ++i) og[i] += w * vv[i];
+    }
   }
-  sum_out = float(double(sum_out) * rescale + sum);
-  mx = new_max;
 }
 
 // Query heads per work item: a whole GQA group, so that one thread reads a KV head's keys
@@ -359,21 +380,19 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
   float* psum = st.sum.data<float>();
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(t));
+    std::vector<float> scores(static_cast<size_t>(t * per_item)), rescale(static_cast<size_t>(per_item));
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t item = 0; item < hq / per_item; ++item) {
         const int64_t n_keys = std::clamp<int64_t>(r + visible_offset + 1, 0, t);
         if (n_keys == 0) continue;
-        for (int64_t h = item * per_item; h < (item + 1) * per_item; ++h) {
-          const int64_t kvh = h / group, s = r * hq + h;
-          auto key_at = [&](int64_t j) {
-            const int64_t at = (j * hkv + kvh) * d;
-            return std::pair<const float*, const float*>(pk + at, pv + at);
-          };
-          accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
-                         acc + s * d);
-        }
+        const int64_t h = item * per_item, kvh = h / group, s = r * hq + h;
+        auto key_at = [&](int64_t j) {
+          const int64_t at = (j * hkv + kvh) * d;
+          return std::pair<const float*, const float*>(pk + at, pv + at);
+        };
+        accumulate_heads(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
+                         rescale.data(), pmx + s, psum + s, acc + s * d);
       }
     }
   }
@@ -426,7 +445,7 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
   float* psum = st.sum.data<float>();
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(most_keys));
+    std::vector<float> scores(static_cast<size_t>(most_keys * per_item)), rescale(static_cast<size_t>(per_item));
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t item = 0; item < hq / per_item; ++item) {
@@ -436,15 +455,13 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
             std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
         if (n_keys == 0) continue;
         const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
-        for (int64_t h = item * per_item; h < (item + 1) * per_item; ++h) {
-          const int64_t kvh = h / group, s = r * hq + h;
-          auto key_at = [&](int64_t j) {
-            const int64_t at = offsets[j] + kvh * bs * d;
-            return std::pair<const float*, const float*>(pk + at, pv + at);
-          };
-          accumulate_row(pq + s * d, n_keys, d, scale, key_at, scores.data(), pmx[s], psum[s],
-                         acc + s * d);
-        }
+        const int64_t h = item * per_item, kvh = h / group, s = r * hq + h;
+        auto key_at = [&](int64_t j) {
+          const int64_t at = offsets[j] + kvh * bs * d;
+          return std::pair<const float*, const float*>(pk + at, pv + at);
+        };
+        accumulate_heads(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
+                         rescale.data(), pmx + s, psum + s, acc + s * d);
       }
     }
   }
