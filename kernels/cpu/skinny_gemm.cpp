@@ -157,14 +157,15 @@ __attribute__((target("avx2,fma"))) void rows256(const float* x, int64_t r0, int
 __attribute__((target("avx2,fma"))) void skinny256(const float* x, int64_t m, int64_t k,
                                                    const float* w, int64_t n0, int64_t n1,
                                                    float* y, int64_t ldy) {
-  // Each weight is read from memory once whatever m is. Five to eight rows go in one pass
-  // against one weight row at a time (x read from L1 as the FMAs' operand); otherwise groups of
-  // up to four rows go against three weight rows at a time (12 accumulators). The first group
-  // prefetches the weight rows ahead so that memory keeps streaming while later groups compute.
-  // (Measured on a 2-core Zen 3 with the weights in DRAM: for 8 rows, one pass of 8 x 1 tiles
-  // took ~1.15x a plain read of the weights, two passes of 4 x 3 ~1.3x; for 16 rows, whose x
-  // no longer fits L1, 4 x 3 groups are the faster.)
-  if (m > 4 && m <= 8) {
+  // Each weight is read from memory once whatever m is. Five to eight rows whose x fits L1 go
+  // in one pass against one weight row at a time (x read from L1 as the FMAs' operand);
+  // otherwise groups of up to four rows go against three weight rows at a time (12
+  // accumulators), which reads x a third as often. The first group prefetches the weight rows
+  // ahead so that memory keeps streaming while later groups compute. (Measured on a 2-core Zen 3
+  // with the weights in DRAM: 8 rows, k = 576: one pass of 8 x 1 tiles ~1.15x a plain read of
+  // the weights, 4 x 3 groups ~1.3x; 8 rows, k = 1536 (x 48 KiB): 4 x 3 groups 8.6 ms per 30
+  // matrices against 10.2 ms for 8 x 1; 16 rows: 4 x 3 groups.)
+  if (m > 4 && m <= 8 && m * k * 4 <= 24 * 1024) {  // x stays in L1
     for (int64_t c = n0; c < n1; ++c) rows256<1, true>(x, 0, m, k, w, c, n1, y, ldy);
     return;
   }
