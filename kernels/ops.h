@@ -76,7 +76,8 @@ struct PagedSequence {
   int64_t visible_offset = 0;        // query row r (from `row`) sees key j when j <= r + offset
 };
 // Adds every sequence's keys to the state of its query rows; the same arithmetic, in the same
-// order, as attention_accumulate over the sequence's keys laid out contiguously.
+// order, as attention_accumulate over the sequence's keys laid out contiguously. The pools are
+// f32, or f16 (a half-precision KV cache: each element widened to f32 as it is read).
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::vector<PagedSequence>& seqs, float scale,
                                 AttentionState& state);

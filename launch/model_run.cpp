@@ -55,6 +55,9 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("kv-cache-tokens", po::value(&kv.tokens)->default_value(0),
        "tokens of KV cache each rank holds (instead of --kv-cache-memory)")
       ("block-size", po::value(&engine.block_size)->default_value(16), "tokens per KV-cache block")
+      ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
+       "what the KV cache stores: f32 (exact) or f16 (half the memory and the attention's "
+       "reads; keys and values rounded to half precision)")
       ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
       ("max-batch", po::value(&engine.max_sequences)->default_value(engine.max_sequences),
        "requests running at once (continuous batching)")
@@ -71,6 +74,9 @@ void ModelRunOptions::add_to(po::options_description& desc) {
 ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(o.engine.prefill_chunk >= 0, "--microbatch must be >= 0");
   TESSERA_CHECK(o.engine.block_size >= 1, "--block-size must be at least 1");
+  TESSERA_CHECK(o.kv_dtype == "f32" || o.kv_dtype == "f16",
+                "--kv-cache-dtype must be f32 or f16, got '" << o.kv_dtype << "'");
+  o.engine.kv_dtype = dtype_from_name(o.kv_dtype);
   TESSERA_CHECK(o.engine.max_sequences >= 1, "--max-batch must be at least 1");
   TESSERA_CHECK(o.engine.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
@@ -91,15 +97,15 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   EngineOptions& e = run.engine;
   e.max_context = o.max_context;
   e.prefix_caching = !vm["no-prefix-caching"].as<bool>();
-  const KvPoolShape shape = m.kv_shape(e.block_size);
+  const KvPoolShape shape = m.kv_shape(e.block_size, e.kv_dtype);
   e.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
   e.fail_at_step = injected_failure_step(run.groups.world->rank());
   if (run.rank0)
     std::fprintf(stderr,
-                 "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %.1f MB on "
-                 "rank 0)%s\n",
+                 "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %s, %.1f MB "
+                 "on rank 0)%s\n",
                  (long long)e.num_blocks, (long long)e.block_size,
-                 (long long)(e.num_blocks * e.block_size),
+                 (long long)(e.num_blocks * e.block_size), o.kv_dtype.c_str(),
                  double(e.num_blocks * shape.bytes_per_block()) / 1e6,
                  e.prefix_caching ? ", prefix caching" : "");
   return run;

@@ -18,6 +18,7 @@ struct ModelRunOptions {
   std::string pp_weights;
   int64_t max_context = 0;
   KvBudget kv;
+  std::string kv_dtype = "f32";  // --kv-cache-dtype: f32 or f16
   EngineOptions engine;
   std::string trace;
   double stats_interval = 10;  // seconds between progress lines (0: none)

@@ -72,7 +72,7 @@ Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOption
   so.static_batches = options_.static_batches;
   (void)stages;
   scheduler_ = std::make_unique<Scheduler>(so);  // every rank checks the options alike
-  pool_ = KvPool(model.kv_shape(options_.block_size), options_.num_blocks);
+  pool_ = KvPool(model.kv_shape(options_.block_size, options_.kv_dtype), options_.num_blocks);
 }
 
 Engine::~Engine() = default;

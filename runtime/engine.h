@@ -53,6 +53,7 @@ struct EngineOptions {
   int64_t max_context = 0;   // context window: prompt + output tokens (0: the model's)
   int64_t num_blocks = 0;    // KV blocks in every rank's pool (the same on every rank; > 0)
   int64_t block_size = 16;   // tokens per KV block
+  DType kv_dtype = DType::kF32;  // of the KV cache: f32, or f16 (half the memory and traffic)
   bool prefix_caching = true;
   int64_t max_sequences = 64;     // sequences running at once
   int64_t max_step_tokens = 2048;  // tokens in one step (prefill chunks are cut to fit)

@@ -9,9 +9,11 @@ namespace tessera {
 
 KvPool::KvPool(const KvPoolShape& shape, int64_t num_blocks) : shape_(shape), num_blocks_(num_blocks) {
   TESSERA_CHECK(num_blocks >= 1, "a KV pool needs at least one block");
+  TESSERA_CHECK(shape.dtype == DType::kF32 || shape.dtype == DType::kF16,
+                "a KV cache holds f32 or f16, not " << dtype_name(shape.dtype));
   for (int64_t i = 0; i < shape.layers; ++i) {
-    k_.push_back(Tensor::empty({num_blocks, shape.kv_heads, shape.block_size, shape.head_dim}, DType::kF32));
-    v_.push_back(Tensor::empty({num_blocks, shape.kv_heads, shape.block_size, shape.head_dim}, DType::kF32));
+    k_.push_back(Tensor::empty({num_blocks, shape.kv_heads, shape.block_size, shape.head_dim}, shape.dtype));
+    v_.push_back(Tensor::empty({num_blocks, shape.kv_heads, shape.block_size, shape.head_dim}, shape.dtype));
   }
 }
 
@@ -27,12 +29,13 @@ void KvPool::store(int64_t layer, const int32_t* blocks, int64_t row, const floa
                    const float* v) {
   const int64_t bs = shape_.block_size, hd = shape_.head_dim, heads = shape_.kv_heads;
   const int64_t slot = row % bs, first = int64_t(blocks[row / bs]) * heads * bs;
-  float* kd = k_[size_t(layer)].data<float>();
-  float* vd = v_[size_t(layer)].data<float>();
+  const size_t elem = dtype_size(shape_.dtype);
+  char* kd = static_cast<char*>(k_[size_t(layer)].raw());
+  char* vd = static_cast<char*>(v_[size_t(layer)].raw());
   for (int64_t h = 0; h < heads; ++h) {
-    const int64_t at = (first + h * bs + slot) * hd;
-    std::memcpy(kd + at, k + h * hd, size_t(hd) * sizeof(float));
-    std::memcpy(vd + at, v + h * hd, size_t(hd) * sizeof(float));
+    const size_t at = size_t((first + h * bs + slot) * hd) * elem;
+    convert_from_f32(shape_.dtype, k + h * hd, kd + at, size_t(hd));
+    convert_from_f32(shape_.dtype, v + h * hd, vd + at, size_t(hd));
   }
 }
 

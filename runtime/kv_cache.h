@@ -15,7 +15,10 @@ struct KvPoolShape {
   int64_t kv_heads = 0;    // this rank's KV heads
   int64_t head_dim = 0;
   int64_t block_size = 16; // tokens per block
-  int64_t bytes_per_block() const { return 2 * layers * block_size * kv_heads * head_dim * 4; }
+  DType dtype = DType::kF32;  // of the stored keys and values: f32, or f16 (half the memory)
+  int64_t bytes_per_block() const {
+    return 2 * layers * block_size * kv_heads * head_dim * int64_t(dtype_size(dtype));
+  }
 };
 
 class KvPool {
@@ -30,7 +33,7 @@ class KvPool {
   // Block dst becomes a copy of block src, in every layer (copy-on-write).
   void copy_block(int32_t src, int32_t dst);
   // Stores row `row` of a sequence with block table `blocks` in the layer: k and v are
-  // (kv_heads, head_dim) each.
+  // (kv_heads, head_dim) each (rounded to nearest even when the pool holds f16).
   void store(int64_t layer, const int32_t* blocks, int64_t row, const float* k, const float* v);
   // Grows the pool to num_blocks, keeping what it holds.
   void grow(int64_t num_blocks);

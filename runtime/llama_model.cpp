@@ -105,8 +105,8 @@ int64_t LlamaModel::kv_rows_needed(int64_t prompt, int64_t total) const {
   return most;
 }
 
-KvPoolShape LlamaModel::kv_shape(int64_t block_size) const {
-  return {shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, block_size};
+KvPoolShape LlamaModel::kv_shape(int64_t block_size, DType dtype) const {
+  return {shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, block_size, dtype};
 }
 
 struct LlamaModel::Segment {
@@ -177,6 +177,14 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
   // New keys and values go after the rows each sequence holds (with sequence parallelism a
   // decode token's K/V is kept by one SP rank).
   KvPool& pool = *segs.front().seq->pool;
+  if (pool.shape().dtype != DType::kF32) {
+    // Every use of this step's K/V (ring attention too) sees the values the cache keeps.
+    for (Tensor* t : {&k, &v}) {
+      std::vector<uint16_t> kept(size_t(t->numel()));
+      convert_from_f32(pool.shape().dtype, t->data<float>(), kept.data(), kept.size());
+      convert_to_f32(pool.shape().dtype, kept.data(), t->data<float>(), kept.size());
+    }
+  }
   const int64_t width = kv_heads * hd;
   for (const Segment& s : segs) {
     if (!s.keep) continue;

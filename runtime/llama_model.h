@@ -67,7 +67,7 @@ class LlamaModel {
   Communicator* sp() const { return sp_; }  // null without sequence parallelism
   const PipelineStage& stage() const { return stage_; }
   // The shape of this rank's KV pool: its layers and KV heads.
-  KvPoolShape kv_shape(int64_t block_size = 16) const;
+  KvPoolShape kv_shape(int64_t block_size = 16, DType dtype = DType::kF32) const;
   SequenceKvCache make_cache(int64_t capacity) const { return SequenceKvCache(kv_shape(), capacity); }
 
   // Sequence parallelism: a prompt of n tokens (prefilled into an empty cache) is split into

@@ -23,6 +23,30 @@ void check_cpu_f32(const Tensor& t, const char* what) {
   TESSERA_ASSERT(t.dtype() == DType::kF32, what << " is " << dtype_name(t.dtype()) << ", not f32");
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// e^x for 8 lanes: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by Cephes' degree-7 polynomial
+// (within 2 ulp of std::exp over the range softmax uses), times 2^n; below -87.3 it is 0.
+inline __m256 exp256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.37626f);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+#endif
+
 }  // namespace
 
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
@@ -123,9 +147,26 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
   const float* g = gate.data<float>();
   const float* u = up.data<float>();
   float* o = out.data<float>();
-  const int64_t n = gate.numel();
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  // Row by row (the last dimension), eight lanes at a time and the row's tail one by one, so
+  // which code computes an element depends only on its place in its row, not on the batch.
+  const int64_t f = gate.ndim() > 0 ? gate.dim(-1) : 1, rows = f ? gate.numel() / f : 0;
+#pragma omp parallel for if (rows > 4)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gr = g + r * f;
+    const float* ur = u + r * f;
+    float* orow = o + r * f;
+    int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (; j + 8 <= f; j += 8) {
+      const __m256 gv = _mm256_loadu_ps(gr + j);
+      const __m256 e = exp256(_mm256_sub_ps(zero, gv));  // e^-g
+      _mm256_storeu_ps(orow + j, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)),
+                                               _mm256_loadu_ps(ur + j)));
+    }
+#endif
+    for (; j < f; ++j) orow[j] = gr[j] / (1.0f + std::exp(-gr[j])) * ur[j];
+  }
 }
 
 std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& s) {
@@ -208,29 +249,6 @@ AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d) {
 
 namespace {
 
-#if defined(__AVX2__) && defined(__FMA__)
-// e^x for 8 lanes: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by Cephes' degree-7 polynomial
-// (within 2 ulp of std::exp over the range softmax uses), times 2^n; below -87.3 it is 0.
-inline __m256 exp256(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.37626f);
-  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
-#endif
 
 // s[j] = e^(s[j] - shift) for j < n, and their sum (added in order, in double). Which code
 // computes entry j depends only on j and n.
@@ -254,21 +272,84 @@ inline double exp_shifted(float* s, int64_t n, float shift) {
 // default block size), so the next block's rows are on their way when its first key is needed.
 inline constexpr int64_t kKeysAhead = 16;
 // rows[a] = row_at(j + a) for four keys from j, and a prefetch of the rows kKeysAhead later.
-template <typename RowAt>
-inline void four_rows(RowAt row_at, int64_t j, int64_t n_keys, int64_t d, const float* (&rows)[4]) {
+template <typename T, typename RowAt>
+inline void four_rows(RowAt row_at, int64_t j, int64_t n_keys, int64_t d, const T* (&rows)[4]) {
   for (int64_t a = 0; a < 4; ++a) rows[a] = row_at(j + a);
   if (j + 4 + kKeysAhead <= n_keys)
     for (int64_t a = 0; a < 4; ++a) {
-      const float* ahead = row_at(j + kKeysAhead + a);
-      for (int64_t b = 0; b < d; b += 16) __builtin_prefetch(ahead + b);  // one per 64-byte line
+      const char* ahead = reinterpret_cast<const char*>(row_at(j + kKeysAhead + a));
+      for (int64_t b = 0; b < d * int64_t(sizeof(T)); b += 64) __builtin_prefetch(ahead + b);
     }
 }
 
+// K/V rows are float32, or float16 (a KV cache kept in half precision), widened on load.
+inline float widen(float x) { return x; }
+inline float widen(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  return half_to_float(h);
+#endif
+}
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define TESSERA_ATTENTION_SIMD 1
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+// dots[a] = q . k[a] for A keys (1 or 4): eight lanes over d (then the lanes summed), the tail
+// one by one. The same operations for a key whatever else is computed.
+template <int A, typename T>
+inline void dots(const float* q, const T* const* k, int64_t d, float* out) {
+  int64_t i = 0;
+  float s[A] = {};
+#if defined(TESSERA_ATTENTION_SIMD)
+  __m256 acc[A];
+  for (int a = 0; a < A; ++a) acc[a] = _mm256_setzero_ps();
+  for (; i + 8 <= d; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    for (int a = 0; a < A; ++a) acc[a] = _mm256_fmadd_ps(qv, load8(k[a] + i), acc[a]);
+  }
+  for (int a = 0; a < A; ++a) s[a] = hsum8(acc[a]);
+#endif
+  for (; i < d; ++i)
+    for (int a = 0; a < A; ++a) s[a] = std::fma(q[i], widen(k[a][i]), s[a]);
+  for (int a = 0; a < A; ++a) out[a] = s[a];
+}
+
+// o += w[0] v[0] + ... + w[A-1] v[A-1], each o[i] adding the keys one by one, in order.
+template <int A, typename T>
+inline void add_weighted(float* o, const float* w, const T* const* v, int64_t d) {
+  int64_t i = 0;
+#if defined(TESSERA_ATTENTION_SIMD)
+  __m256 wv[A];
+  for (int a = 0; a < A; ++a) wv[a] = _mm256_set1_ps(w[a]);
+  for (; i + 8 <= d; i += 8) {
+    __m256 acc = _mm256_loadu_ps(o + i);
+    for (int a = 0; a < A; ++a) acc = _mm256_fmadd_ps(wv[a], load8(v[a] + i), acc);
+    _mm256_storeu_ps(o + i, acc);
+  }
+#endif
+  for (; i < d; ++i) {
+    float acc = o[i];
+    for (int a = 0; a < A; ++a) acc = std::fma(w[a], widen(v[a][i]), acc);
+    o[i] = acc;
+  }
+}
+
 // Query heads [0, heads) of one row that share a KV head (their q, mx, sum and o are contiguous,
-// head after head), over the keys found through key_at(j). Each key's rows are loaded once for
-// all the heads (the later heads find them in L1). scores holds heads x n_keys floats and
-// rescale `heads` floats (scratch).
-template <typename KeyAt>
+// head after head), over the keys found through key_at(j) (a pair of K and V row pointers of
+// element type T). Each key's rows are loaded once for all the heads (the later heads find them
+// in L1). scores holds heads x n_keys floats and rescale `heads` floats (scratch).
+template <typename T, typename KeyAt>
 inline void accumulate_heads(const float* q, int64_t heads, int64_t n_keys, int64_t d, float scale,
                              KeyAt key_at, float* scores, float* rescale, float* mx,
                              float* sum_out, float* o) {
@@ -277,33 +358,20 @@ inline void accumulate_heads(const float* q, int64_t heads, int64_t n_keys, int6
   // row's scores do not depend on the batch or on where its keys are stored.
   int64_t j = 0;
   for (; j + 4 <= n_keys; j += 4) {
-    const float* k[4];
-    four_rows([&](int64_t t) { return key_at(t).first; }, j, n_keys, d, k);
-    const float *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3];
+    const T* k[4];
+    four_rows<T>([&](int64_t t) { return key_at(t).first; }, j, n_keys, d, k);
     for (int64_t g = 0; g < heads; ++g) {
-      const float* qv = q + g * d;
-      float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-#pragma omp simd reduction(+ : d0, d1, d2, d3)
-      for (int64_t i = 0; i < d; ++i) {
-        d0 += qv[i] * k0[i];
-        d1 += qv[i] * k1[i];
-        d2 += qv[i] * k2[i];
-        d3 += qv[i] * k3[i];
-      }
-      float* sc = scores + g * n_keys;
-      sc[j] = d0 * scale;
-      sc[j + 1] = d1 * scale;
-      sc[j + 2] = d2 * scale;
-      sc[j + 3] = d3 * scale;
+      float dot[4];
+      dots<4>(q + g * d, k, d, dot);
+      float* sc = scores + g * n_keys + j;
+      for (int a = 0; a < 4; ++a) sc[a] = dot[a] * scale;
     }
   }
   for (; j < n_keys; ++j) {
-    const float* kv = key_at(j).first;
+    const T* k = key_at(j).first;
     for (int64_t g = 0; g < heads; ++g) {
-      const float* qv = q + g * d;
-      float dot = 0;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t i = 0; i < d; ++i) dot += qv[i] * kv[i];
+      float dot;
+      dots<1>(q + g * d, &k, d, &dot);
       scores[g * n_keys + j] = dot * scale;
     }
   }
@@ -319,34 +387,15 @@ inline void accumulate_heads(const float* q, int64_t heads, int64_t n_keys, int6
     mx[g] = new_max;
   }
   // o += weight_j v_j, four keys per pass over o (one load and store of o per four keys
-  // instead of per key); each o[i] still adds the keys one by one, in order.
+  // instead of per key).
   for (j = 0; j + 4 <= n_keys; j += 4) {
-    const float* v[4];
-    four_rows([&](int64_t t) { return key_at(t).second; }, j, n_keys, d, v);
-    const float *v0 = v[0], *v1 = v[1], *v2 = v[2], *v3 = v[3];
-    for (int64_t g = 0; g < heads; ++g) {
-      const float* sc = scores + g * n_keys;
-      const float w0 = sc[j], w1 = sc[j + 1], w2 = sc[j + 2], w3 = sc[j + 3];
-      float* og = o + g * d;
-#pragma omp simd
-      for (int64_t i = 0; i < d; ++i) {
-        float a = og[i];
-        a += w0 * v0[i];
-        a += w1 * v1[i];
-        a += w2 * v2[i];
-        a += w3 * v3[i];
-        og[i] = a;
-      }
-    }
+    const T* v[4];
+    four_rows<T>([&](int64_t t) { return key_at(t).second; }, j, n_keys, d, v);
+    for (int64_t g = 0; g < heads; ++g) add_weighted<4>(o + g * d, scores + g * n_keys + j, v, d);
   }
   for (; j < n_keys; ++j) {
-    const float* vv = key_at(j).second;
-    for (int64_t g = 0; g < heads; ++g) {
-      const float w = scores[g * n_keys + j];
-      float* og = o + g * d;
-#pragma omp simd
-      for (int64_t i = 0; i < d; ++i) og[i] += w * vv[i];
-    }
+    const T* v = key_at(j).second;
+    for (int64_t g = 0; g < heads; ++g) add_weighted<1>(o + g * d, scores + g * n_keys + j, &v, d);
   }
 }
 
@@ -391,19 +440,61 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
           const int64_t at = (j * hkv + kvh) * d;
           return std::pair<const float*, const float*>(pk + at, pv + at);
         };
-        accumulate_heads(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
-                         rescale.data(), pmx + s, psum + s, acc + s * d);
+        accumulate_heads<float>(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
+                                rescale.data(), pmx + s, psum + s, acc + s * d);
       }
     }
   }
 }
 
+namespace {
+
+// The pools' elements are T (float, or uint16_t holding float16).
+template <typename T>
+void paged_attention_rows(const float* pq, const T* pk, const T* pv, int64_t m, int64_t hq,
+                          int64_t hkv, int64_t d, int64_t bs, const std::vector<PagedSequence>& seqs,
+                          const std::vector<int32_t>& owner,
+                          const std::vector<std::vector<int64_t>>& key_offsets, int64_t most_keys,
+                          float scale, AttentionState& st) {
+  const int64_t group = hq / hkv;
+  const int64_t per_item = heads_per_item(m, hq, hkv);
+  float* acc = st.acc.data<float>();
+  float* pmx = st.mx.data<float>();
+  float* psum = st.sum.data<float>();
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(most_keys * per_item)), rescale(static_cast<size_t>(per_item));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t item = 0; item < hq / per_item; ++item) {
+        if (owner[size_t(r)] < 0) continue;
+        const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
+        const int64_t n_keys =
+            std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
+        if (n_keys == 0) continue;
+        const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
+        const int64_t h = item * per_item, kvh = h / group, s = r * hq + h;
+        auto key_at = [&](int64_t j) {
+          const int64_t at = offsets[j] + kvh * bs * d;
+          return std::pair<const T*, const T*>(pk + at, pv + at);
+        };
+        accumulate_heads<T>(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
+                            rescale.data(), pmx + s, psum + s, acc + s * d);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::vector<PagedSequence>& seqs, float scale,
                                 AttentionState& st) {
   check_cpu_f32(q, "attention q");
-  check_cpu_f32(k_pool, "attention key pool");
-  check_cpu_f32(v_pool, "attention value pool");
+  TESSERA_ASSERT(k_pool.defined() && v_pool.defined() && k_pool.device().is_cpu() &&
+                     v_pool.device().is_cpu() && k_pool.dtype() == v_pool.dtype() &&
+                     (k_pool.dtype() == DType::kF32 || k_pool.dtype() == DType::kF16),
+                 "paged attention: the key and value pools must be f32 or f16 tensors on the CPU");
   const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
   const int64_t num_blocks = k_pool.dim(0), hkv = k_pool.dim(1), bs = k_pool.dim(2);
   TESSERA_ASSERT(k_pool.ndim() == 4 && k_pool.dim(3) == d && v_pool.shape() == k_pool.shape() &&
@@ -435,36 +526,12 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
         at[size_t(j0 + slot)] = first + slot * d;
     }
   }
-  const int64_t group = hq / hkv;
-  const int64_t per_item = heads_per_item(m, hq, hkv);
-  const float* pq = q.data<float>();
-  const float* pk = k_pool.data<float>();
-  const float* pv = v_pool.data<float>();
-  float* acc = st.acc.data<float>();
-  float* pmx = st.mx.data<float>();
-  float* psum = st.sum.data<float>();
-#pragma omp parallel
-  {
-    std::vector<float> scores(static_cast<size_t>(most_keys * per_item)), rescale(static_cast<size_t>(per_item));
-#pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t item = 0; item < hq / per_item; ++item) {
-        if (owner[size_t(r)] < 0) continue;
-        const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
-        const int64_t n_keys =
-            std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
-        if (n_keys == 0) continue;
-        const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
-        const int64_t h = item * per_item, kvh = h / group, s = r * hq + h;
-        auto key_at = [&](int64_t j) {
-          const int64_t at = offsets[j] + kvh * bs * d;
-          return std::pair<const float*, const float*>(pk + at, pv + at);
-        };
-        accumulate_heads(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
-                         rescale.data(), pmx + s, psum + s, acc + s * d);
-      }
-    }
-  }
+  if (k_pool.dtype() == DType::kF16)
+    paged_attention_rows(q.data<float>(), k_pool.data<uint16_t>(), v_pool.data<uint16_t>(), m, hq,
+                         hkv, d, bs, seqs, owner, key_offsets, most_keys, scale, st);
+  else
+    paged_attention_rows(q.data<float>(), k_pool.data<float>(), v_pool.data<float>(), m, hq, hkv,
+                         d, bs, seqs, owner, key_offsets, most_keys, scale, st);
 }
 
 void attention_merge(AttentionState& st, const AttentionState& other) {

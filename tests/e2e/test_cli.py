@@ -205,6 +205,21 @@ def test_seed_determinism(tessera, tiny_model):
     assert sample(3) != sample(4)
 
 
+def test_kv_cache_dtype(tessera, tiny_model):
+    # f16 halves the cache (the same memory holds twice the blocks); an unknown type is one line.
+    blocks = {}
+    for dtype in ("f32", "f16"):
+        r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "8",
+                "--kv-cache-dtype", dtype, "--kv-cache-memory", "64MiB")
+        assert r.returncode == 0, r.stderr
+        line = next(l for l in r.stderr.splitlines() if "KV cache:" in l and "blocks of" in l)
+        assert dtype in line, line
+        blocks[dtype] = int(line.split("KV cache:")[1].split()[0])
+    assert blocks["f16"] == 2 * blocks["f32"], blocks
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                              "--kv-cache-dtype", "bf16"), "--kv-cache-dtype", "bf16")
+
+
 def test_batch_with_bad_lines_goes_on(tessera, tiny_model, tmp_path):
     lines = [
         json.dumps({"id": "ok1", "prompt": "hello", "max_tokens": 3}),

@@ -132,13 +132,21 @@ TEST(Ops, RmsNormMatchesLoops) {
 }
 
 TEST(Ops, SwigluMatchesFormula) {
-  auto g = random_vec(100, 6, 4.0f), u = random_vec(100, 7);
-  Tensor tg = Tensor::from_f32(g, {10, 10}), tu = Tensor::from_f32(u, {10, 10});
-  Tensor out = Tensor::empty({10, 10}, DType::kF32);
-  ops::swiglu(tg, tu, out);
-  std::vector<double> want(100);
-  for (size_t i = 0; i < 100; ++i) want[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
-  expect_close(out.to_f32_vector(), want, 1e-6);
+  // Rows long enough for the vector loop and a tail; gates out to where e^-g under- and
+  // overflows.
+  for (const int64_t f : {10, 1539}) {
+    const int64_t m = 6;
+    auto g = random_vec(size_t(m * f), 6, 12.0f), u = random_vec(size_t(m * f), 7);
+    g[0] = -100.0f, g[1] = 100.0f, g[2] = -87.5f, g[3] = 88.5f, g[4] = 0.0f;
+    Tensor tg = Tensor::from_f32(g, {m, f}), tu = Tensor::from_f32(u, {m, f});
+    Tensor out = Tensor::empty({m, f}, DType::kF32);
+    ops::swiglu(tg, tu, out);
+    const std::vector<float> got = out.to_f32_vector();
+    for (size_t i = 0; i < g.size(); ++i) {  // each element to within a few float32 roundings
+      const double want = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
+      ASSERT_NEAR(got[i], want, 1e-6 * std::abs(want) + 1e-30) << "f " << f << ", element " << i;
+    }
+  }
 }
 
 TEST(Ops, EmbeddingGathersRowsAndRejectsBadIds) {
@@ -255,6 +263,8 @@ TEST(Ops, AttentionInBlocksEqualsWholeCausalAttention) {
 // head dim)) is the same arithmetic as attention over the same keys laid out contiguously: equal
 // bit for bit, for a batch of sequences of different lengths (prefill rows and decode rows).
 TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
+  // Pools of f32, and of f16 (compared with contiguous f32 attention over the same values).
+  for (const DType pool_dtype : {DType::kF32, DType::kF16})
   for (const int64_t d : {5, 64}) {
     const int64_t hq = 6, hkv = 2, bs = 4, num_blocks = 40;
     // (keys before this step, rows of this step) per sequence
@@ -265,6 +275,12 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
     Tensor q = Tensor::from_f32(random_vec(size_t(m * hq * d), 30), {m, hq, d});
     std::vector<float> kp = random_vec(size_t(num_blocks * hkv * bs * d), 31);
     std::vector<float> vp = random_vec(size_t(num_blocks * hkv * bs * d), 32);
+    std::vector<uint16_t> kh, vh;  // the f16 pools' bits; kp and vp become the values they hold
+    for (std::vector<float>* p : {&kp, &vp})
+      for (float& x : *p) {
+        (p == &kp ? kh : vh).push_back(float_to_half(x));
+        if (pool_dtype == DType::kF16) x = half_to_float(float_to_half(x));
+      }
     std::vector<int32_t> order(static_cast<size_t>(num_blocks));
     for (int32_t b = 0; b < num_blocks; ++b) order[size_t(b)] = b;
     std::shuffle(order.begin(), order.end(), std::mt19937(33));
@@ -281,8 +297,14 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
       row += rows;
     }
     for (size_t i = 0; i < seqs.size(); ++i) seqs[i].blocks = tables[i].data();
-    const Tensor k_pool = Tensor::from_f32(kp, {num_blocks, hkv, bs, d});
-    const Tensor v_pool = Tensor::from_f32(vp, {num_blocks, hkv, bs, d});
+    Tensor k_pool = Tensor::from_f32(kp, {num_blocks, hkv, bs, d});
+    Tensor v_pool = Tensor::from_f32(vp, {num_blocks, hkv, bs, d});
+    if (pool_dtype == DType::kF16) {
+      k_pool = Tensor::empty({num_blocks, hkv, bs, d}, DType::kF16);
+      v_pool = Tensor::empty({num_blocks, hkv, bs, d}, DType::kF16);
+      std::copy(kh.begin(), kh.end(), k_pool.data<uint16_t>());
+      std::copy(vh.begin(), vh.end(), v_pool.data<uint16_t>());
+    }
     ops::AttentionState paged = ops::AttentionState::empty(m, hq, d);
     ops::paged_attention_accumulate(q, k_pool, v_pool, seqs, 0.3f, paged);
     Tensor got = Tensor::empty({m, hq, d}, DType::kF32);
@@ -309,7 +331,8 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
       const std::vector<float> w = want.to_f32_vector();
       for (size_t e = 0; e < w.size(); ++e)
         ASSERT_EQ(g[size_t(s.row * hq * d) + e], w[e])
-            << "d " << d << ", sequence " << i << ", element " << e;
+            << dtype_name(pool_dtype) << " pool, d " << d << ", sequence " << i << ", element "
+            << e;
     }
   }
 }
