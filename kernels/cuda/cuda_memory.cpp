@@ -1,0 +1,109 @@
+#include "kernels/cuda/cuda_memory.h"
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "kernels/device.h"
+#include "kernels/error.h"
+
+namespace tessera::cuda {
+namespace {
+
+#define TESSERA_CUDA_CHECK(call, what)                                                      \
+  do {                                                                                      \
+    const cudaError_t tessera_err_ = (call);                                                \
+    TESSERA_CHECK_IO(tessera_err_ == cudaSuccess,                                           \
+                     what << ": " << cudaGetErrorName(tessera_err_) << " ("                 \
+                          << cudaGetErrorString(tessera_err_) << ")");                      \
+  } while (0)
+
+struct Region {
+  char* base = nullptr;
+  std::unique_ptr<MemoryPool> pool;
+};
+
+// The CUDA allocator: pieces of each GPU's reserved region; copies by cudaMemcpy (unified
+// addressing tells it which way).
+class CudaAllocator final : public DeviceAllocator {
+ public:
+  void* allocate(size_t bytes, int index) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Region& r = region(index);
+    return r.base + r.pool->allocate(bytes);
+  }
+  void deallocate(void* ptr, int index) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Region& r = region(index);
+    r.pool->free(size_t(static_cast<char*>(ptr) - r.base));
+  }
+  void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
+    if (bytes == 0) return;
+    TESSERA_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault),
+                       "copy of " << bytes << " bytes from " << src_dev.str() << " to "
+                                  << dst_dev.str());
+  }
+  void reserve(int index, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TESSERA_CHECK(index >= 0 && index < device_count(),
+                  "cuda:" << index << " does not exist (" << device_count() << " GPUs)");
+    TESSERA_CHECK(regions_.count(index) == 0, "cuda:" << index << " memory is already reserved");
+    TESSERA_CUDA_CHECK(cudaSetDevice(index), "selecting cuda:" << index);
+    size_t free_bytes = 0, total = 0;
+    TESSERA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total), "querying cuda:" << index << " memory");
+    Region r;
+    void* base = nullptr;
+    const cudaError_t err = cudaMalloc(&base, bytes);
+    TESSERA_CHECK(err == cudaSuccess, "cannot reserve " << bytes << " bytes on cuda:" << index
+                                                        << " (" << free_bytes << " of " << total
+                                                        << " free): " << cudaGetErrorString(err));
+    r.base = static_cast<char*>(base);
+    r.pool = std::make_unique<MemoryPool>(bytes, 256);
+    regions_[index] = std::move(r);
+  }
+  MemoryPoolStats stats(int index) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return region(index).pool->stats();
+  }
+
+ private:
+  Region& region(int index) {
+    const auto it = regions_.find(index);
+    TESSERA_CHECK(it != regions_.end(), "no memory reserved on cuda:" << index
+                                                                      << " (reserve it at start)");
+    return it->second;
+  }
+  std::mutex mutex_;
+  std::map<int, Region> regions_;  // freed with the process (the driver reclaims it)
+};
+
+CudaAllocator& cuda_allocator() {
+  static CudaAllocator* a = [] {
+    auto* p = new CudaAllocator;  // lives as long as any tensor might
+    register_allocator(DeviceType::kCUDA, p);
+    return p;
+  }();
+  return *a;
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+std::string no_device_reason() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) return cudaGetErrorString(err);
+  return n == 0 ? "no CUDA device" : "";
+}
+
+void reserve_memory(int index, size_t bytes) { cuda_allocator().reserve(index, bytes); }
+
+MemoryPoolStats memory_stats(int index) { return cuda_allocator().stats(index); }
+
+}  // namespace tessera::cuda

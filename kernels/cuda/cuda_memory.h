@@ -1,0 +1,23 @@
+// GPU memory behind the Device/Tensor interfaces: each GPU a rank uses gets one region reserved
+// at start (cudaMalloc once), from which Tensor::empty(..., Device::cuda(i)) takes aligned pieces
+// (kernels/memory_pool.h keeps the books); copies between host and GPU go through
+// Tensor::to(). No CUDA types appear here, so runtime/ and io/ include it freely.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "kernels/memory_pool.h"
+
+namespace tessera::cuda {
+
+// GPUs this process can use; 0 when there is none or no driver (never throws).
+int device_count();
+// Why there is no GPU (the CUDA runtime's words), or "" when there is one.
+std::string no_device_reason();
+// Reserves `bytes` on GPU `index` for its tensors (once per GPU; throws naming the GPU, the
+// request and its free memory when the reservation fails).
+void reserve_memory(int index, size_t bytes);
+MemoryPoolStats memory_stats(int index);  // of a GPU whose memory was reserved
+
+}  // namespace tessera::cuda
