@@ -406,6 +406,22 @@ int64_t heads_per_item(int64_t rows, int64_t hq, int64_t hkv) {
   return rows * hkv >= 4 * int64_t(omp_get_max_threads()) ? hq / hkv : 1;
 }
 
+// fn(r, h, scores, rescale) for every query row r of m and every work item of per_item query
+// heads from head h, over the threads (dynamically: rows see different numbers of keys), each
+// thread with scratch for per_item heads of up to most_keys keys.
+template <typename Fn>
+void for_each_work_item(int64_t m, int64_t hq, int64_t per_item, int64_t most_keys, Fn fn) {
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(most_keys * per_item)),
+        rescale(static_cast<size_t>(per_item));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t item = 0; item < hq / per_item; ++item)
+        fn(r, item * per_item, scores.data(), rescale.data());
+  }
+}
+
 }  // namespace
 
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
@@ -427,24 +443,17 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
   float* acc = st.acc.data<float>();
   float* pmx = st.mx.data<float>();
   float* psum = st.sum.data<float>();
-#pragma omp parallel
-  {
-    std::vector<float> scores(static_cast<size_t>(t * per_item)), rescale(static_cast<size_t>(per_item));
-#pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t item = 0; item < hq / per_item; ++item) {
-        const int64_t n_keys = std::clamp<int64_t>(r + visible_offset + 1, 0, t);
-        if (n_keys == 0) continue;
-        const int64_t h = item * per_item, kvh = h / group, s = r * hq + h;
-        auto key_at = [&](int64_t j) {
-          const int64_t at = (j * hkv + kvh) * d;
-          return std::pair<const float*, const float*>(pk + at, pv + at);
-        };
-        accumulate_heads<float>(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
-                                rescale.data(), pmx + s, psum + s, acc + s * d);
-      }
-    }
-  }
+  for_each_work_item(m, hq, per_item, t, [&](int64_t r, int64_t h, float* scores, float* rescale) {
+    const int64_t n_keys = std::clamp<int64_t>(r + visible_offset + 1, 0, t);
+    if (n_keys == 0) return;
+    const int64_t kvh = h / group, s = r * hq + h;
+    auto key_at = [&](int64_t j) {
+      const int64_t at = (j * hkv + kvh) * d;
+      return std::pair<const float*, const float*>(pk + at, pv + at);
+    };
+    accumulate_heads<float>(pq + s * d, per_item, n_keys, d, scale, key_at, scores, rescale,
+                            pmx + s, psum + s, acc + s * d);
+  });
 }
 
 namespace {
@@ -461,28 +470,21 @@ void paged_attention_rows(const float* pq, const T* pk, const T* pv, int64_t m, 
   float* acc = st.acc.data<float>();
   float* pmx = st.mx.data<float>();
   float* psum = st.sum.data<float>();
-#pragma omp parallel
-  {
-    std::vector<float> scores(static_cast<size_t>(most_keys * per_item)), rescale(static_cast<size_t>(per_item));
-#pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t item = 0; item < hq / per_item; ++item) {
-        if (owner[size_t(r)] < 0) continue;
-        const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
-        const int64_t n_keys =
-            std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
-        if (n_keys == 0) continue;
-        const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
-        const int64_t h = item * per_item, kvh = h / group, s = r * hq + h;
-        auto key_at = [&](int64_t j) {
-          const int64_t at = offsets[j] + kvh * bs * d;
-          return std::pair<const T*, const T*>(pk + at, pv + at);
-        };
-        accumulate_heads<T>(pq + s * d, per_item, n_keys, d, scale, key_at, scores.data(),
-                            rescale.data(), pmx + s, psum + s, acc + s * d);
-      }
-    }
-  }
+  for_each_work_item(m, hq, per_item, most_keys,
+                     [&](int64_t r, int64_t h, float* scores, float* rescale) {
+    if (owner[size_t(r)] < 0) return;
+    const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
+    const int64_t n_keys = std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
+    if (n_keys == 0) return;
+    const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
+    const int64_t kvh = h / group, s = r * hq + h;
+    auto key_at = [&](int64_t j) {
+      const int64_t at = offsets[j] + kvh * bs * d;
+      return std::pair<const T*, const T*>(pk + at, pv + at);
+    };
+    accumulate_heads<T>(pq + s * d, per_item, n_keys, d, scale, key_at, scores, rescale, pmx + s,
+                        psum + s, acc + s * d);
+  });
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // The forward's elementwise ops on GPU tensors (f32; float32 arithmetic), each the counterpart of
 // the CPU op of the same name in kernels/ops.h and tested against it on random data
-// (tests/unit/test_cuda_ops.cpp). Kernels are queued on the device's stream; synchronize() waits
+// (tests/unit/test_cuda_ops.cpp). Kernels are queued on the default stream; synchronize() waits
 // and reports what a kernel raised.
 #pragma once
 
