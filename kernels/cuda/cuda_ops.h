@@ -1,4 +1,5 @@
-// The forward's elementwise ops on GPU tensors (f32; float32 arithmetic), each the counterpart of
+// The forward's elementwise ops on GPU tensors (f32, f16 or bf16, all of one call alike; float32
+// arithmetic), each the counterpart of
 // the CPU op of the same name in kernels/ops.h and tested against it on random data
 // (tests/unit/test_cuda_ops.cpp). Kernels are queued on the default stream; synchronize() waits
 // and reports what a kernel raised.
