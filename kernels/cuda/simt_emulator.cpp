@@ -1,8 +1,10 @@
-// The CUDA emulator's scheduler: fibers (ucontext) for the threads of one block, run until each
-// reaches a barrier or ends, in a seeded random order. See simt_emulator.h.
+// The CUDA emulator's scheduler: fibers for the threads of one block, run until each reaches a
+// barrier or ends, in a seeded random order. See simt_emulator.h.
 #include "kernels/cuda/simt_emulator.h"
 
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 
 #include <algorithm>
 #include <map>
@@ -11,8 +13,90 @@
 #include <sstream>
 #include <vector>
 
+#if defined(__x86_64__)
+// A fiber switch: saves the callee-saved registers and the FPU/SSE control words on the current
+// stack, stores the stack pointer in *from, and resumes the stack at `to`. (glibc's swapcontext
+// also saves the signal mask, a system call per switch: half the emulator's time.)
+extern "C" void tessera_simt_switch(void** from, void* to);
+asm(R"(
+.text
+.p2align 4
+.globl tessera_simt_switch
+.type tessera_simt_switch,@function
+tessera_simt_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $16, %rsp
+  stmxcsr 8(%rsp)
+  fnstcw (%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  fldcw (%rsp)
+  ldmxcsr 8(%rsp)
+  addq $16, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size tessera_simt_switch,.-tessera_simt_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+#endif
+
 namespace tessera::simt {
 namespace {
+
+// A suspended execution: a fiber's, or the scheduler's.
+struct Context {
+#if defined(__x86_64__)
+  void* sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
+void switch_context(Context& from, Context& to) {
+#if defined(__x86_64__)
+  tessera_simt_switch(&from.sp, to.sp);
+#else
+  swapcontext(&from.uc, &to.uc);
+#endif
+}
+
+// Makes `c` start entry() (which must never return) on the given stack.
+void prepare_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
+#if defined(__x86_64__)
+  // The frame tessera_simt_switch pops: control words, six registers, then entry as the return
+  // address, with entry seeing the stack as a called function does (rsp = 8 mod 16).
+  auto top = reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t(15);
+  auto* p = reinterpret_cast<uint64_t*>(top);
+  *--p = 0;                                  // entry's own (never used) return address
+  *--p = reinterpret_cast<uint64_t>(entry);  // where the first switch "returns" to
+  for (int i = 0; i < 6; ++i) *--p = 0;      // rbp rbx r12 r13 r14 r15
+  p -= 2;
+  uint32_t mxcsr;
+  uint16_t fpu_cw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpu_cw));
+  std::memcpy(reinterpret_cast<char*>(p), &fpu_cw, sizeof fpu_cw);
+  std::memcpy(reinterpret_cast<char*>(p) + 8, &mxcsr, sizeof mxcsr);
+  c.sp = p;
+#else
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+#endif
+}
 
 constexpr size_t kStackBytes = 64 * 1024;
 constexpr unsigned kWarp = 32;
@@ -20,7 +104,7 @@ constexpr unsigned kWarp = 32;
 enum class State { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
 
 struct Fiber {
-  ucontext_t context;
+  Context context;
   uint3 idx;
   unsigned linear = 0;
   State state = State::kRunnable;
@@ -42,7 +126,7 @@ struct Machine {
   std::vector<std::unique_ptr<char[]>> stacks;
   unsigned live = 0, block_arrived = 0;  // threads not yet returned; threads at __syncthreads
   Fiber* running = nullptr;
-  ucontext_t scheduler;
+  Context scheduler;
   const std::function<void()>* body = nullptr;
   std::string error;  // set by a fiber; the block is abandoned
   std::mt19937_64 order_rng{0x5eed};
@@ -68,7 +152,7 @@ void fail(const std::string& what) {
   }
   // Back to the scheduler for good: this fiber is never resumed.
   m.running->state = State::kDone;
-  swapcontext(&m.running->context, &m.scheduler);
+  switch_context(m.running->context, m.scheduler);
 }
 
 // Every thread of the block must reach a __syncthreads: one that returned instead never arrives,
@@ -90,7 +174,7 @@ void release_warp_barrier_if_complete(Machine& m, unsigned warp) {
 }
 
 void wait_here(Machine& m) {
-  swapcontext(&m.running->context, &m.scheduler);
+  switch_context(m.running->context, m.scheduler);
 }
 
 void fiber_entry() {
@@ -101,7 +185,7 @@ void fiber_entry() {
   --m.live;
   --m.warps[f.linear / kWarp].live;
   release_warp_barrier_if_complete(m, f.linear / kWarp);
-  // Returning ends the fiber; uc_link goes back to the scheduler.
+  switch_context(f.context, m.scheduler);  // for good: a finished fiber is never resumed
 }
 
 // Runs every thread of the current block to its end. Returns false on a deadlock or error.
@@ -110,11 +194,7 @@ bool run_block(Machine& m) {
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = m.fibers[i];
     f.state = State::kRunnable;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = m.stacks[i].get();
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &m.scheduler;
-    makecontext(&f.context, fiber_entry, 0);
+    prepare_context(f.context, m.stacks[i].get(), kStackBytes, fiber_entry);
   }
   for (Warp& w : m.warps) w = Warp{};
   for (unsigned i = 0; i < n; ++i) ++m.warps[i / kWarp].live;
@@ -132,7 +212,7 @@ bool run_block(Machine& m) {
       if (f.state != State::kRunnable) continue;
       ran = true;
       m.running = &f;
-      swapcontext(&m.scheduler, &f.context);
+      switch_context(m.scheduler, f.context);
       if (!m.error.empty()) return false;
     }
     if (!ran) {

@@ -156,6 +156,16 @@ T atomicExch(T* p, T v) {
   return old;
 }
 
+// The integer min and max CUDA's device code has.
+template <class T>
+T min(T a, T b) {
+  return b < a ? b : a;
+}
+template <class T>
+T max(T a, T b) {
+  return a < b ? b : a;
+}
+
 inline float rsqrtf(float x) {
   return 1.0f / std::sqrt(x);
 }

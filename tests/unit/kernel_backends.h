@@ -13,6 +13,7 @@
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_memory.h"
 #include "kernels/cuda/elementwise_launchers.h"
+#include "kernels/cuda/paged_attention_launcher.h"
 #endif
 
 namespace tessera::testing {
@@ -28,6 +29,7 @@ struct KernelBackend {
   decltype(&cuda::device::swiglu) swiglu;
   decltype(&cuda::device::rope) rope;
   decltype(&cuda::device::embedding) embedding;
+  decltype(&cuda::device::paged_attention) paged_attention;
 };
 
 inline bool gpu_available(std::string* why_not) {
@@ -55,11 +57,11 @@ inline std::vector<KernelBackend> kernel_backends() {
   std::vector<KernelBackend> b;
   b.push_back({"gpu", Device::cuda(0), gpu_available, cuda::device::rms_norm,
                cuda::device::add_rms_norm, cuda::device::swiglu, cuda::device::rope,
-               cuda::device::embedding});
+               cuda::device::embedding, cuda::device::paged_attention});
 #if TESSERA_HAVE_CUDA_EMULATOR
   b.push_back({"emulator", Device::cpu(), emulator_available, cuda::emulated::rms_norm,
                cuda::emulated::add_rms_norm, cuda::emulated::swiglu, cuda::emulated::rope,
-               cuda::emulated::embedding});
+               cuda::emulated::embedding, cuda::emulated::paged_attention});
 #endif
   return b;
 }

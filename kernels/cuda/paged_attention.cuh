@@ -1,0 +1,184 @@
+// The GPU's paged attention (see kernels/cuda/paged_attention_launcher.h for what it computes and
+// how the work is cut). float32 arithmetic throughout; queries f32/bf16/f16, pools f32/f16/bf16.
+// Compiled by nvcc (paged_attention.cu) and, against the emulator, into the tests.
+#pragma once
+
+#include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/paged_attention_launcher.h"
+
+namespace tessera::cuda::TESSERA_KERNELS {
+namespace paged_detail {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kVectorsPerWarp = kMaxQueryVectors / kWarps;
+constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
+
+// Shared memory: the tile's query vectors (kMaxQueryVectors, d), a step of keys (kKeysPerStep,
+// d + 1: the padding puts each lane's key row in its own bank) and of values (kKeysPerStep, d).
+__host__ __device__ inline size_t shared_bytes(int64_t d) {
+  return size_t(kMaxQueryVectors * d + kKeysPerStep * (d + 1) + kKeysPerStep * d) * sizeof(float);
+}
+
+// Block (tile, KV head g, split): the partial state of the tile's query vectors over the split's
+// keys, written to scratch[(split, row, head)] as d accumulators, the max and the sum.
+// Query vector v of the tile is row row0 + v / group, head g * group + v % group. A warp takes
+// vectors warp, warp + kWarps, ...; in a step lane l scores key k0 + l, and lane l accumulates
+// output dims l, l + 32, ...
+template <class TQ, class TKV>
+__global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a) {
+  const int64_t d = a.head_dim, pitch = d + 1, hq = a.n_heads, hkv = a.n_kv_heads;
+  const int64_t group = hq / hkv, g = blockIdx.y, split = blockIdx.z;
+  const int32_t* tile = a.tiles + int64_t(blockIdx.x) * PagedAttentionPlan::kTileFields;
+  const int64_t row0 = tile[1], rows = tile[2];
+  const int32_t* seq = a.sequences + int64_t(tile[0]) * PagedAttentionPlan::kSeqFields;
+  const int64_t seq_row = seq[0], keys = seq[1], offset = seq[2];
+  const int32_t* table = a.block_tables + seq[3];
+  const int64_t n_vec = rows * group;
+  const TQ* q = static_cast<const TQ*>(a.q);
+  const TKV* k_pool = static_cast<const TKV*>(a.k_pool);
+  const TKV* v_pool = static_cast<const TKV*>(a.v_pool);
+
+  TESSERA_DYNAMIC_SHARED(float, smem);
+  float* sq = smem;
+  float* sk = sq + kMaxQueryVectors * d;
+  float* sv = sk + kKeysPerStep * pitch;
+  for (int64_t e = threadIdx.x; e < n_vec * d; e += kThreads) {
+    const int64_t v = e / d, i = e % d;
+    const int64_t r = row0 + v / group, h = g * group + v % group;
+    sq[e] = load(q, (r * hq + h) * d + i);
+  }
+  // Keys [k_begin, k_end) of this split that the tile's last row sees (the others see fewer).
+  const int64_t seen_by_last = (row0 + rows - 1 - seq_row) + offset + 1;
+  const int64_t k_begin = split * a.keys_per_split;
+  const int64_t k_end = min(min(keys, seen_by_last), k_begin + a.keys_per_split);
+
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int dims = int(d / 32);
+  float mx[kVectorsPerWarp], sum[kVectorsPerWarp], acc[kVectorsPerWarp][kMaxDimsPerLane];
+  for (int c = 0; c < kVectorsPerWarp; ++c) {
+    mx[c] = -INFINITY;
+    sum[c] = 0.0f;
+    for (int e = 0; e < kMaxDimsPerLane; ++e) acc[c][e] = 0.0f;
+  }
+  __syncthreads();
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kKeysPerStep) {
+    for (int64_t e = threadIdx.x; e < kKeysPerStep * d; e += kThreads) {
+      const int64_t j = e / d, i = e % d, key = k0 + j;
+      float kv = 0.0f, vv = 0.0f;
+      if (key < k_end) {
+        const int64_t at =
+            ((int64_t(table[key / a.block_size]) * hkv + g) * a.block_size + key % a.block_size) *
+                d +
+            i;
+        kv = load(k_pool, at);
+        vv = load(v_pool, at);
+      }
+      sk[j * pitch + i] = kv;
+      sv[j * d + i] = vv;
+    }
+    __syncthreads();
+    for (int c = 0; c < kVectorsPerWarp; ++c) {
+      const int64_t v = warp + int64_t(c) * kWarps;
+      if (v >= n_vec) break;  // the same for the whole warp
+      const int64_t row = row0 + v / group;
+      const int64_t limit = min(k_end, (row - seq_row) + offset + 1);  // keys below it are seen
+      const int64_t key = k0 + lane;
+      float score = -INFINITY;
+      if (key < limit) {
+        const float* qv = sq + v * d;
+        const float* kr = sk + int64_t(lane) * pitch;
+        float dot = 0.0f;
+        for (int64_t i = 0; i < d; ++i) dot += qv[i] * kr[i];
+        score = dot * a.scale;
+      }
+      const float new_mx = fmaxf(mx[c], warp_max(score));
+      if (new_mx == -INFINITY) continue;  // no key of this step is seen (the same for the warp)
+      const float rescale = expf(mx[c] - new_mx);  // 0 when nothing was seen before
+      const float p = key < limit ? expf(score - new_mx) : 0.0f;
+      sum[c] = sum[c] * rescale + warp_sum(p);
+      mx[c] = new_mx;
+      for (int e = 0; e < dims; ++e) acc[c][e] *= rescale;
+      for (int jj = 0; jj < kKeysPerStep; ++jj) {
+        const float pj = __shfl_sync(0xffffffffu, p, jj);
+        const float* vr = sv + int64_t(jj) * d + lane;
+        for (int e = 0; e < dims; ++e) acc[c][e] += pj * vr[32 * e];
+      }
+    }
+    __syncthreads();  // the step's keys are read by every warp before the next are loaded
+  }
+  for (int c = 0; c < kVectorsPerWarp; ++c) {
+    const int64_t v = warp + int64_t(c) * kWarps;
+    if (v >= n_vec) break;
+    const int64_t r = row0 + v / group, h = g * group + v % group;
+    float* out = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
+    for (int e = 0; e < dims; ++e) out[lane + 32 * e] = acc[c][e];
+    if (lane == 0) {
+      out[d] = mx[c];
+      out[d + 1] = sum[c];
+    }
+  }
+}
+
+// Block (tile, KV head): the state of the tile's query vectors, merged with every split's
+// partial state in split order (log-sum-exp rescaling, as ops::attention_merge).
+__global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
+  const int64_t d = a.head_dim, hq = a.n_heads, group = hq / a.n_kv_heads, g = blockIdx.y;
+  const int32_t* tile = a.tiles + int64_t(blockIdx.x) * PagedAttentionPlan::kTileFields;
+  const int64_t row0 = tile[1], n_vec = tile[2] * group;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, dims = int(d / 32);
+  for (int64_t v = warp; v < n_vec; v += kWarps) {
+    const int64_t r = row0 + v / group, h = g * group + v % group, s = r * hq + h;
+    float mx = a.mx[s], sum = a.sum[s], acc[kMaxDimsPerLane];
+    for (int e = 0; e < dims; ++e) acc[e] = a.acc[s * d + lane + 32 * e];
+    for (int64_t split = 0; split < a.splits; ++split) {
+      const float* part = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
+      const float pmx = part[d];
+      if (pmx == -INFINITY) continue;  // the piece saw no key
+      const float m = fmaxf(mx, pmx), x = expf(mx - m), y = expf(pmx - m);
+      for (int e = 0; e < dims; ++e) acc[e] = acc[e] * x + part[lane + 32 * e] * y;
+      sum = sum * x + part[d + 1] * y;
+      mx = m;
+    }
+    __syncwarp();  // every lane has read mx and sum before lane 0 writes them
+    for (int e = 0; e < dims; ++e) a.acc[s * d + lane + 32 * e] = acc[e];
+    if (lane == 0) {
+      a.mx[s] = mx;
+      a.sum[s] = sum;
+    }
+  }
+}
+
+template <class TQ, class TKV>
+std::string launch(const PagedAttentionArgs& a) {
+  const size_t smem = shared_bytes(a.head_dim);
+  if (smem > 48 * 1024) {
+    const std::string e = allow_shared_memory(partial_kernel<TQ, TKV>, smem);
+    if (!e.empty()) return e;
+  }
+  const dim3 grid(unsigned(a.n_tiles), unsigned(a.n_kv_heads), unsigned(a.splits));
+  TESSERA_LAUNCH(grid, kThreads, smem, a.stream, partial_kernel<TQ, TKV>)(a);
+  std::string e = launch_error();
+  if (!e.empty()) return e;
+  TESSERA_LAUNCH(dim3(unsigned(a.n_tiles), unsigned(a.n_kv_heads)), kThreads, 0, a.stream,
+                 merge_kernel)
+  (a);
+  return launch_error();
+}
+
+}  // namespace paged_detail
+
+std::string paged_attention(const PagedAttentionArgs& a) {
+  if (a.n_tiles == 0) return {};
+  if (a.head_dim % 32 != 0 || a.head_dim > 32 * paged_detail::kMaxDimsPerLane)
+    return "paged attention on the GPU needs head_dim a multiple of 32 up to 256, got " +
+           std::to_string(a.head_dim);
+  if (a.q_type == Elem::kF16) return "paged attention on the GPU takes f32 or bf16 queries";
+  return with_elem(a.kv_type, [&](auto kv_tag) {
+    using TKV = decltype(kv_tag);
+    return a.q_type == Elem::kF32 ? paged_detail::launch<float, TKV>(a)
+                                  : paged_detail::launch<__nv_bfloat16, TKV>(a);
+  });
+}
+
+}  // namespace tessera::cuda::TESSERA_KERNELS
