@@ -271,26 +271,48 @@ void sync_warp() {
   wait_here(m);
 }
 
-uint64_t exchange_in_warp(unsigned mask, uint64_t bits, int src) {
-  Machine& m = machine();
-  const unsigned lane = lane_id(), warp = m.running->linear / kWarp, first = warp * kWarp;
+namespace {
+// The lanes of the running fiber's warp that have not returned; fails unless mask names them.
+unsigned checked_live_lanes(Machine& m, unsigned mask) {
+  const unsigned first = m.running->linear / kWarp * kWarp;
   unsigned live_mask = 0;
   for (unsigned i = 0; i < kWarp && first + i < m.fibers.size(); ++i)
     if (m.fibers[first + i].state != State::kDone || &m.fibers[first + i] == m.running)
       live_mask |= 1u << i;
   if (mask != live_mask) {
     std::ostringstream os;
-    os << "warp shuffle with mask 0x" << std::hex << mask << " while the warp's live lanes are 0x"
-       << live_mask << " (partial or stale mask)";
+    os << "warp collective with mask 0x" << std::hex << mask
+       << " while the warp's live lanes are 0x" << live_mask << " (partial or stale mask)";
     fail(os.str());
   }
-  m.warps[warp].slots[lane] = bits;
+  return live_mask;
+}
+}  // namespace
+
+uint64_t exchange_in_warp(unsigned mask, uint64_t bits, int src) {
+  Machine& m = machine();
+  const unsigned warp = m.running->linear / kWarp, first = warp * kWarp;
+  const unsigned live_mask = checked_live_lanes(m, mask);
+  m.warps[warp].slots[lane_id()] = bits;
   sync_warp();
   if (src < 0 || src >= int(kWarp) || first + unsigned(src) >= m.fibers.size() ||
       !(live_mask >> src & 1u))
     fail("warp shuffle reads lane " + std::to_string(src) + ", which is not in the warp");
   const uint64_t out = m.warps[warp].slots[src];
   sync_warp();  // nobody overwrites a slot before every lane has read
+  return out;
+}
+
+unsigned ballot_in_warp(unsigned mask, bool pred) {
+  Machine& m = machine();
+  const unsigned warp = m.running->linear / kWarp;
+  const unsigned live_mask = checked_live_lanes(m, mask);
+  m.warps[warp].slots[lane_id()] = pred;
+  sync_warp();
+  unsigned out = 0;
+  for (unsigned i = 0; i < kWarp; ++i)
+    if ((live_mask >> i & 1u) && m.warps[warp].slots[i]) out |= 1u << i;
+  sync_warp();
   return out;
 }
 

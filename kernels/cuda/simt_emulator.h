@@ -57,6 +57,8 @@ void sync_warp();   // __syncwarp (full mask)
 // warp must make the call, and mask must name exactly those lanes.
 uint64_t exchange_in_warp(unsigned mask, uint64_t bits, int src);
 unsigned lane_id();
+// Bit i set when live lane i passed a true pred (the same rules as exchange_in_warp).
+unsigned ballot_in_warp(unsigned mask, bool pred);
 
 // Runs body as every thread of every block (grid x block). Returns "" or what went wrong (bad
 // configuration, divergent barrier, bad shuffle), as cudaGetLastError would after a launch.
@@ -134,6 +136,13 @@ template <class T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   const int lane = int(::tessera::simt::lane_id());
   return ::tessera::simt::shuffle(mask, v, lane % width >= int(delta) ? lane - int(delta) : lane);
+}
+
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  return ::tessera::simt::ballot_in_warp(mask, pred != 0);
+}
+inline int __popc(unsigned x) {
+  return __builtin_popcount(x);
 }
 
 // One OS thread runs every fiber, so the atomics are plain read-modify-writes.

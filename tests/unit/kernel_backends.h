@@ -14,6 +14,7 @@
 #include "kernels/cuda/cuda_memory.h"
 #include "kernels/cuda/elementwise_launchers.h"
 #include "kernels/cuda/paged_attention_launcher.h"
+#include "kernels/cuda/sampling_launchers.h"
 #endif
 
 namespace tessera::testing {
@@ -30,6 +31,8 @@ struct KernelBackend {
   decltype(&cuda::device::rope) rope;
   decltype(&cuda::device::embedding) embedding;
   decltype(&cuda::device::paged_attention) paged_attention;
+  decltype(&cuda::device::repetition_penalty) repetition_penalty;
+  decltype(&cuda::device::top_k) top_k;
 };
 
 inline bool gpu_available(std::string* why_not) {
@@ -57,11 +60,13 @@ inline std::vector<KernelBackend> kernel_backends() {
   std::vector<KernelBackend> b;
   b.push_back({"gpu", Device::cuda(0), gpu_available, cuda::device::rms_norm,
                cuda::device::add_rms_norm, cuda::device::swiglu, cuda::device::rope,
-               cuda::device::embedding, cuda::device::paged_attention});
+               cuda::device::embedding, cuda::device::paged_attention,
+               cuda::device::repetition_penalty, cuda::device::top_k});
 #if TESSERA_HAVE_CUDA_EMULATOR
   b.push_back({"emulator", Device::cpu(), emulator_available, cuda::emulated::rms_norm,
                cuda::emulated::add_rms_norm, cuda::emulated::swiglu, cuda::emulated::rope,
-               cuda::emulated::embedding, cuda::emulated::paged_attention});
+               cuda::emulated::embedding, cuda::emulated::paged_attention,
+               cuda::emulated::repetition_penalty, cuda::emulated::top_k});
 #endif
   return b;
 }

@@ -117,8 +117,11 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
 
   const cuda::PagedAttentionPlan plan =
       cuda::plan_paged_attention(seqs, m, hq, hkv, d, c.split ? 4096 : 1, c.split ? 32 : 1 << 30);
-  if (c.split) EXPECT_GE(plan.splits, 700 / 64) << "the long decode is cut into pieces";
-  if (!c.split) EXPECT_EQ(plan.splits, 1);
+  if (c.split) {
+    EXPECT_GE(plan.splits, 700 / 64) << "the long decode is cut into pieces";
+  } else {
+    EXPECT_EQ(plan.splits, 1);
+  }
   const Device dev = backend_.memory;
   const auto i32 = [&](const std::vector<int32_t>& v) {
     return Tensor::from_i32(v, {int64_t(v.size())}).to(dev);
@@ -166,7 +169,9 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
       const size_t e = size_t(s * d + i);
       ASSERT_NEAR(ga[e] / gs[size_t(s)], wa[e] / ws[size_t(s)], tol * 4)
           << "row " << s / hq << " head " << s % hq << " dim " << i;
-      if (!changed) ASSERT_EQ(ga[e], ba[e]) << "a row that saw no key was touched";
+      if (!changed) {
+        ASSERT_EQ(ga[e], ba[e]) << "a row that saw no key was touched";
+      }
     }
   }
   EXPECT_GT(changed_rows, (m - 4) * hq) << "most rows see keys";

@@ -39,6 +39,10 @@ __global__ void shuffle_down_and_up(int* down, int* up) {
   up[threadIdx.x] = __shfl_up_sync(0xffffffffu, int(threadIdx.x), 5);
 }
 
+__global__ void ballot_of_odd_multiples_of_three(unsigned* out) {
+  out[threadIdx.x] = __ballot_sync(0xffffffffu, threadIdx.x % 3 == 0 && threadIdx.x % 2 == 1);
+}
+
 __global__ void fill_dynamic_shared(int n, int* out) {
   TESSERA_DYNAMIC_SHARED(int, s);
   for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) s[i] = i;
@@ -108,6 +112,15 @@ TEST(SimtEmulator, ShufflesReadTheLanesTheGpuReads) {
   for (int t = 0; t < 64; ++t) {
     EXPECT_EQ(down[size_t(t)], t % 32 + 3 < 32 ? t + 3 : t) << t;
     EXPECT_EQ(up[size_t(t)], t % 32 >= 5 ? t - 5 : t) << t;
+  }
+  std::vector<unsigned> ballots(64);
+  TESSERA_LAUNCH(1, 64, 0, nullptr, ballot_of_odd_multiples_of_three)(ballots.data());
+  ASSERT_EQ(launch_error(), "");
+  for (int t = 0; t < 64; ++t) {
+    unsigned want = 0;
+    for (int l = 0; l < 32; ++l)
+      if ((t / 32 * 32 + l) % 6 == 3) want |= 1u << l;
+    EXPECT_EQ(ballots[size_t(t)], want) << t;
   }
   // 48 threads: the second warp has lanes 0..15 only, so a full-mask shuffle is an error.
   TESSERA_LAUNCH(1, 48, 0, nullptr, shuffle_xor)(16, out.data());
