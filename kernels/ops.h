@@ -1,6 +1,8 @@
-// The math ops the forward pass is made of. Each op checks shapes and dispatches on the device of
-// its tensors; the CPU implementations live in kernels/cpu/ (AVX2 via the compiler, OpenMP
-// threads, OpenBLAS for GEMM). All activations are float32 here.
+// The math ops the forward pass is made of. Each op dispatches on the device of its tensors
+// (kernels/ops.cpp): host tensors to the CPU implementations in kernels/cpu/ (AVX2 via the
+// compiler, OpenMP threads, OpenBLAS for GEMM; float32 activations), GPU tensors to
+// kernels/cuda/cuda_ops.h (f32, or bf16 activations with float32 accumulation). The tensors of
+// one call are on one device.
 #pragma once
 
 #include <climits>
@@ -57,7 +59,8 @@ struct AttentionState {
   Tensor acc;  // (m, n_heads, d)
   Tensor mx;   // (m, n_heads)
   Tensor sum;  // (m, n_heads)
-  static AttentionState empty(int64_t m, int64_t n_heads, int64_t d);  // nothing seen yet
+  // Nothing seen yet (mx -inf, sum and acc 0), on `device`.
+  static AttentionState empty(int64_t m, int64_t n_heads, int64_t d, Device device = Device::cpu());
 };
 inline constexpr int64_t kAllKeysVisible = INT64_MAX / 4;
 // Adds keys k, v (t, n_kv_heads, d) to the state of q (m, n_heads, d). Query row r sees key j when
@@ -85,5 +88,15 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
 void attention_merge(AttentionState& state, const AttentionState& other);
 // out(m, n_heads, d) = acc / sum.
 void attention_finish(const AttentionState& state, Tensor& out);
+
+// Writes row i of k and v (rows, n_kv_heads, d), f32, into the pools (num_blocks, n_kv_heads,
+// block_size, d) at key slot slots[i] = block * block_size + slot, in the pools' type; a slot
+// of -1 is skipped.
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const std::vector<int64_t>& slots);
+// x (f32) = x rounded to `type` and widened again: what a cache of that type keeps.
+void round_through(Tensor& x, DType type);
+// dst = src (the same dtype and element count; any devices).
+void copy(const Tensor& src, Tensor& dst);
 
 }  // namespace tessera::ops

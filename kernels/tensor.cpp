@@ -103,6 +103,14 @@ Tensor Tensor::from_i32(const std::vector<int32_t>& values, Shape shape) {
   return t;
 }
 
+Tensor Tensor::from_i64(const std::vector<int64_t>& values, Shape shape) {
+  TESSERA_CHECK(int64_t(values.size()) == shape_numel(shape),
+                values.size() << " values do not fill shape " << shape_str(shape));
+  Tensor t = empty(std::move(shape), DType::kI64);
+  std::memcpy(t.raw(), values.data(), t.nbytes());
+  return t;
+}
+
 int64_t Tensor::dim(int i) const {
   const int n = ndim();
   if (i < 0) i += n;

@@ -42,6 +42,7 @@ class Tensor {
   static Tensor zeros(Shape shape, DType dtype, Device device = Device::cpu());
   static Tensor from_f32(const std::vector<float>& values, Shape shape);
   static Tensor from_i32(const std::vector<int32_t>& values, Shape shape);
+  static Tensor from_i64(const std::vector<int64_t>& values, Shape shape);
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }

@@ -1,4 +1,4 @@
-// CPU implementations of kernels/ops.h.
+// CPU implementations of kernels/ops.h (ops::cpu, called by the dispatch in kernels/ops.cpp).
 #include <cblas.h>
 #include <omp.h>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -7,14 +7,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/ops_cpu.h"
+#include "kernels/dtype.h"
 #include "kernels/cpu/skinny_gemm.h"
-#include "kernels/ops.h"
 
-namespace tessera::ops {
+namespace tessera::ops::cpu {
 namespace {
 
 void check_cpu_f32(const Tensor& t, const char* what) {
@@ -169,33 +169,6 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
   }
 }
 
-std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& s) {
-  TESSERA_CHECK(rot_dim > 0 && rot_dim % 2 == 0, "rope dimension " << rot_dim << " must be even");
-  const int half = rot_dim / 2;
-  std::vector<float> inv(static_cast<size_t>(half));
-  // float32 throughout, as the reference (Hugging Face) computes it.
-  for (int i = 0; i < half; ++i)
-    inv[size_t(i)] = 1.0f / std::pow(theta, float(2 * i) / float(rot_dim));
-  if (s.type == RopeScaling::Type::kLinear) {
-    for (float& f : inv) f /= s.factor;
-  } else if (s.type == RopeScaling::Type::kLlama3) {
-    const float old_len = float(s.original_max_position);
-    const float low_wavelen = old_len / s.low_freq_factor;
-    const float high_wavelen = old_len / s.high_freq_factor;
-    for (float& f : inv) {
-      const float wavelen = 2.0f * std::numbers::pi_v<float> / f;
-      if (wavelen > low_wavelen) {
-        f = f / s.factor;
-      } else if (wavelen >= high_wavelen) {  // medium band: interpolate
-        const float smooth =
-            (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-        f = (1.0f - smooth) * f / s.factor + smooth * f;
-      }
-    }
-  }
-  return inv;
-}
-
 void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
                   const std::vector<float>& inv_freq) {
   check_cpu_f32(x, "rope input");
@@ -234,18 +207,10 @@ void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   if (m == 0) return;
   // One block of keys, query row r seeing keys 0 .. q_positions[r] = r + q_positions[0].
   AttentionState state = AttentionState::empty(m, q.dim(1), q.dim(2));
-  attention_accumulate(q, k, v, q_positions[0], scale, state);
-  attention_finish(state, out);
+  cpu::attention_accumulate(q, k, v, q_positions[0], scale, state);
+  cpu::attention_finish(state, out);
 }
 
-AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d) {
-  AttentionState st;
-  st.acc = Tensor::zeros({m, n_heads, d}, DType::kF32);
-  st.mx = Tensor::empty({m, n_heads}, DType::kF32);
-  st.sum = Tensor::zeros({m, n_heads}, DType::kF32);
-  std::fill_n(st.mx.data<float>(), m * n_heads, -INFINITY);
-  return st;
-}
 
 namespace {
 
@@ -568,4 +533,32 @@ void attention_finish(const AttentionState& st, Tensor& out) {
   }
 }
 
-}  // namespace tessera::ops
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const std::vector<int64_t>& slots) {
+  check_cpu_f32(k, "keys to store");
+  check_cpu_f32(v, "values to store");
+  const int64_t heads = k_pool.dim(1), bs = k_pool.dim(2), hd = k_pool.dim(3);
+  const size_t elem = dtype_size(k_pool.dtype());
+  char* kd = static_cast<char*>(k_pool.raw());
+  char* vd = static_cast<char*>(v_pool.raw());
+  for (size_t r = 0; r < slots.size(); ++r) {
+    if (slots[r] < 0) continue;
+    const int64_t first = slots[r] / bs * heads * bs, slot = slots[r] % bs;
+    for (int64_t h = 0; h < heads; ++h) {
+      const size_t at = size_t((first + h * bs + slot) * hd) * elem;
+      const int64_t from = int64_t(r) * heads * hd + h * hd;
+      convert_from_f32(k_pool.dtype(), k.data<float>() + from, kd + at, size_t(hd));
+      convert_from_f32(v_pool.dtype(), v.data<float>() + from, vd + at, size_t(hd));
+    }
+  }
+}
+
+void round_through(Tensor& x, DType type) {
+  check_cpu_f32(x, "values to round");
+  if (type == DType::kF32) return;
+  std::vector<uint16_t> kept(size_t(x.numel()));
+  convert_from_f32(type, x.data<float>(), kept.data(), kept.size());
+  convert_to_f32(type, kept.data(), x.data<float>(), kept.size());
+}
+
+}  // namespace tessera::ops::cpu

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +25,7 @@ namespace {
 struct Region {
   char* base = nullptr;
   std::unique_ptr<MemoryPool> pool;
+  bool emulated = false;  // host memory, computed on by the CUDA emulator
 };
 
 // The CUDA allocator: pieces of each GPU's reserved region; copies by cudaMemcpy (unified
@@ -41,6 +44,10 @@ class CudaAllocator final : public DeviceAllocator {
   }
   void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
     if (bytes == 0) return;
+    if (emulated(dst_dev) || emulated(src_dev)) {  // all host memory
+      std::memcpy(dst, src, bytes);
+      return;
+    }
     TESSERA_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault),
                        "copy of " << bytes << " bytes from " << src_dev.str() << " to "
                                   << dst_dev.str());
@@ -63,12 +70,30 @@ class CudaAllocator final : public DeviceAllocator {
     r.pool = std::make_unique<MemoryPool>(bytes, 256);
     regions_[index] = std::move(r);
   }
+  void reserve_emulated(int index, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TESSERA_CHECK(regions_.count(index) == 0, "cuda:" << index << " memory is already reserved");
+    Region r;
+    r.base = static_cast<char*>(std::aligned_alloc(256, (bytes + 255) / 256 * 256));
+    TESSERA_CHECK(r.base != nullptr,
+                  "cannot reserve " << bytes << " bytes of host memory for an emulated GPU");
+    r.pool = std::make_unique<MemoryPool>(bytes, 256);
+    r.emulated = true;
+    regions_[index] = std::move(r);
+  }
+  bool is_emulated(int index) { return emulated(Device::cuda(index)); }
   MemoryPoolStats stats(int index) {
     std::lock_guard<std::mutex> lock(mutex_);
     return region(index).pool->stats();
   }
 
  private:
+  bool emulated(Device d) {
+    if (d.type != DeviceType::kCUDA) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = regions_.find(d.index);
+    return it != regions_.end() && it->second.emulated;
+  }
   Region& region(int index) {
     const auto it = regions_.find(index);
     TESSERA_CHECK(it != regions_.end(), "no memory reserved on cuda:" << index
@@ -103,6 +128,10 @@ std::string no_device_reason() {
 }
 
 void reserve_memory(int index, size_t bytes) { cuda_allocator().reserve(index, bytes); }
+
+void emulate_gpu(int index, size_t bytes) { cuda_allocator().reserve_emulated(index, bytes); }
+
+bool is_emulated(int index) { return cuda_allocator().is_emulated(index); }
 
 MemoryPoolStats memory_stats(int index) { return cuda_allocator().stats(index); }
 

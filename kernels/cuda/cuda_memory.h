@@ -18,6 +18,11 @@ std::string no_device_reason();
 // Reserves `bytes` on GPU `index` for its tensors (once per GPU; throws naming the GPU, the
 // request and its free memory when the reservation fails).
 void reserve_memory(int index, size_t bytes);
+// Makes cuda:index a GPU that is emulated: its tensors live in `bytes` of host memory and the
+// GPU ops on them run the kernel sources on the CUDA emulator (kernels/cuda/simt_emulator.h).
+// For tests of the GPU path where there is no GPU; device_count() still counts real GPUs only.
+void emulate_gpu(int index, size_t bytes);
+bool is_emulated(int index);
 MemoryPoolStats memory_stats(int index);  // of a GPU whose memory was reserved
 
 }  // namespace tessera::cuda

@@ -1,22 +1,37 @@
-// The forward's elementwise ops on GPU tensors (f32, f16 or bf16, all of one call alike; float32
-// arithmetic), each the counterpart of
-// the CPU op of the same name in kernels/ops.h and tested against it on random data
-// (tests/unit/test_cuda_ops.cpp). Kernels are queued on the default stream; synchronize() waits
-// and reports what a kernel raised.
+// The ops of kernels/ops.h on GPU tensors (f32, or f16/bf16 activations where noted, float32
+// arithmetic), with the same signatures and meaning; kernels/ops.cpp calls these for tensors on
+// Device::cuda(i). Each is tested against the CPU op on random data (tests/unit/test_cuda_*.cpp).
+// Kernels are queued on the default stream; synchronize() waits and reports what a kernel raised.
+// On a GPU that is emulated (cuda::emulate_gpu) the same kernel sources run on the CUDA emulator.
 #pragma once
 
+#include <vector>
+
+#include "kernels/ops.h"
 #include "kernels/tensor.h"
 
 namespace tessera::cuda {
 
+void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 // x += delta, then y = rms_norm(x, weight): the residual add fused with the next norm.
 void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& y);
+void add_inplace(Tensor& a, const Tensor& b);
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
-// x (tokens, heads, head_dim); positions (tokens) i32 and inv_freq (head_dim / 2) f32, on the GPU.
-void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
+void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
+                  const std::vector<float>& inv_freq);
 // out (ids, dim) = table rows; throws naming the problem when an id is outside the table.
-void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
+void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
+                          float scale, ops::AttentionState& state);
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const std::vector<ops::PagedSequence>& seqs, float scale,
+                                ops::AttentionState& state);
+void attention_merge(ops::AttentionState& state, const ops::AttentionState& other);
+void attention_finish(const ops::AttentionState& state, Tensor& out);
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const std::vector<int64_t>& slots);
+void round_through(Tensor& x, DType type);
 void synchronize();
 
 }  // namespace tessera::cuda

@@ -23,9 +23,11 @@ PagedAttentionPlan plan_paged_attention(const std::vector<PagedAttentionSequence
     const PagedAttentionSequence& q = seqs[s];
     TESSERA_ASSERT(q.row >= 0 && q.rows >= 0 && q.row + q.rows <= m,
                    "paged attention: rows [" << q.row << ", " << q.row + q.rows << ") of " << m);
-    plan.sequences.insert(plan.sequences.end(),
-                          {int32_t(q.row), int32_t(q.keys), int32_t(q.visible_offset),
-                           int32_t(plan.block_tables.size())});
+    plan.sequences.insert(
+        plan.sequences.end(),
+        {int32_t(q.row), int32_t(q.keys),
+         // (kAllKeysVisible and other offsets past the keys: all keys)
+         int32_t(std::min(q.visible_offset, q.keys)), int32_t(plan.block_tables.size())});
     plan.block_tables.insert(plan.block_tables.end(), q.blocks.begin(), q.blocks.end());
     for (int64_t r = 0; r < q.rows; r += rows_per_tile) {
       plan.tiles.insert(plan.tiles.end(), {int32_t(s), int32_t(q.row + r),

@@ -153,7 +153,7 @@ TEST(CudaOpsTensors, EmbeddingRefusesAnIdOutsideTheTable) {
   const Tensor table = Tensor::from_f32(random_values(50 * 8, 8), {50, 8}).to(Device::cuda(0));
   Tensor out = Tensor::empty({2, 8}, DType::kF32, Device::cuda(0));
   try {
-    cuda::embedding(table, Tensor::from_i32({1, 50}, {2}).to(Device::cuda(0)), out);
+    cuda::embedding(table, {1, 50}, out);
     FAIL() << "an id outside the table was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("outside the vocabulary (size 50)"), std::string::npos)

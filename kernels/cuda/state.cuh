@@ -1,0 +1,127 @@
+// The residual add, rounding to a cache's type, and the attention state's finish, merge and the
+// KV write (see kernels/cuda/state_launchers.h). Compiled by nvcc (state.cu) and, against the
+// emulator, into the tests.
+#pragma once
+
+#include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/state_launchers.h"
+
+namespace tessera::cuda::TESSERA_KERNELS {
+namespace state_detail {
+
+constexpr int kThreads = 256;
+
+template <class T>
+__global__ void add_kernel(T* a, const T* b, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store(a, i, load(a, i) + load(b, i));
+}
+
+template <class T>
+__global__ void round_kernel(float* x, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    T r[1];
+    store(r, 0, x[i]);
+    x[i] = load(r, 0);
+  }
+}
+
+template <class T>
+__global__ void finish_kernel(const float* acc, const float* sum, int64_t n, int64_t d, T* out) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * d;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float s = sum[i / d];
+    store(out, i, s > 0 ? acc[i] * (1.0f / s) : 0.0f);
+  }
+}
+
+// One thread per row of the state (the few rows SP decode merges).
+__global__ void merge_kernel(float* acc, float* mx, float* sum, const float* oacc, const float* omx,
+                             const float* osum, int64_t n, int64_t d) {
+  const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (s >= n || omx[s] == -INFINITY) return;  // the other saw no key
+  const float m = fmaxf(mx[s], omx[s]), a = expf(mx[s] - m), b = expf(omx[s] - m);
+  for (int64_t i = 0; i < d; ++i) acc[s * d + i] = acc[s * d + i] * a + oacc[s * d + i] * b;
+  sum[s] = sum[s] * a + osum[s] * b;
+  mx[s] = m;
+}
+
+// Block per row; threads over the row's kv_heads * d values.
+template <class T>
+__global__ void store_kv_kernel(T* k_pool, T* v_pool, const float* k, const float* v,
+                                const int64_t* slots, int64_t kv_heads, int64_t block_size,
+                                int64_t d) {
+  const int64_t r = blockIdx.x, slot = slots[r];
+  if (slot < 0) return;
+  const int64_t block = slot / block_size, in_block = slot % block_size;
+  for (int64_t e = threadIdx.x; e < kv_heads * d; e += blockDim.x) {
+    const int64_t h = e / d, i = e % d;
+    const int64_t at = ((block * kv_heads + h) * block_size + in_block) * d + i;
+    store(k_pool, at, k[r * kv_heads * d + e]);
+    store(v_pool, at, v[r * kv_heads * d + e]);
+  }
+}
+
+}  // namespace state_detail
+
+std::string add(Elem t, void* a, const void* b, int64_t n, void* stream) {
+  if (n == 0) return {};
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    TESSERA_LAUNCH(blocks_for(n, state_detail::kThreads), state_detail::kThreads, 0, stream,
+                   state_detail::add_kernel<T>)
+    (static_cast<T*>(a), static_cast<const T*>(b), n);
+    return launch_error();
+  });
+}
+
+std::string round_through(Elem t, float* x, int64_t n, void* stream) {
+  if (n == 0 || t == Elem::kF32) return {};
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    TESSERA_LAUNCH(blocks_for(n, state_detail::kThreads), state_detail::kThreads, 0, stream,
+                   state_detail::round_kernel<T>)
+    (x, n);
+    return launch_error();
+  });
+}
+
+std::string attention_finish(Elem t, const float* acc, const float* sum, int64_t n, int64_t d,
+                             void* out, void* stream) {
+  if (n == 0) return {};
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    TESSERA_LAUNCH(blocks_for(n * d, state_detail::kThreads), state_detail::kThreads, 0, stream,
+                   state_detail::finish_kernel<T>)
+    (acc, sum, n, d, static_cast<T*>(out));
+    return launch_error();
+  });
+}
+
+std::string attention_merge(float* acc, float* mx, float* sum, const float* other_acc,
+                            const float* other_mx, const float* other_sum, int64_t n, int64_t d,
+                            void* stream) {
+  if (n == 0) return {};
+  TESSERA_LAUNCH(blocks_for(n, state_detail::kThreads), state_detail::kThreads, 0, stream,
+                 state_detail::merge_kernel)
+  (acc, mx, sum, other_acc, other_mx, other_sum, n, d);
+  return launch_error();
+}
+
+std::string store_kv(Elem t, void* k_pool, void* v_pool, const float* k, const float* v,
+                     const int64_t* slots, int64_t rows, int64_t kv_heads, int64_t block_size,
+                     int64_t d, void* stream) {
+  if (rows == 0) return {};
+  if (rows > 0x7fffffff) return "store_kv: too many rows";
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    TESSERA_LAUNCH(unsigned(rows), state_detail::kThreads, 0, stream,
+                   state_detail::store_kv_kernel<T>)
+    (static_cast<T*>(k_pool), static_cast<T*>(v_pool), k, v, slots, kv_heads, block_size, d);
+    return launch_error();
+  });
+}
+
+}  // namespace tessera::cuda::TESSERA_KERNELS

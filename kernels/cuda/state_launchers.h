@@ -1,0 +1,40 @@
+// Small GPU kernels around attention and the residual stream (kernels/cuda/state.cuh). Plain
+// C++17, no CUDA types; the launchers exist as tessera::cuda::device and ::emulated.
+//   add: a += b over n elements (both of type t).
+//   round_through: x (f32, n) = x rounded to type t and widened back (what a t cache keeps).
+//   attention_finish: out (n, d) of type t = acc / sum (0 where sum is 0); acc f32 (n, d), sum (n).
+//   attention_merge: state (acc, mx, sum) = its union with other's (log-sum-exp), n rows of d.
+//   store_kv: row i of k and v (rows, width) f32 written to the pools (type t, rows of width =
+//     kv_heads * d) at key slot slots[i] = block * block_size + slot (-1: not kept): head h's
+//     part goes to ((block * kv_heads + h) * block_size + slot) * d.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/cuda/elementwise_launchers.h"
+
+namespace tessera::cuda {
+
+#define TESSERA_STATE_LAUNCHERS                                                                    \
+  std::string add(Elem t, void* a, const void* b, int64_t n, void* stream);                        \
+  std::string round_through(Elem t, float* x, int64_t n, void* stream);                            \
+  std::string attention_finish(Elem t, const float* acc, const float* sum, int64_t n, int64_t d,   \
+                               void* out, void* stream);                                           \
+  std::string attention_merge(float* acc, float* mx, float* sum, const float* other_acc,           \
+                              const float* other_mx, const float* other_sum, int64_t n, int64_t d, \
+                              void* stream);                                                       \
+  std::string store_kv(Elem t, void* k_pool, void* v_pool, const float* k, const float* v,         \
+                       const int64_t* slots, int64_t rows, int64_t kv_heads, int64_t block_size,   \
+                       int64_t d, void* stream);
+
+namespace device {
+TESSERA_STATE_LAUNCHERS
+}  // namespace device
+namespace emulated {
+TESSERA_STATE_LAUNCHERS
+}  // namespace emulated
+
+#undef TESSERA_STATE_LAUNCHERS
+
+}  // namespace tessera::cuda

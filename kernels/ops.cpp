@@ -1,0 +1,144 @@
+// Dispatch of kernels/ops.h on the device of the tensors: host memory to ops::cpu
+// (kernels/cpu/ops_cpu.h), GPUs to tessera::cuda (kernels/cuda/cuda_ops.h).
+#include "kernels/ops.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "kernels/cpu/ops_cpu.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+namespace tessera::ops {
+namespace {
+
+bool on_gpu(const Tensor& t) {
+  if (t.defined() && t.device().type == DeviceType::kCUDA) {
+#if TESSERA_HAVE_CUDA
+    return true;
+#else
+    TESSERA_ASSERT(false, "a tensor on " << t.device().str() << " in a build without CUDA");
+#endif
+  }
+  return false;
+}
+
+}  // namespace
+
+#if TESSERA_HAVE_CUDA
+#define TESSERA_DISPATCH(first, call) \
+  do {                                \
+    if (on_gpu(first))                \
+      cuda::call;                     \
+    else                              \
+      cpu::call;                      \
+  } while (0)
+#else
+#define TESSERA_DISPATCH(first, call) \
+  do {                                \
+    on_gpu(first);                    \
+    cpu::call;                        \
+  } while (0)
+#endif
+
+void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  TESSERA_DISPATCH(x, linear(x, w, bias, y));
+}
+void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
+  TESSERA_DISPATCH(x, rms_norm(x, weight, eps, y));
+}
+void add_inplace(Tensor& a, const Tensor& b) {
+  TESSERA_DISPATCH(a, add_inplace(a, b));
+}
+void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
+  TESSERA_DISPATCH(table, embedding(table, ids, out));
+}
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
+  TESSERA_DISPATCH(gate, swiglu(gate, up, out));
+}
+void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
+                  const std::vector<float>& inv_freq) {
+  TESSERA_DISPATCH(x, rope_inplace(x, positions, inv_freq));
+}
+void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                      const std::vector<int32_t>& q_positions, float scale, Tensor& out) {
+  TESSERA_ASSERT(!on_gpu(q),
+                 "causal_attention is the CPU's reference op (use the attention state)");
+  cpu::causal_attention(q, k, v, q_positions, scale, out);
+}
+void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
+                          float scale, AttentionState& state) {
+  TESSERA_DISPATCH(q, attention_accumulate(q, k, v, visible_offset, scale, state));
+}
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const std::vector<PagedSequence>& seqs, float scale,
+                                AttentionState& state) {
+  TESSERA_DISPATCH(q, paged_attention_accumulate(q, k_pool, v_pool, seqs, scale, state));
+}
+void attention_merge(AttentionState& state, const AttentionState& other) {
+  TESSERA_DISPATCH(state.acc, attention_merge(state, other));
+}
+void attention_finish(const AttentionState& state, Tensor& out) {
+  TESSERA_DISPATCH(out, attention_finish(state, out));
+}
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const std::vector<int64_t>& slots) {
+  TESSERA_DISPATCH(k_pool, store_kv(k_pool, v_pool, k, v, slots));
+}
+void round_through(Tensor& x, DType type) {
+  TESSERA_DISPATCH(x, round_through(x, type));
+}
+
+#undef TESSERA_DISPATCH
+
+void copy(const Tensor& src, Tensor& dst) {
+  TESSERA_ASSERT(src.dtype() == dst.dtype() && src.numel() == dst.numel(),
+                 "copy of " << dtype_name(src.dtype()) << " " << shape_str(src.shape()) << " to "
+                            << dtype_name(dst.dtype()) << " " << shape_str(dst.shape()));
+  if (src.nbytes() == 0) return;
+  const Device via = src.device().is_cpu() ? dst.device() : src.device();
+  allocator_for(via.type).copy(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
+}
+
+AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d, Device device) {
+  AttentionState st;
+  st.acc = Tensor::zeros({m, n_heads, d}, DType::kF32);
+  st.mx = Tensor::from_f32(std::vector<float>(size_t(m * n_heads), -INFINITY), {m, n_heads});
+  st.sum = Tensor::zeros({m, n_heads}, DType::kF32);
+  if (!device.is_cpu()) {
+    st.acc = st.acc.to(device);
+    st.mx = st.mx.to(device);
+    st.sum = st.sum.to(device);
+  }
+  return st;
+}
+
+std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& s) {
+  TESSERA_CHECK(rot_dim > 0 && rot_dim % 2 == 0, "rope dimension " << rot_dim << " must be even");
+  const int half = rot_dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  // float32 throughout, as the reference (Hugging Face) computes it.
+  for (int i = 0; i < half; ++i)
+    inv[size_t(i)] = 1.0f / std::pow(theta, float(2 * i) / float(rot_dim));
+  if (s.type == RopeScaling::Type::kLinear) {
+    for (float& f : inv) f /= s.factor;
+  } else if (s.type == RopeScaling::Type::kLlama3) {
+    const float old_len = float(s.original_max_position);
+    const float low_wavelen = old_len / s.low_freq_factor;
+    const float high_wavelen = old_len / s.high_freq_factor;
+    for (float& f : inv) {
+      const float wavelen = 2.0f * std::numbers::pi_v<float> / f;
+      if (wavelen > low_wavelen) {
+        f = f / s.factor;
+      } else if (wavelen >= high_wavelen) {  // medium band: interpolate
+        const float smooth =
+            (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = (1.0f - smooth) * f / s.factor + smooth * f;
+      }
+    }
+  }
+  return inv;
+}
+
+}  // namespace tessera::ops
