@@ -1,5 +1,7 @@
 #include "parallel/mpi_communicator.h"
 
+#include "kernels/ops.h"
+
 #include <climits>
 
 namespace tessera {
@@ -10,34 +12,44 @@ void check_mpi(int rc, const char* what) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, text, &len);
-  TESSERA_THROW_KIND(ErrorKind::kIo, "MPI " << what << " failed: " << std::string(text, size_t(len)));
+  TESSERA_THROW_KIND(ErrorKind::kIo,
+                     "MPI " << what << " failed: " << std::string(text, size_t(len)));
 }
 
 MPI_Datatype mpi_type(DType dt) {
   switch (dt) {
-    case DType::kF32: return MPI_FLOAT;
-    case DType::kI32: return MPI_INT32_T;
-    case DType::kI64: return MPI_INT64_T;
-    case DType::kU8: return MPI_UINT8_T;
+    case DType::kF32:
+      return MPI_FLOAT;
+    case DType::kI32:
+      return MPI_INT32_T;
+    case DType::kI64:
+      return MPI_INT64_T;
+    case DType::kU8:
+      return MPI_UINT8_T;
     case DType::kF16:
-    case DType::kBF16: return MPI_UINT16_T;  // moved, never reduced
+    case DType::kBF16:
+      return MPI_UINT16_T;  // moved, never reduced
   }
   return MPI_BYTE;
 }
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
 
-int host_count(const Tensor& t, const char* what) {
-  TESSERA_ASSERT(t.defined() && t.device().is_cpu(),
-                 what << ": the MPI communicator moves host tensors only");
-  TESSERA_ASSERT(t.numel() <= INT_MAX, what << ": " << t.numel() << " elements exceed MPI's int count");
+// The element count MPI is given (GPU tensors are staged through host memory: OnHost).
+int element_count(const Tensor& t, const char* what) {
+  TESSERA_ASSERT(t.defined(), what << " of an undefined tensor");
+  TESSERA_ASSERT(t.numel() <= INT_MAX,
+                 what << ": " << t.numel() << " elements exceed MPI's int count");
   return int(t.numel());
 }
 
@@ -45,6 +57,28 @@ void check_reducible(const Tensor& t, const char* what) {
   TESSERA_ASSERT(t.dtype() == DType::kF32 || t.dtype() == DType::kI32 || t.dtype() == DType::kI64,
                  what << " of " << dtype_name(t.dtype()) << " tensors");
 }
+
+// The host memory MPI reads or writes for a tensor: the tensor itself when it is in host
+// memory; otherwise a host copy (of its values when MPI reads them), copied back by done() when
+// MPI wrote it. (MPI here is not CUDA-aware; NCCL is the GPU-to-GPU path.)
+class OnHost {
+ public:
+  OnHost(const Tensor& t, bool mpi_reads) : t_(t) {
+    if (t.device().is_cpu())
+      host_ = t;
+    else
+      host_ = mpi_reads ? t.to(Device::cpu()) : Tensor::empty(t.shape(), t.dtype());
+  }
+  void* raw() const { return host_.raw(); }
+  void done() {  // after MPI wrote the host memory
+    if (t_.device().is_cpu()) return;
+    Tensor dst = t_;
+    ops::copy(host_, dst);
+  }
+
+ private:
+  Tensor t_, host_;
+};
 
 }  // namespace
 
@@ -73,38 +107,50 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) cons
 
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   check_reducible(t, "all_reduce");
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.raw(), host_count(t, "all_reduce"), mpi_type(t.dtype()),
-                          mpi_op(op), comm_),
+  OnHost h(t, true);
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, h.raw(), element_count(t, "all_reduce"),
+                          mpi_type(t.dtype()), mpi_op(op), comm_),
             "all_reduce");
+  h.done();
 }
 
 void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
-  const int n = host_count(in, "all_gather");
-  TESSERA_ASSERT(out.dtype() == in.dtype() && host_count(out, "all_gather") == n * size_,
+  const int n = element_count(in, "all_gather");
+  TESSERA_ASSERT(out.dtype() == in.dtype() && element_count(out, "all_gather") == n * size_,
                  "all_gather: " << shape_str(in.shape()) << " x " << size_ << " ranks into "
                                 << shape_str(out.shape()));
   const MPI_Datatype type = mpi_type(in.dtype());
-  check_mpi(MPI_Allgather(in.raw(), n, type, out.raw(), n, type, comm_), "all_gather");
+  OnHost hin(in, true), hout(out, false);
+  check_mpi(MPI_Allgather(hin.raw(), n, type, hout.raw(), n, type, comm_), "all_gather");
+  hout.done();
 }
 
 void MpiCommunicator::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
   check_reducible(in, "reduce_scatter");
-  const int n = host_count(out, "reduce_scatter");
-  TESSERA_ASSERT(out.dtype() == in.dtype() && host_count(in, "reduce_scatter") == n * size_,
-                 "reduce_scatter: " << shape_str(in.shape()) << " over " << size_
-                                    << " ranks into " << shape_str(out.shape()));
-  check_mpi(MPI_Reduce_scatter_block(in.raw(), out.raw(), n, mpi_type(in.dtype()), mpi_op(op), comm_),
-            "reduce_scatter");
+  const int n = element_count(out, "reduce_scatter");
+  TESSERA_ASSERT(out.dtype() == in.dtype() && element_count(in, "reduce_scatter") == n * size_,
+                 "reduce_scatter: " << shape_str(in.shape()) << " over " << size_ << " ranks into "
+                                    << shape_str(out.shape()));
+  OnHost hin(in, true), hout(out, false);
+  check_mpi(
+      MPI_Reduce_scatter_block(hin.raw(), hout.raw(), n, mpi_type(in.dtype()), mpi_op(op), comm_),
+      "reduce_scatter");
+  hout.done();
 }
 
 void MpiCommunicator::send(const Tensor& t, int dst, int tag) {
-  check_mpi(MPI_Send(t.raw(), host_count(t, "send"), mpi_type(t.dtype()), dst, tag, comm_), "send");
+  OnHost h(t, true);
+  check_mpi(MPI_Send(h.raw(), element_count(t, "send"), mpi_type(t.dtype()), dst, tag, comm_),
+            "send");
 }
 
 void MpiCommunicator::recv(Tensor& t, int src, int tag) {
   MPI_Status status;
-  check_mpi(MPI_Recv(t.raw(), host_count(t, "recv"), mpi_type(t.dtype()), src, tag, comm_, &status),
-            "recv");
+  OnHost h(t, false);
+  check_mpi(
+      MPI_Recv(h.raw(), element_count(t, "recv"), mpi_type(t.dtype()), src, tag, comm_, &status),
+      "recv");
+  h.done();
   int got = 0;
   MPI_Get_count(&status, mpi_type(t.dtype()), &got);
   TESSERA_ASSERT(got == int(t.numel()), "recv from rank " << src << ": " << got
@@ -114,15 +160,19 @@ void MpiCommunicator::recv(Tensor& t, int src, int tag) {
 
 void MpiCommunicator::send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) {
   MPI_Status status;
-  check_mpi(MPI_Sendrecv(out.raw(), host_count(out, "send_recv"), mpi_type(out.dtype()), dst, tag,
-                         in.raw(), host_count(in, "send_recv"), mpi_type(in.dtype()), src, tag,
-                         comm_, &status),
+  OnHost hout(out, true), hin(in, false);
+  check_mpi(MPI_Sendrecv(hout.raw(), element_count(out, "send_recv"), mpi_type(out.dtype()), dst,
+                         tag, hin.raw(), element_count(in, "send_recv"), mpi_type(in.dtype()), src,
+                         tag, comm_, &status),
             "send_recv");
+  hin.done();
 }
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
-  check_mpi(MPI_Bcast(t.raw(), host_count(t, "broadcast"), mpi_type(t.dtype()), root, comm_),
+  OnHost h(t, rank_ == root);
+  check_mpi(MPI_Bcast(h.raw(), element_count(t, "broadcast"), mpi_type(t.dtype()), root, comm_),
             "broadcast");
+  h.done();
 }
 
 void MpiCommunicator::broadcast_bytes(std::string& bytes, int root) {
@@ -147,6 +197,8 @@ void MpiCommunicator::recv_bytes(std::string& bytes, int src, int tag) {
   check_mpi(MPI_Recv(bytes.data(), n, MPI_BYTE, src, tag, comm_, MPI_STATUS_IGNORE), "recv");
 }
 
-void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(comm_), "barrier"); }
+void MpiCommunicator::barrier() {
+  check_mpi(MPI_Barrier(comm_), "barrier");
+}
 
 }  // namespace tessera

@@ -29,19 +29,34 @@ VocabParallelEmbedding::VocabParallelEmbedding(Tensor table, int64_t vocab_begin
 void VocabParallelEmbedding::forward(const std::vector<int32_t>& ids, Tensor& out) const {
   const int64_t d = table_.dim(1), rows = table_.dim(0);
   TESSERA_ASSERT(out.numel() == int64_t(ids.size()) * d, "embedding output shape");
-  const float* t = table_.data<float>();
-  float* o = out.data<float>();
-  for (size_t i = 0; i < ids.size(); ++i) {
-    TESSERA_CHECK(ids[i] >= 0 && ids[i] < vocab_size_, "token id " << ids[i]
-                                                                   << " is outside the vocabulary (size "
-                                                                   << vocab_size_ << ")");
-    const int64_t local = ids[i] - vocab_begin_;
-    if (local >= 0 && local < rows)
-      std::copy_n(t + local * d, d, o + int64_t(i) * d);
-    else
-      std::fill_n(o + int64_t(i) * d, d, 0.0f);
+  for (const int32_t id : ids)
+    TESSERA_CHECK(id >= 0 && id < vocab_size_,
+                  "token id " << id << " is outside the vocabulary (size " << vocab_size_ << ")");
+  if (vocab_begin_ == 0 && rows == vocab_size_) {  // the whole table (no TP)
+    ops::embedding(table_, ids, out);
+    return;
   }
-  if (tp_->size() > 1) tp_->all_reduce(out, ReduceOp::kSum);  // exactly one rank wrote each row
+  // The rows this rank holds are gathered, the others are zero: exactly one rank writes each row,
+  // and the all-reduce sums them.
+  std::vector<int32_t> local;
+  std::vector<int64_t> where;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int64_t id = ids[i] - vocab_begin_;
+    if (id >= 0 && id < rows) {
+      local.push_back(int32_t(id));
+      where.push_back(int64_t(i));
+    }
+  }
+  ops::copy(Tensor::zeros(out.shape(), out.dtype()), out);
+  if (!local.empty()) {
+    Tensor got = Tensor::empty({int64_t(local.size()), d}, out.dtype(), out.device());
+    ops::embedding(table_, local, got);
+    for (size_t k = 0; k < local.size(); ++k) {
+      Tensor row = out.rows(where[k], where[k] + 1);
+      ops::copy(got.rows(int64_t(k), int64_t(k) + 1), row);
+    }
+  }
+  if (tp_->size() > 1) tp_->all_reduce(out, ReduceOp::kSum);
 }
 
 }  // namespace tessera

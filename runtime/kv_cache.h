@@ -11,11 +11,12 @@
 namespace tessera {
 
 struct KvPoolShape {
-  int64_t layers = 0;      // this rank's layers
-  int64_t kv_heads = 0;    // this rank's KV heads
+  int64_t layers = 0;    // this rank's layers
+  int64_t kv_heads = 0;  // this rank's KV heads
   int64_t head_dim = 0;
-  int64_t block_size = 16; // tokens per block
-  DType dtype = DType::kF32;  // of the stored keys and values: f32, or f16 (half the memory)
+  int64_t block_size = 16;        // tokens per block
+  DType dtype = DType::kF32;      // of the stored keys and values: f32, or f16 (half the memory)
+  Device device = Device::cpu();  // where the pool's memory is (the model's device)
   int64_t bytes_per_block() const {
     return 2 * layers * block_size * kv_heads * head_dim * int64_t(dtype_size(dtype));
   }
@@ -28,13 +29,12 @@ class KvPool {
   const KvPoolShape& shape() const { return shape_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return shape_.block_size; }
-  Tensor& keys(int64_t layer) { return k_[size_t(layer)]; }  // (blocks, kv_heads, block_size, head_dim)
+  Tensor& keys(int64_t layer) {
+    return k_[size_t(layer)];
+  }  // (blocks, kv_heads, block_size, head_dim)
   Tensor& values(int64_t layer) { return v_[size_t(layer)]; }
   // Block dst becomes a copy of block src, in every layer (copy-on-write).
   void copy_block(int32_t src, int32_t dst);
-  // Stores row `row` of a sequence with block table `blocks` in the layer: k and v are
-  // (kv_heads, head_dim) each (rounded to nearest even when the pool holds f16).
-  void store(int64_t layer, const int32_t* blocks, int64_t row, const float* k, const float* v);
   // Grows the pool to num_blocks, keeping what it holds.
   void grow(int64_t num_blocks);
 

@@ -13,13 +13,14 @@
 namespace tessera {
 
 LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator* pp,
-                            Communicator* sp, const std::vector<double>& stage_weights) {
+                            Communicator* sp, const LoadOptions& options) {
   const ModelConfig& c = r.config();
   LlamaModel m;
   m.config_ = c;
   m.tp_ = tp;
   m.sp_ = sp;
-  m.stage_ = PipelineStage(pp, c.num_layers, stage_weights);
+  m.device_ = options.device;
+  m.stage_ = PipelineStage(pp, c.num_layers, options.stage_weights);
   ModelShard& s = m.shard_;
   s.layers = m.stage_.layers();
   s.tp_rank = tp->rank();
@@ -40,18 +41,20 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
     return info.shape;
   };
   // Only this rank's hyperslab of each tensor is read.
+  // Each weight goes to the model's device as it is read.
+  auto placed = [&](Tensor t) { return m.device_.is_cpu() ? t : t.to(m.device_); };
   auto whole = [&](const std::string& name) {
     check(name);
-    return r.read_weight(name);
+    return placed(r.read_weight(name));
   };
   auto rows = [&](const std::string& name, Range rg) {
     const Shape sh = check(name);
-    return sh.size() == 1 ? r.read_weight_slice(name, rg.begin, rg.end, 0, 0)
-                          : r.read_weight_slice(name, rg.begin, rg.end, 0, sh[1]);
+    return placed(sh.size() == 1 ? r.read_weight_slice(name, rg.begin, rg.end, 0, 0)
+                                 : r.read_weight_slice(name, rg.begin, rg.end, 0, sh[1]));
   };
   auto cols = [&](const std::string& name, Range rg) {
     const Shape sh = check(name);
-    return r.read_weight_slice(name, 0, sh[0], rg.begin, rg.end);
+    return placed(r.read_weight_slice(name, 0, sh[0], rg.begin, rg.end));
   };
   const int64_t hd = c.head_dim;
   const Range q_rows{s.heads.q.begin * hd, s.heads.q.end * hd};
@@ -88,7 +91,7 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
   }
   m.rope_inv_freq_ = ops::rope_inv_freq(int(hd), c.rope_theta, c.rope_scaling);
   if (r.has_weight("rope_freqs.weight")) {  // GGUF-style explicit per-frequency divisors
-    const Tensor f = whole("rope_freqs.weight");
+    const Tensor f = whole("rope_freqs.weight").to(Device::cpu());
     for (int64_t i = 0; i < hd / 2; ++i) m.rope_inv_freq_[size_t(i)] /= f.data<float>()[i];
   }
   return m;
@@ -106,19 +109,20 @@ int64_t LlamaModel::kv_rows_needed(int64_t prompt, int64_t total) const {
 }
 
 KvPoolShape LlamaModel::kv_shape(int64_t block_size, DType dtype) const {
-  return {shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, block_size, dtype};
+  return {
+      shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, block_size, dtype, device_};
 }
 
 struct LlamaModel::Segment {
   const BatchRows* seq = nullptr;
-  int64_t row = 0;          // its first row of this rank's hidden state
-  int64_t rows = 0;         // rows this rank computes for it
-  int64_t token = 0;        // its first token in the step's token list
-  int64_t tokens = 0;       // its tokens in the step (over the whole SP group)
-  int64_t position = 0;     // position of this rank's first row
-  bool keep = true;         // this rank keeps their K/V
-  bool sp_prompt = false;   // a prompt split over the SP group
-  int64_t logits = 0;       // logits rows wanted (resolved: 0 .. tokens)
+  int64_t row = 0;         // its first row of this rank's hidden state
+  int64_t rows = 0;        // rows this rank computes for it
+  int64_t token = 0;       // its first token in the step's token list
+  int64_t tokens = 0;      // its tokens in the step (over the whole SP group)
+  int64_t position = 0;    // position of this rank's first row
+  bool keep = true;        // this rank keeps their K/V
+  bool sp_prompt = false;  // a prompt split over the SP group
+  int64_t logits = 0;      // logits rows wanted (resolved: 0 .. tokens)
 };
 
 std::vector<LlamaModel::Segment> LlamaModel::segments(const std::vector<BatchRows>& batch) const {
@@ -166,9 +170,9 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
                                  const std::vector<int32_t>& positions, Tensor& out) const {
   const int64_t n = x.dim(0), hd = config_.head_dim;
   const int64_t heads = shard_.heads.q.size(), kv_heads = shard_.heads.kv.size();
-  Tensor q = Tensor::empty({n, heads, hd}, DType::kF32);
-  Tensor k = Tensor::empty({n, kv_heads, hd}, DType::kF32);
-  Tensor v = Tensor::empty({n, kv_heads, hd}, DType::kF32);
+  Tensor q = Tensor::empty({n, heads, hd}, DType::kF32, device_);
+  Tensor k = Tensor::empty({n, kv_heads, hd}, DType::kF32, device_);
+  Tensor v = Tensor::empty({n, kv_heads, hd}, DType::kF32, device_);
   w.q.forward(x, q);  // the whole batch in one matmul each
   w.k.forward(x, k);
   w.v.forward(x, v);
@@ -177,24 +181,20 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
   // New keys and values go after the rows each sequence holds (with sequence parallelism a
   // decode token's K/V is kept by one SP rank).
   KvPool& pool = *segs.front().seq->pool;
-  if (pool.shape().dtype != DType::kF32) {
-    // Every use of this step's K/V (ring attention too) sees the values the cache keeps.
-    for (Tensor* t : {&k, &v}) {
-      std::vector<uint16_t> kept(size_t(t->numel()));
-      convert_from_f32(pool.shape().dtype, t->data<float>(), kept.data(), kept.size());
-      convert_to_f32(pool.shape().dtype, kept.data(), t->data<float>(), kept.size());
-    }
-  }
-  const int64_t width = kv_heads * hd;
+  // Every use of this step's K/V (ring attention too) sees the values the cache keeps.
+  ops::round_through(k, pool.shape().dtype);
+  ops::round_through(v, pool.shape().dtype);
+  std::vector<int64_t> slots(static_cast<size_t>(n), -1);  // of each row's K/V in the pool
+  const int64_t bs = pool.block_size();
   for (const Segment& s : segs) {
     if (!s.keep) continue;
     for (int64_t i = 0; i < s.rows; ++i) {
       const int64_t row = s.seq->rows + i;
-      pool.store(layer, s.seq->blocks, row, k.data<float>() + (s.row + i) * width,
-                 v.data<float>() + (s.row + i) * width);
+      slots[size_t(s.row + i)] = int64_t(s.seq->blocks[row / bs]) * bs + row % bs;
     }
   }
-  Tensor attn = Tensor::empty({n, heads, hd}, DType::kF32);
+  ops::store_kv(pool.keys(layer), pool.values(layer), k, v, slots);
+  Tensor attn = Tensor::empty({n, heads, hd}, DType::kF32, device_);
   const float scale = 1.0f / std::sqrt(float(hd));
   if (shard_.sp_size > 1 && segs[0].sp_prompt) {
     ring_attention(q, k, v, segs[0].tokens, attn);  // a prompt split over the SP group
@@ -205,30 +205,31 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
     std::vector<ops::PagedSequence> paged;
     for (const Segment& s : segs)
       paged.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + s.rows, s.position});
-    ops::AttentionState state = ops::AttentionState::empty(n, heads, hd);
+    ops::AttentionState state = ops::AttentionState::empty(n, heads, hd, device_);
     ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), paged, scale, state);
     ops::attention_finish(state, attn);
   }
   w.o.forward(attn.view({n, heads * hd}), out);
 }
 
-void LlamaModel::ring_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                int64_t n_prompt, Tensor& out) const {
+void LlamaModel::ring_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_prompt,
+                                Tensor& out) const {
   // Each SP rank holds one contiguous chunk of the prompt. Its queries attend causally to its own
   // keys, and fully to the keys of every earlier chunk, which arrive around the ring (KV blocks
   // are passed on S - 1 times); partial results combine by log-sum-exp.
   const int sp = shard_.sp_size, me = shard_.sp_rank;
   const int64_t m = q.dim(0), heads = q.dim(1), hd = q.dim(2), kvh = k.dim(1);
   const float scale = 1.0f / std::sqrt(float(hd));
-  ops::AttentionState state = ops::AttentionState::empty(m, heads, hd);
+  ops::AttentionState state = ops::AttentionState::empty(m, heads, hd, device_);
   ops::attention_accumulate(q, k, v, 0, scale, state);
-  Tensor block = Tensor::empty({2, m, kvh, hd}, DType::kF32);  // K then V
-  std::memcpy(block.raw(), k.raw(), k.nbytes());
-  std::memcpy(static_cast<char*>(block.raw()) + k.nbytes(), v.raw(), v.nbytes());
+  Tensor block = Tensor::empty({2, m, kvh, hd}, DType::kF32, device_);  // K then V
+  Tensor block_k = block.rows(0, 1), block_v = block.rows(1, 2);
+  ops::copy(k, block_k);
+  ops::copy(v, block_v);
   for (int step = 1; step < sp; ++step) {
     const int origin = (me - step + sp) % sp;  // whose chunk arrives now
     const int64_t rows = sp_chunk(n_prompt, origin).size();
-    Tensor incoming = Tensor::empty({2, rows, kvh, hd}, DType::kF32);
+    Tensor incoming = Tensor::empty({2, rows, kvh, hd}, DType::kF32, device_);
     sp_->send_recv(block, (me + 1) % sp, incoming, (me - 1 + sp) % sp, 21);
     if (origin < me && rows > 0) {
       const Tensor flat = incoming.view({2, rows * kvh * hd});
@@ -248,21 +249,21 @@ void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer,
   // order, so every rank ends with the same result.
   const int sp = shard_.sp_size;
   const int64_t m = q.dim(0), heads = q.dim(1), hd = q.dim(2);
-  ops::AttentionState mine = ops::AttentionState::empty(m, heads, hd);
+  ops::AttentionState mine = ops::AttentionState::empty(m, heads, hd, device_);
   std::vector<ops::PagedSequence> paged;
   for (const Segment& s : segs)
-    paged.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + (s.keep ? s.rows : 0),
-                     ops::kAllKeysVisible});
+    paged.push_back(
+        {s.row, s.rows, s.seq->blocks, s.seq->rows + (s.keep ? s.rows : 0), ops::kAllKeysVisible});
   KvPool& pool = *segs.front().seq->pool;
   ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), paged,
                                   1.0f / std::sqrt(float(hd)), mine);
-  Tensor accs = Tensor::empty({sp, m, heads, hd}, DType::kF32);
-  Tensor mxs = Tensor::empty({sp, m, heads}, DType::kF32);
-  Tensor sums = Tensor::empty({sp, m, heads}, DType::kF32);
+  Tensor accs = Tensor::empty({sp, m, heads, hd}, DType::kF32, device_);
+  Tensor mxs = Tensor::empty({sp, m, heads}, DType::kF32, device_);
+  Tensor sums = Tensor::empty({sp, m, heads}, DType::kF32, device_);
   sp_->all_gather(mine.acc, accs);
   sp_->all_gather(mine.mx, mxs);
   sp_->all_gather(mine.sum, sums);
-  ops::AttentionState merged = ops::AttentionState::empty(m, heads, hd);
+  ops::AttentionState merged = ops::AttentionState::empty(m, heads, hd, device_);
   for (int r = 0; r < sp; ++r) {
     ops::AttentionState part{accs.rows(r, r + 1).view({m, heads, hd}),
                              mxs.rows(r, r + 1).view({m, heads}),
@@ -274,47 +275,46 @@ void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer,
 
 void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const {
   const int64_t n = x.dim(0), f = shard_.ffn.size();
-  Tensor gate = Tensor::empty({n, f}, DType::kF32);
-  Tensor up = Tensor::empty({n, f}, DType::kF32);
+  Tensor gate = Tensor::empty({n, f}, DType::kF32, device_);
+  Tensor up = Tensor::empty({n, f}, DType::kF32, device_);
   w.gate.forward(x, gate);
   w.up.forward(x, up);
   ops::swiglu(gate, up, gate);
   w.down.forward(gate, out);
 }
 
-Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens,
-                                 std::vector<BatchRows>& batch, const Tensor& hidden) const {
+Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector<BatchRows>& batch,
+                                 const Tensor& hidden) const {
   const ModelConfig& c = config_;
   TESSERA_ASSERT(!batch.empty(), "forward called with no sequences");
   const std::vector<Segment> segs = segments(batch);
   int64_t n = 0;  // rows this rank computes
   for (const Segment& s : segs) n += s.rows;
-  TESSERA_ASSERT(segs.back().token + segs.back().tokens == int64_t(tokens.size()) ||
-                     !stage_.first(),
-                 "the batch has " << segs.back().token + segs.back().tokens << " tokens, "
-                                  << tokens.size() << " given");
+  TESSERA_ASSERT(
+      segs.back().token + segs.back().tokens == int64_t(tokens.size()) || !stage_.first(),
+      "the batch has " << segs.back().token + segs.back().tokens << " tokens, " << tokens.size()
+                       << " given");
   std::vector<int32_t> positions(static_cast<size_t>(n));
   std::vector<int32_t> my_tokens(stage_.first() ? size_t(n) : 0);
   for (const Segment& s : segs)
     for (int64_t i = 0; i < s.rows; ++i) {
       positions[size_t(s.row + i)] = int32_t(s.position + i);
       if (stage_.first())  // a sequence-parallel prompt's rows start at its chunk
-        my_tokens[size_t(s.row + i)] =
-            tokens[size_t(s.token + (s.sp_prompt ? s.position : 0) + i)];
+        my_tokens[size_t(s.row + i)] = tokens[size_t(s.token + (s.sp_prompt ? s.position : 0) + i)];
     }
 
   Tensor x;  // the residual stream (n, hidden)
   if (stage_.first()) {
-    x = Tensor::empty({n, c.hidden_size}, DType::kF32);
+    x = Tensor::empty({n, c.hidden_size}, DType::kF32, device_);
     embed_.forward(my_tokens, x);
   } else {
     TESSERA_ASSERT(hidden.defined() && hidden.dim(0) == n && hidden.dim(1) == c.hidden_size,
                    "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs ("
                                             << n << ", " << c.hidden_size << ")");
-    x = hidden;
+    x = hidden.device() == device_ ? hidden : hidden.to(device_);
   }
-  Tensor normed = Tensor::empty({n, c.hidden_size}, DType::kF32);
-  Tensor delta = Tensor::empty({n, c.hidden_size}, DType::kF32);
+  Tensor normed = Tensor::empty({n, c.hidden_size}, DType::kF32, device_);
+  Tensor delta = Tensor::empty({n, c.hidden_size}, DType::kF32, device_);
   for (int64_t i = 0; i < int64_t(layers_.size()); ++i) {  // i: the layer's index in this stage
     const LlamaLayer& w = layers_[size_t(i)];
     ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
@@ -325,33 +325,39 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens,
     ops::add_inplace(x, delta);
   }
   for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
-  if (!stage_.last()) return x;
+  const auto on_host = [](const Tensor& t) {
+    return t.device().is_cpu() ? t : t.to(Device::cpu());
+  };
+  if (!stage_.last()) return on_host(x);
 
   int64_t wanted = 0;
   for (const Segment& s : segs) wanted += s.logits;
-  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
-  if (wanted == 0) return logits;
+  if (wanted == 0) return Tensor::empty({0, shard_.vocab.size()}, DType::kF32);
   if (segs[0].sp_prompt) {  // the SP rank with the prompt's last token computes, the others receive
     const int owner = sp_last_token_owner(segs[0].tokens, shard_.sp_size);
+    Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
     if (shard_.sp_rank == owner) {
-      Tensor last_normed = Tensor::empty({1, c.hidden_size}, DType::kF32);
+      Tensor last_normed = Tensor::empty({1, c.hidden_size}, DType::kF32, device_);
       ops::rms_norm(x.rows(n - 1, n), norm_, c.rms_norm_eps, last_normed);
-      lm_head_.forward(last_normed, logits);
+      Tensor computed = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32, device_);
+      lm_head_.forward(last_normed, computed);
+      ops::copy(computed, logits);
     }
     sp_->broadcast(logits, owner);
     return logits;
   }
-  Tensor last = Tensor::empty({wanted, c.hidden_size}, DType::kF32);
+  Tensor last = Tensor::empty({wanted, c.hidden_size}, DType::kF32, device_);
   int64_t at = 0;
   for (const Segment& s : segs) {
     const int64_t end = s.row + s.rows;
-    std::memcpy(last.rows(at, at + s.logits).raw(), x.rows(end - s.logits, end).raw(),
-                size_t(s.logits * c.hidden_size) * sizeof(float));
+    Tensor to = last.rows(at, at + s.logits);
+    ops::copy(x.rows(end - s.logits, end), to);
     at += s.logits;
   }
   ops::rms_norm(last, norm_, c.rms_norm_eps, last);
+  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32, device_);
   lm_head_.forward(last, logits);
-  return logits;
+  return on_host(logits);
 }
 
 Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,

@@ -23,21 +23,21 @@ struct ModelShard {
   int tp_rank = 0, tp_size = 1;
   int sp_rank = 0, sp_size = 1;
   LayerRange layers;  // this pipeline stage's layers
-  HeadShard heads;  // query heads and KV heads
-  Range ffn;        // intermediate features
-  Range vocab;      // embedding / LM head rows
+  HeadShard heads;    // query heads and KV heads
+  Range ffn;          // intermediate features
+  Range vocab;        // embedding / LM head rows
 };
 
 struct LlamaLayer {
-  Tensor input_norm;           // (hidden)
-  ColumnParallelLinear q;      // (local q heads * head_dim, hidden) [+ bias]
-  ColumnParallelLinear k;      // (local kv heads * head_dim, hidden) [+ bias]
-  ColumnParallelLinear v;      // (local kv heads * head_dim, hidden) [+ bias]
-  RowParallelLinear o;         // (hidden, local q heads * head_dim)
-  Tensor post_norm;            // (hidden)
-  ColumnParallelLinear gate;   // (ffn / tp, hidden)
-  ColumnParallelLinear up;     // (ffn / tp, hidden)
-  RowParallelLinear down;      // (hidden, ffn / tp)
+  Tensor input_norm;          // (hidden)
+  ColumnParallelLinear q;     // (local q heads * head_dim, hidden) [+ bias]
+  ColumnParallelLinear k;     // (local kv heads * head_dim, hidden) [+ bias]
+  ColumnParallelLinear v;     // (local kv heads * head_dim, hidden) [+ bias]
+  RowParallelLinear o;        // (hidden, local q heads * head_dim)
+  Tensor post_norm;           // (hidden)
+  ColumnParallelLinear gate;  // (ffn / tp, hidden)
+  ColumnParallelLinear up;    // (ffn / tp, hidden)
+  RowParallelLinear down;     // (hidden, ffn / tp)
 };
 
 // One sequence's rows in a batch step (see LlamaModel::forward_stage). Every sequence of a
@@ -45,30 +45,40 @@ struct LlamaLayer {
 struct BatchRows {
   KvPool* pool = nullptr;
   const int32_t* blocks = nullptr;  // its block table: room for the rows it holds after the step
-  int64_t length = 0;  // positions before the step
-  int64_t rows = 0;    // KV rows this rank holds before the step
-  int64_t tokens = 0;  // its consecutive rows of the batch
-  int64_t logits = 0;  // logits wanted for its last `logits` rows (-1: all)
-  int64_t kept = 0;    // out: KV rows this rank added in the step
+  int64_t length = 0;               // positions before the step
+  int64_t rows = 0;                 // KV rows this rank holds before the step
+  int64_t tokens = 0;               // its consecutive rows of the batch
+  int64_t logits = 0;               // logits wanted for its last `logits` rows (-1: all)
+  int64_t kept = 0;                 // out: KV rows this rank added in the step
+};
+
+// Where and how a rank holds its shard.
+struct LoadOptions {
+  std::vector<double>
+      stage_weights;  // one weight per pipeline stage for uneven layer ranges (empty: even)
+  Device device = Device::cpu();  // where the weights, activations and KV cache live
 };
 
 class LlamaModel {
  public:
   // Reads this rank's shard from the model file: its pipeline stage's layers (pp->rank() of
   // pp->size() stages), and of those only its TP rows and columns (tp->rank() of tp->size()).
-  // The communicators must outlive the model.
-  // stage_weights: one weight per pipeline stage for uneven layer ranges (empty: even).
+  // The communicators must outlive the model. On a GPU the model's inputs and outputs (token ids,
+  // hidden states between stages, logits) stay in host memory; everything else is on the GPU.
   static LlamaModel load(const ModelReader& reader, Communicator* tp, Communicator* pp,
-                         Communicator* sp = nullptr, const std::vector<double>& stage_weights = {});
+                         Communicator* sp = nullptr, const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }
+  Device device() const { return device_; }
   Communicator& tp() const { return *tp_; }
   Communicator* sp() const { return sp_; }  // null without sequence parallelism
   const PipelineStage& stage() const { return stage_; }
   // The shape of this rank's KV pool: its layers and KV heads.
   KvPoolShape kv_shape(int64_t block_size = 16, DType dtype = DType::kF32) const;
-  SequenceKvCache make_cache(int64_t capacity) const { return SequenceKvCache(kv_shape(), capacity); }
+  SequenceKvCache make_cache(int64_t capacity) const {
+    return SequenceKvCache(kv_shape(), capacity);
+  }
 
   // Sequence parallelism: a prompt of n tokens (prefilled into an empty cache) is split into
   // contiguous chunks, one per SP rank; decode position p (after the prompt) is kept by SP rank
@@ -78,22 +88,22 @@ class LlamaModel {
 
   // One step over a batch of sequences on this rank's pipeline stage. The batch's rows are the
   // sequences' new tokens, one sequence after another; each sequence's tokens continue it at
-  // positions length .., and their K/V are written to its blocks after the rows it holds. The first stage embeds
-  // `tokens`; the others take `hidden` (rows: local_rows(batch)) from the stage before. A stage
-  // that is not the last returns its hidden state for the next stage; the last returns this
-  // rank's logits (columns [shard().vocab.begin, end)) for each sequence's last `logits` rows, in
-  // batch order. Every rank of the replica runs the same batch.
-  // With sequence parallelism a prompt (a sequence with an empty cache) is split over the SP
-  // group (ring attention) and must be the batch's only sequence, with logits 1; decode tokens
-  // (one per sequence) are computed by every SP rank and kept by SP rank position % sp.
+  // positions length .., and their K/V are written to its blocks after the rows it holds. The first
+  // stage embeds `tokens`; the others take `hidden` (rows: local_rows(batch)) from the stage
+  // before. A stage that is not the last returns its hidden state for the next stage; the last
+  // returns this rank's logits (columns [shard().vocab.begin, end)) for each sequence's last
+  // `logits` rows, in batch order. Every rank of the replica runs the same batch. With sequence
+  // parallelism a prompt (a sequence with an empty cache) is split over the SP group (ring
+  // attention) and must be the batch's only sequence, with logits 1; decode tokens (one per
+  // sequence) are computed by every SP rank and kept by SP rank position % sp.
   Tensor forward_stage(const std::vector<int32_t>& tokens, std::vector<BatchRows>& batch,
                        const Tensor& hidden) const;
   // Rows of the hidden state this rank computes for `batch` (fewer than its tokens for a
   // sequence-parallel prompt).
   int64_t local_rows(const std::vector<BatchRows>& batch) const;
   // One sequence through every stage: forward_stage with the hidden state received from the
-  // stage before and sent to the stage after; the cache grows as needed. Returns the last stage's logits for the last
-  // `n_logits` tokens (-1: all), an undefined tensor on other stages.
+  // stage before and sent to the stage after; the cache grows as needed. Returns the last stage's
+  // logits for the last `n_logits` tokens (-1: all), an undefined tensor on other stages.
   Tensor forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,
                  int64_t n_logits = 1) const;
   // forward() of a prompt in microbatches of `microbatch` tokens, so that pipeline stages work
@@ -120,13 +130,15 @@ class LlamaModel {
 
   ModelConfig config_;
   ModelShard shard_;
+  Device device_ = Device::cpu();
   Communicator* tp_ = nullptr;
   Communicator* sp_ = nullptr;
   PipelineStage stage_;
-  VocabParallelEmbedding embed_;  // first stage only
+  VocabParallelEmbedding embed_;    // first stage only
   std::vector<LlamaLayer> layers_;  // this stage's layers
-  Tensor norm_;                   // (hidden), last stage only
-  ColumnParallelLinear lm_head_;  // (vocab / tp, hidden), last stage; the embedding's rows when tied
+  Tensor norm_;                     // (hidden), last stage only
+  ColumnParallelLinear
+      lm_head_;  // (vocab / tp, hidden), last stage; the embedding's rows when tied
   std::vector<float> rope_inv_freq_;  // (head_dim / 2)
 };
 

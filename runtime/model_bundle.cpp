@@ -11,9 +11,9 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
   const auto t0 = std::chrono::steady_clock::now();
   ModelReader reader(path);
   const ModelConfig& c = reader.config();
-  check_layout(groups.shape, groups.world->size(),
-               ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size,
-                         c.vocab_size});
+  check_layout(
+      groups.shape, groups.world->size(),
+      ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
   TESSERA_CHECK(groups.shape.dp == 1,
                 "data parallelism is not in this build yet: use --tp, --pp and --sp");
   ModelBundle b;
@@ -22,10 +22,11 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
   TESSERA_CHECK(b.tokenizer->vocab_size() <= reader.config().vocab_size,
                 path << ": the tokenizer has " << b.tokenizer->vocab_size()
                      << " tokens but the model's vocabulary is " << reader.config().vocab_size);
-  b.model = std::make_unique<LlamaModel>(LlamaModel::load(reader, groups.tp.get(), groups.pp.get(), groups.sp.get(), stage_weights));
+  b.model = std::make_unique<LlamaModel>(
+      LlamaModel::load(reader, groups.tp.get(), groups.pp.get(), groups.sp.get(),
+                       LoadOptions{stage_weights, Device::cpu()}));
   b.weight_bytes_read = reader.bytes_read();
-  b.load_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  b.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return b;
 }
 

@@ -181,7 +181,7 @@ TEST(ModelParallel, WeightedStagesMatchOneRank) {
   const Tokenizer& tok = ref.tokenizer;
   const LlamaModel& reference = ref.model;
   ProcessGroups g = ProcessGroups::create({p / 2, 2, 1, 1}, MpiCommunicator::world());
-  const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), nullptr, {1.0, 4.0});
+  const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), nullptr, LoadOptions{{1.0, 4.0}, Device::cpu()});
   EXPECT_EQ(model.shard().layers.size(), g.coord.pp == 0 ? 1 : 4);  // 5 layers as 1 + 4
   GenerationRequest req;
   req.prompt = {5, 77, 200, 3};
