@@ -6,6 +6,9 @@
 #include <sstream>
 
 #include "launch/options.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_memory.h"
+#endif
 
 namespace tessera::cli {
 namespace {
@@ -47,23 +50,31 @@ int64_t kv_cache_blocks(const KvBudget& budget, const KvPoolShape& shape, Commun
     uint64_t bytes = 0;
     size_t end = 0;
     double fraction = -1;
+    const bool gpu = !shape.device.is_cpu();
+    const std::string memory = budget.memory == "auto" ? (gpu ? "0.9" : "0.25") : budget.memory;
     try {
-      fraction = std::stod(budget.memory, &end);
+      fraction = std::stod(memory, &end);
     } catch (const std::exception&) {
     }
     const int local = ranks_on_this_node();  // collective over the world
-    if (end == budget.memory.size() && fraction > 0 && fraction <= 1) {
-      bytes = uint64_t(fraction * double(available_memory()) / local);
+    if (end == memory.size() && fraction > 0 && fraction <= 1) {
+#if TESSERA_HAVE_CUDA
+      if (gpu) {
+        // Each layer's keys and values are a tensor of their own: 2 * layers pieces.
+        bytes = uint64_t(fraction * double(cuda::memory_stats(shape.device.index).largest_free));
+      } else
+#endif
+        bytes = uint64_t(fraction * double(available_memory()) / local);
     } else {
-      bytes = parse_bytes(budget.memory, "--kv-cache-memory");
+      bytes = parse_bytes(memory, "--kv-cache-memory");
     }
     blocks = int64_t(bytes / uint64_t(std::max<int64_t>(1, shape.bytes_per_block())));
   }
   Tensor t = Tensor::from_i32({int32_t(std::min<int64_t>(blocks, INT32_MAX))}, {1});
   world.all_reduce(t, ReduceOp::kMin);
   blocks = t.data<int32_t>()[0];
-  TESSERA_CHECK(blocks >= 1, "the KV cache budget holds no block of " << shape.block_size
-                                 << " tokens on some rank (a block needs "
+  TESSERA_CHECK(blocks >= 1, "the KV cache budget holds no block of "
+                                 << shape.block_size << " tokens on some rank (a block needs "
                                  << shape.bytes_per_block()
                                  << " bytes there): raise --kv-cache-memory or --kv-cache-tokens");
   return blocks;

@@ -1,7 +1,8 @@
 // How many KV blocks every rank's pool gets: from --kv-cache-tokens, or from a memory budget
-// (--kv-cache-memory: bytes like 2GiB, or a fraction like 0.25 of the memory available on the
-// node, shared by the node's ranks), the least over all ranks so that every pool has the same
-// number of blocks (the plans name blocks by number).
+// (--kv-cache-memory: bytes like 2GiB; or a fraction: on the CPU of the memory available on the
+// node, shared by the node's ranks, on a GPU of what its reservation has left after the weights;
+// auto is 0.25 on the CPU and 0.9 on a GPU), the least over all ranks so that every pool has the
+// same number of blocks (the plans name blocks by number).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,7 @@
 namespace tessera::cli {
 
 struct KvBudget {
-  std::string memory = "0.25";  // --kv-cache-memory
+  std::string memory = "auto";  // --kv-cache-memory
   int64_t tokens = 0;           // --kv-cache-tokens (overrides memory when > 0)
 };
 

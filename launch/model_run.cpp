@@ -50,8 +50,9 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("max-context", po::value(&max_context)->default_value(0),
        "cap the context window at this many tokens (0: the model's)")
       ("kv-cache-memory", po::value(&kv.memory)->default_value(kv.memory),
-       "memory for each rank's KV cache: a size (2GiB) or a fraction of the node's available "
-       "memory, shared by its ranks")
+       "memory for each rank's KV cache: a size (2GiB), or a fraction of the node's available "
+       "memory shared by its ranks (on a GPU: of its reservation's memory left after the "
+       "weights); auto: 0.25 on the CPU, 0.9 on a GPU")
       ("kv-cache-tokens", po::value(&kv.tokens)->default_value(0),
        "tokens of KV cache each rank holds (instead of --kv-cache-memory)")
       ("block-size", po::value(&engine.block_size)->default_value(16), "tokens per KV-cache block")
@@ -65,6 +66,9 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "tokens in one step; longer prompts are prefilled in chunks")
       ("max-in-flight", po::value(&engine.max_in_flight)->default_value(0),
        "steps in the pipeline at once, each with its own requests (0: one per stage)")
+      ;
+  device.add_to(desc);
+  desc.add_options()
       ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)")
       ("stats-interval", po::value(&stats_interval)->default_value(stats_interval),
        "seconds between progress lines on stderr while requests run: running and waiting "
@@ -84,13 +88,17 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   const std::vector<double> weights = parse_weights(o.pp_weights);
   ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world()), {}, o.engine};
   run.rank0 = run.groups.world->rank() == 0;
-  run.bundle = ModelBundle::load(o.model, run.groups, weights);
+  LoadOptions load;
+  load.stage_weights = weights;
+  load.device = start_device(o.device);
+  run.bundle = ModelBundle::load(o.model, run.groups, load);
   const LlamaModel& m = *run.bundle.model;
   if (run.rank0)
     std::fprintf(stderr,
-                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d): rank 0 holds layers "
-                 "%lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
+                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d) on %s: rank 0 holds "
+                 "layers %lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
                  o.model.c_str(), run.groups.world->size(), o.layout.tp, o.layout.pp, o.layout.sp,
+                 describe_device(load.device).c_str(),
                  (long long)m.shard().layers.first, (long long)m.shard().layers.last - 1,
                  (long long)m.config().num_layers, double(run.bundle.weight_bytes_read) / 1e6,
                  run.bundle.load_seconds);

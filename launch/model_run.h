@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "launch/gpu_setup.h"
 #include "launch/kv_budget.h"
 #include "launch/options.h"
 #include "parallel/process_groups.h"
@@ -18,12 +19,13 @@ struct ModelRunOptions {
   std::string pp_weights;
   int64_t max_context = 0;
   KvBudget kv;
+  DeviceOptions device;
   std::string kv_dtype = "f32";  // --kv-cache-dtype: f32 or f16
   EngineOptions engine;
   std::string trace;
   double stats_interval = 10;  // seconds between progress lines (0: none)
   // Adds --model, --tp/--pp/--sp/--dp, --pp-weights, --microbatch, the KV-cache and batching
-  // flags, --max-context and --trace.
+  // flags, --device and --gpu-memory, --max-context and --trace.
   void add_to(po::options_description& desc);
 };
 

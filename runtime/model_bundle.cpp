@@ -7,7 +7,7 @@
 namespace tessera {
 
 ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
-                              const std::vector<double>& stage_weights) {
+                              const LoadOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   ModelReader reader(path);
   const ModelConfig& c = reader.config();
@@ -23,8 +23,7 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
                 path << ": the tokenizer has " << b.tokenizer->vocab_size()
                      << " tokens but the model's vocabulary is " << reader.config().vocab_size);
   b.model = std::make_unique<LlamaModel>(
-      LlamaModel::load(reader, groups.tp.get(), groups.pp.get(), groups.sp.get(),
-                       LoadOptions{stage_weights, Device::cpu()}));
+      LlamaModel::load(reader, groups.tp.get(), groups.pp.get(), groups.sp.get(), options));
   b.weight_bytes_read = reader.bytes_read();
   b.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return b;

@@ -20,7 +20,7 @@ struct ModelBundle {
   // Checks that the layout of `groups` can run the model (before any weight is read), then loads
   // this rank's shard. groups must outlive the bundle.
   static ModelBundle load(const std::string& path, ProcessGroups& groups,
-                          const std::vector<double>& stage_weights = {});
+                          const LoadOptions& options = {});
 };
 
 }  // namespace tessera

@@ -127,6 +127,20 @@ std::string no_device_reason() {
   return n == 0 ? "no CUDA device" : "";
 }
 
+size_t free_memory(int index) {
+  TESSERA_CUDA_CHECK(cudaSetDevice(index), "selecting cuda:" << index);
+  size_t free_bytes = 0, total = 0;
+  TESSERA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total), "querying cuda:" << index << " memory");
+  return free_bytes;
+}
+
+std::string device_name(int index) {
+  if (is_emulated(index)) return "emulated";
+  cudaDeviceProp p;
+  TESSERA_CUDA_CHECK(cudaGetDeviceProperties(&p, index), "querying cuda:" << index);
+  return p.name;
+}
+
 void reserve_memory(int index, size_t bytes) { cuda_allocator().reserve(index, bytes); }
 
 void emulate_gpu(int index, size_t bytes) { cuda_allocator().reserve_emulated(index, bytes); }

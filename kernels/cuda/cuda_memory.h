@@ -15,6 +15,9 @@ namespace tessera::cuda {
 int device_count();
 // Why there is no GPU (the CUDA runtime's words), or "" when there is one.
 std::string no_device_reason();
+// Free memory on GPU `index` now, and its name ("NVIDIA H100 80GB HBM3").
+size_t free_memory(int index);
+std::string device_name(int index);
 // Reserves `bytes` on GPU `index` for its tensors (once per GPU; throws naming the GPU, the
 // request and its free memory when the reservation fails).
 void reserve_memory(int index, size_t bytes);

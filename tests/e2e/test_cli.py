@@ -220,6 +220,26 @@ def test_kv_cache_dtype(tessera, tiny_model):
                               "--kv-cache-dtype", "bf16"), "--kv-cache-dtype", "bf16")
 
 
+def test_device_flags(tessera, tiny_model):
+    # --device cpu runs and says so; auto falls back to the CPU where there is no GPU; a bad
+    # value, --device cuda without a GPU and a bad --gpu-memory are one line each.
+    r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "4", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert " on cpu:" in r.stderr, r.stderr
+    r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "4")
+    assert r.returncode == 0, r.stderr
+    on_gpu = " on cuda:" in r.stderr
+    assert on_gpu or " on cpu:" in r.stderr, r.stderr
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x", "--device", "gpu"),
+                          "--device must be auto, cpu or cuda", "gpu")
+    if not on_gpu:
+        assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                                  "--device", "cuda"), "--device cuda")
+    else:
+        assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                                  "--gpu-memory", "lots"), "--gpu-memory")
+
+
 def test_batch_with_bad_lines_goes_on(tessera, tiny_model, tmp_path):
     lines = [
         json.dumps({"id": "ok1", "prompt": "hello", "max_tokens": 3}),

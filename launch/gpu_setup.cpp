@@ -1,0 +1,87 @@
+#include "launch/gpu_setup.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+
+#include "kernels/error.h"
+
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_memory.h"
+#endif
+
+namespace tessera::cli {
+namespace {
+
+// This rank's index among the ranks of its node, and how many there are.
+std::pair<int, int> node_rank_and_size() {
+  int init = 0;
+  MPI_Initialized(&init);
+  if (!init) return {0, 1};
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(node, &rank);
+  MPI_Comm_size(node, &size);
+  MPI_Comm_free(&node);
+  return {rank, size};
+}
+
+}  // namespace
+
+void DeviceOptions::add_to(po::options_description& desc) {
+  desc.add_options()
+      ("device", po::value(&device)->default_value(device),
+       "where each rank computes: auto (a GPU when there is one), cpu, or cuda")
+      ("gpu-memory", po::value(&gpu_memory)->default_value(gpu_memory),
+       "GPU memory reserved at start for weights, KV cache and activations: a fraction of the "
+       "GPU's free memory (shared by the ranks on one GPU) or a size like 20GiB per rank");
+}
+
+Device start_device(const DeviceOptions& o) {
+  TESSERA_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
+                "--device must be auto, cpu or cuda, got '" << o.device << "'");
+  const auto [local_rank, local_size] = node_rank_and_size();  // collective: every rank calls it
+  if (o.device == "cpu") return Device::cpu();
+#if TESSERA_HAVE_CUDA
+  const int gpus = cuda::device_count();
+  if (gpus == 0) {
+    TESSERA_CHECK(o.device == "auto",
+                  "--device cuda: no GPU here (" << cuda::no_device_reason() << ")");
+    return Device::cpu();
+  }
+  const int gpu = local_rank % gpus;
+  const int sharing = local_size / gpus + (local_rank % gpus < local_size % gpus ? 1 : 0);
+  size_t end = 0;
+  double fraction = -1;
+  try {
+    fraction = std::stod(o.gpu_memory, &end);
+  } catch (const std::exception&) {
+  }
+  size_t bytes = 0;
+  if (end == o.gpu_memory.size() && fraction > 0 && fraction <= 1)
+    bytes = size_t(fraction * double(cuda::free_memory(gpu)) / sharing);
+  else
+    bytes = size_t(parse_bytes(o.gpu_memory, "--gpu-memory"));
+  cuda::reserve_memory(gpu, bytes);
+  return Device::cuda(gpu);
+#else
+  TESSERA_CHECK(o.device == "auto", "--device cuda: this tessera was built without CUDA");
+  return Device::cpu();
+#endif
+}
+
+std::string describe_device(Device d) {
+  if (d.is_cpu()) return "cpu";
+#if TESSERA_HAVE_CUDA
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s (%s, %.1f GiB reserved)", d.str().c_str(),
+                cuda::device_name(d.index).c_str(),
+                double(cuda::memory_stats(d.index).capacity) / double(1ull << 30));
+  return buf;
+#else
+  return d.str();
+#endif
+}
+
+}  // namespace tessera::cli

@@ -1,0 +1,25 @@
+// --device and --gpu-memory: which device this rank computes on, and how much of its GPU it
+// reserves at start. Collective over the world (ranks on one node count each other to share
+// GPUs: node-local rank r uses GPU r % GPUs, and the ranks on one GPU split its reservation).
+#pragma once
+
+#include <string>
+
+#include "kernels/device.h"
+#include "launch/options.h"
+
+namespace tessera::cli {
+
+struct DeviceOptions {
+  std::string device = "auto";     // --device: auto (cuda when a GPU is present), cpu, cuda
+  std::string gpu_memory = "0.9";  // --gpu-memory: a fraction of the GPU's free memory, or a size
+  void add_to(po::options_description& desc);
+};
+
+// Picks this rank's device and, for a GPU, reserves its memory. Throws one line naming the
+// problem (--device cuda without a GPU, a bad --gpu-memory, a reservation that fails).
+Device start_device(const DeviceOptions& options);
+// "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3, 71.2 GiB reserved)".
+std::string describe_device(Device d);
+
+}  // namespace tessera::cli
