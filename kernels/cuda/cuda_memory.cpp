@@ -26,10 +26,12 @@ struct Region {
   char* base = nullptr;
   std::unique_ptr<MemoryPool> pool;
   bool emulated = false;  // host memory, computed on by the CUDA emulator
+  cudaStream_t stream = nullptr;  // the GPU's compute stream (every kernel and copy of this rank)
 };
 
-// The CUDA allocator: pieces of each GPU's reserved region; copies by cudaMemcpy (unified
-// addressing tells it which way).
+// The CUDA allocator: pieces of each GPU's reserved region; copies on the GPU's compute stream
+// (unified addressing tells which way), waited for, so that they are ordered with the kernels
+// before them and the host may use what they wrote.
 class CudaAllocator final : public DeviceAllocator {
  public:
   void* allocate(size_t bytes, int index) override {
@@ -48,9 +50,14 @@ class CudaAllocator final : public DeviceAllocator {
       std::memcpy(dst, src, bytes);
       return;
     }
-    TESSERA_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault),
+    const cudaStream_t s =
+        static_cast<cudaStream_t>(stream(dst_dev.is_cpu() ? src_dev.index : dst_dev.index));
+    TESSERA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s),
                        "copy of " << bytes << " bytes from " << src_dev.str() << " to "
                                   << dst_dev.str());
+    TESSERA_CUDA_CHECK(cudaStreamSynchronize(s), "copy of " << bytes << " bytes from "
+                                                            << src_dev.str() << " to "
+                                                            << dst_dev.str());
   }
   void reserve(int index, size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -68,6 +75,8 @@ class CudaAllocator final : public DeviceAllocator {
                                                         << " free): " << cudaGetErrorString(err));
     r.base = static_cast<char*>(base);
     r.pool = std::make_unique<MemoryPool>(bytes, 256);
+    TESSERA_CUDA_CHECK(cudaStreamCreateWithFlags(&r.stream, cudaStreamNonBlocking),
+                       "creating a stream on cuda:" << index);
     regions_[index] = std::move(r);
   }
   void reserve_emulated(int index, size_t bytes) {
@@ -82,6 +91,10 @@ class CudaAllocator final : public DeviceAllocator {
     regions_[index] = std::move(r);
   }
   bool is_emulated(int index) { return emulated(Device::cuda(index)); }
+  void* stream(int index) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return region(index).stream;
+  }
   MemoryPoolStats stats(int index) {
     std::lock_guard<std::mutex> lock(mutex_);
     return region(index).pool->stats();
@@ -146,6 +159,14 @@ void reserve_memory(int index, size_t bytes) { cuda_allocator().reserve(index, b
 void emulate_gpu(int index, size_t bytes) { cuda_allocator().reserve_emulated(index, bytes); }
 
 bool is_emulated(int index) { return cuda_allocator().is_emulated(index); }
+
+void* compute_stream(int index) { return cuda_allocator().stream(index); }
+
+void synchronize(int index) {
+  if (is_emulated(index)) return;  // the emulator runs each launch to its end
+  TESSERA_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(compute_stream(index))),
+                     "a kernel on cuda:" << index);
+}
 
 MemoryPoolStats memory_stats(int index) { return cuda_allocator().stats(index); }
 

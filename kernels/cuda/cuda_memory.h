@@ -26,6 +26,11 @@ void reserve_memory(int index, size_t bytes);
 // For tests of the GPU path where there is no GPU; device_count() still counts real GPUs only.
 void emulate_gpu(int index, size_t bytes);
 bool is_emulated(int index);
+// The compute stream of a GPU whose memory was reserved (a cudaStream_t; nullptr when emulated):
+// every kernel, cuBLAS call and copy of this process on that GPU goes on it, in order.
+void* compute_stream(int index);
+// Waits for everything queued on the GPU's stream; throws what a kernel raised.
+void synchronize(int index);
 MemoryPoolStats memory_stats(int index);  // of a GPU whose memory was reserved
 
 }  // namespace tessera::cuda

@@ -56,6 +56,9 @@ const Launchers& kernels_for(const Tensor& t) {
   return is_emulated(t.device().index) ? emulator_launchers() : gpu_launchers();
 }
 
+// The compute stream of the GPU t is on.
+void* stream_of(const Tensor& t) { return compute_stream(t.device().index); }
+
 void check_launch(const std::string& error, const char* what) {
   TESSERA_CHECK_IO(error.empty(), what << " on the GPU failed: " << error);
 }
@@ -77,7 +80,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
     TESSERA_ASSERT(bias->numel() == n, "linear bias has " << bias->numel() << " values for " << n);
   }
   check_launch(kernels_for(x).linear(t, x.raw(), w.raw(), bias ? bias->raw() : nullptr, m, n, k,
-                                     y.raw(), nullptr),
+                                     y.raw(), stream_of(x)),
                "linear");
 }
 
@@ -86,7 +89,7 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
       common_elem({{&x, "rms_norm input"}, {&weight, "rms_norm weight"}, {&y, "rms_norm output"}});
   const int64_t d = x.dim(-1), m = x.numel() / d;
   TESSERA_ASSERT(weight.numel() == d && y.numel() == x.numel(), "rms_norm shapes");
-  check_launch(kernels_for(x).rms_norm(t, x.raw(), weight.raw(), eps, m, d, y.raw(), nullptr),
+  check_launch(kernels_for(x).rms_norm(t, x.raw(), weight.raw(), eps, m, d, y.raw(), stream_of(x)),
                "rms_norm");
 }
 
@@ -99,7 +102,7 @@ void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float ep
   TESSERA_ASSERT(delta.numel() == x.numel() && weight.numel() == d && y.numel() == x.numel(),
                  "add_rms_norm shapes");
   check_launch(kernels_for(x).add_rms_norm(t, x.raw(), delta.raw(), weight.raw(), eps, m, d,
-                                           y.raw(), nullptr),
+                                           y.raw(), stream_of(x)),
                "add_rms_norm");
 }
 
@@ -107,13 +110,13 @@ void add_inplace(Tensor& a, const Tensor& b) {
   const Elem t = common_elem({{&a, "sum"}, {&b, "addend"}});
   TESSERA_ASSERT(a.numel() == b.numel(),
                  "add_inplace shapes " << shape_str(a.shape()) << " and " << shape_str(b.shape()));
-  check_launch(kernels_for(a).add(t, a.raw(), b.raw(), a.numel(), nullptr), "add");
+  check_launch(kernels_for(a).add(t, a.raw(), b.raw(), a.numel(), stream_of(a)), "add");
 }
 
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
   const Elem t = common_elem({{&gate, "swiglu gate"}, {&up, "swiglu up"}, {&out, "swiglu output"}});
   TESSERA_ASSERT(gate.numel() == up.numel() && out.numel() == up.numel(), "swiglu shapes");
-  check_launch(kernels_for(gate).swiglu(t, gate.raw(), up.raw(), gate.numel(), out.raw(), nullptr),
+  check_launch(kernels_for(gate).swiglu(t, gate.raw(), up.raw(), gate.numel(), out.raw(), stream_of(gate)),
                "swiglu");
 }
 
@@ -127,7 +130,7 @@ void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
   const Tensor pos = upload_i32(positions, x.device());
   const Tensor inv = Tensor::from_f32(inv_freq, {int64_t(inv_freq.size())}).to(x.device());
   check_launch(kernels_for(x).rope(t, x.raw(), pos.data<int32_t>(), inv.data<float>(), x.dim(0),
-                                   x.dim(1), x.dim(2), nullptr),
+                                   x.dim(1), x.dim(2), stream_of(x)),
                "rope");
 }
 
@@ -141,7 +144,7 @@ void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out
   const Tensor gids = upload_i32(ids, table.device());
   Tensor bad = upload_i32({0}, table.device());
   check_launch(kernels_for(table).embedding(t, table.raw(), vocab, gids.data<int32_t>(), n, d,
-                                            out.raw(), bad.data<int32_t>(), nullptr),
+                                            out.raw(), bad.data<int32_t>(), stream_of(table)),
                "embedding");
 }
 
@@ -184,6 +187,7 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
   a.n_tiles = plan.n_tiles, a.splits = plan.splits, a.keys_per_split = plan.keys_per_split;
   a.scratch = scratch.data<float>();
   a.acc = state.acc.data<float>(), a.mx = state.mx.data<float>(), a.sum = state.sum.data<float>();
+  a.stream = stream_of(q);
   check_launch(kernels_for(q).paged_attention(a), "paged attention");
 }
 
@@ -210,7 +214,7 @@ void attention_merge(ops::AttentionState& state, const ops::AttentionState& othe
   check_launch(
       kernels_for(state.acc).attention_merge(
           state.acc.data<float>(), state.mx.data<float>(), state.sum.data<float>(),
-          other.acc.data<float>(), other.mx.data<float>(), other.sum.data<float>(), n, d, nullptr),
+          other.acc.data<float>(), other.mx.data<float>(), other.sum.data<float>(), n, d, stream_of(state.acc)),
       "attention merge");
 }
 
@@ -222,7 +226,7 @@ void attention_finish(const ops::AttentionState& state, Tensor& out) {
   TESSERA_ASSERT(out.numel() == n * d, "attention_finish shapes");
   check_launch(
       kernels_for(out).attention_finish(elem_of(out, "attention output"), state.acc.data<float>(),
-                                        state.sum.data<float>(), n, d, out.raw(), nullptr),
+                                        state.sum.data<float>(), n, d, out.raw(), stream_of(out)),
       "attention finish");
 }
 
@@ -238,7 +242,7 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
   const Tensor gslots = Tensor::from_i64(slots, {rows}).to(k.device());
   check_launch(
       kernels_for(k).store_kv(t, k_pool.raw(), v_pool.raw(), k.data<float>(), v.data<float>(),
-                              gslots.data<int64_t>(), rows, heads, bs, d, nullptr),
+                              gslots.data<int64_t>(), rows, heads, bs, d, stream_of(k)),
       "store_kv");
 }
 
@@ -247,7 +251,7 @@ void round_through(Tensor& x, DType type) {
   if (type == DType::kF32) return;
   Tensor probe = Tensor::empty({1}, type, x.device());  // the element type, checked
   check_launch(kernels_for(x).round_through(elem_of(probe, "cache type"), x.data<float>(),
-                                            x.numel(), nullptr),
+                                            x.numel(), stream_of(x)),
                "round_through");
 }
 

@@ -1,7 +1,9 @@
 // The ops of kernels/ops.h on GPU tensors (f32, or f16/bf16 activations where noted, float32
 // arithmetic), with the same signatures and meaning; kernels/ops.cpp calls these for tensors on
 // Device::cuda(i). Each is tested against the CPU op on random data (tests/unit/test_cuda_*.cpp).
-// Kernels are queued on the default stream; synchronize() waits and reports what a kernel raised.
+// Kernels and copies are queued on the GPU's compute stream (cuda::compute_stream, one per GPU a
+// rank uses), in order; copies to the host wait for it. synchronize() waits and reports what a
+// kernel raised.
 // On a GPU that is emulated (cuda::emulate_gpu) the same kernel sources run on the CUDA emulator.
 #pragma once
 
