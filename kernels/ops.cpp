@@ -6,6 +6,7 @@
 #include <numbers>
 
 #include "kernels/cpu/ops_cpu.h"
+#include "kernels/dtype.h"
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
@@ -99,6 +100,23 @@ void copy(const Tensor& src, Tensor& dst) {
   if (src.nbytes() == 0) return;
   const Device via = src.device().is_cpu() ? dst.device() : src.device();
   allocator_for(via.type).copy(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
+}
+
+void convert(const Tensor& src, Tensor& dst) {
+  TESSERA_ASSERT(src.numel() == dst.numel(), "convert of " << shape_str(src.shape()) << " to "
+                                                          << shape_str(dst.shape()));
+  if (src.dtype() == dst.dtype()) return copy(src, dst);
+  if (src.device() != dst.device()) {  // convert where src is, then copy
+    Tensor there = Tensor::empty(dst.shape(), dst.dtype(), src.device());
+    convert(src, there);
+    return copy(there, dst);
+  }
+#if TESSERA_HAVE_CUDA
+  if (on_gpu(src)) return cuda::convert(src, dst);
+#endif
+  std::vector<float> f(static_cast<size_t>(src.numel()));
+  convert_to_f32(src.dtype(), src.raw(), f.data(), f.size());
+  convert_from_f32(dst.dtype(), f.data(), dst.raw(), f.size());
 }
 
 AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d, Device device) {

@@ -98,5 +98,8 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
 void round_through(Tensor& x, DType type);
 // dst = src (the same dtype and element count; any devices).
 void copy(const Tensor& src, Tensor& dst);
+// dst = src converted to dst's dtype (f32, f16, bf16; the same element count); src and dst may
+// be on different devices (the conversion happens where src is, then a copy).
+void convert(const Tensor& src, Tensor& dst);
 
 }  // namespace tessera::ops

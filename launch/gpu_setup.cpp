@@ -35,7 +35,10 @@ void DeviceOptions::add_to(po::options_description& desc) {
        "where each rank computes: auto (a GPU when there is one), cpu, or cuda")
       ("gpu-memory", po::value(&gpu_memory)->default_value(gpu_memory),
        "GPU memory reserved at start for weights, KV cache and activations: a fraction of the "
-       "GPU's free memory (shared by the ranks on one GPU) or a size like 20GiB per rank");
+       "GPU's free memory (shared by the ranks on one GPU) or a size like 20GiB per rank")
+      ("dtype", po::value(&dtype)->default_value(dtype),
+       "weights and activations: auto (bf16 on a GPU, f32 on the CPU), f32 (the exact path), "
+       "or bf16 (GPU only; float32 accumulation, attention and KV cache)");
 }
 
 Device start_device(const DeviceOptions& o) {
@@ -69,6 +72,15 @@ Device start_device(const DeviceOptions& o) {
   TESSERA_CHECK(o.device == "auto", "--device cuda: this tessera was built without CUDA");
   return Device::cpu();
 #endif
+}
+
+DType model_dtype(const DeviceOptions& o, Device device) {
+  TESSERA_CHECK(o.dtype == "auto" || o.dtype == "f32" || o.dtype == "bf16",
+                "--dtype must be auto, f32 or bf16, got '" << o.dtype << "'");
+  if (o.dtype == "auto") return device.is_cpu() ? DType::kF32 : DType::kBF16;
+  TESSERA_CHECK(o.dtype == "f32" || !device.is_cpu(),
+                "--dtype bf16 needs a GPU (the CPU computes in f32)");
+  return dtype_from_name(o.dtype);
 }
 
 std::string describe_device(Device d) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/device.h"
+#include "kernels/dtype.h"
 #include "launch/options.h"
 
 namespace tessera::cli {
@@ -13,12 +14,15 @@ namespace tessera::cli {
 struct DeviceOptions {
   std::string device = "auto";     // --device: auto (cuda when a GPU is present), cpu, cuda
   std::string gpu_memory = "0.9";  // --gpu-memory: a fraction of the GPU's free memory, or a size
+  std::string dtype = "auto";      // --dtype: auto (bf16 on a GPU, f32 on the CPU), f32, bf16
   void add_to(po::options_description& desc);
 };
 
 // Picks this rank's device and, for a GPU, reserves its memory. Throws one line naming the
 // problem (--device cuda without a GPU, a bad --gpu-memory, a reservation that fails).
 Device start_device(const DeviceOptions& options);
+// The weights' and activations' type on `device` (throws for bf16 on the CPU, or a bad name).
+DType model_dtype(const DeviceOptions& options, Device device);
 // "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3, 71.2 GiB reserved)".
 std::string describe_device(Device d);
 

@@ -91,14 +91,15 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   LoadOptions load;
   load.stage_weights = weights;
   load.device = start_device(o.device);
+  load.dtype = model_dtype(o.device, load.device);
   run.bundle = ModelBundle::load(o.model, run.groups, load);
   const LlamaModel& m = *run.bundle.model;
   if (run.rank0)
     std::fprintf(stderr,
-                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d) on %s: rank 0 holds "
-                 "layers %lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
+                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d) on %s, %s: rank 0 "
+                 "holds layers %lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
                  o.model.c_str(), run.groups.world->size(), o.layout.tp, o.layout.pp, o.layout.sp,
-                 describe_device(load.device).c_str(),
+                 describe_device(load.device).c_str(), std::string(dtype_name(load.dtype)).c_str(),
                  (long long)m.shard().layers.first, (long long)m.shard().layers.last - 1,
                  (long long)m.config().num_layers, double(run.bundle.weight_bytes_read) / 1e6,
                  run.bundle.load_seconds);

@@ -6,6 +6,20 @@
 #include "kernels/ops.h"
 
 namespace tessera {
+namespace {
+
+// t = the sum of every TP rank's t; a bf16 t is summed in float32 (the MPI communicator reduces
+// f32, and a bf16 sum over ranks would round at every step).
+void sum_over(Communicator& tp, Tensor& t) {
+  if (tp.size() == 1) return;
+  if (t.dtype() == DType::kF32) return tp.all_reduce(t, ReduceOp::kSum);
+  Tensor wide = Tensor::empty(t.shape(), DType::kF32, t.device());
+  ops::convert(t, wide);
+  tp.all_reduce(wide, ReduceOp::kSum);
+  ops::convert(wide, t);
+}
+
+}  // namespace
 
 ColumnParallelLinear::ColumnParallelLinear(Tensor weight, Tensor bias)
     : weight_(std::move(weight)), bias_(std::move(bias)) {}
@@ -19,7 +33,7 @@ RowParallelLinear::RowParallelLinear(Tensor weight, Communicator* tp)
 
 void RowParallelLinear::forward(const Tensor& x_local, Tensor& y) const {
   ops::linear(x_local, weight_, nullptr, y);
-  if (tp_->size() > 1) tp_->all_reduce(y, ReduceOp::kSum);
+  sum_over(*tp_, y);
 }
 
 VocabParallelEmbedding::VocabParallelEmbedding(Tensor table, int64_t vocab_begin,
@@ -56,7 +70,7 @@ void VocabParallelEmbedding::forward(const std::vector<int32_t>& ids, Tensor& ou
       ops::copy(got.rows(int64_t(k), int64_t(k) + 1), row);
     }
   }
-  if (tp_->size() > 1) tp_->all_reduce(out, ReduceOp::kSum);
+  sum_over(*tp_, out);
 }
 
 }  // namespace tessera

@@ -20,6 +20,11 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
   m.tp_ = tp;
   m.sp_ = sp;
   m.device_ = options.device;
+  m.act_ = options.dtype;
+  TESSERA_CHECK(m.act_ == DType::kF32 || m.act_ == DType::kBF16,
+                "weights and activations are f32 or bf16, not " << dtype_name(m.act_));
+  TESSERA_CHECK(m.act_ == DType::kF32 || !m.device_.is_cpu(),
+                "bf16 weights and activations need a GPU (the CPU computes in f32)");
   m.stage_ = PipelineStage(pp, c.num_layers, options.stage_weights);
   ModelShard& s = m.shard_;
   s.layers = m.stage_.layers();
@@ -42,7 +47,14 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
   };
   // Only this rank's hyperslab of each tensor is read.
   // Each weight goes to the model's device as it is read.
-  auto placed = [&](Tensor t) { return m.device_.is_cpu() ? t : t.to(m.device_); };
+  auto placed = [&](Tensor t) {
+    if (t.dtype() != m.act_) {
+      Tensor converted = Tensor::empty(t.shape(), m.act_);
+      ops::convert(t, converted);
+      t = converted;
+    }
+    return m.device_.is_cpu() ? t : t.to(m.device_);
+  };
   auto whole = [&](const std::string& name) {
     check(name);
     return placed(r.read_weight(name));
@@ -91,7 +103,8 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
   }
   m.rope_inv_freq_ = ops::rope_inv_freq(int(hd), c.rope_theta, c.rope_scaling);
   if (r.has_weight("rope_freqs.weight")) {  // GGUF-style explicit per-frequency divisors
-    const Tensor f = whole("rope_freqs.weight").to(Device::cpu());
+    check("rope_freqs.weight");
+    const Tensor f = r.read_weight("rope_freqs.weight");
     for (int64_t i = 0; i < hd / 2; ++i) m.rope_inv_freq_[size_t(i)] /= f.data<float>()[i];
   }
   return m;
@@ -170,9 +183,9 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
                                  const std::vector<int32_t>& positions, Tensor& out) const {
   const int64_t n = x.dim(0), hd = config_.head_dim;
   const int64_t heads = shard_.heads.q.size(), kv_heads = shard_.heads.kv.size();
-  Tensor q = Tensor::empty({n, heads, hd}, DType::kF32, device_);
-  Tensor k = Tensor::empty({n, kv_heads, hd}, DType::kF32, device_);
-  Tensor v = Tensor::empty({n, kv_heads, hd}, DType::kF32, device_);
+  Tensor q = Tensor::empty({n, heads, hd}, act_, device_);
+  Tensor k = Tensor::empty({n, kv_heads, hd}, act_, device_);
+  Tensor v = Tensor::empty({n, kv_heads, hd}, act_, device_);
   w.q.forward(x, q);  // the whole batch in one matmul each
   w.k.forward(x, k);
   w.v.forward(x, v);
@@ -181,6 +194,14 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
   // New keys and values go after the rows each sequence holds (with sequence parallelism a
   // decode token's K/V is kept by one SP rank).
   KvPool& pool = *segs.front().seq->pool;
+  if (act_ != DType::kF32) {  // the cache and ring attention take float32 keys and values
+    Tensor kf = Tensor::empty(k.shape(), DType::kF32, device_);
+    Tensor vf = Tensor::empty(v.shape(), DType::kF32, device_);
+    ops::convert(k, kf);
+    ops::convert(v, vf);
+    k = kf;
+    v = vf;
+  }
   // Every use of this step's K/V (ring attention too) sees the values the cache keeps.
   ops::round_through(k, pool.shape().dtype);
   ops::round_through(v, pool.shape().dtype);
@@ -194,7 +215,7 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
     }
   }
   ops::store_kv(pool.keys(layer), pool.values(layer), k, v, slots);
-  Tensor attn = Tensor::empty({n, heads, hd}, DType::kF32, device_);
+  Tensor attn = Tensor::empty({n, heads, hd}, act_, device_);
   const float scale = 1.0f / std::sqrt(float(hd));
   if (shard_.sp_size > 1 && segs[0].sp_prompt) {
     ring_attention(q, k, v, segs[0].tokens, attn);  // a prompt split over the SP group
@@ -275,8 +296,8 @@ void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer,
 
 void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const {
   const int64_t n = x.dim(0), f = shard_.ffn.size();
-  Tensor gate = Tensor::empty({n, f}, DType::kF32, device_);
-  Tensor up = Tensor::empty({n, f}, DType::kF32, device_);
+  Tensor gate = Tensor::empty({n, f}, act_, device_);
+  Tensor up = Tensor::empty({n, f}, act_, device_);
   w.gate.forward(x, gate);
   w.up.forward(x, up);
   ops::swiglu(gate, up, gate);
@@ -305,16 +326,21 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
 
   Tensor x;  // the residual stream (n, hidden)
   if (stage_.first()) {
-    x = Tensor::empty({n, c.hidden_size}, DType::kF32, device_);
+    x = Tensor::empty({n, c.hidden_size}, act_, device_);
     embed_.forward(my_tokens, x);
   } else {
     TESSERA_ASSERT(hidden.defined() && hidden.dim(0) == n && hidden.dim(1) == c.hidden_size,
                    "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs ("
                                             << n << ", " << c.hidden_size << ")");
-    x = hidden.device() == device_ ? hidden : hidden.to(device_);
+    if (hidden.device() == device_ && hidden.dtype() == act_) {
+      x = hidden;
+    } else {
+      x = Tensor::empty(hidden.shape(), act_, device_);
+      ops::convert(hidden, x);
+    }
   }
-  Tensor normed = Tensor::empty({n, c.hidden_size}, DType::kF32, device_);
-  Tensor delta = Tensor::empty({n, c.hidden_size}, DType::kF32, device_);
+  Tensor normed = Tensor::empty({n, c.hidden_size}, act_, device_);
+  Tensor delta = Tensor::empty({n, c.hidden_size}, act_, device_);
   for (int64_t i = 0; i < int64_t(layers_.size()); ++i) {  // i: the layer's index in this stage
     const LlamaLayer& w = layers_[size_t(i)];
     ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
@@ -325,8 +351,11 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
     ops::add_inplace(x, delta);
   }
   for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
-  const auto on_host = [](const Tensor& t) {
-    return t.device().is_cpu() ? t : t.to(Device::cpu());
+  const auto on_host = [](const Tensor& t) {  // float32, in host memory
+    if (t.device().is_cpu() && t.dtype() == DType::kF32) return t;
+    Tensor h = Tensor::empty(t.shape(), DType::kF32);
+    ops::convert(t, h);
+    return h;
   };
   if (!stage_.last()) return on_host(x);
 
@@ -337,16 +366,16 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
     const int owner = sp_last_token_owner(segs[0].tokens, shard_.sp_size);
     Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
     if (shard_.sp_rank == owner) {
-      Tensor last_normed = Tensor::empty({1, c.hidden_size}, DType::kF32, device_);
+      Tensor last_normed = Tensor::empty({1, c.hidden_size}, act_, device_);
       ops::rms_norm(x.rows(n - 1, n), norm_, c.rms_norm_eps, last_normed);
-      Tensor computed = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32, device_);
+      Tensor computed = Tensor::empty({wanted, shard_.vocab.size()}, act_, device_);
       lm_head_.forward(last_normed, computed);
-      ops::copy(computed, logits);
+      ops::convert(computed, logits);
     }
     sp_->broadcast(logits, owner);
     return logits;
   }
-  Tensor last = Tensor::empty({wanted, c.hidden_size}, DType::kF32, device_);
+  Tensor last = Tensor::empty({wanted, c.hidden_size}, act_, device_);
   int64_t at = 0;
   for (const Segment& s : segs) {
     const int64_t end = s.row + s.rows;
@@ -355,7 +384,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
     at += s.logits;
   }
   ops::rms_norm(last, norm_, c.rms_norm_eps, last);
-  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32, device_);
+  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, act_, device_);
   lm_head_.forward(last, logits);
   return on_host(logits);
 }

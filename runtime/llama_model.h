@@ -1,6 +1,7 @@
 // The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM): weights and the forward pass.
 // It reads like the paper: embed, then per layer x += attn(norm(x)); x += mlp(norm(x)), then the
-// final norm and the LM head. Compute is float32 whatever the stored dtype. Under tensor
+// final norm and the LM head. Compute is float32 whatever the stored dtype, or bf16 weights and
+// activations with float32 accumulation on a GPU. Under tensor
 // parallelism each rank holds its shard of every layer; the collectives live in the parallel
 // layers (parallel/parallel_layers.h), not here.
 #pragma once
@@ -54,9 +55,10 @@ struct BatchRows {
 
 // Where and how a rank holds its shard.
 struct LoadOptions {
-  std::vector<double>
-      stage_weights;  // one weight per pipeline stage for uneven layer ranges (empty: even)
+  // One weight per pipeline stage for uneven layer ranges (empty: even).
+  std::vector<double> stage_weights;
   Device device = Device::cpu();  // where the weights, activations and KV cache live
+  DType dtype = DType::kF32;      // of weights and activations: f32, or bf16 on a GPU
 };
 
 class LlamaModel {
@@ -71,6 +73,7 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }
   Device device() const { return device_; }
+  DType dtype() const { return act_; }
   Communicator& tp() const { return *tp_; }
   Communicator* sp() const { return sp_; }  // null without sequence parallelism
   const PipelineStage& stage() const { return stage_; }
@@ -131,6 +134,8 @@ class LlamaModel {
   ModelConfig config_;
   ModelShard shard_;
   Device device_ = Device::cpu();
+  DType act_ = DType::kF32;  // weights and activations (attention states and the KV cache's
+                             // inputs are float32 whatever it is)
   Communicator* tp_ = nullptr;
   Communicator* sp_ = nullptr;
   PipelineStage stage_;

@@ -255,6 +255,18 @@ void round_through(Tensor& x, DType type) {
                "round_through");
 }
 
+void convert(const Tensor& src, Tensor& dst) {
+  check_gpu(src, "conversion input");
+  check_gpu(dst, "conversion output");
+  TESSERA_ASSERT(src.numel() == dst.numel() && src.device() == dst.device(),
+                 "convert " << shape_str(src.shape()) << " on " << src.device().str() << " to "
+                            << shape_str(dst.shape()) << " on " << dst.device().str());
+  check_launch(kernels_for(src).convert(elem_of(src, "conversion input"), src.raw(),
+                                        elem_of(dst, "conversion output"), dst.raw(), src.numel(),
+                                        stream_of(src)),
+               "convert");
+}
+
 void synchronize() {
   if (device_count() == 0) return;  // only emulated GPUs, which run each launch to its end
   const cudaError_t err = cudaDeviceSynchronize();

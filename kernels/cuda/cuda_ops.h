@@ -34,6 +34,8 @@ void attention_finish(const ops::AttentionState& state, Tensor& out);
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const std::vector<int64_t>& slots);
 void round_through(Tensor& x, DType type);
+// dst = src in dst's type (f32, f16, bf16), the same number of elements, on one GPU.
+void convert(const Tensor& src, Tensor& dst);
 void synchronize();
 
 }  // namespace tessera::cuda

@@ -24,6 +24,7 @@ const Launchers& emulator_launchers() {
                            emulated::repetition_penalty,
                            emulated::top_k,
                            emulated::add,
+                           emulated::convert,
                            emulated::round_through,
                            emulated::attention_finish,
                            emulated::attention_merge,

@@ -16,6 +16,7 @@ const Launchers& gpu_launchers() {
                            device::repetition_penalty,
                            device::top_k,
                            device::add,
+                           device::convert,
                            device::round_through,
                            device::attention_finish,
                            device::attention_merge,

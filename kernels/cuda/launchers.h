@@ -26,6 +26,7 @@ struct Launchers {
   decltype(&device::repetition_penalty) repetition_penalty;
   decltype(&device::top_k) top_k;
   decltype(&device::add) add;
+  decltype(&device::convert) convert;
   decltype(&device::round_through) round_through;
   decltype(&device::attention_finish) attention_finish;
   decltype(&device::attention_merge) attention_merge;

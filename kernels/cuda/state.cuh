@@ -18,6 +18,13 @@ __global__ void add_kernel(T* a, const T* b, int64_t n) {
     store(a, i, load(a, i) + load(b, i));
 }
 
+template <class From, class To>
+__global__ void convert_kernel(const From* src, To* dst, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store(dst, i, load(src, i));
+}
+
 template <class T>
 __global__ void round_kernel(float* x, int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -74,6 +81,20 @@ std::string add(Elem t, void* a, const void* b, int64_t n, void* stream) {
                    state_detail::add_kernel<T>)
     (static_cast<T*>(a), static_cast<const T*>(b), n);
     return launch_error();
+  });
+}
+
+std::string convert(Elem from, const void* src, Elem to, void* dst, int64_t n, void* stream) {
+  if (n == 0) return {};
+  return with_elem(from, [&](auto from_tag) {
+    return with_elem(to, [&](auto to_tag) {
+      using From = decltype(from_tag);
+      using To = decltype(to_tag);
+      TESSERA_LAUNCH(blocks_for(n, state_detail::kThreads), state_detail::kThreads, 0, stream,
+                     state_detail::convert_kernel<From, To>)
+      (static_cast<const From*>(src), static_cast<To*>(dst), n);
+      return launch_error();
+    });
   });
 }
 

@@ -225,16 +225,20 @@ def test_device_flags(tessera, tiny_model):
     # value, --device cuda without a GPU and a bad --gpu-memory are one line each.
     r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "4", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    assert " on cpu:" in r.stderr, r.stderr
+    assert " on cpu, f32:" in r.stderr, r.stderr
     r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "4")
     assert r.returncode == 0, r.stderr
     on_gpu = " on cuda:" in r.stderr
-    assert on_gpu or " on cpu:" in r.stderr, r.stderr
+    assert on_gpu or " on cpu, f32:" in r.stderr, r.stderr
     assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x", "--device", "gpu"),
                           "--device must be auto, cpu or cuda", "gpu")
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x", "--dtype", "f16"),
+                          "--dtype must be auto, f32 or bf16")
     if not on_gpu:
         assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
                                   "--device", "cuda"), "--device cuda")
+        assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                                  "--dtype", "bf16"), "--dtype bf16 needs a GPU")
     else:
         assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
                                   "--gpu-memory", "lots"), "--gpu-memory")

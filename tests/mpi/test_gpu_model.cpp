@@ -6,6 +6,9 @@
 // TP/PP/SP logic is tested in CI; where there is a GPU, every rank uses cuda:0.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
 #include "runtime/generator.h"
@@ -102,6 +105,45 @@ TEST(GpuModel, EveryLayoutOnOneGpuMatchesTheOneRankCpuRun) {
     const LlamaModel model = LlamaModel::load(ref.reader, g.tp.get(), g.pp.get(),
                                               l.sp > 1 ? g.sp.get() : nullptr, on_gpu());
     expect_same_run(ref.model, model, ref.tokenizer, prompt, l.sp == 1);
+  }
+}
+// bf16 weights and activations (float32 accumulation, float32 attention states and KV cache)
+// against the float32 CPU run: the logits drift by bf16 rounding, not more.
+TEST(GpuModel, Bf16DriftsFromFloat32ByRoundingOnly) {
+  ReferenceModel ref(gpu_test_config(), "tessera_gpu_bf16.h5", 7);
+  const int p = ref.world->size();
+  const std::vector<int32_t> prompt = {5, 77, 200, 3, 3, 150, 42, 9, 255, 17, 64, 1, 2};
+  SequenceKvCache ref_cache = ref.model.make_cache(64);
+  const Tensor want = ref.model.forward(prompt, ref_cache, -1);
+  struct Layout {
+    int tp, pp;
+  };
+  for (const Layout l : {Layout{1, 1}, Layout{2, 1}, Layout{1, 2}}) {
+    if (l.tp * l.pp > p) continue;
+    SCOPED_TRACE("tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp));
+    ProcessGroups g =
+        ProcessGroups::create({p / (l.tp * l.pp), l.pp, 1, l.tp}, MpiCommunicator::world());
+    LoadOptions o = on_gpu();
+    o.dtype = DType::kBF16;
+    const LlamaModel model = LlamaModel::load(ref.reader, g.tp.get(), g.pp.get(), nullptr, o);
+    SequenceKvCache cache = model.make_cache(64);
+    const Tensor mine = model.forward(prompt, cache, -1);
+    if (!model.stage().last()) continue;
+    const Tensor got = model.gather_logits(mine);
+    ASSERT_EQ(got.shape(), want.shape());
+    const float drift = relative_max_diff(want, got);
+    int same_top = 0;
+    for (int64_t r = 0; r < want.dim(0); ++r) {
+      const float* w = want.data<float>() + r * want.dim(1);
+      const float* q = got.data<float>() + r * got.dim(1);
+      same_top += std::max_element(w, w + want.dim(1)) - w == std::max_element(q, q + got.dim(1)) - q;
+    }
+    if (ref.world->rank() == 0 || !model.stage().first())
+      std::printf("bf16 drift tp %d pp %d: %.4g of max|logit|, top-1 same at %d of %lld positions\n",
+                l.tp, l.pp, drift, same_top, (long long)want.dim(0));
+    EXPECT_GT(drift, 0.0f) << "bf16 changed nothing: the run was not in bf16";
+    EXPECT_LE(drift, 0.05f);
+    EXPECT_GE(same_top, want.dim(0) - 2);
   }
 }
 #else
