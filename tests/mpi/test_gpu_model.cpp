@@ -136,11 +136,13 @@ TEST(GpuModel, Bf16DriftsFromFloat32ByRoundingOnly) {
     for (int64_t r = 0; r < want.dim(0); ++r) {
       const float* w = want.data<float>() + r * want.dim(1);
       const float* q = got.data<float>() + r * got.dim(1);
-      same_top += std::max_element(w, w + want.dim(1)) - w == std::max_element(q, q + got.dim(1)) - q;
+      same_top +=
+          std::max_element(w, w + want.dim(1)) - w == std::max_element(q, q + got.dim(1)) - q;
     }
     if (ref.world->rank() == 0 || !model.stage().first())
-      std::printf("bf16 drift tp %d pp %d: %.4g of max|logit|, top-1 same at %d of %lld positions\n",
-                l.tp, l.pp, drift, same_top, (long long)want.dim(0));
+      std::printf(
+          "bf16 drift tp %d pp %d: %.4g of max|logit|, top-1 same at %d of %lld positions\n", l.tp,
+          l.pp, drift, same_top, (long long)want.dim(0));
     EXPECT_GT(drift, 0.0f) << "bf16 changed nothing: the run was not in bf16";
     EXPECT_LE(drift, 0.05f);
     EXPECT_GE(same_top, want.dim(0) - 2);
