@@ -2,6 +2,7 @@
 // (kernels/cpu/ops_cpu.h), GPUs to tessera::cuda (kernels/cuda/cuda_ops.h).
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -100,6 +101,33 @@ void copy(const Tensor& src, Tensor& dst) {
   if (src.nbytes() == 0) return;
   const Device via = src.device().is_cpu() ? dst.device() : src.device();
   allocator_for(via.type).copy(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
+}
+
+float uniform_bits(uint64_t seed, uint64_t e) {
+  uint64_t z = seed + (e + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float(z >> 40) * (1.0f / 16777216.0f);
+}
+
+void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
+                  float offset, float scale) {
+#if TESSERA_HAVE_CUDA
+  if (on_gpu(out)) return cuda::fill_uniform(out, full_cols, row0, col0, seed, offset, scale);
+#endif
+  const int64_t cols = out.ndim() == 1 ? out.dim(0) : out.dim(-1);
+  const int64_t rows = out.numel() / std::max<int64_t>(1, cols);
+  std::vector<float> v(static_cast<size_t>(out.numel()));
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const volatile float x =
+          2.0f * uniform_bits(seed, uint64_t((row0 + r) * full_cols + col0 + c)) - 1.0f;
+      const volatile float product = scale * x;  // (two roundings, as on the GPU: no FMA)
+      v[size_t(r * cols + c)] = offset + product;
+    }
+  convert_from_f32(out.dtype(), v.data(), out.raw(), v.size());
 }
 
 void convert(const Tensor& src, Tensor& dst) {

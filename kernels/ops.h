@@ -98,6 +98,14 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
 void round_through(Tensor& x, DType type);
 // dst = src (the same dtype and element count; any devices).
 void copy(const Tensor& src, Tensor& dst);
+// 24 uniform random bits of element e (splitmix64 of seed and e), as a float in [0, 1).
+float uniform_bits(uint64_t seed, uint64_t e);
+// out (rows, cols) = the block at (row0, col0) of a tensor with full_cols columns whose element
+// e = r * full_cols + c is offset + scale * (2 * uniform_bits(seed, e) - 1), rounded to out's
+// dtype: the same numbers on every device and for every slicing, so a random model's TP shards
+// are slices of the one-rank model's tensors. A 1-d out is one row.
+void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
+                  float offset, float scale);
 // dst = src converted to dst's dtype (f32, f16, bf16; the same element count); src and dst may
 // be on different devices (the conversion happens where src is, then a copy).
 void convert(const Tensor& src, Tensor& dst);

@@ -9,12 +9,23 @@
 #include "io/llama_tensors.h"
 #include "kernels/ops.h"
 #include "runtime/sp_split.h"
+#include "runtime/weight_source.h"
 
 namespace tessera {
 
-LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator* pp,
+LlamaModel LlamaModel::load(const ModelReader& reader, Communicator* tp, Communicator* pp,
                             Communicator* sp, const LoadOptions& options) {
-  const ModelConfig& c = r.config();
+  return build(FileWeights(reader), tp, pp, sp, options);
+}
+
+LlamaModel LlamaModel::random(const ModelConfig& config, uint64_t seed, Communicator* tp,
+                              Communicator* pp, Communicator* sp, const LoadOptions& options) {
+  return build(RandomWeights(config, seed), tp, pp, sp, options);
+}
+
+LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communicator* pp,
+                             Communicator* sp, const LoadOptions& options) {
+  const ModelConfig& c = src.config();
   LlamaModel m;
   m.config_ = c;
   m.tp_ = tp;
@@ -36,37 +47,15 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
   s.ffn = even_shard(c.intermediate_size, s.tp_size, s.tp_rank);
   s.vocab = even_shard(c.vocab_size, s.tp_size, s.tp_rank);
 
-  std::map<std::string, Shape> expected;
-  for (const TensorSpec& spec : llama_tensor_specs(c)) expected[spec.name] = spec.shape;
-  auto check = [&](const std::string& name) {
-    const WeightInfo info = r.weight_info(name);
-    TESSERA_CHECK(info.shape == expected.at(name),
-                  r.path() << ": weight " << name << " has shape " << shape_str(info.shape)
-                           << ", the config implies " << shape_str(expected.at(name)));
-    return info.shape;
+  // Only this rank's slice of each tensor, in the model's dtype on its device.
+  const auto whole = [&](const std::string& name) {
+    return src.read(name, Range{0, c.hidden_size}, Range{}, m.act_, m.device_);
   };
-  // Only this rank's hyperslab of each tensor is read.
-  // Each weight goes to the model's device as it is read.
-  auto placed = [&](Tensor t) {
-    if (t.dtype() != m.act_) {
-      Tensor converted = Tensor::empty(t.shape(), m.act_);
-      ops::convert(t, converted);
-      t = converted;
-    }
-    return m.device_.is_cpu() ? t : t.to(m.device_);
+  const auto rows = [&](const std::string& name, Range rg) {
+    return src.read(name, rg, Range{}, m.act_, m.device_);
   };
-  auto whole = [&](const std::string& name) {
-    check(name);
-    return placed(r.read_weight(name));
-  };
-  auto rows = [&](const std::string& name, Range rg) {
-    const Shape sh = check(name);
-    return placed(sh.size() == 1 ? r.read_weight_slice(name, rg.begin, rg.end, 0, 0)
-                                 : r.read_weight_slice(name, rg.begin, rg.end, 0, sh[1]));
-  };
-  auto cols = [&](const std::string& name, Range rg) {
-    const Shape sh = check(name);
-    return placed(r.read_weight_slice(name, 0, sh[0], rg.begin, rg.end));
+  const auto cols = [&](const std::string& name, Range rg, int64_t out_features) {
+    return src.read(name, Range{0, out_features}, rg, m.act_, m.device_);
   };
   const int64_t hd = c.head_dim;
   const Range q_rows{s.heads.q.begin * hd, s.heads.q.end * hd};
@@ -94,17 +83,16 @@ LlamaModel LlamaModel::load(const ModelReader& r, Communicator* tp, Communicator
                                bias("self_attn.k_proj.bias", kv_rows));
     l.v = ColumnParallelLinear(rows(p + "self_attn.v_proj.weight", kv_rows),
                                bias("self_attn.v_proj.bias", kv_rows));
-    l.o = RowParallelLinear(cols(p + "self_attn.o_proj.weight", q_rows), tp);
+    l.o = RowParallelLinear(cols(p + "self_attn.o_proj.weight", q_rows, c.hidden_size), tp);
     l.post_norm = whole(p + "post_attention_layernorm.weight");
     l.gate = ColumnParallelLinear(rows(p + "mlp.gate_proj.weight", s.ffn), Tensor());
     l.up = ColumnParallelLinear(rows(p + "mlp.up_proj.weight", s.ffn), Tensor());
-    l.down = RowParallelLinear(cols(p + "mlp.down_proj.weight", s.ffn), tp);
+    l.down = RowParallelLinear(cols(p + "mlp.down_proj.weight", s.ffn, c.hidden_size), tp);
     m.layers_.push_back(std::move(l));
   }
   m.rope_inv_freq_ = ops::rope_inv_freq(int(hd), c.rope_theta, c.rope_scaling);
-  if (r.has_weight("rope_freqs.weight")) {  // GGUF-style explicit per-frequency divisors
-    check("rope_freqs.weight");
-    const Tensor f = r.read_weight("rope_freqs.weight");
+  if (src.has("rope_freqs.weight")) {  // GGUF-style explicit per-frequency divisors
+    const Tensor f = src.read_whole_f32("rope_freqs.weight");
     for (int64_t i = 0; i < hd / 2; ++i) m.rope_inv_freq_[size_t(i)] /= f.data<float>()[i];
   }
   return m;

@@ -53,6 +53,8 @@ struct BatchRows {
   int64_t kept = 0;                 // out: KV rows this rank added in the step
 };
 
+class WeightSource;  // runtime/weight_source.h
+
 // Where and how a rank holds its shard.
 struct LoadOptions {
   // One weight per pipeline stage for uneven layer ranges (empty: even).
@@ -69,6 +71,11 @@ class LlamaModel {
   // hidden states between stages, logits) stay in host memory; everything else is on the GPU.
   static LlamaModel load(const ModelReader& reader, Communicator* tp, Communicator* pp,
                          Communicator* sp = nullptr, const LoadOptions& options = {});
+  // A model of `config`'s shape with random weights (runtime/weight_source.h: RandomWeights),
+  // made on the model's device: for benchmarks of models too big to write and read, and tests.
+  static LlamaModel random(const ModelConfig& config, uint64_t seed, Communicator* tp,
+                           Communicator* pp, Communicator* sp = nullptr,
+                           const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }
@@ -117,6 +124,8 @@ class LlamaModel {
   Tensor gather_logits(const Tensor& local) const;
 
  private:
+  static LlamaModel build(const WeightSource& weights, Communicator* tp, Communicator* pp,
+                          Communicator* sp, const LoadOptions& options);
   struct Segment;  // one sequence's rows of a step, as this rank computes them
   std::vector<Segment> segments(const std::vector<BatchRows>& batch) const;
   void attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,

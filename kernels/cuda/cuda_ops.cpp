@@ -267,6 +267,16 @@ void convert(const Tensor& src, Tensor& dst) {
                "convert");
 }
 
+void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
+                  float offset, float scale) {
+  check_gpu(out, "random tensor");
+  const int64_t cols = out.ndim() == 1 ? out.dim(0) : out.dim(-1), rows = out.numel() / std::max<int64_t>(1, cols);
+  check_launch(kernels_for(out).fill_uniform(elem_of(out, "random tensor"), out.raw(), rows, cols,
+                                             full_cols, row0, col0, seed, offset, scale,
+                                             stream_of(out)),
+               "fill_uniform");
+}
+
 void synchronize() {
   if (device_count() == 0) return;  // only emulated GPUs, which run each launch to its end
   const cudaError_t err = cudaDeviceSynchronize();

@@ -36,6 +36,8 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
 void round_through(Tensor& x, DType type);
 // dst = src in dst's type (f32, f16, bf16), the same number of elements, on one GPU.
 void convert(const Tensor& src, Tensor& dst);
+void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
+                  float offset, float scale);
 void synchronize();
 
 }  // namespace tessera::cuda

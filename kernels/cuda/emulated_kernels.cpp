@@ -25,6 +25,7 @@ const Launchers& emulator_launchers() {
                            emulated::top_k,
                            emulated::add,
                            emulated::convert,
+                           emulated::fill_uniform,
                            emulated::round_through,
                            emulated::attention_finish,
                            emulated::attention_merge,

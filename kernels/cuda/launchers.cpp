@@ -17,6 +17,7 @@ const Launchers& gpu_launchers() {
                            device::top_k,
                            device::add,
                            device::convert,
+                           device::fill_uniform,
                            device::round_through,
                            device::attention_finish,
                            device::attention_merge,

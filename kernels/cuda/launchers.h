@@ -27,6 +27,7 @@ struct Launchers {
   decltype(&device::top_k) top_k;
   decltype(&device::add) add;
   decltype(&device::convert) convert;
+  decltype(&device::fill_uniform) fill_uniform;
   decltype(&device::round_through) round_through;
   decltype(&device::attention_finish) attention_finish;
   decltype(&device::attention_merge) attention_merge;

@@ -184,6 +184,15 @@ inline float __expf(float x) {
 inline float __logf(float x) {
   return std::log(x);
 }
+// Rounded separately, never fused into an FMA (volatile stops the host compiler contracting).
+inline float __fadd_rn(float a, float b) {
+  const volatile float s = a + b;
+  return s;
+}
+inline float __fmul_rn(float a, float b) {
+  const volatile float p = a * b;
+  return p;
+}
 inline float __fdividef(float a, float b) {
   return a / b;
 }

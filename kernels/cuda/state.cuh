@@ -25,6 +25,26 @@ __global__ void convert_kernel(const From* src, To* dst, int64_t n) {
     store(dst, i, load(src, i));
 }
 
+// splitmix64 of the element index: 24 uniform bits (the host's ops::uniform_bits).
+__device__ __forceinline__ float uniform_bits(uint64_t seed, uint64_t e) {
+  uint64_t z = seed + (e + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float(z >> 40) * (1.0f / 16777216.0f);
+}
+
+template <class T>
+__global__ void fill_kernel(T* out, int64_t rows, int64_t cols, int64_t full_cols, int64_t row0,
+                            int64_t col0, uint64_t seed, float offset, float scale) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * cols;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    const float x = 2.0f * uniform_bits(seed, uint64_t((row0 + r) * full_cols + col0 + c)) - 1.0f;
+    store(out, i, __fadd_rn(offset, __fmul_rn(scale, x)));  // no FMA: the host's numbers
+  }
+}
+
 template <class T>
 __global__ void round_kernel(float* x, int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -95,6 +115,19 @@ std::string convert(Elem from, const void* src, Elem to, void* dst, int64_t n, v
       (static_cast<const From*>(src), static_cast<To*>(dst), n);
       return launch_error();
     });
+  });
+}
+
+std::string fill_uniform(Elem t, void* out, int64_t rows, int64_t cols, int64_t full_cols,
+                         int64_t row0, int64_t col0, uint64_t seed, float offset, float scale,
+                         void* stream) {
+  if (rows * cols == 0) return {};
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    TESSERA_LAUNCH(blocks_for(rows * cols, state_detail::kThreads), state_detail::kThreads, 0,
+                   stream, state_detail::fill_kernel<T>)
+    (static_cast<T*>(out), rows, cols, full_cols, row0, col0, seed, offset, scale);
+    return launch_error();
   });
 }
 

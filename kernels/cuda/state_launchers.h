@@ -2,6 +2,9 @@
 // C++17, no CUDA types; the launchers exist as tessera::cuda::device and ::emulated.
 //   add: a += b over n elements (both of type t).
 //   convert: dst (type to) = src (type from) over n elements, through float32.
+//   fill_uniform: out (rows, cols) of type t = the block at (row0, col0) of a (.., full_cols)
+//     tensor whose element e is offset + scale * (2u - 1), u = uniform_bits(seed, e) (see
+//     kernels/ops.h: the same numbers as the CPU's).
 //   round_through: x (f32, n) = x rounded to type t and widened back (what a t cache keeps).
 //   attention_finish: out (n, d) of type t = acc / sum (0 where sum is 0); acc f32 (n, d), sum (n).
 //   attention_merge: state (acc, mx, sum) = its union with other's (log-sum-exp), n rows of d.
@@ -20,6 +23,9 @@ namespace tessera::cuda {
 #define TESSERA_STATE_LAUNCHERS                                                                    \
   std::string add(Elem t, void* a, const void* b, int64_t n, void* stream);                        \
   std::string convert(Elem from, const void* src, Elem to, void* dst, int64_t n, void* stream);    \
+  std::string fill_uniform(Elem t, void* out, int64_t rows, int64_t cols, int64_t full_cols,       \
+                           int64_t row0, int64_t col0, uint64_t seed, float offset, float scale,   \
+                           void* stream);                                                          \
   std::string round_through(Elem t, float* x, int64_t n, void* stream);                            \
   std::string attention_finish(Elem t, const float* acc, const float* sum, int64_t n, int64_t d,   \
                                void* out, void* stream);                                           \

@@ -107,6 +107,26 @@ TEST(GpuModel, EveryLayoutOnOneGpuMatchesTheOneRankCpuRun) {
     expect_same_run(ref.model, model, ref.tokenizer, prompt, l.sp == 1);
   }
 }
+// A random model (LlamaModel::random) is one model whatever the device and layout: its TP shards
+// are slices of the one-rank model's tensors, and the GPU makes the numbers the CPU makes.
+TEST(GpuModel, RandomModelsAreOneModelOnEveryDeviceAndLayout) {
+  const ModelConfig c = gpu_test_config();
+  const std::unique_ptr<Communicator> local = make_local_communicator();
+  const LlamaModel cpu = LlamaModel::random(c, 42, local.get(), local.get());
+  const LlamaModel gpu = LlamaModel::random(c, 42, local.get(), local.get(), nullptr, on_gpu());
+  const LlamaModel other_seed = LlamaModel::random(c, 43, local.get(), local.get());
+  const std::vector<int32_t> prompt = {1, 2, 3, 200, 100};
+  SequenceKvCache a = cpu.make_cache(16), b = gpu.make_cache(16), d = other_seed.make_cache(16);
+  const Tensor want = cpu.forward(prompt, a, -1);
+  EXPECT_LE(relative_max_diff(want, gpu.forward(prompt, b, -1)), 1e-5f);
+  EXPECT_GT(relative_max_diff(want, other_seed.forward(prompt, d, -1)), 0.1f);
+  const int p = MpiCommunicator::world()->size();
+  ProcessGroups g = ProcessGroups::create({p / 2, 1, 1, 2}, MpiCommunicator::world());
+  const LlamaModel tp2 = LlamaModel::random(c, 42, g.tp.get(), g.pp.get(), nullptr, on_gpu());
+  SequenceKvCache e = tp2.make_cache(16);
+  EXPECT_LE(relative_max_diff(want, tp2.gather_logits(tp2.forward(prompt, e, -1))), 1e-4f);
+}
+
 // bf16 weights and activations (float32 accumulation, float32 attention states and KV cache)
 // against the float32 CPU run: the logits drift by bf16 rounding, not more.
 TEST(GpuModel, Bf16DriftsFromFloat32ByRoundingOnly) {

@@ -1,0 +1,61 @@
+// Where a model's weights come from: a model file (FileWeights), or deterministic random numbers
+// of the config's shapes (RandomWeights: benchmarks of models too big to write, and tests).
+// LlamaModel asks a source for its rank's slice of each tensor, by canonical name
+// (io/llama_tensors.h), already in its dtype and on its device.
+#pragma once
+
+#include <string>
+
+#include "io/model_config.h"
+#include "io/model_store.h"
+#include "kernels/tensor.h"
+#include "parallel/sharding.h"
+
+namespace tessera {
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual bool has(const std::string& name) const = 0;
+  // Rows `rows` x columns `cols` of the named tensor (all columns when cols is empty; a 1-d
+  // tensor's elements `rows`), as dtype on device. The tensor must have the config's shape.
+  virtual Tensor read(const std::string& name, Range rows, Range cols, DType dtype,
+                      Device device) const = 0;
+  // The whole tensor, as float32 on the host.
+  virtual Tensor read_whole_f32(const std::string& name) const = 0;
+};
+
+// The weights of a model file: only each slice's hyperslab is read.
+class FileWeights final : public WeightSource {
+ public:
+  explicit FileWeights(const ModelReader& reader);
+  const ModelConfig& config() const override { return reader_.config(); }
+  bool has(const std::string& name) const override { return reader_.has_weight(name); }
+  Tensor read(const std::string& name, Range rows, Range cols, DType dtype,
+              Device device) const override;
+  Tensor read_whole_f32(const std::string& name) const override;
+
+ private:
+  Shape checked_shape(const std::string& name) const;  // throws unless the config's shape
+  const ModelReader& reader_;
+};
+
+// Uniform random weights made where they live (ops::fill_uniform: the same numbers on every
+// device and for every slicing): matrices with standard deviation 1/sqrt(in features), norm
+// weights around 1, biases around 0. No optional tensor (rope_freqs) exists.
+class RandomWeights final : public WeightSource {
+ public:
+  RandomWeights(const ModelConfig& config, uint64_t seed);
+  const ModelConfig& config() const override { return config_; }
+  bool has(const std::string& name) const override;
+  Tensor read(const std::string& name, Range rows, Range cols, DType dtype,
+              Device device) const override;
+  Tensor read_whole_f32(const std::string& name) const override;
+
+ private:
+  ModelConfig config_;
+  uint64_t seed_;
+};
+
+}  // namespace tessera
