@@ -32,7 +32,8 @@ std::pair<int, int> node_rank_and_size() {
 void DeviceOptions::add_to(po::options_description& desc) {
   desc.add_options()
       ("device", po::value(&device)->default_value(device),
-       "where each rank computes: auto (a GPU when there is one), cpu, or cuda")
+       "where each rank computes: auto (a GPU when there is one), cpu, cuda, or emulator (the "
+       "GPU code on a CPU emulator of CUDA: very slow; for testing the GPU path without a GPU)")
       ("gpu-memory", po::value(&gpu_memory)->default_value(gpu_memory),
        "GPU memory reserved at start for weights, KV cache and activations: a fraction of the "
        "GPU's free memory (shared by the ranks on one GPU) or a size like 20GiB per rank")
@@ -42,12 +43,19 @@ void DeviceOptions::add_to(po::options_description& desc) {
 }
 
 Device start_device(const DeviceOptions& o) {
-  TESSERA_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda",
-                "--device must be auto, cpu or cuda, got '" << o.device << "'");
+  TESSERA_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda" ||
+                    o.device == "emulator",
+                "--device must be auto, cpu, cuda or emulator, got '" << o.device << "'");
   const auto [local_rank, local_size] = node_rank_and_size();  // collective: every rank calls it
   if (o.device == "cpu") return Device::cpu();
 #if TESSERA_HAVE_CUDA
   const int gpus = cuda::device_count();
+  if (o.device == "emulator") {  // host memory, after any real GPU's index
+    const size_t bytes = size_t(parse_bytes(o.gpu_memory == "0.9" ? "4GiB" : o.gpu_memory,
+                                            "--gpu-memory (a size, with --device emulator)"));
+    cuda::emulate_gpu(gpus, bytes);
+    return Device::cuda(gpus);
+  }
   if (gpus == 0) {
     TESSERA_CHECK(o.device == "auto",
                   "--device cuda: no GPU here (" << cuda::no_device_reason() << ")");
@@ -69,7 +77,7 @@ Device start_device(const DeviceOptions& o) {
   cuda::reserve_memory(gpu, bytes);
   return Device::cuda(gpu);
 #else
-  TESSERA_CHECK(o.device == "auto", "--device cuda: this tessera was built without CUDA");
+  TESSERA_CHECK(o.device == "auto", "--device " << o.device << ": this tessera was built without CUDA");
   return Device::cpu();
 #endif
 }

@@ -12,7 +12,7 @@
 namespace tessera::cli {
 
 struct DeviceOptions {
-  std::string device = "auto";     // --device: auto (cuda when a GPU is present), cpu, cuda
+  std::string device = "auto";  // --device: auto (cuda when a GPU is present), cpu, cuda, emulator
   std::string gpu_memory = "0.9";  // --gpu-memory: a fraction of the GPU's free memory, or a size
   std::string dtype = "auto";      // --dtype: auto (bf16 on a GPU, f32 on the CPU), f32, bf16
   void add_to(po::options_description& desc);

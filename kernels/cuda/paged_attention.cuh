@@ -54,7 +54,8 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
   const int64_t k_end = min(min(keys, seen_by_last), k_begin + a.keys_per_split);
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int dims = int(d / 32);
+  // Output dims of this lane: lane + 32 e for e < dims (any head_dim up to 256).
+  const int dims = lane < d ? int((d - lane + 31) / 32) : 0;
   float mx[kVectorsPerWarp], sum[kVectorsPerWarp], acc[kVectorsPerWarp][kMaxDimsPerLane];
   for (int c = 0; c < kVectorsPerWarp; ++c) {
     mx[c] = -INFINITY;
@@ -98,11 +99,15 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
       const float p = key < limit ? expf(score - new_mx) : 0.0f;
       sum[c] = sum[c] * rescale + warp_sum(p);
       mx[c] = new_mx;
-      for (int e = 0; e < dims; ++e) acc[c][e] *= rescale;
+#pragma unroll
+      for (int e = 0; e < kMaxDimsPerLane; ++e)
+        if (e < dims) acc[c][e] *= rescale;
       for (int jj = 0; jj < kKeysPerStep; ++jj) {
         const float pj = __shfl_sync(0xffffffffu, p, jj);
         const float* vr = sv + int64_t(jj) * d + lane;
-        for (int e = 0; e < dims; ++e) acc[c][e] += pj * vr[32 * e];
+#pragma unroll
+        for (int e = 0; e < kMaxDimsPerLane; ++e)
+          if (e < dims) acc[c][e] += pj * vr[32 * e];
       }
     }
     __syncthreads();  // the step's keys are read by every warp before the next are loaded
@@ -112,7 +117,9 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
     if (v >= n_vec) break;
     const int64_t r = row0 + v / group, h = g * group + v % group;
     float* out = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
-    for (int e = 0; e < dims; ++e) out[lane + 32 * e] = acc[c][e];
+#pragma unroll
+    for (int e = 0; e < kMaxDimsPerLane; ++e)
+      if (e < dims) out[lane + 32 * e] = acc[c][e];
     if (lane == 0) {
       out[d] = mx[c];
       out[d + 1] = sum[c];
@@ -126,22 +133,29 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
   const int64_t d = a.head_dim, hq = a.n_heads, group = hq / a.n_kv_heads, g = blockIdx.y;
   const int32_t* tile = a.tiles + int64_t(blockIdx.x) * PagedAttentionPlan::kTileFields;
   const int64_t row0 = tile[1], n_vec = tile[2] * group;
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, dims = int(d / 32);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int dims = lane < d ? int((d - lane + 31) / 32) : 0;
   for (int64_t v = warp; v < n_vec; v += kWarps) {
     const int64_t r = row0 + v / group, h = g * group + v % group, s = r * hq + h;
     float mx = a.mx[s], sum = a.sum[s], acc[kMaxDimsPerLane];
-    for (int e = 0; e < dims; ++e) acc[e] = a.acc[s * d + lane + 32 * e];
+#pragma unroll
+    for (int e = 0; e < kMaxDimsPerLane; ++e)
+      if (e < dims) acc[e] = a.acc[s * d + lane + 32 * e];
     for (int64_t split = 0; split < a.splits; ++split) {
       const float* part = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
       const float pmx = part[d];
       if (pmx == -INFINITY) continue;  // the piece saw no key
       const float m = fmaxf(mx, pmx), x = expf(mx - m), y = expf(pmx - m);
-      for (int e = 0; e < dims; ++e) acc[e] = acc[e] * x + part[lane + 32 * e] * y;
+#pragma unroll
+      for (int e = 0; e < kMaxDimsPerLane; ++e)
+        if (e < dims) acc[e] = acc[e] * x + part[lane + 32 * e] * y;
       sum = sum * x + part[d + 1] * y;
       mx = m;
     }
     __syncwarp();  // every lane has read mx and sum before lane 0 writes them
-    for (int e = 0; e < dims; ++e) a.acc[s * d + lane + 32 * e] = acc[e];
+#pragma unroll
+    for (int e = 0; e < kMaxDimsPerLane; ++e)
+      if (e < dims) a.acc[s * d + lane + 32 * e] = acc[e];
     if (lane == 0) {
       a.mx[s] = mx;
       a.sum[s] = sum;
@@ -170,9 +184,8 @@ std::string launch(const PagedAttentionArgs& a) {
 
 std::string paged_attention(const PagedAttentionArgs& a) {
   if (a.n_tiles == 0) return {};
-  if (a.head_dim % 32 != 0 || a.head_dim > 32 * paged_detail::kMaxDimsPerLane)
-    return "paged attention on the GPU needs head_dim a multiple of 32 up to 256, got " +
-           std::to_string(a.head_dim);
+  if (a.head_dim < 1 || a.head_dim > 32 * paged_detail::kMaxDimsPerLane)
+    return "paged attention on the GPU needs head_dim up to 256, got " + std::to_string(a.head_dim);
   if (a.q_type == Elem::kF16) return "paged attention on the GPU takes f32 or bf16 queries";
   return with_elem(a.kv_type, [&](auto kv_tag) {
     using TKV = decltype(kv_tag);

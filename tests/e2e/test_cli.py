@@ -231,7 +231,7 @@ def test_device_flags(tessera, tiny_model):
     on_gpu = " on cuda:" in r.stderr
     assert on_gpu or " on cpu, f32:" in r.stderr, r.stderr
     assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x", "--device", "gpu"),
-                          "--device must be auto, cpu or cuda", "gpu")
+                          "--device must be auto, cpu, cuda or emulator", "gpu")
     assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x", "--dtype", "f16"),
                           "--dtype must be auto, f32 or bf16")
     if not on_gpu:
@@ -242,6 +242,23 @@ def test_device_flags(tessera, tiny_model):
     else:
         assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
                                   "--gpu-memory", "lots"), "--gpu-memory")
+
+
+def test_emulated_gpu_generates_what_the_cpu_generates(tessera, tiny_model):
+    # The GPU code path through the CLI (on the CUDA emulator): float32 gives the CPU's text;
+    # bf16 (the GPU default) runs and says so.
+    args = ["generate", "-m", tiny_model, "-p", "the quick brown", "-n", "12"]
+    cpu = run(tessera, *args, "--device", "cpu")
+    assert cpu.returncode == 0, cpu.stderr
+    emu = run(tessera, *args, "--device", "emulator", "--dtype", "f32")
+    if "built without CUDA" in emu.stderr:
+        pytest.skip("this tessera was built without CUDA")
+    assert emu.returncode == 0, emu.stderr
+    assert "(emulated" in emu.stderr, emu.stderr
+    assert emu.stdout == cpu.stdout
+    bf16 = run(tessera, *args, "--device", "emulator")
+    assert bf16.returncode == 0, bf16.stderr
+    assert ", bf16:" in bf16.stderr, bf16.stderr
 
 
 def test_batch_with_bad_lines_goes_on(tessera, tiny_model, tmp_path):

@@ -2,8 +2,9 @@
 // a batch mixing decode rows, prefill chunks over a cached prefix, a fresh prompt, a sequence with
 // no keys yet, a long context that is split over the KV length, and rows of no sequence; block
 // tables scattered over the pool; a state that already holds earlier keys. GQA groups of 1 to 16,
-// head_dim 32 to 128; f32, f16 and bf16 pools; f32 and bf16 queries. On the GPU and on the CUDA
-// emulator (the same kernel source); the GPU cases skip, saying why, where there is no GPU.
+// head_dim 8 to 128 (80: not a multiple of the warp); f32, f16 and bf16 pools; f32 and bf16
+// queries. On the GPU and on the CUDA emulator (the same kernel source); the GPU cases skip, saying
+// why, where there is no GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -179,7 +180,8 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
 
 std::vector<AttentionCase> attention_cases() {
   std::vector<AttentionCase> cases;
-  for (const Shape4 h : {Shape4{9, 3, 64}, Shape4{8, 2, 128}, Shape4{4, 4, 64}, Shape4{16, 1, 32}})
+  for (const Shape4 h : {Shape4{9, 3, 64}, Shape4{8, 2, 128}, Shape4{4, 4, 64}, Shape4{16, 1, 32},
+                         Shape4{8, 2, 8}, Shape4{4, 2, 80}})
     for (const bool split : {false, true}) cases.push_back({h, DType::kF32, DType::kF32, split});
   cases.push_back({{9, 3, 64}, DType::kF16, DType::kF32, true});
   cases.push_back({{8, 2, 128}, DType::kBF16, DType::kBF16, true});
