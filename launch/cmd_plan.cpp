@@ -1,31 +1,13 @@
 // tessera plan: which parallel layouts can serve a model on a cluster, with per-rank weight
 // bytes and KV-cache capacity, and the one to use.
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "io/convert.h"
-#include "io/model_store.h"
 #include "launch/options.h"
 #include "runtime/plan.h"
 
 namespace tessera::cli {
 namespace {
-
-ModelConfig load_config(const std::string& path) {
-  if (path.size() > 5 && path.substr(path.size() - 5) == ".json") {
-    std::ifstream in(path);
-    TESSERA_CHECK(in, path << ": cannot open");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      TESSERA_FAIL(path << ": not valid JSON (" << e.what() << ")");
-    }
-    return config_from_hf(j, path);
-  }
-  return ModelReader(path).config();  // a tessera model file
-}
 
 }  // namespace
 
@@ -52,7 +34,7 @@ int run_plan(const Args& args) {
   TESSERA_CHECK(o.nodes >= 1 && o.gpus_per_node >= 1, "--nodes and --gpus-per-node must be >= 1");
   TESSERA_CHECK(o.reserve >= 0 && o.reserve < 1, "--reserve must be in [0, 1)");
   o.gpu_memory = parse_bytes(memory, "--gpu-memory");
-  const ModelConfig c = load_config(model);
+  const ModelConfig c = load_model_config(model);
   const auto plans = plan_layouts(c, o);
   const LayoutPlan* best = recommend(plans);
   std::printf("model: %s, %.2f B parameters (%s), %lld layers, %lld/%lld heads\n", model.c_str(),

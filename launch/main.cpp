@@ -19,6 +19,8 @@ Usage: tessera COMMAND [options]      (tessera COMMAND --help for each command's
 Commands:
   generate   generate text from a prompt (--prompt) or a JSONL file of requests (--input)
   bench      a fixed workload with continuous and with static batching: throughput, TTFT, KV use
+  bench-gpu  one GPU's copy bandwidth and GEMM rate, and decode and prefill of a random model
+             of a published shape against them
   convert    turn a GGUF file or a Hugging Face checkpoint folder into a tessera model file
   inspect    print a model file's configuration and tensor table
   tokenize   print the token ids of a text (or of each line of a JSONL file of strings)
@@ -104,6 +106,8 @@ int main(int argc, char** argv) {
       code = tessera::cli::run_generate(args);
     } else if (command == "bench") {
       code = tessera::cli::run_bench(args);
+    } else if (command == "bench-gpu") {
+      code = tessera::cli::run_bench_gpu(args);
     } else if (command == "convert") {
       code = tessera::cli::run_convert(args);
     } else if (command == "inspect") {

@@ -1,10 +1,29 @@
 #include "launch/options.h"
 
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
+#include "io/convert.h"
+#include "io/model_store.h"
 #include "kernels/error.h"
 
 namespace tessera::cli {
+
+ModelConfig load_model_config(const std::string& path) {
+  if (path.size() > 5 && path.substr(path.size() - 5) == ".json") {
+    std::ifstream in(path);
+    TESSERA_CHECK(in, path << ": cannot open");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      TESSERA_FAIL(path << ": not valid JSON (" << e.what() << ")");
+    }
+    return config_from_hf(j, path);
+  }
+  return ModelReader(path).config();  // a tessera model file
+}
 
 bool parse_options(const std::string& command, const std::string& synopsis,
                    po::options_description& desc, const Args& args, po::variables_map& vm,
@@ -36,12 +55,18 @@ uint64_t parse_bytes(const std::string& text, const std::string& option) {
   }
   const std::string unit = text.substr(end);
   double scale = 1;
-  if (unit == "GiB" || unit == "G" || unit == "g") scale = double(1ull << 30);
-  else if (unit == "GB") scale = 1e9;
-  else if (unit == "MiB" || unit == "M" || unit == "m") scale = double(1ull << 20);
-  else if (unit == "MB") scale = 1e6;
-  else if (unit == "TiB") scale = double(1ull << 40);
-  else TESSERA_CHECK(unit.empty(), option << " unit '" << unit << "' (use MiB, GiB, GB or TiB)");
+  if (unit == "GiB" || unit == "G" || unit == "g")
+    scale = double(1ull << 30);
+  else if (unit == "GB")
+    scale = 1e9;
+  else if (unit == "MiB" || unit == "M" || unit == "m")
+    scale = double(1ull << 20);
+  else if (unit == "MB")
+    scale = 1e6;
+  else if (unit == "TiB")
+    scale = double(1ull << 40);
+  else
+    TESSERA_CHECK(unit.empty(), option << " unit '" << unit << "' (use MiB, GiB, GB or TiB)");
   TESSERA_CHECK(v > 0, option << " must be positive");
   return uint64_t(v * scale);
 }

@@ -18,6 +18,8 @@ class ColumnParallelLinear {
   // y(m, out / tp) = x(m, in) @ weight^T + bias
   void forward(const Tensor& x, Tensor& y) const;
   int64_t out_local() const { return weight_.dim(0); }
+  const Tensor& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }
 
  private:
   Tensor weight_;  // (out / tp, in)
@@ -31,6 +33,7 @@ class RowParallelLinear {
   RowParallelLinear(Tensor weight, Communicator* tp);
   // y(m, out) = sum over TP ranks of x_local(m, in / tp) @ weight^T
   void forward(const Tensor& x_local, Tensor& y) const;
+  const Tensor& weight() const { return weight_; }
 
  private:
   Tensor weight_;  // (out, in / tp)

@@ -98,6 +98,19 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
   return m;
 }
 
+int64_t LlamaModel::weight_bytes() const {
+  const auto bytes = [](const Tensor& t) { return t.defined() ? int64_t(t.nbytes()) : 0; };
+  int64_t n = bytes(embed_.table()) + bytes(norm_);
+  if (!(config_.tie_word_embeddings && stage_.first())) n += bytes(lm_head_.weight());
+  for (const LlamaLayer& l : layers_) {
+    n += bytes(l.input_norm) + bytes(l.post_norm);
+    for (const ColumnParallelLinear* c : {&l.q, &l.k, &l.v, &l.gate, &l.up})
+      n += bytes(c->weight()) + bytes(c->bias());
+    n += bytes(l.o.weight()) + bytes(l.down.weight());
+  }
+  return n;
+}
+
 Range LlamaModel::sp_chunk(int64_t n, int sp_rank) const {
   return sp_prompt_chunk(n, shard_.sp_size, sp_rank);
 }

@@ -80,6 +80,7 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   const ModelShard& shard() const { return shard_; }
   Device device() const { return device_; }
+  int64_t weight_bytes() const;  // of the weights this rank holds (a tied head counted once)
   DType dtype() const { return act_; }
   Communicator& tp() const { return *tp_; }
   Communicator* sp() const { return sp_; }  // null without sequence parallelism

@@ -14,18 +14,18 @@
 namespace tessera::cuda {
 namespace {
 
-#define TESSERA_CUDA_CHECK(call, what)                                                      \
-  do {                                                                                      \
-    const cudaError_t tessera_err_ = (call);                                                \
-    TESSERA_CHECK_IO(tessera_err_ == cudaSuccess,                                           \
-                     what << ": " << cudaGetErrorName(tessera_err_) << " ("                 \
-                          << cudaGetErrorString(tessera_err_) << ")");                      \
+#define TESSERA_CUDA_CHECK(call, what)                                                             \
+  do {                                                                                             \
+    const cudaError_t tessera_err_ = (call);                                                       \
+    TESSERA_CHECK_IO(tessera_err_ == cudaSuccess, what << ": " << cudaGetErrorName(tessera_err_)   \
+                                                       << " (" << cudaGetErrorString(tessera_err_) \
+                                                       << ")");                                    \
   } while (0)
 
 struct Region {
   char* base = nullptr;
   std::unique_ptr<MemoryPool> pool;
-  bool emulated = false;  // host memory, computed on by the CUDA emulator
+  bool emulated = false;          // host memory, computed on by the CUDA emulator
   cudaStream_t stream = nullptr;  // the GPU's compute stream (every kernel and copy of this rank)
 };
 
@@ -52,9 +52,9 @@ class CudaAllocator final : public DeviceAllocator {
     }
     const cudaStream_t s =
         static_cast<cudaStream_t>(stream(dst_dev.is_cpu() ? src_dev.index : dst_dev.index));
-    TESSERA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s),
-                       "copy of " << bytes << " bytes from " << src_dev.str() << " to "
-                                  << dst_dev.str());
+    TESSERA_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s),
+        "copy of " << bytes << " bytes from " << src_dev.str() << " to " << dst_dev.str());
     TESSERA_CUDA_CHECK(cudaStreamSynchronize(s), "copy of " << bytes << " bytes from "
                                                             << src_dev.str() << " to "
                                                             << dst_dev.str());
@@ -109,8 +109,8 @@ class CudaAllocator final : public DeviceAllocator {
   }
   Region& region(int index) {
     const auto it = regions_.find(index);
-    TESSERA_CHECK(it != regions_.end(), "no memory reserved on cuda:" << index
-                                                                      << " (reserve it at start)");
+    TESSERA_CHECK(it != regions_.end(),
+                  "no memory reserved on cuda:" << index << " (reserve it at start)");
     return it->second;
   }
   std::mutex mutex_;
@@ -154,13 +154,37 @@ std::string device_name(int index) {
   return p.name;
 }
 
-void reserve_memory(int index, size_t bytes) { cuda_allocator().reserve(index, bytes); }
+namespace {
+std::string version_string(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+}
+}  // namespace
 
-void emulate_gpu(int index, size_t bytes) { cuda_allocator().reserve_emulated(index, bytes); }
+std::string driver_version() {
+  int v = 0;
+  return cudaDriverGetVersion(&v) == cudaSuccess && v > 0 ? version_string(v) : "none";
+}
 
-bool is_emulated(int index) { return cuda_allocator().is_emulated(index); }
+std::string runtime_version() {
+  int v = 0;
+  return cudaRuntimeGetVersion(&v) == cudaSuccess ? version_string(v) : "unknown";
+}
 
-void* compute_stream(int index) { return cuda_allocator().stream(index); }
+void reserve_memory(int index, size_t bytes) {
+  cuda_allocator().reserve(index, bytes);
+}
+
+void emulate_gpu(int index, size_t bytes) {
+  cuda_allocator().reserve_emulated(index, bytes);
+}
+
+bool is_emulated(int index) {
+  return cuda_allocator().is_emulated(index);
+}
+
+void* compute_stream(int index) {
+  return cuda_allocator().stream(index);
+}
 
 void synchronize(int index) {
   if (is_emulated(index)) return;  // the emulator runs each launch to its end
@@ -168,6 +192,8 @@ void synchronize(int index) {
                      "a kernel on cuda:" << index);
 }
 
-MemoryPoolStats memory_stats(int index) { return cuda_allocator().stats(index); }
+MemoryPoolStats memory_stats(int index) {
+  return cuda_allocator().stats(index);
+}
 
 }  // namespace tessera::cuda

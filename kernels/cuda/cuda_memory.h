@@ -18,6 +18,9 @@ std::string no_device_reason();
 // Free memory on GPU `index` now, and its name ("NVIDIA H100 80GB HBM3").
 size_t free_memory(int index);
 std::string device_name(int index);
+// The CUDA driver's and runtime's versions ("13.0").
+std::string driver_version();
+std::string runtime_version();
 // Reserves `bytes` on GPU `index` for its tensors (once per GPU; throws naming the GPU, the
 // request and its free memory when the reservation fails).
 void reserve_memory(int index, size_t bytes);

@@ -261,6 +261,28 @@ def test_emulated_gpu_generates_what_the_cpu_generates(tessera, tiny_model):
     assert ", bf16:" in bf16.stderr, bf16.stderr
 
 
+def test_bench_gpu_on_the_emulator(tessera, tmp_path):
+    # The command end to end on the CUDA emulator (its figures mean nothing there, and say so):
+    # every figure is measured and positive, the JSON names the GPU, driver and command.
+    out = tmp_path / "gpu.json"
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smollm2-135m.json")
+    r = run(tessera, "bench-gpu", "--device", "emulator", "--config", config, "--layers", "2",
+            "--context", "8", "--decode-steps", "2", "--prefill-tokens", "16",
+            "--copy-size", "8MiB", "--repeats", "1", "--json", str(out))
+    if "built without CUDA" in r.stderr:
+        pytest.skip("this tessera was built without CUDA")
+    assert r.returncode == 0, r.stderr
+    assert "not GPU figures" in r.stdout, r.stdout
+    j = json.loads(out.read_text())
+    assert j["emulated"] is True and j["gpu"] and j["driver"] and "bench-gpu" in j["command"]
+    assert j["model"]["dtype"] == "bf16" and j["model"]["layers"] == 2
+    for k in ("copy", "gemm", "prefill"):
+        assert j[k]["seconds"] > 0, j[k]
+    assert j["decode"]["median_step_seconds"] > 0
+    assert j["decode"]["share_of_copy_bandwidth"] > 0 and j["prefill"]["share_of_gemm_rate"] > 0
+    assert_one_line_error(run(tessera, "bench-gpu", "--device", "cpu"), "bench-gpu measures a GPU")
+
+
 def test_batch_with_bad_lines_goes_on(tessera, tiny_model, tmp_path):
     lines = [
         json.dumps({"id": "ok1", "prompt": "hello", "max_tokens": 3}),
