@@ -76,19 +76,22 @@ int run_bench_gpu(const Args& args) {
   int64_t layers = 0, context = 512, decode_steps = 32, prefill_tokens = 2048;
   int repeats = 5;
   device.add_to(desc);
-  desc.add_options()("config", po::value(&config_path)->default_value(config_path),
-                     "the model's shape: a preset (configs/*.json) or a tessera model file")(
-      "layers", po::value(&layers)->default_value(0), "use this many layers (0: the config's)")(
-      "context", po::value(&context)->default_value(context),
-      "tokens before the decode steps are timed")(
-      "decode-steps", po::value(&decode_steps)->default_value(decode_steps),
-      "batch-1 decode steps timed")("prefill-tokens",
-                                    po::value(&prefill_tokens)->default_value(prefill_tokens),
-                                    "tokens of the prefill timed")(
-      "copy-size", po::value(&copy_size)->default_value(copy_size),
-      "bytes of the device-to-device copy that measures the bandwidth")(
-      "repeats", po::value(&repeats)->default_value(repeats), "timed runs of each figure")(
-      "json", po::value(&json_path), "also write the figures to this JSON file");
+  // clang-format off
+  desc.add_options()
+      ("config", po::value(&config_path)->default_value(config_path),
+       "the model's shape: a preset (configs/*.json) or a tessera model file")
+      ("layers", po::value(&layers)->default_value(0), "use this many layers (0: the config's)")
+      ("context", po::value(&context)->default_value(context),
+       "tokens before the decode steps are timed")
+      ("decode-steps", po::value(&decode_steps)->default_value(decode_steps),
+       "batch-1 decode steps timed")
+      ("prefill-tokens", po::value(&prefill_tokens)->default_value(prefill_tokens),
+       "tokens of the prefill timed")
+      ("copy-size", po::value(&copy_size)->default_value(copy_size),
+       "bytes of the device-to-device copy that measures the bandwidth")
+      ("repeats", po::value(&repeats)->default_value(repeats), "timed runs of each figure")
+      ("json", po::value(&json_path), "also write the figures to this JSON file");
+  // clang-format on
   po::variables_map vm;
   if (!parse_options("bench-gpu", "[options]", desc, args, vm)) return 0;
 #if TESSERA_HAVE_CUDA

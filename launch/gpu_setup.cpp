@@ -30,6 +30,7 @@ std::pair<int, int> node_rank_and_size() {
 }  // namespace
 
 void DeviceOptions::add_to(po::options_description& desc) {
+  // clang-format off
   desc.add_options()
       ("device", po::value(&device)->default_value(device),
        "where each rank computes: auto (a GPU when there is one), cpu, cuda, or emulator (the "
@@ -40,6 +41,7 @@ void DeviceOptions::add_to(po::options_description& desc) {
       ("dtype", po::value(&dtype)->default_value(dtype),
        "weights and activations: auto (bf16 on a GPU, f32 on the CPU), f32 (the exact path), "
        "or bf16 (GPU only; float32 accumulation, attention and KV cache)");
+  // clang-format on
 }
 
 Device start_device(const DeviceOptions& o) {
