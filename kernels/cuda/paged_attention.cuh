@@ -99,13 +99,13 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
       const float p = key < limit ? expf(score - new_mx) : 0.0f;
       sum[c] = sum[c] * rescale + warp_sum(p);
       mx[c] = new_mx;
-#pragma unroll
+TESSERA_UNROLL
       for (int e = 0; e < kMaxDimsPerLane; ++e)
         if (e < dims) acc[c][e] *= rescale;
       for (int jj = 0; jj < kKeysPerStep; ++jj) {
         const float pj = __shfl_sync(0xffffffffu, p, jj);
         const float* vr = sv + int64_t(jj) * d + lane;
-#pragma unroll
+TESSERA_UNROLL
         for (int e = 0; e < kMaxDimsPerLane; ++e)
           if (e < dims) acc[c][e] += pj * vr[32 * e];
       }
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
     if (v >= n_vec) break;
     const int64_t r = row0 + v / group, h = g * group + v % group;
     float* out = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
-#pragma unroll
+TESSERA_UNROLL
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) out[lane + 32 * e] = acc[c][e];
     if (lane == 0) {
@@ -137,8 +137,8 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
   const int dims = lane < d ? int((d - lane + 31) / 32) : 0;
   for (int64_t v = warp; v < n_vec; v += kWarps) {
     const int64_t r = row0 + v / group, h = g * group + v % group, s = r * hq + h;
-    float mx = a.mx[s], sum = a.sum[s], acc[kMaxDimsPerLane];
-#pragma unroll
+    float mx = a.mx[s], sum = a.sum[s], acc[kMaxDimsPerLane] = {};
+TESSERA_UNROLL
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) acc[e] = a.acc[s * d + lane + 32 * e];
     for (int64_t split = 0; split < a.splits; ++split) {
@@ -146,14 +146,14 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
       const float pmx = part[d];
       if (pmx == -INFINITY) continue;  // the piece saw no key
       const float m = fmaxf(mx, pmx), x = expf(mx - m), y = expf(pmx - m);
-#pragma unroll
+TESSERA_UNROLL
       for (int e = 0; e < kMaxDimsPerLane; ++e)
         if (e < dims) acc[e] = acc[e] * x + part[lane + 32 * e] * y;
       sum = sum * x + part[d + 1] * y;
       mx = m;
     }
     __syncwarp();  // every lane has read mx and sum before lane 0 writes them
-#pragma unroll
+TESSERA_UNROLL
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) a.acc[s * d + lane + 32 * e] = acc[e];
     if (lane == 0) {

@@ -8,6 +8,7 @@
 //                                           GPU build, `emulated` for the emulator's, so both can
 //                                           be linked into one test
 //   launch_error()                          "" or the last launch's error (and clears it)
+//   TESSERA_UNROLL                          unroll the next loop (#pragma unroll for nvcc)
 #pragma once
 
 #include <string>
@@ -19,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #define TESSERA_KERNELS device
+#define TESSERA_UNROLL _Pragma("unroll")
 #define TESSERA_LAUNCH(grid, block, shared_bytes, stream, ...) \
   __VA_ARGS__<<<(grid), (block), (shared_bytes), static_cast<cudaStream_t>(stream)>>>
 #define TESSERA_DYNAMIC_SHARED(type, name)                                       \
@@ -45,6 +47,7 @@ std::string allow_shared_memory(Kernel* kernel, size_t bytes) {
 #include "kernels/cuda/simt_emulator.h"
 
 #define TESSERA_KERNELS emulated
+#define TESSERA_UNROLL
 #define TESSERA_LAUNCH(grid, block, shared_bytes, stream, ...) \
   (static_cast<void>(stream), ::tessera::simt::launch((grid), (block), (shared_bytes), __VA_ARGS__))
 #define TESSERA_DYNAMIC_SHARED(type, name) \

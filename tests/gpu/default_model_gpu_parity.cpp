@@ -1,5 +1,7 @@
 // The default model on the GPU path against the CPU path, end to end:
 //   default_model_gpu_parity MODEL.h5
+//   default_model_gpu_parity --random CONFIG.json   (random weights of that shape: for GPU
+//                                                    machines the model file cannot reach)
 // float32 on both: the greedy tokens of 32 steps after a prompt must be identical, and the
 // logits of every step within 1e-4 of max|logit|; bf16 weights and activations: the drift of the
 // prompt's logits and how many of the 32 greedy tokens agree are reported (bf16 may diverge
@@ -12,6 +14,7 @@
 #include <cstdio>
 
 #include "kernels/cuda/cuda_memory.h"
+#include "launch/options.h"
 #include "runtime/model_bundle.h"
 #include "runtime/sampler.h"
 
@@ -25,14 +28,24 @@ struct Run {
   double seconds = 0;
 };
 
-Run greedy(const ModelReader& reader, Device device, DType dtype,
-           const std::vector<int32_t>& prompt, int steps) {
+// The model under test: the file's, or random weights of a config's shape.
+struct Source {
+  std::unique_ptr<ModelReader> reader;
+  ModelConfig config;
+  LlamaModel load(Communicator* local, const LoadOptions& o) const {
+    return reader ? LlamaModel::load(*reader, local, local, nullptr, o)
+                  : LlamaModel::random(config, 5, local, local, nullptr, o);
+  }
+};
+
+Run greedy(const Source& source, Device device, DType dtype, const std::vector<int32_t>& prompt,
+           int steps) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::unique_ptr<Communicator> local = make_local_communicator();
   LoadOptions o;
   o.device = device;
   o.dtype = dtype;
-  const LlamaModel model = LlamaModel::load(reader, local.get(), local.get(), nullptr, o);
+  const LlamaModel model = source.load(local.get(), o);
   SequenceKvCache cache = model.make_cache(int64_t(prompt.size()) + steps + 1);
   Sampler argmax{SamplingParams{}};
   Run r;
@@ -61,14 +74,22 @@ float drift(const Tensor& want, const Tensor& got) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: default_model_gpu_parity MODEL.h5\n");
+  const bool random = argc == 3 && std::string(argv[1]) == "--random";
+  if (argc != 2 && !random) {
+    std::fprintf(stderr, "usage: default_model_gpu_parity MODEL.h5 | --random CONFIG.json\n");
     return 2;
   }
   try {
-    const ModelReader reader(argv[1]);
-    const Tokenizer tok(reader.read_tokenizer());
-    const std::vector<int32_t> prompt = tok.encode("The capital of France is");
+    Source source;
+    std::vector<int32_t> prompt;
+    if (random) {
+      source.config = cli::load_model_config(argv[2]);
+      prompt = {1, 504, 3458, 282, 4649, 314};  // any ids below the vocabulary size
+    } else {
+      source.reader = std::make_unique<ModelReader>(argv[1]);
+      source.config = source.reader->config();
+      prompt = Tokenizer(source.reader->read_tokenizer()).encode("The capital of France is");
+    }
     const int steps = 32;
     Device gpu = Device::cuda(0);
     std::string where;
@@ -80,9 +101,9 @@ int main(int argc, char** argv) {
       cuda::emulate_gpu(9, size_t(3) << 30);
       where = "emulated (" + cuda::no_device_reason() + ")";
     }
-    const Run cpu = greedy(reader, Device::cpu(), DType::kF32, prompt, steps);
-    const Run f32 = greedy(reader, gpu, DType::kF32, prompt, steps);
-    const Run bf16 = greedy(reader, gpu, DType::kBF16, prompt, steps);
+    const Run cpu = greedy(source, Device::cpu(), DType::kF32, prompt, steps);
+    const Run f32 = greedy(source, gpu, DType::kF32, prompt, steps);
+    const Run bf16 = greedy(source, gpu, DType::kBF16, prompt, steps);
     float worst = 0;
     for (int s = 0; s < steps; ++s)
       worst = std::max(worst, drift(cpu.logits[size_t(s)], f32.logits[size_t(s)]));

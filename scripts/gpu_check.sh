@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: issue 5's checks and benchmarks from the bundle
+# scripts/gpu_bundle.sh makes, every output under $OUT (default ./gpu-out), a table last.
+#   tar xJf build-gpu/gpu-bundle.tar.xz -C /tmp && /tmp/gpu-bundle/gpu_check.sh
+# The kernel parity tests (GPU against CPU, every op), the ops the model calls, the GPU's memory,
+# then the end-to-end parity on a random model of the default model's shape (the default model's
+# file does not reach such machines), then bench-gpu on a Llama 3.1 8B-shaped random model.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$HERE/lib:${LD_LIBRARY_PATH:-}"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+summary=()
+for t in test_cuda_memory test_cuda_ops test_cuda_attention test_cuda_sampling test_gpu_ops test_simt_emulator; do
+  timeout 300 "$HERE/bin/$t" > "$OUT/$t.txt" 2>&1
+  rc=$?
+  summary+=("$t: exit $rc, $(grep -cE '^\[       OK \]' "$OUT/$t.txt") ok, $(grep -cE '^\[  SKIPPED \]' "$OUT/$t.txt") skipped, $(grep -cE '^\[  FAILED  \]' "$OUT/$t.txt") failed")
+done
+timeout 300 "$HERE/bin/default_model_gpu_parity" --random "$HERE/configs/smollm2-135m.json" \
+  > "$OUT/parity.json" 2> "$OUT/parity.err"
+summary+=("parity (smollm2-135m shape, random): exit $? $(cat "$OUT/parity.json")")
+( cd "$HERE" && timeout 400 bin/tessera bench-gpu --config configs/llama-3.1-8b.json \
+    --json "$OUT/bench-gpu.json" ) > "$OUT/bench-gpu.txt" 2>&1
+summary+=("bench-gpu: exit $?")
+printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
+cat "$OUT/bench-gpu.txt"
