@@ -9,14 +9,20 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH="$HERE/lib:${LD_LIBRARY_PATH:-}"
+# cuBLAS is the GPU machine's own (its CUDA toolkit or the nvidia-cublas wheel).
+CUBLAS_DIRS=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/lib \
+  $(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null) 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="$HERE/lib:${CUBLAS_DIRS}${LD_LIBRARY_PATH:-}"
+ldd "$HERE/bin/tessera" > "$OUT/ldd.txt" 2>&1
+if grep -q "not found" "$OUT/ldd.txt"; then echo "missing libraries:"; grep "not found" "$OUT/ldd.txt"; fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 summary=()
 for t in test_cuda_memory test_cuda_ops test_cuda_attention test_cuda_sampling test_gpu_ops test_simt_emulator; do
   timeout 300 "$HERE/bin/$t" > "$OUT/$t.txt" 2>&1
   rc=$?
-  summary+=("$t: exit $rc, $(grep -cE '^\[       OK \]' "$OUT/$t.txt") ok, $(grep -cE '^\[  SKIPPED \]' "$OUT/$t.txt") skipped, $(grep -cE '^\[  FAILED  \]' "$OUT/$t.txt") failed")
+  count() { grep -cE "^\[ *$1 *\] .* \([0-9]+ ms\)\$" "$OUT/$t.txt"; }
+  summary+=("$t: exit $rc, $(count OK) passed, $(count SKIPPED) skipped, $(count FAILED) failed")
 done
 timeout 300 "$HERE/bin/default_model_gpu_parity" --random "$HERE/configs/smollm2-135m.json" \
   > "$OUT/parity.json" 2> "$OUT/parity.err"
