@@ -15,9 +15,12 @@ constexpr int kVectorsPerWarp = kMaxQueryVectors / kWarps;
 constexpr int kMaxDimsPerLane = 8;  // head_dim <= 256
 
 // Shared memory: the tile's query vectors (kMaxQueryVectors, d), a step of keys (kKeysPerStep,
-// d + 1: the padding puts each lane's key row in its own bank) and of values (kKeysPerStep, d).
+// d + 1: the padding puts each lane's key row in its own bank), of values (kKeysPerStep, d), and
+// each warp's softmax weights of the step (kWarps, kKeysPerStep).
 __host__ __device__ inline size_t shared_bytes(int64_t d) {
-  return size_t(kMaxQueryVectors * d + kKeysPerStep * (d + 1) + kKeysPerStep * d) * sizeof(float);
+  return size_t(kMaxQueryVectors * d + kKeysPerStep * (d + 1) + kKeysPerStep * d +
+                kWarps * kKeysPerStep) *
+         sizeof(float);
 }
 
 // Block (tile, KV head g, split): the partial state of the tile's query vectors over the split's
@@ -43,6 +46,7 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
   float* sq = smem;
   float* sk = sq + kMaxQueryVectors * d;
   float* sv = sk + kKeysPerStep * pitch;
+  float* weights = sv + kKeysPerStep * d;  // (kWarps, kKeysPerStep)
   for (int64_t e = threadIdx.x; e < n_vec * d; e += kThreads) {
     const int64_t v = e / d, i = e % d;
     const int64_t r = row0 + v / group, h = g * group + v % group;
@@ -99,16 +103,21 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
       const float p = key < limit ? expf(score - new_mx) : 0.0f;
       sum[c] = sum[c] * rescale + warp_sum(p);
       mx[c] = new_mx;
-TESSERA_UNROLL
+      TESSERA_UNROLL
       for (int e = 0; e < kMaxDimsPerLane; ++e)
         if (e < dims) acc[c][e] *= rescale;
+      // The step's weights through shared memory: one warp barrier instead of 32 shuffles.
+      float* wp = weights + warp * kKeysPerStep;
+      wp[lane] = p;
+      __syncwarp();
       for (int jj = 0; jj < kKeysPerStep; ++jj) {
-        const float pj = __shfl_sync(0xffffffffu, p, jj);
+        const float pj = wp[jj];
         const float* vr = sv + int64_t(jj) * d + lane;
-TESSERA_UNROLL
+        TESSERA_UNROLL
         for (int e = 0; e < kMaxDimsPerLane; ++e)
           if (e < dims) acc[c][e] += pj * vr[32 * e];
       }
+      __syncwarp();  // every lane has read wp before the next vector writes it
     }
     __syncthreads();  // the step's keys are read by every warp before the next are loaded
   }
@@ -117,7 +126,7 @@ TESSERA_UNROLL
     if (v >= n_vec) break;
     const int64_t r = row0 + v / group, h = g * group + v % group;
     float* out = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
-TESSERA_UNROLL
+    TESSERA_UNROLL
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) out[lane + 32 * e] = acc[c][e];
     if (lane == 0) {
@@ -138,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
   for (int64_t v = warp; v < n_vec; v += kWarps) {
     const int64_t r = row0 + v / group, h = g * group + v % group, s = r * hq + h;
     float mx = a.mx[s], sum = a.sum[s], acc[kMaxDimsPerLane] = {};
-TESSERA_UNROLL
+    TESSERA_UNROLL
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) acc[e] = a.acc[s * d + lane + 32 * e];
     for (int64_t split = 0; split < a.splits; ++split) {
@@ -146,14 +155,14 @@ TESSERA_UNROLL
       const float pmx = part[d];
       if (pmx == -INFINITY) continue;  // the piece saw no key
       const float m = fmaxf(mx, pmx), x = expf(mx - m), y = expf(pmx - m);
-TESSERA_UNROLL
+      TESSERA_UNROLL
       for (int e = 0; e < kMaxDimsPerLane; ++e)
         if (e < dims) acc[e] = acc[e] * x + part[lane + 32 * e] * y;
       sum = sum * x + part[d + 1] * y;
       mx = m;
     }
     __syncwarp();  // every lane has read mx and sum before lane 0 writes them
-TESSERA_UNROLL
+    TESSERA_UNROLL
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) a.acc[s * d + lane + 32 * e] = acc[e];
     if (lane == 0) {

@@ -98,7 +98,7 @@ void prepare_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
 #endif
 }
 
-constexpr size_t kStackBytes = 64 * 1024;
+constexpr size_t kStackBytes = 32 * 1024;
 constexpr unsigned kWarp = 32;
 
 enum class State { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
@@ -107,13 +107,18 @@ struct Fiber {
   Context context;
   uint3 idx;
   unsigned linear = 0;
+  unsigned collectives = 0;  // warp collectives (shuffles, ballots) this thread has made
   State state = State::kRunnable;
 };
 
 struct Warp {
-  unsigned live = 0;     // lanes not yet returned
-  unsigned arrived = 0;  // lanes waiting at the warp barrier
-  uint64_t slots[kWarp] = {};
+  unsigned live = 0;       // lanes not yet returned
+  unsigned live_mask = 0;  // which ones
+  unsigned arrived = 0;    // lanes waiting at the warp barrier
+  // Two sets of slots, used by alternate collectives: a lane cannot reach collective i + 2's
+  // barrier before every lane has passed collective i + 1's, and each lane reads collective i's
+  // slots before it arrives there; so one barrier per collective is enough.
+  uint64_t slots[2][kWarp] = {};
 };
 
 // One launch's state; the fibers of its current block.
@@ -184,6 +189,7 @@ void fiber_entry() {
   f.state = State::kDone;
   --m.live;
   --m.warps[f.linear / kWarp].live;
+  m.warps[f.linear / kWarp].live_mask &= ~(1u << (f.linear % kWarp));
   release_warp_barrier_if_complete(m, f.linear / kWarp);
   switch_context(f.context, m.scheduler);  // for good: a finished fiber is never resumed
 }
@@ -194,10 +200,14 @@ bool run_block(Machine& m) {
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = m.fibers[i];
     f.state = State::kRunnable;
+    f.collectives = 0;
     prepare_context(f.context, m.stacks[i].get(), kStackBytes, fiber_entry);
   }
   for (Warp& w : m.warps) w = Warp{};
-  for (unsigned i = 0; i < n; ++i) ++m.warps[i / kWarp].live;
+  for (unsigned i = 0; i < n; ++i) {
+    ++m.warps[i / kWarp].live;
+    m.warps[i / kWarp].live_mask |= 1u << (i % kWarp);
+  }
   m.live = n;
   m.block_arrived = 0;
   // Poison the dynamic shared memory: a kernel that reads what it did not write sees NaNs.
@@ -274,11 +284,7 @@ void sync_warp() {
 namespace {
 // The lanes of the running fiber's warp that have not returned; fails unless mask names them.
 unsigned checked_live_lanes(Machine& m, unsigned mask) {
-  const unsigned first = m.running->linear / kWarp * kWarp;
-  unsigned live_mask = 0;
-  for (unsigned i = 0; i < kWarp && first + i < m.fibers.size(); ++i)
-    if (m.fibers[first + i].state != State::kDone || &m.fibers[first + i] == m.running)
-      live_mask |= 1u << i;
+  const unsigned live_mask = m.warps[m.running->linear / kWarp].live_mask;
   if (mask != live_mask) {
     std::ostringstream os;
     os << "warp collective with mask 0x" << std::hex << mask
@@ -293,26 +299,25 @@ uint64_t exchange_in_warp(unsigned mask, uint64_t bits, int src) {
   Machine& m = machine();
   const unsigned warp = m.running->linear / kWarp, first = warp * kWarp;
   const unsigned live_mask = checked_live_lanes(m, mask);
-  m.warps[warp].slots[lane_id()] = bits;
+  const unsigned set = m.running->collectives++ & 1u;
+  m.warps[warp].slots[set][lane_id()] = bits;
   sync_warp();
   if (src < 0 || src >= int(kWarp) || first + unsigned(src) >= m.fibers.size() ||
       !(live_mask >> src & 1u))
     fail("warp shuffle reads lane " + std::to_string(src) + ", which is not in the warp");
-  const uint64_t out = m.warps[warp].slots[src];
-  sync_warp();  // nobody overwrites a slot before every lane has read
-  return out;
+  return m.warps[warp].slots[set][src];
 }
 
 unsigned ballot_in_warp(unsigned mask, bool pred) {
   Machine& m = machine();
   const unsigned warp = m.running->linear / kWarp;
   const unsigned live_mask = checked_live_lanes(m, mask);
-  m.warps[warp].slots[lane_id()] = pred;
+  const unsigned set = m.running->collectives++ & 1u;
+  m.warps[warp].slots[set][lane_id()] = pred;
   sync_warp();
   unsigned out = 0;
   for (unsigned i = 0; i < kWarp; ++i)
-    if ((live_mask >> i & 1u) && m.warps[warp].slots[i]) out |= 1u << i;
-  sync_warp();
+    if ((live_mask >> i & 1u) && m.warps[warp].slots[set][i]) out |= 1u << i;
   return out;
 }
 

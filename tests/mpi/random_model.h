@@ -12,6 +12,9 @@
 #include "io/model_store.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/llama_model.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_memory.h"
+#endif
 
 namespace tessera {
 
@@ -41,9 +44,8 @@ inline std::string byte_token(int b) {
 // rank returns that path after a barrier.
 inline std::string write_random_model(Communicator& world, const ModelConfig& c,
                                       const std::string& name, unsigned seed) {
-  std::string path = (std::filesystem::temp_directory_path() /
-                      (std::to_string(::getpid()) + "_" + name))
-                         .string();
+  std::string path =
+      (std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_" + name)).string();
   world.broadcast_bytes(path, 0);
   if (world.rank() == 0) {
     ModelWriter w(path);
@@ -93,6 +95,22 @@ struct ReferenceModel {
 }  // namespace tessera
 
 namespace tessera {
+
+#if TESSERA_HAVE_CUDA
+// The GPU this rank computes on in the GPU-path tests: cuda:0, shared by every rank (several
+// ranks on one GPU, talking over MPI), or an emulated GPU where there is none.
+inline Device test_gpu() {
+  static const Device d = [] {
+    if (cuda::device_count() > 0) {
+      cuda::reserve_memory(0, size_t(256) << 20);
+      return Device::cuda(0);
+    }
+    cuda::emulate_gpu(9, size_t(256) << 20);
+    return Device::cuda(9);
+  }();
+  return d;
+}
+#endif
 
 // max|want - got| / max|want| over two tensors of the same shape.
 inline float relative_max_diff(const Tensor& want, const Tensor& got) {

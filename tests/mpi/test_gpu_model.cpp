@@ -14,9 +14,6 @@
 #include "runtime/generator.h"
 #include "runtime/llama_model.h"
 #include "tests/mpi/random_model.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/cuda_memory.h"
-#endif
 
 namespace tessera {
 namespace {
@@ -34,19 +31,6 @@ ModelConfig gpu_test_config() {
   c.head_dim = 8;  // smaller than a warp: lanes without an output dimension
   c.max_position_embeddings = 64;
   return c;
-}
-
-// The GPU this rank computes on: cuda:0 shared by every rank, or an emulated one.
-Device test_gpu() {
-  static const Device d = [] {
-    if (cuda::device_count() > 0) {
-      cuda::reserve_memory(0, size_t(256) << 20);
-      return Device::cuda(0);
-    }
-    cuda::emulate_gpu(9, size_t(256) << 20);
-    return Device::cuda(9);
-  }();
-  return d;
 }
 
 LoadOptions on_gpu() {
