@@ -412,6 +412,25 @@ void Tokenizer::Impl::encode_stretch(std::string_view text, std::vector<int32_t>
   for (std::string_view p : pieces) encode_piece(p, out);
 }
 
+TokenizerData stand_in_tokenizer(int64_t vocab) {
+  TESSERA_CHECK(vocab >= 256 && vocab < (int64_t(1) << 24),
+                "a stand-in tokenizer needs 256 to 2^24 ids, not " << vocab);
+  TokenizerData d;
+  d.model = "bpe_byte";
+  d.pre = "gpt2";
+  for (int64_t id = 0; id < vocab; ++id) {
+    std::string t;
+    if (id < 256) {
+      unicode::append_utf8(kByteMap.to_cp[size_t(id)], &t);
+    } else {
+      for (const int64_t shift : {16, 8, 0})
+        unicode::append_utf8(kByteMap.to_cp[size_t((id >> shift) & 255)], &t);
+    }
+    d.tokens.push_back(std::move(t));
+  }
+  return d;
+}
+
 Tokenizer::Tokenizer(TokenizerData data) : impl_(std::make_shared<const Impl>(std::move(data))) {}
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,

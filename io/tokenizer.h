@@ -97,6 +97,11 @@ class StreamDecoder {
 
 // From a Hugging Face tokenizer.json (+ tokenizer_config.json for bos/eos/add_bos/chat_template;
 // may be a null json). Fails naming the part of the file it does not understand.
+// A byte-level tokenizer with `vocab` ids and no merges, for models without one of their own
+// (LlamaModel::random): ids 0-255 are the bytes, id >= 256 the three bytes of its number; no
+// stop ids.
+TokenizerData stand_in_tokenizer(int64_t vocab);
+
 TokenizerData tokenizer_data_from_hf(const nlohmann::json& tokenizer_json,
                                      const nlohmann::json& tokenizer_config);
 

@@ -151,7 +151,7 @@ int run_bench(const Args& args) {
               [](const ModeResult& a, const ModeResult& b) { return a.seconds < b.seconds; });
     results.push_back(r[(r.size() - 1) / 2]);
   }
-  nlohmann::json out = {{"model", run_options.model},
+  nlohmann::json out = {{"model", run.bundle.path},
                         {"requests", requests},
                         {"workload", workload},
                         {"seed", seed},

@@ -38,7 +38,10 @@ int64_t injected_failure_step(int world_rank) {
 
 void ModelRunOptions::add_to(po::options_description& desc) {
   desc.add_options()
-      ("model,m", po::value(&model)->required(), "model file (.h5) made by tessera convert")
+      ("model,m", po::value(&model), "model file (.h5) made by tessera convert")
+      ("random", po::value(&random),
+       "instead of --model: random weights of a config's shape (configs/*.json) and a stand-in "
+       "tokenizer, for benchmarks where the model file is not at hand")
       ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks (shard every layer)")
       ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
       ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
@@ -92,13 +95,18 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   load.stage_weights = weights;
   load.device = start_device(o.device);
   load.dtype = model_dtype(o.device, load.device);
-  run.bundle = ModelBundle::load(o.model, run.groups, load);
+  TESSERA_CHECK(o.model.empty() != o.random.empty(),
+                "give --model FILE or --random CONFIG (one of them)");
+  run.bundle = o.random.empty()
+                   ? ModelBundle::load(o.model, run.groups, load)
+                   : ModelBundle::random(load_model_config(o.random), o.random, run.groups, load);
   const LlamaModel& m = *run.bundle.model;
   if (run.rank0)
     std::fprintf(stderr,
                  "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d) on %s, %s: rank 0 "
                  "holds layers %lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
-                 o.model.c_str(), run.groups.world->size(), o.layout.tp, o.layout.pp, o.layout.sp,
+                 run.bundle.path.c_str(), run.groups.world->size(), o.layout.tp, o.layout.pp,
+                 o.layout.sp,
                  describe_device(load.device).c_str(), std::string(dtype_name(load.dtype)).c_str(),
                  (long long)m.shard().layers.first, (long long)m.shard().layers.last - 1,
                  (long long)m.config().num_layers, double(run.bundle.weight_bytes_read) / 1e6,

@@ -15,6 +15,7 @@ namespace tessera::cli {
 
 struct ModelRunOptions {
   std::string model;
+  std::string random;  // --random CONFIG: random weights of that shape instead of a model file
   GridShape layout;
   std::string pp_weights;
   int64_t max_context = 0;

@@ -29,4 +29,21 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
   return b;
 }
 
+ModelBundle ModelBundle::random(const ModelConfig& c, const std::string& name,
+                                ProcessGroups& groups, const LoadOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_layout(
+      groups.shape, groups.world->size(),
+      ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
+  TESSERA_CHECK(groups.shape.dp == 1,
+                "data parallelism is not in this build yet: use --tp, --pp and --sp");
+  ModelBundle b;
+  b.path = "random weights of " + name;
+  b.tokenizer = std::make_unique<Tokenizer>(stand_in_tokenizer(c.vocab_size));
+  b.model = std::make_unique<LlamaModel>(
+      LlamaModel::random(c, 1, groups.tp.get(), groups.pp.get(), groups.sp.get(), options));
+  b.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return b;
+}
+
 }  // namespace tessera

@@ -21,6 +21,10 @@ struct ModelBundle {
   // this rank's shard. groups must outlive the bundle.
   static ModelBundle load(const std::string& path, ProcessGroups& groups,
                           const LoadOptions& options = {});
+  // A model of config's shape with random weights (LlamaModel::random) and a stand-in byte-level
+  // tokenizer: for benchmarks where the model file is not at hand (a GPU machine).
+  static ModelBundle random(const ModelConfig& config, const std::string& name,
+                            ProcessGroups& groups, const LoadOptions& options = {});
 };
 
 }  // namespace tessera

@@ -4,7 +4,8 @@
 #   tar xJf build-gpu/gpu-bundle.tar.xz -C /tmp && /tmp/gpu-bundle/gpu_check.sh
 # The kernel parity tests (GPU against CPU, every op), the ops the model calls, the GPU's memory,
 # then the end-to-end parity on a random model of the default model's shape (the default model's
-# file does not reach such machines), then bench-gpu on a Llama 3.1 8B-shaped random model.
+# file does not reach such machines), then bench-gpu on a Llama 3.1 8B-shaped random model, then
+# tessera bench (continuous against static batching) on the default model's shape.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
@@ -30,5 +31,9 @@ summary+=("parity (smollm2-135m shape, random): exit $? $(cat "$OUT/parity.json"
 ( cd "$HERE" && timeout 400 bin/tessera bench-gpu --config configs/llama-3.1-8b.json \
     --json "$OUT/bench-gpu.json" ) > "$OUT/bench-gpu.txt" 2>&1
 summary+=("bench-gpu: exit $?")
+# Issue 4's figure on the GPU: continuous against static batching, the default model's shape.
+( cd "$HERE" && timeout 600 bin/tessera bench --random configs/smollm2-135m.json --rounds 3 \
+    --json "$OUT/bench-batching.json" ) > "$OUT/bench-batching.txt" 2>&1
+summary+=("bench (continuous vs static): exit $? $(grep -o 'continuous batching: [0-9.]*x' "$OUT/bench-batching.txt")")
 printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
 cat "$OUT/bench-gpu.txt"

@@ -261,6 +261,17 @@ def test_emulated_gpu_generates_what_the_cpu_generates(tessera, tiny_model):
     assert ", bf16:" in bf16.stderr, bf16.stderr
 
 
+def test_random_weights_instead_of_a_model_file(tessera):
+    # --random CONFIG: the config's shape with random weights and a stand-in tokenizer (what a GPU
+    # machine without the model file benchmarks); exactly one of --model and --random.
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smollm2-135m.json")
+    r = run(tessera, "generate", "--random", config, "-p", "hello", "-n", "3", "--max-context", "32",
+            "--kv-cache-tokens", "64")
+    assert r.returncode == 0, r.stderr
+    assert "random weights of" in r.stderr and "decode: 3 tokens" in r.stderr, r.stderr
+    assert_one_line_error(run(tessera, "generate", "-p", "hello"), "--model FILE or --random CONFIG")
+
+
 def test_bench_gpu_on_the_emulator(tessera, tmp_path):
     # The command end to end on the CUDA emulator (its figures mean nothing there, and say so):
     # every figure is measured and positive, the JSON names the GPU, driver and command.
