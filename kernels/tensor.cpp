@@ -69,7 +69,9 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   data_ = allocator_for(device.type).allocate(bytes, device.index);
 }
 
-Storage::~Storage() { allocator_for(device_.type).deallocate(data_, device_.index); }
+Storage::~Storage() {
+  allocator_for(device_.type).deallocate(data_, device_.index);
+}
 
 Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
   for (int64_t d : shape) TESSERA_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
@@ -87,28 +89,27 @@ Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
   return t;
 }
 
-Tensor Tensor::from_f32(const std::vector<float>& values, Shape shape) {
+namespace {
+template <class T>
+Tensor from_values(const std::vector<T>& values, Shape shape, DType dtype) {
   TESSERA_CHECK(int64_t(values.size()) == shape_numel(shape),
                 values.size() << " values do not fill shape " << shape_str(shape));
-  Tensor t = empty(std::move(shape), DType::kF32);
+  Tensor t = Tensor::empty(std::move(shape), dtype);
   std::memcpy(t.raw(), values.data(), t.nbytes());
   return t;
+}
+}  // namespace
+
+Tensor Tensor::from_f32(const std::vector<float>& values, Shape shape) {
+  return from_values(values, std::move(shape), DType::kF32);
 }
 
 Tensor Tensor::from_i32(const std::vector<int32_t>& values, Shape shape) {
-  TESSERA_CHECK(int64_t(values.size()) == shape_numel(shape),
-                values.size() << " values do not fill shape " << shape_str(shape));
-  Tensor t = empty(std::move(shape), DType::kI32);
-  std::memcpy(t.raw(), values.data(), t.nbytes());
-  return t;
+  return from_values(values, std::move(shape), DType::kI32);
 }
 
 Tensor Tensor::from_i64(const std::vector<int64_t>& values, Shape shape) {
-  TESSERA_CHECK(int64_t(values.size()) == shape_numel(shape),
-                values.size() << " values do not fill shape " << shape_str(shape));
-  Tensor t = empty(std::move(shape), DType::kI64);
-  std::memcpy(t.raw(), values.data(), t.nbytes());
-  return t;
+  return from_values(values, std::move(shape), DType::kI64);
 }
 
 int64_t Tensor::dim(int i) const {

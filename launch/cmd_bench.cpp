@@ -189,12 +189,7 @@ int run_bench(const Args& args) {
     std::printf("\n");
   }
   std::fflush(stdout);
-  if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    TESSERA_CHECK(f, json_path << ": cannot open for writing");
-    f << out.dump(2) << "\n";
-    TESSERA_CHECK_IO(f, json_path << ": write failed");
-  }
+  if (!json_path.empty()) write_text_file(json_path, out.dump(2) + "\n");
   return 0;
 }
 

@@ -225,12 +225,7 @@ int run_bench_gpu(const Args& args) {
       "| decode busy fraction with CUDA graphs | not measured: graphs are not built yet | "
       "| | 0.9 |\n");
   std::fflush(stdout);
-  if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    TESSERA_CHECK(f, json_path << ": cannot open for writing");
-    f << out.dump(2) << "\n";
-    TESSERA_CHECK_IO(f, json_path << ": write failed");
-  }
+  if (!json_path.empty()) write_text_file(json_path, out.dump(2) + "\n");
   return 0;
 #else
   TESSERA_FAIL("bench-gpu: this tessera was built without CUDA");

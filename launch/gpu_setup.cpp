@@ -51,32 +51,21 @@ Device start_device(const DeviceOptions& o) {
   const auto [local_rank, local_size] = node_rank_and_size();  // collective: every rank calls it
   if (o.device == "cpu") return Device::cpu();
 #if TESSERA_HAVE_CUDA
+  // --gpu-memory: a fraction of the GPU's free memory (shared by the ranks on it), or a size.
+  const MemoryAmount amount = parse_memory_amount(o.gpu_memory, "--gpu-memory");
   const int gpus = cuda::device_count();
-  if (o.device == "emulator") {  // host memory, after any real GPU's index
-    const size_t bytes = size_t(parse_bytes(o.gpu_memory == "0.9" ? "4GiB" : o.gpu_memory,
-                                            "--gpu-memory (a size, with --device emulator)"));
-    cuda::emulate_gpu(gpus, bytes);
+  if (o.device == "emulator") {  // host memory, after any real GPU's index; a fraction: 4 GiB
+    cuda::emulate_gpu(gpus, size_t(amount.fraction > 0 ? uint64_t(4) << 30 : amount.bytes));
     return Device::cuda(gpus);
   }
   if (gpus == 0) {
-    TESSERA_CHECK(o.device == "auto",
-                  "--device cuda: no GPU here (" << cuda::no_device_reason() << ")");
+    TESSERA_CHECK(o.device == "auto", "--device cuda: no GPU here (" << cuda::no_device_reason()
+                                                                      << ")");
     return Device::cpu();
   }
   const int gpu = local_rank % gpus;
   const int sharing = local_size / gpus + (local_rank % gpus < local_size % gpus ? 1 : 0);
-  size_t end = 0;
-  double fraction = -1;
-  try {
-    fraction = std::stod(o.gpu_memory, &end);
-  } catch (const std::exception&) {
-  }
-  size_t bytes = 0;
-  if (end == o.gpu_memory.size() && fraction > 0 && fraction <= 1)
-    bytes = size_t(fraction * double(cuda::free_memory(gpu)) / sharing);
-  else
-    bytes = size_t(parse_bytes(o.gpu_memory, "--gpu-memory"));
-  cuda::reserve_memory(gpu, bytes);
+  cuda::reserve_memory(gpu, size_t(amount.of(double(cuda::free_memory(gpu)) / sharing)));
   return Device::cuda(gpu);
 #else
   TESSERA_CHECK(o.device == "auto", "--device " << o.device << ": this tessera was built without CUDA");

@@ -47,27 +47,17 @@ int64_t kv_cache_blocks(const KvBudget& budget, const KvPoolShape& shape, Commun
   if (budget.tokens > 0) {
     blocks = budget.tokens / shape.block_size;
   } else {
-    uint64_t bytes = 0;
-    size_t end = 0;
-    double fraction = -1;
     const bool gpu = !shape.device.is_cpu();
-    const std::string memory = budget.memory == "auto" ? (gpu ? "0.9" : "0.25") : budget.memory;
-    try {
-      fraction = std::stod(memory, &end);
-    } catch (const std::exception&) {
-    }
+    const MemoryAmount amount = parse_memory_amount(
+        budget.memory == "auto" ? (gpu ? "0.9" : "0.25") : budget.memory, "--kv-cache-memory");
     const int local = ranks_on_this_node();  // collective over the world
-    if (end == memory.size() && fraction > 0 && fraction <= 1) {
+    // A fraction: on a GPU of its reservation's largest free range (the pool's tensors are
+    // carved from it), on the CPU of the node's available memory shared by its ranks.
+    double whole = double(available_memory()) / local;
 #if TESSERA_HAVE_CUDA
-      if (gpu) {
-        // Each layer's keys and values are a tensor of their own: 2 * layers pieces.
-        bytes = uint64_t(fraction * double(cuda::memory_stats(shape.device.index).largest_free));
-      } else
+    if (gpu) whole = double(cuda::memory_stats(shape.device.index).largest_free);
 #endif
-        bytes = uint64_t(fraction * double(available_memory()) / local);
-    } else {
-      bytes = parse_bytes(memory, "--kv-cache-memory");
-    }
+    const uint64_t bytes = amount.of(whole);
     blocks = int64_t(bytes / uint64_t(std::max<int64_t>(1, shape.bytes_per_block())));
   }
   Tensor t = Tensor::from_i32({int32_t(std::min<int64_t>(blocks, INT32_MAX))}, {1});

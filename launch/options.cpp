@@ -10,6 +10,28 @@
 
 namespace tessera::cli {
 
+MemoryAmount parse_memory_amount(const std::string& text, const std::string& option) {
+  size_t end = 0;
+  double fraction = -1;
+  try {
+    fraction = std::stod(text, &end);
+  } catch (const std::exception&) {
+  }
+  MemoryAmount m;
+  if (end == text.size() && fraction > 0 && fraction <= 1)
+    m.fraction = fraction;
+  else
+    m.bytes = parse_bytes(text, option);
+  return m;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  TESSERA_CHECK(f, path << ": cannot open for writing");
+  f << text;
+  TESSERA_CHECK_IO(f, path << ": write failed");
+}
+
 ModelConfig load_model_config(const std::string& path) {
   if (path.size() > 5 && path.substr(path.size() - 5) == ".json") {
     std::ifstream in(path);

@@ -22,6 +22,16 @@ bool parse_options(const std::string& command, const std::string& synopsis,
 // A model's config from a preset (configs/*.json, Hugging Face config.json form) or a tessera
 // model file.
 ModelConfig load_model_config(const std::string& path);
+// A memory flag's value: a fraction in (0, 1] of something the caller names, or bytes ("2GiB").
+struct MemoryAmount {
+  double fraction = 0;  // > 0 when the value was a fraction
+  uint64_t bytes = 0;   // otherwise
+  // bytes, or the fraction of `whole`.
+  uint64_t of(double whole) const { return fraction > 0 ? uint64_t(fraction * whole) : bytes; }
+};
+MemoryAmount parse_memory_amount(const std::string& text, const std::string& option);
+// Writes text to path (a command's --json output); throws naming the path when it cannot.
+void write_text_file(const std::string& path, const std::string& text);
 uint64_t parse_bytes(const std::string& text, const std::string& option);
 
 }  // namespace tessera::cli

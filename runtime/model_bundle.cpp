@@ -5,17 +5,25 @@
 #include "parallel/layout.h"
 
 namespace tessera {
+namespace {
+
+// Whether the layout of groups can run a model of config c (checked before any weight is read).
+void check_runnable(const ModelConfig& c, const ProcessGroups& groups) {
+  check_layout(
+      groups.shape, groups.world->size(),
+      ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
+  TESSERA_CHECK(groups.shape.dp == 1,
+                "data parallelism is not in this build yet: use --tp, --pp and --sp");
+}
+
+}  // namespace
 
 ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
                               const LoadOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   ModelReader reader(path);
   const ModelConfig& c = reader.config();
-  check_layout(
-      groups.shape, groups.world->size(),
-      ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
-  TESSERA_CHECK(groups.shape.dp == 1,
-                "data parallelism is not in this build yet: use --tp, --pp and --sp");
+  check_runnable(c, groups);
   ModelBundle b;
   b.path = path;
   b.tokenizer = std::make_unique<Tokenizer>(reader.read_tokenizer());
@@ -32,11 +40,7 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
 ModelBundle ModelBundle::random(const ModelConfig& c, const std::string& name,
                                 ProcessGroups& groups, const LoadOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
-  check_layout(
-      groups.shape, groups.world->size(),
-      ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
-  TESSERA_CHECK(groups.shape.dp == 1,
-                "data parallelism is not in this build yet: use --tp, --pp and --sp");
+  check_runnable(c, groups);
   ModelBundle b;
   b.path = "random weights of " + name;
   b.tokenizer = std::make_unique<Tokenizer>(stand_in_tokenizer(c.vocab_size));

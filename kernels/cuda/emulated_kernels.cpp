@@ -11,25 +11,7 @@
 namespace tessera::cuda {
 
 const Launchers& emulator_launchers() {
-  static const Launchers l{"emulator",
-                           emulated::rms_norm,
-                           emulated::add_rms_norm,
-                           emulated::swiglu,
-                           emulated::rope,
-                           emulated::embedding,
-                           emulated::linear,
-                           emulated::linear_simple,
-                           emulated::add_bias,
-                           emulated::paged_attention,
-                           emulated::repetition_penalty,
-                           emulated::top_k,
-                           emulated::add,
-                           emulated::convert,
-                           emulated::fill_uniform,
-                           emulated::round_through,
-                           emulated::attention_finish,
-                           emulated::attention_merge,
-                           emulated::store_kv};
+  static const Launchers l = TESSERA_LAUNCHER_TABLE(emulated, "emulator");
   return l;
 }
 

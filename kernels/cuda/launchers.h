@@ -37,4 +37,13 @@ struct Launchers {
 const Launchers& gpu_launchers();
 const Launchers& emulator_launchers();
 
+// The table of namespace ns (device or emulated), in Launchers' order: written once for both.
+#define TESSERA_LAUNCHER_TABLE(ns, label)                                                        \
+  ::tessera::cuda::Launchers {                                                                   \
+    label, ns::rms_norm, ns::add_rms_norm, ns::swiglu, ns::rope, ns::embedding, ns::linear,      \
+        ns::linear_simple, ns::add_bias, ns::paged_attention, ns::repetition_penalty, ns::top_k, \
+        ns::add, ns::convert, ns::fill_uniform, ns::round_through, ns::attention_finish,         \
+        ns::attention_merge, ns::store_kv                                                        \
+  }
+
 }  // namespace tessera::cuda
