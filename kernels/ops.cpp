@@ -130,9 +130,18 @@ void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, ui
   convert_from_f32(out.dtype(), v.data(), out.raw(), v.size());
 }
 
+void fill(Tensor& t, float value) {
+#if TESSERA_HAVE_CUDA
+  // value + 0 * (a uniform number): exactly value, -inf included, in one kernel.
+  if (on_gpu(t)) return cuda::fill_uniform(t, t.numel(), 0, 0, 0, value, 0.0f);
+#endif
+  const std::vector<float> v(static_cast<size_t>(t.numel()), value);
+  convert_from_f32(t.dtype(), v.data(), t.raw(), v.size());
+}
+
 void convert(const Tensor& src, Tensor& dst) {
-  TESSERA_ASSERT(src.numel() == dst.numel(), "convert of " << shape_str(src.shape()) << " to "
-                                                          << shape_str(dst.shape()));
+  TESSERA_ASSERT(src.numel() == dst.numel(),
+                 "convert of " << shape_str(src.shape()) << " to " << shape_str(dst.shape()));
   if (src.dtype() == dst.dtype()) return copy(src, dst);
   if (src.device() != dst.device()) {  // convert where src is, then copy
     Tensor there = Tensor::empty(dst.shape(), dst.dtype(), src.device());
@@ -148,15 +157,12 @@ void convert(const Tensor& src, Tensor& dst) {
 }
 
 AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d, Device device) {
-  AttentionState st;
-  st.acc = Tensor::zeros({m, n_heads, d}, DType::kF32);
-  st.mx = Tensor::from_f32(std::vector<float>(size_t(m * n_heads), -INFINITY), {m, n_heads});
-  st.sum = Tensor::zeros({m, n_heads}, DType::kF32);
-  if (!device.is_cpu()) {
-    st.acc = st.acc.to(device);
-    st.mx = st.mx.to(device);
-    st.sum = st.sum.to(device);
-  }
+  AttentionState st{Tensor::empty({m, n_heads, d}, DType::kF32, device),
+                    Tensor::empty({m, n_heads}, DType::kF32, device),
+                    Tensor::empty({m, n_heads}, DType::kF32, device)};
+  fill(st.acc, 0.0f);
+  fill(st.mx, -INFINITY);
+  fill(st.sum, 0.0f);
   return st;
 }
 

@@ -106,6 +106,8 @@ float uniform_bits(uint64_t seed, uint64_t e);
 // are slices of the one-rank model's tensors. A 1-d out is one row.
 void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
                   float offset, float scale);
+// Every element of t (f32, f16 or bf16) = value, on any device.
+void fill(Tensor& t, float value);
 // dst = src converted to dst's dtype (f32, f16, bf16; the same element count); src and dst may
 // be on different devices (the conversion happens where src is, then a copy).
 void convert(const Tensor& src, Tensor& dst);

@@ -61,7 +61,7 @@ void VocabParallelEmbedding::forward(const std::vector<int32_t>& ids, Tensor& ou
       where.push_back(int64_t(i));
     }
   }
-  ops::copy(Tensor::zeros(out.shape(), out.dtype()), out);
+  ops::fill(out, 0.0f);
   if (!local.empty()) {
     Tensor got = Tensor::empty({int64_t(local.size()), d}, out.dtype(), out.device());
     ops::embedding(table_, local, got);

@@ -10,8 +10,8 @@
 namespace tessera::cuda {
 namespace {
 
-Elem elem_of(const Tensor& t, const char* what) {
-  switch (t.dtype()) {
+Elem elem_of(DType t, const char* what) {
+  switch (t) {
     case DType::kF32:
       return Elem::kF32;
     case DType::kF16:
@@ -21,9 +21,10 @@ Elem elem_of(const Tensor& t, const char* what) {
     default:
       break;
   }
-  TESSERA_ASSERT(false, what << " is " << dtype_name(t.dtype()) << ", not f32, f16 or bf16");
+  TESSERA_ASSERT(false, what << " is " << dtype_name(t) << ", not f32, f16 or bf16");
   return Elem::kF32;
 }
+Elem elem_of(const Tensor& t, const char* what) { return elem_of(t.dtype(), what); }
 
 void check_gpu(const Tensor& t, const char* what) {
   TESSERA_ASSERT(t.defined(), what << " is undefined");
@@ -142,9 +143,8 @@ void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out
     TESSERA_CHECK(id >= 0 && id < vocab,
                   "token id " << id << " is outside the vocabulary (size " << vocab << ")");
   const Tensor gids = upload_i32(ids, table.device());
-  Tensor bad = upload_i32({0}, table.device());
   check_launch(kernels_for(table).embedding(t, table.raw(), vocab, gids.data<int32_t>(), n, d,
-                                            out.raw(), bad.data<int32_t>(), stream_of(table)),
+                                            out.raw(), nullptr, stream_of(table)),
                "embedding");
 }
 
@@ -249,8 +249,7 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
 void round_through(Tensor& x, DType type) {
   check_f32(x, "values to round");
   if (type == DType::kF32) return;
-  Tensor probe = Tensor::empty({1}, type, x.device());  // the element type, checked
-  check_launch(kernels_for(x).round_through(elem_of(probe, "cache type"), x.data<float>(),
+  check_launch(kernels_for(x).round_through(elem_of(type, "cache type"), x.data<float>(),
                                             x.numel(), stream_of(x)),
                "round_through");
 }

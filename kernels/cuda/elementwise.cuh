@@ -62,7 +62,7 @@ __global__ void embedding_kernel(const T* table, int64_t vocab, const int32_t* i
   const int64_t r = blockIdx.x;
   const int32_t id = ids[r];
   if (id < 0 || id >= vocab) {
-    if (threadIdx.x == 0) *bad = 1;
+    if (bad && threadIdx.x == 0) *bad = 1;
     return;
   }
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) out[r * d + i] = table[int64_t(id) * d + i];

@@ -22,7 +22,8 @@ enum class Elem : uint8_t { kF32, kF16, kBF16 };
 // swiglu: out = gate / (1 + e^-gate) * up over n elements.
 // rope: rotate-half RoPE in place on x(m, heads, d): pairs (i, i + d/2) turned by
 //   positions[r] * inv_freq[i] (positions i32, inv_freq f32 with d/2 entries).
-// embedding: out(n, d) = table[ids[i]]; ids outside [0, vocab) set *bad (an i32 on the GPU) to 1.
+// embedding: out(n, d) = table[ids[i]]; ids outside [0, vocab) set *bad (an i32 on the GPU,
+//   or nullptr when the caller has checked the ids) to 1 and leave their rows unwritten.
 #define TESSERA_ELEMENTWISE_LAUNCHERS                                                            \
   std::string rms_norm(Elem t, const void* x, const void* w, float eps, int64_t m, int64_t d,    \
                        void* y, void* stream);                                                   \
