@@ -6,8 +6,10 @@
 
 #include "kernels/error.h"
 
+#include "parallel/mpi_communicator.h"
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_memory.h"
+#include "parallel/nccl_communicator.h"
 #endif
 
 namespace tessera::cli {
@@ -40,7 +42,13 @@ void DeviceOptions::add_to(po::options_description& desc) {
        "GPU's free memory (shared by the ranks on one GPU) or a size like 20GiB per rank")
       ("dtype", po::value(&dtype)->default_value(dtype),
        "weights and activations: auto (bf16 on a GPU, f32 on the CPU), f32 (the exact path), "
-       "or bf16 (GPU only; float32 accumulation, attention and KV cache)");
+       "or bf16 (GPU only; float32 accumulation, attention and KV cache)")
+      ("comm", po::value(&comm)->default_value(comm),
+       "what carries tensors between the ranks of a model group: auto (NCCL when every rank "
+       "has a GPU of its own, else MPI), mpi, or nccl")
+      ("nccl-timeout", po::value(&nccl_timeout)->default_value(nccl_timeout),
+       "seconds after which an NCCL collective that has not finished (a peer stuck or gone) "
+       "aborts the run with an error naming it");
   // clang-format on
 }
 
@@ -71,6 +79,49 @@ Device start_device(const DeviceOptions& o) {
   TESSERA_CHECK(o.device == "auto", "--device " << o.device << ": this tessera was built without CUDA");
   return Device::cpu();
 #endif
+}
+
+GroupTransport group_transport(const DeviceOptions& o, Device device) {
+  TESSERA_CHECK(o.comm == "auto" || o.comm == "mpi" || o.comm == "nccl",
+                "--comm must be auto, mpi or nccl, got '" << o.comm << "'");
+  TESSERA_CHECK(o.nccl_timeout > 0, "--nccl-timeout must be positive, got " << o.nccl_timeout);
+  const auto [local_rank, local_size] = node_rank_and_size();  // collective
+  std::string why_not;  // why this rank cannot use NCCL
+#if TESSERA_HAVE_CUDA
+  if (device.is_cpu())
+    why_not = "this rank computes on the CPU";
+  else if (cuda::is_emulated(device.index))
+    why_not = "this rank's GPU is emulated";
+  else if (local_size > cuda::device_count())
+    why_not = std::to_string(local_size) + " ranks share this node's " +
+              std::to_string(cuda::device_count()) + " GPU(s) (NCCL needs one GPU per rank)";
+  else
+    why_not = NcclCommunicator::unavailable_reason();
+#else
+  (void)device;
+  (void)local_rank;
+  why_not = "this tessera was built without CUDA";
+#endif
+  int ok = why_not.empty() ? 1 : 0, all_ok = 0;
+  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (o.comm == "mpi" || (o.comm == "auto" && !all_ok)) return {};
+  TESSERA_CHECK(all_ok, "--comm nccl: "
+                            << (ok ? "another rank cannot use NCCL" : why_not.c_str()));
+#if TESSERA_HAVE_CUDA
+  const NcclOptions nccl{device.index, o.nccl_timeout};
+  return [nccl](std::unique_ptr<MpiCommunicator> mpi) -> std::unique_ptr<Communicator> {
+    return NcclCommunicator::create(std::move(mpi), nccl);
+  };
+#else
+  return {};
+#endif
+}
+
+std::string describe_transport(const GroupTransport& transport) {
+#if TESSERA_HAVE_CUDA
+  if (transport) return "NCCL " + NcclCommunicator::version();
+#endif
+  return transport ? "NCCL" : "MPI";
 }
 
 DType model_dtype(const DeviceOptions& o, Device device) {

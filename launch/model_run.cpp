@@ -89,11 +89,12 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
   TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
   const std::vector<double> weights = parse_weights(o.pp_weights);
-  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world()), {}, o.engine};
-  run.rank0 = run.groups.world->rank() == 0;
   LoadOptions load;
   load.stage_weights = weights;
-  load.device = start_device(o.device);
+  load.device = start_device(o.device);  // before the groups: NCCL's are made on the GPU
+  const GroupTransport transport = group_transport(o.device, load.device);
+  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport), {}, o.engine};
+  run.rank0 = run.groups.world->rank() == 0;
   load.dtype = model_dtype(o.device, load.device);
   TESSERA_CHECK(o.model.empty() != o.random.empty(),
                 "give --model FILE or --random CONFIG (one of them)");
@@ -103,10 +104,10 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   const LlamaModel& m = *run.bundle.model;
   if (run.rank0)
     std::fprintf(stderr,
-                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d) on %s, %s: rank 0 "
+                 "tessera: loaded %s on %d rank(s) (tp %d, pp %d, sp %d; %s) on %s, %s: rank 0 "
                  "holds layers %lld-%lld of %lld, %.1f MB of weights, in %.2f s\n",
                  run.bundle.path.c_str(), run.groups.world->size(), o.layout.tp, o.layout.pp,
-                 o.layout.sp,
+                 o.layout.sp, describe_transport(transport).c_str(),
                  describe_device(load.device).c_str(), std::string(dtype_name(load.dtype)).c_str(),
                  (long long)m.shard().layers.first, (long long)m.shard().layers.last - 1,
                  (long long)m.config().num_layers, double(run.bundle.weight_bytes_read) / 1e6,

@@ -5,8 +5,8 @@
 
 namespace tessera {
 
-ProcessGroups ProcessGroups::create(const GridShape& shape,
-                                    std::unique_ptr<MpiCommunicator> world) {
+ProcessGroups ProcessGroups::create(const GridShape& shape, std::unique_ptr<MpiCommunicator> world,
+                                    const GroupTransport& transport) {
   TESSERA_CHECK(world->size() == shape.world(),
                 "the layout dp " << shape.dp << " x pp " << shape.pp << " x sp " << shape.sp
                                  << " x tp " << shape.tp << " needs " << shape.world()
@@ -18,9 +18,17 @@ ProcessGroups ProcessGroups::create(const GridShape& shape,
   // A group's color is the world rank of its member with that coordinate at zero.
   auto color = [&](GridCoord z) { return grid_rank(shape, z); };
   // The model's groups are timed so a run can report its communication share.
-  g.tp = std::make_unique<TimedCommunicator>(world->split(color({c.dp, c.pp, c.sp, 0}), c.tp));
-  g.sp = std::make_unique<TimedCommunicator>(world->split(color({c.dp, c.pp, 0, c.tp}), c.sp));
-  g.pp = std::make_unique<TimedCommunicator>(world->split(color({c.dp, 0, c.sp, c.tp}), c.pp));
+  const auto model_group = [&](std::unique_ptr<MpiCommunicator> mpi) {
+    std::unique_ptr<Communicator> carried;
+    if (transport && mpi->size() > 1)
+      carried = transport(std::move(mpi));
+    else
+      carried = std::move(mpi);
+    return std::make_unique<TimedCommunicator>(std::move(carried));
+  };
+  g.tp = model_group(world->split(color({c.dp, c.pp, c.sp, 0}), c.tp));
+  g.sp = model_group(world->split(color({c.dp, c.pp, 0, c.tp}), c.sp));
+  g.pp = model_group(world->split(color({c.dp, 0, c.sp, c.tp}), c.pp));
   g.dp = world->split(color({0, c.pp, c.sp, c.tp}), c.dp);
   g.world = std::move(world);
   return g;

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu
 TARGETS="tessera test_cuda_memory test_cuda_ops test_cuda_attention test_cuda_sampling test_gpu_ops
-  test_simt_emulator default_model_gpu_parity"
+  test_simt_emulator test_nccl_communicator test_completion_watchdog default_model_gpu_parity"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DTESSERA_CUDA=ON >/dev/null
 ninja --quiet -C "$BUILD" $TARGETS
@@ -21,7 +21,7 @@ cp configs/*.json "$STAGE/configs/"
 cp scripts/gpu_check.sh "$STAGE/"
 # Every library the binaries load, but the C/C++ runtime and CUDA's (the GPU machine's own).
 for b in "$STAGE"/bin/*; do ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
-  grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so|/libcu|/libnv' |
+  grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so|/libcu|/libnv|/libnccl' |
   while read -r lib; do cp -L "$lib" "$STAGE/lib/"; done
 tar -C "$BUILD" -cJf "$BUILD/gpu-bundle.tar.xz" gpu-bundle
 size=$(stat -c %s "$BUILD/gpu-bundle.tar.xz")

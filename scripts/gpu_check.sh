@@ -13,13 +13,17 @@ mkdir -p "$OUT"
 # cuBLAS is the GPU machine's own (its CUDA toolkit or the nvidia-cublas wheel).
 CUBLAS_DIRS=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/lib \
   $(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null) 2>/dev/null | tr '\n' ':')
-export LD_LIBRARY_PATH="$HERE/lib:${CUBLAS_DIRS}${LD_LIBRARY_PATH:-}"
+# NCCL likewise (opened at run time; 218 MB, too big to carry): the toolkit's or the nvidia-nccl wheel's.
+NCCL_DIRS=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/lib \
+  $(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib"))' 2>/dev/null) 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="$HERE/lib:${CUBLAS_DIRS}${NCCL_DIRS}${LD_LIBRARY_PATH:-}"
 ldd "$HERE/bin/tessera" > "$OUT/ldd.txt" 2>&1
 if grep -q "not found" "$OUT/ldd.txt"; then echo "missing libraries:"; grep "not found" "$OUT/ldd.txt"; fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 summary=()
-for t in test_cuda_memory test_cuda_ops test_cuda_attention test_cuda_sampling test_gpu_ops test_simt_emulator; do
+for t in test_cuda_memory test_cuda_ops test_cuda_attention test_cuda_sampling test_gpu_ops test_simt_emulator \
+    test_nccl_communicator test_completion_watchdog; do
   timeout 300 "$HERE/bin/$t" > "$OUT/$t.txt" 2>&1
   rc=$?
   count() { grep -cE "^\[ *$1 *\] .* \([0-9]+ ms\)\$" "$OUT/$t.txt"; }

@@ -244,6 +244,24 @@ def test_device_flags(tessera, tiny_model):
                                   "--gpu-memory", "lots"), "--gpu-memory")
 
 
+def test_comm_flags(tessera, tiny_model):
+    # --comm: MPI is what a CPU run uses and says; NCCL on a rank without a GPU of its own, or a
+    # bad value, is one line naming why.
+    r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "4", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "sp 1; MPI)" in r.stderr, r.stderr
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x", "--device", "cpu",
+                              "--comm", "nccl"), "--comm nccl: this rank computes on the CPU")
+    emu = run(tessera, "generate", "-m", tiny_model, "-p", "x", "--device", "emulator",
+              "--comm", "nccl")
+    if "built without CUDA" not in emu.stderr:
+        assert_one_line_error(emu, "--comm nccl: this rank's GPU is emulated")
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x", "--comm", "gloo"),
+                          "--comm must be auto, mpi or nccl", "gloo")
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                              "--nccl-timeout", "0"), "--nccl-timeout must be positive")
+
+
 def test_emulated_gpu_generates_what_the_cpu_generates(tessera, tiny_model):
     # The GPU code path through the CLI (on the CUDA emulator): float32 gives the CPU's text;
     # bf16 (the GPU default) runs and says so.

@@ -3,8 +3,13 @@
 
 #include <numeric>
 
+#include "kernels/ops.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_memory.h"
+#include "parallel/nccl_communicator.h"
+#endif
 
 namespace tessera {
 namespace {
@@ -121,6 +126,92 @@ TEST(ProcessGroups, GroupsMatchGridArithmetic) {
         }
       }
 }
+
+#if TESSERA_HAVE_CUDA
+// NCCL between GPUs, where every rank of the world has a GPU of its own (NCCL refuses two ranks
+// on one GPU): each collective on random data gives what the MPI communicator gives on the same
+// data, and a process grid carried by NCCL has its groups in the grid's order.
+class NcclGroups : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto world = MpiCommunicator::world();
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int local_rank = 0, local_size = 1;
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_size(node, &local_size);
+    MPI_Comm_free(&node);
+    const int gpus = cuda::device_count();
+    int ok = gpus >= local_size && NcclCommunicator::unavailable_reason().empty(), all = 0;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all)
+      GTEST_SKIP() << "needs a GPU per rank and NCCL: " << gpus << " GPU(s) for " << local_size
+                   << " rank(s) on this node ("
+                   << (gpus ? NcclCommunicator::unavailable_reason() : cuda::no_device_reason())
+                   << ")";
+    gpu_ = local_rank;
+    static bool reserved = false;
+    if (!reserved) cuda::reserve_memory(gpu_, size_t(256) << 20);
+    reserved = true;
+  }
+  int gpu_ = 0;
+};
+
+// The same random values on every rank r: seed r.
+Tensor random_f32(int64_t n, int seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  uint32_t x = 2463534242u + uint32_t(seed) * 7919u;
+  for (float& f : v) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    f = float(x % 20001) / 1000.0f - 10.0f;
+  }
+  return Tensor::from_f32(v, {n});
+}
+
+TEST_F(NcclGroups, CollectivesAgreeWithMpi) {
+  auto mpi = MpiCommunicator::world();
+  auto nccl = NcclCommunicator::create(MpiCommunicator::world()->split(0, mpi->rank()),
+                                       {gpu_, 60.0});
+  const int r = mpi->rank(), p = mpi->size();
+  const Device gpu = Device::cuda(gpu_);
+  Tensor host = random_f32(1000, r);
+  Tensor dev = host.to(gpu);
+  mpi->all_reduce(host, ReduceOp::kMax);  // max and min are exact whatever the order
+  nccl->all_reduce(dev, ReduceOp::kMax);
+  EXPECT_EQ(dev.to(Device::cpu()).to_f32_vector(), host.to_f32_vector());
+  Tensor ints = Tensor::from_i32({r, 3 * r + 1}, {2}), dints = ints.to(gpu);
+  mpi->all_reduce(ints, ReduceOp::kSum);  // integer sums too
+  nccl->all_reduce(dints, ReduceOp::kSum);
+  EXPECT_EQ(dints.to(Device::cpu()).to_f32_vector(), ints.to_f32_vector());
+  Tensor mine = random_f32(64, 100 + r);
+  Tensor gathered = Tensor::empty({p * 64}, DType::kF32), dgathered = gathered.to(gpu);
+  mpi->all_gather(mine, gathered);
+  nccl->all_gather(mine.to(gpu), dgathered);
+  EXPECT_EQ(dgathered.to(Device::cpu()).to_f32_vector(), gathered.to_f32_vector());
+  const int next = (r + 1) % p, prev = (r + p - 1) % p;
+  Tensor in = Tensor::empty({64}, DType::kF32).to(gpu);
+  nccl->send_recv(mine.to(gpu), next, in, prev, 3);
+  EXPECT_EQ(in.to(Device::cpu()).to_f32_vector(), random_f32(64, 100 + prev).to_f32_vector());
+  Tensor b = random_f32(10, r).to(gpu);
+  nccl->broadcast(b, p - 1);
+  EXPECT_EQ(b.to(Device::cpu()).to_f32_vector(), random_f32(10, p - 1).to_f32_vector());
+  nccl->barrier();
+}
+
+TEST_F(NcclGroups, ProcessGroupsCarriedByNccl) {
+  const int p = MpiCommunicator::world()->size();
+  const NcclOptions options{gpu_, 60.0};
+  const GroupTransport nccl = [&](std::unique_ptr<MpiCommunicator> m) {
+    return std::unique_ptr<Communicator>(NcclCommunicator::create(std::move(m), options));
+  };
+  ProcessGroups g = ProcessGroups::create({1, 1, 1, p}, MpiCommunicator::world(), nccl);
+  Tensor me = Tensor::from_i32({g.world->rank()}, {1}).to(Device::cuda(gpu_));
+  Tensor members = Tensor::empty({p}, DType::kI32).to(Device::cuda(gpu_));
+  g.tp->all_gather(me, members);
+  const Tensor got = members.to(Device::cpu());
+  for (int t = 0; t < p; ++t) EXPECT_EQ(got.data<int32_t>()[t], t);
+}
+#endif
 
 TEST(ProcessGroups, RefusesWrongWorldSize) {
   auto world = MpiCommunicator::world();
