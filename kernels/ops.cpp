@@ -63,6 +63,17 @@ void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
                   const std::vector<float>& inv_freq) {
   TESSERA_DISPATCH(x, rope_inplace(x, positions, inv_freq));
 }
+void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
+  if (on_gpu(x)) {
+#if TESSERA_HAVE_CUDA
+    cuda::rope_inplace(x, positions, inv_freq);
+#endif
+    return;
+  }
+  const Tensor pos = positions.to(Device::cpu());
+  const int32_t* p = pos.data<int32_t>();
+  cpu::rope_inplace(x, std::vector<int32_t>(p, p + pos.numel()), inv_freq.to_f32_vector());
+}
 void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                       const std::vector<int32_t>& q_positions, float scale, Tensor& out) {
   TESSERA_ASSERT(!on_gpu(q),
@@ -78,6 +89,46 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
                                 AttentionState& state) {
   TESSERA_DISPATCH(q, paged_attention_accumulate(q, k_pool, v_pool, seqs, scale, state));
 }
+PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seqs, int64_t m,
+                                           int64_t n_heads, const Tensor& k_pool,
+                                           int64_t keys_capacity) {
+  PagedAttentionWork w;
+  w.device = k_pool.device();
+  w.m = m, w.n_heads = n_heads, w.keys_capacity = keys_capacity;
+  w.sequences = seqs;
+#if TESSERA_HAVE_CUDA
+  if (on_gpu(k_pool)) w.gpu = cuda::prepare_paged_attention(seqs, m, n_heads, k_pool, keys_capacity);
+#endif
+  return w;
+}
+void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSequence>& seqs) {
+  TESSERA_ASSERT(work.keys_capacity > 0, "refill of paged attention work prepared for one step");
+  TESSERA_ASSERT(seqs.size() == work.sequences.size(),
+                 "refill of paged attention work for " << work.sequences.size()
+                                                       << " sequences with " << seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i)
+    TESSERA_ASSERT(seqs[i].row == work.sequences[i].row && seqs[i].rows == work.sequences[i].rows &&
+                       seqs[i].keys <= work.keys_capacity,
+                   "refill of paged attention work: sequence " << i << " has other rows or more "
+                                                               << "keys than its capacity");
+  work.sequences = seqs;
+#if TESSERA_HAVE_CUDA
+  if (work.gpu) cuda::refill_paged_attention(work.gpu, seqs);
+#endif
+}
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const PagedAttentionWork& work, float scale,
+                                AttentionState& state) {
+  TESSERA_ASSERT(work.device == k_pool.device() && work.m == q.dim(0) && work.n_heads == q.dim(1),
+                 "paged attention work prepared for other queries or pools");
+  if (on_gpu(q)) {
+#if TESSERA_HAVE_CUDA
+    cuda::paged_attention_accumulate(q, k_pool, v_pool, work.gpu, scale, state);
+#endif
+    return;
+  }
+  cpu::paged_attention_accumulate(q, k_pool, v_pool, work.sequences, scale, state);
+}
 void attention_merge(AttentionState& state, const AttentionState& other) {
   TESSERA_DISPATCH(state.acc, attention_merge(state, other));
 }
@@ -87,6 +138,18 @@ void attention_finish(const AttentionState& state, Tensor& out) {
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const std::vector<int64_t>& slots) {
   TESSERA_DISPATCH(k_pool, store_kv(k_pool, v_pool, k, v, slots));
+}
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const Tensor& slots) {
+  if (on_gpu(k_pool)) {
+#if TESSERA_HAVE_CUDA
+    cuda::store_kv(k_pool, v_pool, k, v, slots);
+#endif
+    return;
+  }
+  const Tensor s = slots.to(Device::cpu());
+  const int64_t* p = s.data<int64_t>();
+  cpu::store_kv(k_pool, v_pool, k, v, std::vector<int64_t>(p, p + s.numel()));
 }
 void round_through(Tensor& x, DType type) {
   TESSERA_DISPATCH(x, round_through(x, type));

@@ -7,6 +7,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/tensor.h"
@@ -44,6 +45,10 @@ std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& sc
 // head_dim / 2 entries.
 void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
                   const std::vector<float>& inv_freq);
+
+// The same with positions (m) int32 and inv_freq (head_dim / 2) f32 as tensors on x's device: a
+// step uploads its positions once for every layer, and a CUDA graph's kernels read them there.
+void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
 
 // Causal attention of one sequence over its cached keys.
 // q(m, n_heads, d), k and v (t, n_kv_heads, d): key j sits at position j. Query row r sits at
@@ -84,6 +89,28 @@ struct PagedSequence {
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::vector<PagedSequence>& seqs, float scale,
                                 AttentionState& state);
+// paged_attention_accumulate's work for one step, prepared once and used by every layer (the
+// sequences and block tables are the same in each): on the CPU the sequences themselves (their
+// block tables must outlive it); on a GPU the kernel's plan, in GPU memory. Prepared with
+// keys_capacity > 0, the plan's shape (its split of the key lists, the block tables' room) is
+// fixed for up to that many keys per sequence, so refill() can rewrite it in place for another
+// step of as many sequences and rows: a CUDA graph replays kernels that read it there.
+struct PagedAttentionWork {
+  Device device;
+  int64_t m = 0, n_heads = 0, keys_capacity = 0;
+  std::vector<PagedSequence> sequences;  // what it was prepared for
+  std::shared_ptr<void> gpu;             // the plan on the GPU (kernels/cuda/cuda_ops.cpp)
+};
+// For q (m, n_heads, d) over pools like k_pool.
+PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seqs, int64_t m,
+                                           int64_t n_heads, const Tensor& k_pool,
+                                           int64_t keys_capacity = 0);
+// Rewrites a fixed-shape work (keys_capacity > 0) for seqs: as many sequences, each with as many
+// rows as before, and no more keys than the capacity.
+void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSequence>& seqs);
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const PagedAttentionWork& work, float scale,
+                                AttentionState& state);
 // state = the union of state and other (log-sum-exp rescaling).
 void attention_merge(AttentionState& state, const AttentionState& other);
 // out(m, n_heads, d) = acc / sum.
@@ -94,6 +121,9 @@ void attention_finish(const AttentionState& state, Tensor& out);
 // of -1 is skipped.
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const std::vector<int64_t>& slots);
+// The same with slots (rows) int64 as a tensor on the pools' device.
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const Tensor& slots);
 // x (f32) = x rounded to `type` and widened again: what a cache of that type keeps.
 void round_through(Tensor& x, DType type);
 // dst = src (the same dtype and element count; any devices).

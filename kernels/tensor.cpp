@@ -73,12 +73,20 @@ Storage::~Storage() {
   allocator_for(device_.type).deallocate(data_, device_.index);
 }
 
+namespace {
+thread_local KeepAllocations* current_keeper = nullptr;
+}  // namespace
+
+KeepAllocations::KeepAllocations() : outer_(current_keeper) { current_keeper = this; }
+KeepAllocations::~KeepAllocations() { current_keeper = outer_; }
+
 Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
   for (int64_t d : shape) TESSERA_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
   Tensor t;
   t.shape_ = std::move(shape);
   t.dtype_ = dtype;
   t.storage_ = std::make_shared<Storage>(t.nbytes(), device);
+  if (current_keeper && !device.is_cpu()) current_keeper->kept_.push_back(t.storage_);
   return t;
 }
 

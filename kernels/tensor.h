@@ -85,4 +85,23 @@ class Tensor {
   DType dtype_ = DType::kF32;
 };
 
+// While one is alive on a thread, every Tensor::empty off the host on that thread is also held by
+// it: a CUDA graph's kernels keep using the memory they were captured with, whatever becomes of
+// the tensors on the host, so the graph holds it. They nest (the inner one holds what is made
+// while it lives).
+class KeepAllocations {
+ public:
+  KeepAllocations();
+  ~KeepAllocations();
+  KeepAllocations(const KeepAllocations&) = delete;
+  KeepAllocations& operator=(const KeepAllocations&) = delete;
+  // What it holds, handed over (it holds nothing after).
+  std::vector<std::shared_ptr<Storage>> take() { return std::move(kept_); }
+
+ private:
+  friend class Tensor;
+  std::vector<std::shared_ptr<Storage>> kept_;
+  KeepAllocations* outer_;
+};
+
 }  // namespace tessera

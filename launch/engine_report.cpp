@@ -56,6 +56,11 @@ void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::s
     }
     std::fprintf(stderr, "%s of %.2f s (computing steps, mean over each stage's ranks)\n",
                  line.c_str(), stats.run_seconds);
+    if (stats.graphs_captured > 0)
+      std::fprintf(stderr, "CUDA graphs: %lld of rank 0's %lld steps were graph replays (%lld "
+                   "graphs captured, one per batch-size bucket)\n",
+                   (long long)stats.graph_replays, (long long)stats.steps,
+                   (long long)stats.graphs_captured);
   }
   if (world.rank() == 0 && stats.finished > 0) {
     const SchedulerMetrics& m = stats.scheduler;

@@ -1,6 +1,7 @@
 #include "launch/model_run.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 
 #include "parallel/mpi_communicator.h"
@@ -63,6 +64,9 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "what the KV cache stores: f32 (exact) or f16 (half the memory and the attention's "
        "reads; keys and values rounded to half precision)")
       ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
+      ("no-cuda-graphs", po::bool_switch(),
+       "on a GPU, launch every kernel of a decode step instead of replaying a CUDA graph "
+       "captured for its batch size")
       ("max-batch", po::value(&engine.max_sequences)->default_value(engine.max_sequences),
        "requests running at once (continuous batching)")
       ("max-step-tokens", po::value(&engine.max_step_tokens)->default_value(2048),
@@ -118,6 +122,13 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   const KvPoolShape shape = m.kv_shape(e.block_size, e.kv_dtype);
   e.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
   e.fail_at_step = injected_failure_step(run.groups.world->rank());
+  if (!load.device.is_cpu() && !vm["no-cuda-graphs"].as<bool>()) {
+    // Every sequence's keys fit its context window and the pool.
+    const int64_t model_window = m.config().max_position_embeddings;
+    const int64_t window = o.max_context > 0 ? std::min(o.max_context, model_window) : model_window;
+    run.bundle.model->use_decode_graphs(e.max_sequences,
+                                        std::min(window, e.num_blocks * e.block_size));
+  }
   if (run.rank0)
     std::fprintf(stderr,
                  "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %s, %.1f MB "

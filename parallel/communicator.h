@@ -44,6 +44,10 @@ class Communicator {
   virtual void send_bytes(const std::string& bytes, int dst, int tag = 0) = 0;
   virtual void recv_bytes(std::string& bytes, int src, int tag = 0) = 0;
   virtual void barrier() = 0;
+  // Whether its collectives on GPU tensors can be captured in a CUDA graph (queued on the GPU's
+  // stream without the host waiting): NCCL's can; MPI's stage through host memory, so only a
+  // group of one (where they do nothing) can.
+  virtual bool graph_capturable() const { return size() == 1; }
 };
 
 // A world of one: every collective is the identity; send and recv have no peer and throw.

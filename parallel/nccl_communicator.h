@@ -54,6 +54,7 @@ class NcclCommunicator final : public Communicator {
   void recv_bytes(std::string& bytes, int src, int tag) override;
   // Waits for this rank's queued collectives (or throws what went wrong), then the host barrier.
   void barrier() override;
+  bool graph_capturable() const override { return true; }
   // Blocks until every collective queued so far has finished; throws a failure or a timeout.
   void synchronize();
 

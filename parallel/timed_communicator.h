@@ -27,6 +27,7 @@ class TimedCommunicator final : public Communicator {
   void send_bytes(const std::string& bytes, int dst, int tag) override;
   void recv_bytes(std::string& bytes, int src, int tag) override;
   void barrier() override;
+  bool graph_capturable() const override { return inner_->graph_capturable(); }
 
  private:
   template <typename F>

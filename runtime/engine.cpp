@@ -335,6 +335,8 @@ std::vector<GenerationResult> Engine::run() {
   }
   histories_.clear();
   stats_.run_seconds = now_seconds() - clock_zero_;
+  stats_.graph_replays = model_.graph_replays();
+  stats_.graphs_captured = model_.graphs_captured();
   std::vector<GenerationResult> results;
   if (leader_) {
     for (auto& [id, s] : sequences_) results.push_back(std::move(s->result));

@@ -82,6 +82,8 @@ struct EngineStats {
   double ttft_sum = 0, tpot_sum = 0;  // seconds to first token; per output token after it
   int64_t tpot_count = 0;             // requests with more than one output token
   SchedulerMetrics scheduler;         // at the end of the run (peaks over the run)
+  int64_t graph_replays = 0;    // this rank's decode steps that were CUDA graph replays (so far)
+  int64_t graphs_captured = 0;  // and the graphs captured for them (one per batch-size bucket)
   int64_t block_size = 0;
 };
 

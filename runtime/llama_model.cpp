@@ -8,6 +8,9 @@
 
 #include "io/llama_tensors.h"
 #include "kernels/ops.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/stream_graph.h"
+#endif
 #include "runtime/sp_split.h"
 #include "runtime/weight_source.h"
 
@@ -95,6 +98,8 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
     const Tensor f = src.read_whole_f32("rope_freqs.weight");
     for (int64_t i = 0; i < hd / 2; ++i) m.rope_inv_freq_[size_t(i)] /= f.data<float>()[i];
   }
+  m.rope_inv_freq_device_ =
+      Tensor::from_f32(m.rope_inv_freq_, {int64_t(m.rope_inv_freq_.size())}).to(m.device_);
   return m;
 }
 
@@ -179,21 +184,68 @@ int64_t LlamaModel::local_rows(const std::vector<BatchRows>& batch) const {
   return n;
 }
 
+struct LlamaModel::HostRows {
+  std::vector<int32_t> positions;             // (n) each row's position
+  std::vector<int64_t> slots;                 // (n) each row's K/V slot in the pool (-1: not kept)
+  std::vector<ops::PagedSequence> attention;  // paged attention's sequences (none: SP prompt)
+};
+
+struct LlamaModel::StepRows {
+  const std::vector<Segment>* segs = nullptr;
+  Tensor positions;                   // (n) int32 on the model's device
+  Tensor slots;                       // (n) int64 on the model's device
+  ops::PagedAttentionWork attention;  // prepared once for every layer (not for an SP prompt)
+};
+
+LlamaModel::HostRows LlamaModel::host_rows(const std::vector<Segment>& segs, int64_t n) const {
+  HostRows h;
+  h.positions.resize(size_t(n));
+  h.slots.assign(size_t(n), -1);
+  const int64_t bs = segs.front().seq->pool->block_size();
+  for (const Segment& s : segs) {
+    for (int64_t i = 0; i < s.rows; ++i) {
+      h.positions[size_t(s.row + i)] = int32_t(s.position + i);
+      // New keys and values go after the rows each sequence holds (with sequence parallelism
+      // a decode token's K/V is kept by one SP rank).
+      const int64_t row = s.seq->rows + i;
+      if (s.keep) h.slots[size_t(s.row + i)] = int64_t(s.seq->blocks[row / bs]) * bs + row % bs;
+    }
+    if (s.sp_prompt) continue;  // ring attention
+    if (shard_.sp_size > 1)     // each SP rank attends over the positions it keeps
+      h.attention.push_back(
+          {s.row, s.rows, s.seq->blocks, s.seq->rows + (s.keep ? s.rows : 0), ops::kAllKeysVisible});
+    else  // key j of a sequence is its position j: row r sees keys up to its own position
+      h.attention.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + s.rows, s.position});
+  }
+  return h;
+}
+
+LlamaModel::StepRows LlamaModel::upload(const HostRows& h, int64_t n,
+                                        const std::vector<Segment>& segs,
+                                        int64_t keys_capacity) const {
+  StepRows r;
+  r.segs = &segs;
+  r.positions = Tensor::from_i32(h.positions, {n}).to(device_);
+  r.slots = Tensor::from_i64(h.slots, {n}).to(device_);
+  if (!h.attention.empty())
+    r.attention = ops::prepare_paged_attention(h.attention, n, shard_.heads.q.size(),
+                                               segs.front().seq->pool->keys(0), keys_capacity);
+  return r;
+}
+
 void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
-                                 const std::vector<Segment>& segs,
-                                 const std::vector<int32_t>& positions, Tensor& out) const {
+                                 const StepRows& rows, Tensor& out) const {
   const int64_t n = x.dim(0), hd = config_.head_dim;
   const int64_t heads = shard_.heads.q.size(), kv_heads = shard_.heads.kv.size();
+  const std::vector<Segment>& segs = *rows.segs;
   Tensor q = Tensor::empty({n, heads, hd}, act_, device_);
   Tensor k = Tensor::empty({n, kv_heads, hd}, act_, device_);
   Tensor v = Tensor::empty({n, kv_heads, hd}, act_, device_);
   w.q.forward(x, q);  // the whole batch in one matmul each
   w.k.forward(x, k);
   w.v.forward(x, v);
-  ops::rope_inplace(q, positions, rope_inv_freq_);
-  ops::rope_inplace(k, positions, rope_inv_freq_);
-  // New keys and values go after the rows each sequence holds (with sequence parallelism a
-  // decode token's K/V is kept by one SP rank).
+  ops::rope_inplace(q, rows.positions, rope_inv_freq_device_);
+  ops::rope_inplace(k, rows.positions, rope_inv_freq_device_);
   KvPool& pool = *segs.front().seq->pool;
   if (act_ != DType::kF32) {  // the cache and ring attention take float32 keys and values
     Tensor kf = Tensor::empty(k.shape(), DType::kF32, device_);
@@ -206,29 +258,17 @@ void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tenso
   // Every use of this step's K/V (ring attention too) sees the values the cache keeps.
   ops::round_through(k, pool.shape().dtype);
   ops::round_through(v, pool.shape().dtype);
-  std::vector<int64_t> slots(static_cast<size_t>(n), -1);  // of each row's K/V in the pool
-  const int64_t bs = pool.block_size();
-  for (const Segment& s : segs) {
-    if (!s.keep) continue;
-    for (int64_t i = 0; i < s.rows; ++i) {
-      const int64_t row = s.seq->rows + i;
-      slots[size_t(s.row + i)] = int64_t(s.seq->blocks[row / bs]) * bs + row % bs;
-    }
-  }
-  ops::store_kv(pool.keys(layer), pool.values(layer), k, v, slots);
+  ops::store_kv(pool.keys(layer), pool.values(layer), k, v, rows.slots);
   Tensor attn = Tensor::empty({n, heads, hd}, act_, device_);
   const float scale = 1.0f / std::sqrt(float(hd));
   if (shard_.sp_size > 1 && segs[0].sp_prompt) {
     ring_attention(q, k, v, segs[0].tokens, attn);  // a prompt split over the SP group
   } else if (shard_.sp_size > 1) {
-    sp_decode_attention(q, layer, segs, attn);
+    sp_decode_attention(q, layer, rows, attn);
   } else {
-    // Key j of a sequence is its position j: row r sees keys up to its own position.
-    std::vector<ops::PagedSequence> paged;
-    for (const Segment& s : segs)
-      paged.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + s.rows, s.position});
     ops::AttentionState state = ops::AttentionState::empty(n, heads, hd, device_);
-    ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), paged, scale, state);
+    ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), rows.attention, scale,
+                                    state);
     ops::attention_finish(state, attn);
   }
   w.o.forward(attn.view({n, heads * hd}), out);
@@ -264,20 +304,16 @@ void LlamaModel::ring_attention(const Tensor& q, const Tensor& k, const Tensor& 
   ops::attention_finish(state, out);
 }
 
-void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer,
-                                     const std::vector<Segment>& segs, Tensor& out) const {
+void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer, const StepRows& rows,
+                                     Tensor& out) const {
   // Every SP rank attends over the positions it keeps (including this step's token where it
   // keeps it); the partial states of the whole batch are gathered in one go and merged in rank
   // order, so every rank ends with the same result.
   const int sp = shard_.sp_size;
   const int64_t m = q.dim(0), heads = q.dim(1), hd = q.dim(2);
   ops::AttentionState mine = ops::AttentionState::empty(m, heads, hd, device_);
-  std::vector<ops::PagedSequence> paged;
-  for (const Segment& s : segs)
-    paged.push_back(
-        {s.row, s.rows, s.seq->blocks, s.seq->rows + (s.keep ? s.rows : 0), ops::kAllKeysVisible});
-  KvPool& pool = *segs.front().seq->pool;
-  ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), paged,
+  KvPool& pool = *rows.segs->front().seq->pool;
+  ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), rows.attention,
                                   1.0f / std::sqrt(float(hd)), mine);
   Tensor accs = Tensor::empty({sp, m, heads, hd}, DType::kF32, device_);
   Tensor mxs = Tensor::empty({sp, m, heads}, DType::kF32, device_);
@@ -305,6 +341,42 @@ void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) co
   w.down.forward(gate, out);
 }
 
+void LlamaModel::run_layers(Tensor& x, const StepRows& rows) const {
+  const ModelConfig& c = config_;
+  const int64_t n = x.dim(0);
+  Tensor normed = Tensor::empty({n, c.hidden_size}, act_, device_);
+  Tensor delta = Tensor::empty({n, c.hidden_size}, act_, device_);
+  for (int64_t i = 0; i < int64_t(layers_.size()); ++i) {  // i: the layer's index in this stage
+    const LlamaLayer& w = layers_[size_t(i)];
+    ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
+    attention_block(w, i, normed, rows, delta);
+    ops::add_inplace(x, delta);
+    ops::rms_norm(x, w.post_norm, c.rms_norm_eps, normed);
+    mlp_block(w, normed, delta);
+    ops::add_inplace(x, delta);
+  }
+}
+
+Tensor LlamaModel::head(const Tensor& h) const {
+  Tensor normed = Tensor::empty(h.shape(), act_, device_);
+  ops::rms_norm(h, norm_, config_.rms_norm_eps, normed);
+  Tensor logits = Tensor::empty({h.dim(0), shard_.vocab.size()}, act_, device_);
+  lm_head_.forward(normed, logits);
+  return logits;
+}
+
+namespace {
+
+// t as float32 in host memory (itself when it is).
+Tensor on_host(const Tensor& t) {
+  if (t.device().is_cpu() && t.dtype() == DType::kF32) return t;
+  Tensor h = Tensor::empty(t.shape(), DType::kF32);
+  ops::convert(t, h);
+  return h;
+}
+
+}  // namespace
+
 Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector<BatchRows>& batch,
                                  const Tensor& hidden) const {
   const ModelConfig& c = config_;
@@ -316,48 +388,28 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
       segs.back().token + segs.back().tokens == int64_t(tokens.size()) || !stage_.first(),
       "the batch has " << segs.back().token + segs.back().tokens << " tokens, " << tokens.size()
                        << " given");
-  std::vector<int32_t> positions(static_cast<size_t>(n));
-  std::vector<int32_t> my_tokens(stage_.first() ? size_t(n) : 0);
-  for (const Segment& s : segs)
-    for (int64_t i = 0; i < s.rows; ++i) {
-      positions[size_t(s.row + i)] = int32_t(s.position + i);
-      if (stage_.first())  // a sequence-parallel prompt's rows start at its chunk
-        my_tokens[size_t(s.row + i)] = tokens[size_t(s.token + (s.sp_prompt ? s.position : 0) + i)];
-    }
+  TESSERA_ASSERT(stage_.first() || (hidden.defined() && hidden.dim(0) == n &&
+                                    hidden.dim(1) == c.hidden_size),
+                 "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs ("
+                                          << n << ", " << c.hidden_size << ")");
+  for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
+  if (decode_graph_fits(segs)) return forward_decode_graph(tokens, segs, hidden);
 
   Tensor x;  // the residual stream (n, hidden)
   if (stage_.first()) {
+    std::vector<int32_t> my_tokens(static_cast<size_t>(n));
+    for (const Segment& s : segs)  // a sequence-parallel prompt's rows start at its chunk
+      for (int64_t i = 0; i < s.rows; ++i)
+        my_tokens[size_t(s.row + i)] = tokens[size_t(s.token + (s.sp_prompt ? s.position : 0) + i)];
     x = Tensor::empty({n, c.hidden_size}, act_, device_);
     embed_.forward(my_tokens, x);
+  } else if (hidden.device() == device_ && hidden.dtype() == act_) {
+    x = hidden;
   } else {
-    TESSERA_ASSERT(hidden.defined() && hidden.dim(0) == n && hidden.dim(1) == c.hidden_size,
-                   "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs ("
-                                            << n << ", " << c.hidden_size << ")");
-    if (hidden.device() == device_ && hidden.dtype() == act_) {
-      x = hidden;
-    } else {
-      x = Tensor::empty(hidden.shape(), act_, device_);
-      ops::convert(hidden, x);
-    }
+    x = Tensor::empty(hidden.shape(), act_, device_);
+    ops::convert(hidden, x);
   }
-  Tensor normed = Tensor::empty({n, c.hidden_size}, act_, device_);
-  Tensor delta = Tensor::empty({n, c.hidden_size}, act_, device_);
-  for (int64_t i = 0; i < int64_t(layers_.size()); ++i) {  // i: the layer's index in this stage
-    const LlamaLayer& w = layers_[size_t(i)];
-    ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
-    attention_block(w, i, normed, segs, positions, delta);
-    ops::add_inplace(x, delta);
-    ops::rms_norm(x, w.post_norm, c.rms_norm_eps, normed);
-    mlp_block(w, normed, delta);
-    ops::add_inplace(x, delta);
-  }
-  for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
-  const auto on_host = [](const Tensor& t) {  // float32, in host memory
-    if (t.device().is_cpu() && t.dtype() == DType::kF32) return t;
-    Tensor h = Tensor::empty(t.shape(), DType::kF32);
-    ops::convert(t, h);
-    return h;
-  };
+  run_layers(x, upload(host_rows(segs, n), n, segs, 0));
   if (!stage_.last()) return on_host(x);
 
   int64_t wanted = 0;
@@ -366,13 +418,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
   if (segs[0].sp_prompt) {  // the SP rank with the prompt's last token computes, the others receive
     const int owner = sp_last_token_owner(segs[0].tokens, shard_.sp_size);
     Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
-    if (shard_.sp_rank == owner) {
-      Tensor last_normed = Tensor::empty({1, c.hidden_size}, act_, device_);
-      ops::rms_norm(x.rows(n - 1, n), norm_, c.rms_norm_eps, last_normed);
-      Tensor computed = Tensor::empty({wanted, shard_.vocab.size()}, act_, device_);
-      lm_head_.forward(last_normed, computed);
-      ops::convert(computed, logits);
-    }
+    if (shard_.sp_rank == owner) ops::convert(head(x.rows(n - 1, n)), logits);
     sp_->broadcast(logits, owner);
     return logits;
   }
@@ -384,10 +430,125 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
     ops::copy(x.rows(end - s.logits, end), to);
     at += s.logits;
   }
-  ops::rms_norm(last, norm_, c.rms_norm_eps, last);
-  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, act_, device_);
-  lm_head_.forward(last, logits);
-  return on_host(logits);
+  return on_host(head(last));
+}
+
+// ---- decode steps as CUDA graph replays ----------------------------------------------------
+
+struct LlamaModel::DecodeGraph {
+  int64_t rows = 0;        // the bucket: rows of every step it runs
+  Tensor x;                // (rows, hidden): the residual stream, the step's input
+  Tensor out;              // the last stage's logits (rows, vocab / tp); else x is the output
+  const void* pool_keys = nullptr;  // the pool whose blocks the captured kernels read and write
+  int64_t pool_blocks = 0;          // (a pool that grew has moved)
+  StepRows step;           // positions, slots and the attention plan, rewritten every step
+  std::vector<int32_t> idle_table = {0};  // the padding rows' block table
+#if TESSERA_HAVE_CUDA
+  std::unique_ptr<cuda::StreamGraph> graph;
+#endif
+  std::vector<std::shared_ptr<Storage>> kept;  // the memory the captured kernels use
+};
+
+void LlamaModel::use_decode_graphs(int64_t max_batch, int64_t max_keys) {
+  TESSERA_CHECK(max_batch >= 0 && max_keys >= 0, "decode graphs need max_batch and max_keys >= 0");
+  graphs_.clear();
+  graph_max_batch_ = max_batch;
+  graph_max_keys_ = max_keys;
+}
+
+bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {
+#if TESSERA_HAVE_CUDA
+  if (graph_max_batch_ == 0 || device_.is_cpu() || shard_.sp_size > 1) return false;
+  if (!tp_->graph_capturable() || int64_t(segs.size()) > graph_max_batch_) return false;
+  for (const Segment& s : segs)
+    if (s.tokens != 1 || s.rows != 1 || s.seq->rows + 1 > graph_max_keys_) return false;
+  return true;
+#else
+  (void)segs;
+  return false;
+#endif
+}
+
+Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
+                                        const std::vector<Segment>& segs,
+                                        const Tensor& hidden) const {
+#if TESSERA_HAVE_CUDA
+  const ModelConfig& c = config_;
+  const int64_t n = int64_t(segs.size());
+  int64_t bucket = 1;
+  while (bucket < n) bucket *= 2;
+  std::shared_ptr<DecodeGraph>& slot = graphs_[bucket];
+  KvPool& pool = *segs.front().seq->pool;
+  if (slot && (slot->pool_keys != pool.keys(0).raw() || slot->pool_blocks != pool.num_blocks()))
+    slot.reset();  // captured for another pool, or before this one grew
+
+  const bool first_use = !slot;
+  if (first_use) {
+    slot = std::make_shared<DecodeGraph>();
+    slot->rows = bucket;
+  }
+  DecodeGraph& g = *slot;
+  // The step's rows, then idle rows up to the bucket: position 0, nothing stored, no keys.
+  HostRows h = host_rows(segs, n);
+  h.positions.resize(size_t(bucket), 0);
+  h.slots.resize(size_t(bucket), -1);
+  for (int64_t r = n; r < bucket; ++r) h.attention.push_back({r, 1, g.idle_table.data(), 0, 0});
+  if (first_use) {
+    g.x = Tensor::empty({bucket, c.hidden_size}, act_, device_);
+    g.pool_keys = pool.keys(0).raw();
+    g.pool_blocks = pool.num_blocks();
+    g.step = upload(h, bucket, segs, graph_max_keys_);
+  } else {
+    Tensor positions = Tensor::from_i32(h.positions, {bucket});
+    Tensor slots = Tensor::from_i64(h.slots, {bucket});
+    ops::copy(positions, g.step.positions);
+    ops::copy(slots, g.step.slots);
+    ops::refill_paged_attention(g.step.attention, h.attention);
+  }
+  g.step.segs = &segs;  // this step's (the capture reads them; a replay reads nothing here)
+  // The step's input into the graph's residual buffer (outside the graph: the embedding reads
+  // token ids from the host, and a stage's input arrives in host memory).
+  Tensor x_rows = g.x.rows(0, n);
+  if (stage_.first())
+    embed_.forward(tokens, x_rows);
+  else
+    ops::convert(hidden, x_rows);
+  if (!g.graph) {
+    g.graph = std::make_unique<cuda::StreamGraph>(device_.index);
+    KeepAllocations keep;
+    g.graph->begin_capture();
+    try {
+      run_layers(g.x, g.step);
+      if (stage_.last()) g.out = head(g.x);
+      g.graph->end_capture();
+    } catch (...) {
+      g.graph->abandon_capture();
+      g.graph.reset();
+      slot.reset();
+      throw;
+    }
+    g.kept = keep.take();
+  }
+  g.graph->replay();
+  ++graph_replays_;
+  if (!stage_.last()) return on_host(g.x.rows(0, n));
+  int64_t wanted = 0;
+  for (const Segment& s : segs) wanted += s.logits;
+  const Tensor all = on_host(g.out.rows(0, n));
+  if (wanted == n) return all;
+  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
+  int64_t at = 0;
+  for (const Segment& s : segs)
+    if (s.logits > 0) {
+      std::memcpy(logits.rows(at, at + 1).raw(), all.rows(s.row, s.row + 1).raw(),
+                  size_t(shard_.vocab.size()) * sizeof(float));
+      ++at;
+    }
+  return logits;
+#else
+  (void)tokens, (void)segs, (void)hidden;
+  TESSERA_FAIL("decode graphs need the CUDA backend");
+#endif
 }
 
 Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,

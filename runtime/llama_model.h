@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "io/model_config.h"
@@ -124,20 +126,43 @@ class LlamaModel {
   // The full logits (n, vocab) from every rank's shard (an all-gather when tp > 1).
   Tensor gather_logits(const Tensor& local) const;
 
+  // CUDA graphs for decode steps on a GPU: a step whose sequences all decode one token runs as
+  // one replay of a graph captured for its batch-size bucket (1, 2, 4, ... rows; the batch padded
+  // with rows that attend to nothing and store nothing), instead of a few hundred launches.
+  // max_keys bounds every sequence's keys (the graphs' attention plans are sized for it). Used
+  // only where every collective of a step can be captured: TP over NCCL or no TP, and no
+  // sequence parallelism. max_batch 0: off.
+  void use_decode_graphs(int64_t max_batch, int64_t max_keys);
+  // Decode steps that ran as a graph replay, and graphs captured, so far.
+  int64_t graph_replays() const { return graph_replays_; }
+  int64_t graphs_captured() const { return int64_t(graphs_.size()); }
+
  private:
   static LlamaModel build(const WeightSource& weights, Communicator* tp, Communicator* pp,
                           Communicator* sp, const LoadOptions& options);
   struct Segment;  // one sequence's rows of a step, as this rank computes them
+  struct StepRows;     // a step's per-row metadata on the model's device, read by every layer
+  struct HostRows;     // the same, as the host makes it
+  struct DecodeGraph;  // a captured decode step for one batch-size bucket
   std::vector<Segment> segments(const std::vector<BatchRows>& batch) const;
-  void attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
-                       const std::vector<Segment>& segs, const std::vector<int32_t>& positions,
+  HostRows host_rows(const std::vector<Segment>& segs, int64_t n) const;
+  StepRows upload(const HostRows& h, int64_t n, const std::vector<Segment>& segs,
+                  int64_t keys_capacity) const;
+  // Every layer of this stage over the residual stream x (n, hidden), in place.
+  void run_layers(Tensor& x, const StepRows& rows) const;
+  // The final norm and the LM head over every row of h: (rows, vocab / tp) in the model's dtype.
+  Tensor head(const Tensor& h) const;
+  bool decode_graph_fits(const std::vector<Segment>& segs) const;
+  Tensor forward_decode_graph(const std::vector<int32_t>& tokens, const std::vector<Segment>& segs,
+                              const Tensor& hidden) const;
+  void attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x, const StepRows& rows,
                        Tensor& out) const;
   // Sequence-parallel attention of this rank's query rows of a prompt of n_prompt tokens.
   void ring_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_prompt,
                       Tensor& out) const;
   // Sequence-parallel decode: every row's attention over the positions each SP rank keeps,
   // merged across the group.
-  void sp_decode_attention(const Tensor& q, int64_t layer, const std::vector<Segment>& segs,
+  void sp_decode_attention(const Tensor& q, int64_t layer, const StepRows& rows,
                            Tensor& out) const;
   void mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const;
 
@@ -155,6 +180,12 @@ class LlamaModel {
   ColumnParallelLinear
       lm_head_;  // (vocab / tp, hidden), last stage; the embedding's rows when tied
   std::vector<float> rope_inv_freq_;  // (head_dim / 2)
+  Tensor rope_inv_freq_device_;       // (head_dim / 2) f32 on the model's device
+  int64_t graph_max_batch_ = 0, graph_max_keys_ = 0;  // use_decode_graphs
+  // Captured decode graphs by batch-size bucket: made by the first step of each bucket. (A cache
+  // of the const forward; the model is used by one thread.)
+  mutable std::map<int64_t, std::shared_ptr<DecodeGraph>> graphs_;
+  mutable int64_t graph_replays_ = 0;
 };
 
 }  // namespace tessera

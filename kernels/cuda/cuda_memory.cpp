@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 
+#include "kernels/cuda/simt_capture.h"
 #include "kernels/device.h"
 #include "kernels/error.h"
 
@@ -46,12 +47,29 @@ class CudaAllocator final : public DeviceAllocator {
   }
   void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
     if (bytes == 0) return;
+    const bool host_end = dst_dev.is_cpu() || src_dev.is_cpu();
     if (emulated(dst_dev) || emulated(src_dev)) {  // all host memory
+      if (simt::capturing()) {  // a CUDA graph's copy, run at each replay
+        TESSERA_ASSERT(!host_end, "a copy to or from host memory inside a CUDA graph capture");
+        simt::record([=] {
+          std::memcpy(dst, src, bytes);
+          return std::string();
+        });
+        return;
+      }
       std::memcpy(dst, src, bytes);
       return;
     }
     const cudaStream_t s =
         static_cast<cudaStream_t>(stream(dst_dev.is_cpu() ? src_dev.index : dst_dev.index));
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(s, &capture);
+    if (capture != cudaStreamCaptureStatusNone) {  // a graph's copy node: no waiting
+      TESSERA_ASSERT(!host_end, "a copy to or from host memory inside a CUDA graph capture");
+      TESSERA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s),
+                         "copy of " << bytes << " bytes inside a CUDA graph capture");
+      return;
+    }
     TESSERA_CUDA_CHECK(
         cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s),
         "copy of " << bytes << " bytes from " << src_dev.str() << " to " << dst_dev.str());

@@ -123,15 +123,21 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
 
 void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
                   const std::vector<float>& inv_freq) {
+  rope_inplace(x, upload_i32(positions, x.device()),
+               Tensor::from_f32(inv_freq, {int64_t(inv_freq.size())}).to(x.device()));
+}
+
+void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
   const Elem t = common_elem({{&x, "rope input"}});
   TESSERA_ASSERT(x.ndim() == 3,
                  "rope expects (tokens, heads, head_dim), got " << shape_str(x.shape()));
-  TESSERA_ASSERT(int64_t(positions.size()) == x.dim(0) && int64_t(inv_freq.size()) == x.dim(2) / 2,
+  check_gpu(positions, "rope positions");
+  check_f32(inv_freq, "rope frequencies");
+  TESSERA_ASSERT(positions.dtype() == DType::kI32 && positions.numel() == x.dim(0) &&
+                     inv_freq.numel() == x.dim(2) / 2,
                  "rope: positions/frequencies do not match " << shape_str(x.shape()));
-  const Tensor pos = upload_i32(positions, x.device());
-  const Tensor inv = Tensor::from_f32(inv_freq, {int64_t(inv_freq.size())}).to(x.device());
-  check_launch(kernels_for(x).rope(t, x.raw(), pos.data<int32_t>(), inv.data<float>(), x.dim(0),
-                                   x.dim(1), x.dim(2), stream_of(x)),
+  check_launch(kernels_for(x).rope(t, x.raw(), positions.data<int32_t>(), inv_freq.data<float>(),
+                                   x.dim(0), x.dim(1), x.dim(2), stream_of(x)),
                "rope");
 }
 
@@ -148,47 +154,112 @@ void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out
                "embedding");
 }
 
-void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
-                                const std::vector<ops::PagedSequence>& seqs, float scale,
-                                ops::AttentionState& state) {
-  check_gpu(q, "attention q");
-  const Elem kv = common_elem({{&k_pool, "key pool"}, {&v_pool, "value pool"}});
-  for (const Tensor* s : {&state.acc, &state.mx, &state.sum}) check_f32(*s, "attention state");
-  const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
-  const int64_t num_blocks = k_pool.dim(0), hkv = k_pool.dim(1), bs = k_pool.dim(2);
-  TESSERA_ASSERT(
-      k_pool.ndim() == 4 && k_pool.dim(3) == d && v_pool.shape() == k_pool.shape() &&
-          hq % hkv == 0 && state.acc.shape() == q.shape() && state.mx.numel() == m * hq,
-      "paged attention: q " << shape_str(q.shape()) << " pool " << shape_str(k_pool.shape()));
+namespace {
+
+// A step's paged attention plan in GPU memory (ops::PagedAttentionWork::gpu).
+struct PreparedPagedAttention {
+  PagedAttentionPlan plan;  // its sizes (and the host arrays it was made from)
+  int64_t m = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, block_size = 0, num_blocks = 0;
+  int64_t keys_capacity = 0;
+  Tensor tiles, sequences, tables, scratch;  // on the GPU
+};
+
+PagedAttentionPlan host_plan(const PreparedPagedAttention& p,
+                             const std::vector<ops::PagedSequence>& seqs) {
+  const int64_t bs = p.block_size;
   std::vector<PagedAttentionSequence> host;
   for (const ops::PagedSequence& s : seqs) {
     PagedAttentionSequence h;
     h.row = s.row, h.rows = s.rows, h.keys = s.keys, h.visible_offset = s.visible_offset;
     h.blocks.assign(s.blocks, s.blocks + (s.keys + bs - 1) / bs);
     for (const int32_t b : h.blocks)
-      TESSERA_ASSERT(b >= 0 && b < num_blocks,
-                     "paged attention: block " << b << " of a pool of " << num_blocks);
+      TESSERA_ASSERT(b >= 0 && b < p.num_blocks,
+                     "paged attention: block " << b << " of a pool of " << p.num_blocks);
+    // A fixed-shape plan gives every table room for the capacity (block 0 where unused).
+    if (p.keys_capacity > 0) h.blocks.resize(size_t((p.keys_capacity + bs - 1) / bs), 0);
     host.push_back(std::move(h));
   }
-  const PagedAttentionPlan plan = plan_paged_attention(host, m, hq, hkv, d, 264, 256);
-  if (plan.n_tiles == 0) return;
-  const Device dev = q.device();
-  const Tensor tiles = upload_i32(plan.tiles, dev), sequences = upload_i32(plan.sequences, dev);
-  const Tensor tables =
-      upload_i32(plan.block_tables.empty() ? std::vector<int32_t>{0} : plan.block_tables, dev);
-  Tensor scratch = Tensor::empty({std::max<int64_t>(1, plan.scratch_floats)}, DType::kF32, dev);
+  return plan_paged_attention(host, p.m, p.n_heads, p.n_kv_heads, p.head_dim, 264, 256,
+                              p.keys_capacity);
+}
+
+std::vector<int32_t> or_one(const std::vector<int32_t>& v) {
+  return v.empty() ? std::vector<int32_t>{0} : v;
+}
+
+}  // namespace
+
+std::shared_ptr<void> prepare_paged_attention(const std::vector<ops::PagedSequence>& seqs,
+                                              int64_t m, int64_t n_heads, const Tensor& k_pool,
+                                              int64_t keys_capacity) {
+  common_elem({{&k_pool, "key pool"}});
+  TESSERA_ASSERT(k_pool.ndim() == 4, "paged attention: pool " << shape_str(k_pool.shape()));
+  auto p = std::make_shared<PreparedPagedAttention>();
+  p->m = m, p->n_heads = n_heads, p->n_kv_heads = k_pool.dim(1), p->head_dim = k_pool.dim(3);
+  p->block_size = k_pool.dim(2), p->num_blocks = k_pool.dim(0), p->keys_capacity = keys_capacity;
+  p->plan = host_plan(*p, seqs);
+  const Device dev = k_pool.device();
+  p->tiles = upload_i32(or_one(p->plan.tiles), dev);
+  p->sequences = upload_i32(or_one(p->plan.sequences), dev);
+  p->tables = upload_i32(or_one(p->plan.block_tables), dev);
+  p->scratch = Tensor::empty({std::max<int64_t>(1, p->plan.scratch_floats)}, DType::kF32, dev);
+  return p;
+}
+
+void refill_paged_attention(const std::shared_ptr<void>& work,
+                            const std::vector<ops::PagedSequence>& seqs) {
+  auto& p = *static_cast<PreparedPagedAttention*>(work.get());
+  const PagedAttentionPlan plan = host_plan(p, seqs);
+  TESSERA_ASSERT(plan.n_tiles == p.plan.n_tiles && plan.splits == p.plan.splits &&
+                     plan.keys_per_split == p.plan.keys_per_split &&
+                     plan.tiles.size() == p.plan.tiles.size() &&
+                     plan.sequences.size() == p.plan.sequences.size() &&
+                     plan.block_tables.size() == p.plan.block_tables.size(),
+                 "paged attention: a refilled plan changed shape");
+  for (auto [from, to] : {std::pair{&plan.tiles, &p.tiles}, std::pair{&plan.sequences, &p.sequences},
+                          std::pair{&plan.block_tables, &p.tables}}) {
+    const Tensor host = Tensor::from_i32(or_one(*from), {int64_t(or_one(*from).size())});
+    ops::copy(host, *to);
+  }
+  p.plan = plan;
+}
+
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const std::shared_ptr<void>& work, float scale,
+                                ops::AttentionState& state) {
+  const auto& p = *static_cast<const PreparedPagedAttention*>(work.get());
+  check_gpu(q, "attention q");
+  const Elem kv = common_elem({{&k_pool, "key pool"}, {&v_pool, "value pool"}});
+  for (const Tensor* s : {&state.acc, &state.mx, &state.sum}) check_f32(*s, "attention state");
+  const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
+  TESSERA_ASSERT(
+      k_pool.ndim() == 4 && k_pool.dim(3) == d && v_pool.shape() == k_pool.shape() &&
+          hq % k_pool.dim(1) == 0 && state.acc.shape() == q.shape() &&
+          state.mx.numel() == m * hq && m == p.m && hq == p.n_heads &&
+          k_pool.dim(0) == p.num_blocks && k_pool.dim(2) == p.block_size,
+      "paged attention: q " << shape_str(q.shape()) << " pool " << shape_str(k_pool.shape()));
+  if (p.plan.n_tiles == 0) return;
   PagedAttentionArgs a;
   a.q_type = elem_of(q, "attention q");
   a.kv_type = kv;
   a.q = q.raw(), a.k_pool = k_pool.raw(), a.v_pool = v_pool.raw();
-  a.m = m, a.n_heads = hq, a.n_kv_heads = hkv, a.head_dim = d, a.block_size = bs, a.scale = scale;
-  a.tiles = tiles.data<int32_t>(), a.sequences = sequences.data<int32_t>();
-  a.block_tables = tables.data<int32_t>();
-  a.n_tiles = plan.n_tiles, a.splits = plan.splits, a.keys_per_split = plan.keys_per_split;
-  a.scratch = scratch.data<float>();
+  a.m = m, a.n_heads = hq, a.n_kv_heads = p.n_kv_heads, a.head_dim = d, a.block_size = p.block_size;
+  a.scale = scale;
+  a.tiles = p.tiles.data<int32_t>(), a.sequences = p.sequences.data<int32_t>();
+  a.block_tables = p.tables.data<int32_t>();
+  a.n_tiles = p.plan.n_tiles, a.splits = p.plan.splits, a.keys_per_split = p.plan.keys_per_split;
+  a.scratch = p.scratch.data<float>();
   a.acc = state.acc.data<float>(), a.mx = state.mx.data<float>(), a.sum = state.sum.data<float>();
   a.stream = stream_of(q);
   check_launch(kernels_for(q).paged_attention(a), "paged attention");
+}
+
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const std::vector<ops::PagedSequence>& seqs, float scale,
+                                ops::AttentionState& state) {
+  paged_attention_accumulate(q, k_pool, v_pool,
+                             cuda::prepare_paged_attention(seqs, q.dim(0), q.dim(1), k_pool, 0), scale,
+                             state);
 }
 
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
@@ -232,17 +303,23 @@ void attention_finish(const ops::AttentionState& state, Tensor& out) {
 
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const std::vector<int64_t>& slots) {
+  store_kv(k_pool, v_pool, k, v, Tensor::from_i64(slots, {int64_t(slots.size())}).to(k.device()));
+}
+
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const Tensor& slots) {
   const Elem t = common_elem({{&k_pool, "key pool"}, {&v_pool, "value pool"}});
   check_f32(k, "keys to store");
   check_f32(v, "values to store");
-  const int64_t rows = int64_t(slots.size()), heads = k_pool.dim(1), bs = k_pool.dim(2),
+  check_gpu(slots, "slots");
+  const int64_t rows = slots.numel(), heads = k_pool.dim(1), bs = k_pool.dim(2),
                 d = k_pool.dim(3);
-  TESSERA_ASSERT(k.numel() == rows * heads * d && v.numel() == k.numel(),
+  TESSERA_ASSERT(slots.dtype() == DType::kI64 && k.numel() == rows * heads * d &&
+                     v.numel() == k.numel(),
                  "store_kv: " << rows << " slots for keys " << shape_str(k.shape()));
-  const Tensor gslots = Tensor::from_i64(slots, {rows}).to(k.device());
   check_launch(
       kernels_for(k).store_kv(t, k_pool.raw(), v_pool.raw(), k.data<float>(), v.data<float>(),
-                              gslots.data<int64_t>(), rows, heads, bs, d, stream_of(k)),
+                              slots.data<int64_t>(), rows, heads, bs, d, stream_of(k)),
       "store_kv");
 }
 

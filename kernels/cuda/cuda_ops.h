@@ -7,6 +7,7 @@
 // On a GPU that is emulated (cuda::emulate_gpu) the same kernel sources run on the CUDA emulator.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -22,6 +23,7 @@ void add_inplace(Tensor& a, const Tensor& b);
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
 void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
                   const std::vector<float>& inv_freq);
+void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
 // out (ids, dim) = table rows; throws naming the problem when an id is outside the table.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
@@ -29,10 +31,21 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::vector<ops::PagedSequence>& seqs, float scale,
                                 ops::AttentionState& state);
+// ops::PagedAttentionWork's GPU plan: made, rewritten in place, and run.
+std::shared_ptr<void> prepare_paged_attention(const std::vector<ops::PagedSequence>& seqs,
+                                              int64_t m, int64_t n_heads, const Tensor& k_pool,
+                                              int64_t keys_capacity);
+void refill_paged_attention(const std::shared_ptr<void>& work,
+                            const std::vector<ops::PagedSequence>& seqs);
+void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
+                                const std::shared_ptr<void>& work, float scale,
+                                ops::AttentionState& state);
 void attention_merge(ops::AttentionState& state, const ops::AttentionState& other);
 void attention_finish(const ops::AttentionState& state, Tensor& out);
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const std::vector<int64_t>& slots);
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
+              const Tensor& slots);
 void round_through(Tensor& x, DType type);
 // dst = src in dst's type (f32, f16, bf16), the same number of elements, on one GPU.
 void convert(const Tensor& src, Tensor& dst);

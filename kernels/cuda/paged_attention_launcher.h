@@ -48,9 +48,12 @@ inline constexpr int kMaxQueryVectors = 16;
 
 // target_blocks: about how many thread blocks fill the GPU (a few per SM); the key lists are
 // split until the grid has about that many, but no piece is shorter than min_keys_per_split.
+// keys_capacity > 0 splits as if the longest key list had that many keys (at least), so that
+// plans of the same sequences and rows have one shape for any key counts up to it.
 PagedAttentionPlan plan_paged_attention(const std::vector<PagedAttentionSequence>& seqs, int64_t m,
                                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                        int64_t target_blocks, int64_t min_keys_per_split);
+                                        int64_t target_blocks, int64_t min_keys_per_split,
+                                        int64_t keys_capacity = 0);
 
 struct PagedAttentionArgs {
   Elem q_type = Elem::kF32, kv_type = Elem::kF32;

@@ -8,7 +8,8 @@ namespace tessera::cuda {
 
 PagedAttentionPlan plan_paged_attention(const std::vector<PagedAttentionSequence>& seqs, int64_t m,
                                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                                        int64_t target_blocks, int64_t min_keys_per_split) {
+                                        int64_t target_blocks, int64_t min_keys_per_split,
+                                        int64_t keys_capacity) {
   TESSERA_ASSERT(
       n_kv_heads > 0 && n_heads % n_kv_heads == 0,
       "paged attention: " << n_heads << " query heads over " << n_kv_heads << " KV heads");
@@ -36,6 +37,7 @@ PagedAttentionPlan plan_paged_attention(const std::vector<PagedAttentionSequence
     }
     if (q.rows > 0) most_keys = std::max(most_keys, q.keys);
   }
+  most_keys = std::max(most_keys, keys_capacity);
   // Split the key lists until the grid has about target_blocks blocks.
   const int64_t blocks = std::max<int64_t>(1, plan.n_tiles * n_kv_heads);
   const int64_t min_split = std::max<int64_t>(kKeysPerStep, min_keys_per_split);

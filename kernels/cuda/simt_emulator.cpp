@@ -11,6 +11,7 @@
 #include <memory>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -338,6 +339,30 @@ size_t shared_limit(const void* kernel) {
 
 void set_schedule_seed(uint64_t seed) {
   machine().order_rng.seed(seed);
+}
+
+namespace {
+thread_local std::vector<Recorded>* recording = nullptr;
+}  // namespace
+
+void begin_capture() {
+  if (recording) throw std::logic_error("the emulator is already capturing on this thread");
+  recording = new std::vector<Recorded>();
+}
+
+std::vector<Recorded> end_capture() {
+  if (!recording) throw std::logic_error("the emulator is not capturing on this thread");
+  std::vector<Recorded> out = std::move(*recording);
+  delete recording;
+  recording = nullptr;
+  return out;
+}
+
+bool capturing() { return recording != nullptr; }
+
+void record(Recorded work) {
+  if (!recording) throw std::logic_error("the emulator records only while capturing");
+  recording->push_back(std::move(work));
 }
 
 std::string take_launch_error() {

@@ -25,7 +25,11 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
+
+#include "kernels/cuda/simt_capture.h"
 
 // cuda's host_defines.h gives these GNU attributes; here they mean nothing, and __shared__ data
 // is one static object, which is right because the blocks of a launch run one at a time.
@@ -81,8 +85,18 @@ struct Launch {
   Kernel* kernel;
   template <class... Args>
   void operator()(Args&&... args) const {
-    run(grid, block, smem, shared_limit(reinterpret_cast<const void*>(kernel)),
-        [&] { kernel(args...); });
+    if (capturing()) {  // a graph's node: the arguments as they are now, run at each replay
+      record([l = *this, saved = std::make_tuple(std::decay_t<Args>(args)...)] {
+        return std::apply([&](const auto&... a) { return l.run_now(a...); }, saved);
+      });
+      return;
+    }
+    run_now(args...);
+  }
+  template <class... Args>
+  std::string run_now(const Args&... args) const {
+    return run(grid, block, smem, shared_limit(reinterpret_cast<const void*>(kernel)),
+               [&] { kernel(args...); });
   }
 };
 template <class Kernel>

@@ -274,6 +274,13 @@ def test_emulated_gpu_generates_what_the_cpu_generates(tessera, tiny_model):
     assert emu.returncode == 0, emu.stderr
     assert "(emulated" in emu.stderr, emu.stderr
     assert emu.stdout == cpu.stdout
+    # The decode steps were CUDA graph replays (recorded and replayed by the emulator); without
+    # graphs every kernel is launched, and the text is the same.
+    assert "CUDA graphs: 11 of rank 0's 12 steps were graph replays" in emu.stderr, emu.stderr
+    eager = run(tessera, *args, "--device", "emulator", "--dtype", "f32", "--no-cuda-graphs")
+    assert eager.returncode == 0, eager.stderr
+    assert "CUDA graphs" not in eager.stderr
+    assert eager.stdout == cpu.stdout
     bf16 = run(tessera, *args, "--device", "emulator")
     assert bf16.returncode == 0, bf16.stderr
     assert ", bf16:" in bf16.stderr, bf16.stderr

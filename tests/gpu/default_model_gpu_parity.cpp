@@ -26,6 +26,7 @@ struct Run {
   std::vector<int32_t> tokens;
   std::vector<Tensor> logits;  // the prompt's rows, then one row per step
   double seconds = 0;
+  int64_t graph_replays = 0;
 };
 
 // The model under test: the file's, or random weights of a config's shape.
@@ -38,15 +39,17 @@ struct Source {
   }
 };
 
+// Greedy decoding; with graphs, the decode steps are CUDA graph replays.
 Run greedy(const Source& source, Device device, DType dtype, const std::vector<int32_t>& prompt,
-           int steps) {
+           int steps, bool graphs = false) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::unique_ptr<Communicator> local = make_local_communicator();
   LoadOptions o;
   o.device = device;
   o.dtype = dtype;
-  const LlamaModel model = source.load(local.get(), o);
+  LlamaModel model = source.load(local.get(), o);
   SequenceKvCache cache = model.make_cache(int64_t(prompt.size()) + steps + 1);
+  if (graphs) model.use_decode_graphs(1, cache.capacity());
   Sampler argmax{SamplingParams{}};
   Run r;
   Tensor logits = model.forward(prompt, cache, -1);
@@ -59,6 +62,7 @@ Run greedy(const Source& source, Device device, DType dtype, const std::vector<i
     if (s + 1 < steps) logits = model.forward({next}, cache, 1);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.graph_replays = model.graph_replays();
   return r;
 }
 
@@ -103,13 +107,19 @@ int main(int argc, char** argv) {
     }
     const Run cpu = greedy(source, Device::cpu(), DType::kF32, prompt, steps);
     const Run f32 = greedy(source, gpu, DType::kF32, prompt, steps);
-    const Run bf16 = greedy(source, gpu, DType::kBF16, prompt, steps);
-    float worst = 0;
-    for (int s = 0; s < steps; ++s)
+    // What users run: bf16, and the decode steps as CUDA graph replays; and float32 graphs.
+    const Run f32_graphs = greedy(source, gpu, DType::kF32, prompt, steps, true);
+    const Run bf16 = greedy(source, gpu, DType::kBF16, prompt, steps, true);
+    float worst = 0, worst_graphs = 0;
+    for (int s = 0; s < steps; ++s) {
       worst = std::max(worst, drift(cpu.logits[size_t(s)], f32.logits[size_t(s)]));
-    int same_f32 = 0, same_bf16 = 0;
+      worst_graphs =
+          std::max(worst_graphs, drift(cpu.logits[size_t(s)], f32_graphs.logits[size_t(s)]));
+    }
+    int same_f32 = 0, same_f32_graphs = 0, same_bf16 = 0;
     for (int s = 0; s < steps; ++s) {
       same_f32 += cpu.tokens[size_t(s)] == f32.tokens[size_t(s)];
+      same_f32_graphs += cpu.tokens[size_t(s)] == f32_graphs.tokens[size_t(s)];
       same_bf16 += cpu.tokens[size_t(s)] == bf16.tokens[size_t(s)];
     }
     int first_bf16_difference = steps;
@@ -118,18 +128,27 @@ int main(int argc, char** argv) {
         first_bf16_difference = s;
         break;
       }
-    const bool ok = same_f32 == steps && worst <= 1e-4f;
+    const bool graphs_ran =
+        f32_graphs.graph_replays == steps - 1 && bf16.graph_replays == steps - 1;
+    const bool ok = same_f32 == steps && worst <= 1e-4f && same_f32_graphs == steps &&
+                    worst_graphs <= 1e-4f && graphs_ran;
     std::printf(
         "{\"gpu\": \"%s\", \"steps\": %d, \"f32_tokens_identical\": %d, \"f32_max_logit_drift\": "
-        "%.3g, \"bf16_prompt_logit_drift\": %.3g, \"bf16_tokens_identical\": %d, "
+        "%.3g, \"f32_graphs_tokens_identical\": %d, \"f32_graphs_max_logit_drift\": %.3g, "
+        "\"graph_replays\": %lld, \"bf16_prompt_logit_drift\": %.3g, \"bf16_tokens_identical\": "
+        "%d, "
         "\"bf16_first_difference\": %d, \"seconds\": {\"cpu\": %.2f, \"gpu_f32\": %.2f, "
-        "\"gpu_bf16\": %.2f}, \"ok\": %s}\n",
-        where.c_str(), steps, same_f32, worst, drift(cpu.logits[0], bf16.logits[0]), same_bf16,
-        first_bf16_difference, cpu.seconds, f32.seconds, bf16.seconds, ok ? "true" : "false");
+        "\"gpu_f32_graphs\": %.2f, \"gpu_bf16_graphs\": %.2f}, \"ok\": %s}\n",
+        where.c_str(), steps, same_f32, worst, same_f32_graphs, worst_graphs,
+        (long long)f32_graphs.graph_replays, drift(cpu.logits[0], bf16.logits[0]), same_bf16,
+        first_bf16_difference, cpu.seconds, f32.seconds, f32_graphs.seconds, bf16.seconds,
+        ok ? "true" : "false");
     if (!ok) {
       std::fprintf(stderr,
-                   "the float32 GPU path differs from the CPU's: %d of %d tokens, drift %g\n",
-                   same_f32, steps, worst);
+                   "the float32 GPU path differs from the CPU's: %d of %d tokens, drift %g; with "
+                   "graphs %d tokens, drift %g, %lld replays\n",
+                   same_f32, steps, worst, same_f32_graphs, worst_graphs,
+                   (long long)f32_graphs.graph_replays);
       return 1;
     }
     return 0;
