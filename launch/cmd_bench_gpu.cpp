@@ -2,7 +2,10 @@
 // one GPU with a random model of a published shape (LlamaModel::random: no file to write or read):
 //   - the ceilings: a device-to-device copy's bandwidth (bytes read plus written), and the rate
 //     of the matmul library (cuBLAS) on a prefill-shaped product in the model's dtype;
-//   - batch-1 decode after a prompt: weight bytes read per second over the copy's bandwidth;
+//   - batch-1 decode after a prompt: weight bytes read per second over the copy's bandwidth,
+//     launched kernel by kernel and as CUDA graph replays (the same weights, one after the other);
+//   - the GPU's busy fraction of a decode step: the GPU's time for a step (its graph replayed
+//     back to back, so the GPU never waits) over the step's wall time, for both;
 //   - prefill of a long prompt: its FLOPs per second over the matmul library's rate.
 // Every timing is the median of --repeats runs after a warm-up, with the GPU drained (synchronized)
 // before the clock is read.
@@ -130,7 +133,7 @@ int run_bench_gpu(const Args& args) {
   load.device = gpu;
   load.dtype = dtype;
   double t0 = now();
-  const LlamaModel model = LlamaModel::random(c, 7, local.get(), local.get(), nullptr, load);
+  LlamaModel model = LlamaModel::random(c, 7, local.get(), local.get(), nullptr, load);
   cuda::synchronize();
   const double make_s = now() - t0;
   const int64_t weight_bytes = model.weight_bytes();
@@ -141,23 +144,30 @@ int run_bench_gpu(const Args& args) {
        (2 * c.num_layers + 1) * c.hidden_size * elem) /
       elem;
 
-  // Batch-1 decode after `context` tokens.
-  SequenceKvCache cache = model.make_cache(context + decode_steps * (repeats + 1) + 2);
+  // Batch-1 decode after `context` tokens: kernel by kernel, then as graph replays.
+  SequenceKvCache cache = model.make_cache(context + 2 * decode_steps + 2);
   model.forward(random_tokens(context, c.vocab_size, 11), cache, 1);
   Sampler argmax{SamplingParams{}};
   int32_t next = 1;
-  std::vector<double> steps;
-  for (int64_t s = 0; s < decode_steps; ++s) {
-    const double a = now();
-    const Tensor logits = model.forward({next}, cache, 1);  // (to the host: the step is done)
-    next = argmax.sample(logits.data<float>(), c.vocab_size, {});
-    steps.push_back(now() - a);
-  }
-  std::vector<double> sorted = steps;
-  std::sort(sorted.begin(), sorted.end());
-  const double step_s = sorted[sorted.size() / 2];
+  const auto median_step = [&] {
+    std::vector<double> steps;
+    for (int64_t s = 0; s < decode_steps; ++s) {
+      const double a = now();
+      const Tensor logits = model.forward({next}, cache, 1);  // (to the host: the step is done)
+      next = argmax.sample(logits.data<float>(), c.vocab_size, {});
+      steps.push_back(now() - a);
+    }
+    std::sort(steps.begin(), steps.end());
+    return steps[steps.size() / 2];
+  };
+  const double step_s = median_step();
+  model.use_decode_graphs(1, cache.capacity());
+  const double graph_step_s = median_step();  // (the first step captures)
+  // The GPU's time for one step: its graph replayed back to back (last: it spoils the cache).
+  const double gpu_step_s = model.time_graph_replays(1, std::max(10, 4 * int(decode_steps)));
   // The weights are read once a step; the KV cache's reads are small beside them at this context.
   const double decode_bw = double(weight_bytes) / step_s;
+  const double graph_decode_bw = double(weight_bytes) / graph_step_s;
 
   // Prefill of prefill_tokens tokens into an empty cache.
   const std::vector<int32_t> prompt = random_tokens(prefill_tokens, c.vocab_size, 13);
@@ -197,14 +207,23 @@ int run_bench_gpu(const Args& args) {
         {"tokens_per_second", 1.0 / step_s},
         {"weight_bytes_per_second", decode_bw},
         {"share_of_copy_bandwidth", decode_bw / copy_bw},
-        {"target", 0.8}}},
+        {"busy_fraction", gpu_step_s / step_s}}},
+      {"decode_with_graphs",
+       {{"median_step_seconds", graph_step_s},
+        {"tokens_per_second", 1.0 / graph_step_s},
+        {"weight_bytes_per_second", graph_decode_bw},
+        {"share_of_copy_bandwidth", graph_decode_bw / copy_bw},
+        {"target", 0.8},
+        {"gpu_seconds_per_step", gpu_step_s},
+        {"busy_fraction", gpu_step_s / graph_step_s},
+        {"busy_target", 0.9},
+        {"speedup_over_kernel_by_kernel", step_s / graph_step_s}}},
       {"prefill",
        {{"tokens", prefill_tokens},
         {"seconds", prefill_s},
         {"flops_per_second", prefill_rate},
         {"share_of_gemm_rate", prefill_rate / gemm_rate},
         {"target", 0.6}}},
-      {"busy_fraction_with_graphs", nullptr},
   };
   std::printf("tessera bench-gpu on %s%s (driver %s), %s, %lld layers, %s: %.2f GB of weights\n",
               name.c_str(), emulated ? " (the CUDA emulator: these are not GPU figures)" : "",
@@ -215,15 +234,24 @@ int run_bench_gpu(const Args& args) {
   std::printf("| GEMM %lldx%lldx%lld (%s) | %.1f TFLOP/s | | | |\n", (long long)gm, (long long)gn,
               (long long)gk, std::string(dtype_name(dtype)).c_str(), gemm_rate / 1e12);
   std::printf(
-      "| batch-1 decode after %lld tokens | %.2f ms/token, weights at %.1f GB/s | copy | "
-      "%.1f%% | 80%% |\n",
+      "| batch-1 decode after %lld tokens, kernel by kernel | %.2f ms/token, weights at %.1f "
+      "GB/s | copy | %.1f%% | |\n",
       (long long)context, 1e3 * step_s, decode_bw / 1e9, 100.0 * decode_bw / copy_bw);
+  std::printf(
+      "| batch-1 decode, CUDA graphs | %.2f ms/token, weights at %.1f GB/s | copy | %.1f%% | "
+      "80%% |\n",
+      1e3 * graph_step_s, graph_decode_bw / 1e9, 100.0 * graph_decode_bw / copy_bw);
   std::printf("| prefill of %lld tokens | %.1f ms, %.1f TFLOP/s | GEMM | %.1f%% | 60%% |\n",
               (long long)prefill_tokens, 1e3 * prefill_s, prefill_rate / 1e12,
               100.0 * prefill_rate / gemm_rate);
   std::printf(
-      "| decode busy fraction with CUDA graphs | not measured: graphs are not built yet | "
-      "| | 0.9 |\n");
+      "| decode busy fraction, CUDA graphs | GPU %.2f ms of a %.2f ms step | step | %.2f | "
+      "0.9 |\n",
+      1e3 * gpu_step_s, 1e3 * graph_step_s, gpu_step_s / graph_step_s);
+  std::printf(
+      "| decode busy fraction, kernel by kernel | GPU %.2f ms of a %.2f ms step | step | "
+      "%.2f | |\n",
+      1e3 * gpu_step_s, 1e3 * step_s, gpu_step_s / step_s);
   std::fflush(stdout);
   if (!json_path.empty()) write_text_file(json_path, out.dump(2) + "\n");
   return 0;

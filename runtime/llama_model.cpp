@@ -9,6 +9,9 @@
 #include "io/llama_tensors.h"
 #include "kernels/ops.h"
 #if TESSERA_HAVE_CUDA
+#include <chrono>
+
+#include "kernels/cuda/cuda_memory.h"
 #include "kernels/cuda/stream_graph.h"
 #endif
 #include "runtime/sp_split.h"
@@ -454,6 +457,21 @@ void LlamaModel::use_decode_graphs(int64_t max_batch, int64_t max_keys) {
   graphs_.clear();
   graph_max_batch_ = max_batch;
   graph_max_keys_ = max_keys;
+}
+
+double LlamaModel::time_graph_replays(int64_t bucket, int times) const {
+#if TESSERA_HAVE_CUDA
+  const auto it = graphs_.find(bucket);
+  TESSERA_CHECK(it != graphs_.end() && it->second->graph, "no decode graph for " << bucket << " rows");
+  cuda::synchronize(device_.index);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < times; ++i) it->second->graph->replay();
+  cuda::synchronize(device_.index);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / times;
+#else
+  (void)bucket, (void)times;
+  TESSERA_FAIL("decode graphs need the CUDA backend");
+#endif
 }
 
 bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {

@@ -133,6 +133,10 @@ class LlamaModel {
   // only where every collective of a step can be captured: TP over NCCL or no TP, and no
   // sequence parallelism. max_batch 0: off.
   void use_decode_graphs(int64_t max_batch, int64_t max_keys);
+  // For benchmarks: seconds per replay of the graph captured for `bucket` rows, replayed `times`
+  // times back to back (the GPU never waits for the host, so this is the GPU's time for a step).
+  // The replays rewrite the last step's K/V and hidden state with garbage: run it last.
+  double time_graph_replays(int64_t bucket, int times) const;
   // Decode steps that ran as a graph replay, and graphs captured, so far.
   int64_t graph_replays() const { return graph_replays_; }
   int64_t graphs_captured() const { return int64_t(graphs_.size()); }

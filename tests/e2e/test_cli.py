@@ -316,6 +316,9 @@ def test_bench_gpu_on_the_emulator(tessera, tmp_path):
         assert j[k]["seconds"] > 0, j[k]
     assert j["decode"]["median_step_seconds"] > 0
     assert j["decode"]["share_of_copy_bandwidth"] > 0 and j["prefill"]["share_of_gemm_rate"] > 0
+    g = j["decode_with_graphs"]
+    assert g["median_step_seconds"] > 0 and g["gpu_seconds_per_step"] > 0, g
+    assert 0 < g["busy_fraction"] and g["speedup_over_kernel_by_kernel"] > 0, g
     assert_one_line_error(run(tessera, "bench-gpu", "--device", "cpu"), "bench-gpu measures a GPU")
 
 
