@@ -2,6 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+
+#include "kernels/ops.h"
+
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/sampling_launchers.h"
+#endif
 
 namespace tessera {
 namespace {
@@ -32,6 +40,111 @@ Path path_of(const SamplingParams& p) {
   return Path::kFull;
 }
 
+using Candidate = Sampler::Candidate;
+
+// The order the sampler ranks candidates in: larger logit first, lower id on ties.
+bool better(const Candidate& a, const Candidate& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+
+// Each row's token from this rank's candidates of it (best first, vocabulary ids), merged over
+// the TP group: a greedy row takes the best of all shards' candidates, the others draw from them
+// with their seeded sampler.
+std::vector<int32_t> sample_from_candidates(const LlamaModel& model,
+                                            const std::vector<RowSampling>& rows,
+                                            const std::vector<std::vector<Candidate>>& mine) {
+  const int64_t n = int64_t(rows.size());
+  const int tp = model.shard().tp_size;
+  std::vector<std::vector<Candidate>> all = mine;
+  if (tp > 1) {  // every shard's candidates, padded to the largest count
+    int64_t k_max = 0;
+    for (const auto& c : mine) k_max = std::max<int64_t>(k_max, int64_t(c.size()));
+    Tensor packed = Tensor::empty({n * k_max, 2}, DType::kF32);
+    float* p = packed.data<float>();
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = 0; i < k_max; ++i) {
+        const bool real = i < int64_t(mine[size_t(j)].size());
+        p[2 * (j * k_max + i)] = real ? mine[size_t(j)][size_t(i)].first : -INFINITY;
+        p[2 * (j * k_max + i) + 1] = real ? float(mine[size_t(j)][size_t(i)].second) : -1.0f;
+      }
+    Tensor gathered = Tensor::empty({tp * n * k_max, 2}, DType::kF32);
+    model.tp().all_gather(packed, gathered);
+    const float* a = gathered.data<float>();
+    for (int64_t j = 0; j < n; ++j) {
+      all[size_t(j)].clear();
+      for (int r = 0; r < tp; ++r)
+        for (int64_t i = 0; i < k_max; ++i) {
+          const float* c = a + 2 * ((r * n + j) * k_max + i);
+          if (c[1] >= 0) all[size_t(j)].push_back({c[0], int32_t(c[1])});
+        }
+    }
+  }
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    const RowSampling& row = rows[size_t(j)];
+    const std::vector<Candidate>& c = all[size_t(j)];
+    TESSERA_ASSERT(!c.empty(), "sampling from no candidates");
+    if (row.params.greedy())
+      out[size_t(j)] = std::min_element(c.begin(), c.end(), better)->second;
+    else
+      out[size_t(j)] = sampler_for(row).sample_candidates(c);
+  }
+  return out;
+}
+
+#if TESSERA_HAVE_CUDA
+// The candidates each row needs from this shard, computed where the logits are (a GPU): the
+// repetition penalty and the top-k selection on the device, then only (rows, k) candidates come
+// to the host instead of the rows of logits. A greedy row needs 1 candidate.
+std::vector<std::vector<Candidate>> device_candidates(const LlamaModel& model, const Tensor& logits,
+                                                      const std::vector<RowSampling>& rows) {
+  const int64_t n = int64_t(rows.size()), part = logits.dim(1);
+  const Range vocab = model.shard().vocab;
+  Tensor l = logits;                                 // penalised in place (the step's own tensor)
+  std::map<float, std::vector<int64_t>> by_penalty;  // rows of each penalty other than 1
+  int64_t k_max = 1;
+  for (int64_t i = 0; i < n; ++i) {
+    const SamplingParams& p = rows[size_t(i)].params;
+    if (!p.greedy()) k_max = std::max<int64_t>(k_max, p.top_k);
+    if (p.repetition_penalty != 1.0f) by_penalty[p.repetition_penalty].push_back(i);
+  }
+  for (const auto& [penalty, which] : by_penalty) {
+    std::vector<int32_t> ids, offsets(size_t(n) + 1, 0);
+    size_t w = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (w < which.size() && which[w] == i) {
+        std::vector<int32_t> h = history_of(rows[size_t(i)]);  // distinct, in this shard
+        std::sort(h.begin(), h.end());
+        h.erase(std::unique(h.begin(), h.end()), h.end());
+        for (const int32_t id : h)
+          if (id >= vocab.begin && id < vocab.end) ids.push_back(int32_t(id - vocab.begin));
+        ++w;
+      }
+      offsets[size_t(i) + 1] = int32_t(ids.size());
+    }
+    if (ids.empty()) continue;
+    const Device d = l.device();
+    const Tensor gids = Tensor::from_i32(ids, {int64_t(ids.size())}).to(d);
+    const Tensor goffsets = Tensor::from_i32(offsets, {n + 1}).to(d);
+    cuda::repetition_penalty(l, gids, goffsets, penalty);
+  }
+  const int k = int(std::min(k_max, part));
+  Tensor values = Tensor::empty({n, k}, DType::kF32, l.device());
+  Tensor ids = Tensor::empty({n, k}, DType::kI32, l.device());
+  cuda::top_k(l, k, values, ids);
+  const Tensor hv = values.to(Device::cpu()), hi = ids.to(Device::cpu());
+  std::vector<std::vector<Candidate>> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const SamplingParams& p = rows[size_t(i)].params;
+    const int64_t want = std::min<int64_t>(p.greedy() ? 1 : p.top_k, k);
+    for (int64_t j = 0; j < want; ++j)
+      out[size_t(i)].push_back(
+          {hv.data<float>()[i * k + j], int32_t(vocab.begin + hi.data<int32_t>()[i * k + j])});
+  }
+  return out;
+}
+#endif
+
 }  // namespace
 
 uint64_t token_seed(uint64_t seed, int64_t index) {
@@ -41,10 +154,24 @@ uint64_t token_seed(uint64_t seed, int64_t index) {
 std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_logits,
                                  const std::vector<RowSampling>& rows) {
   const int64_t n = int64_t(rows.size());
-  TESSERA_ASSERT(local_logits.dim(0) == n, local_logits.dim(0) << " logits rows for " << n
-                                                               << " tokens to sample");
+  TESSERA_ASSERT(local_logits.dim(0) == n, local_logits.dim(0)
+                                               << " logits rows for " << n << " tokens to sample");
   std::vector<int32_t> out(size_t(n), -1);
   if (n == 0) return out;
+  if (!local_logits.device().is_cpu()) {
+#if TESSERA_HAVE_CUDA
+    // On the GPU when every row needs only its top k (k <= 1024) or its best; otherwise (top-p
+    // or min-p alone need every logit) the rows come to the host.
+    bool on_device = true;
+    for (const RowSampling& r : rows)
+      on_device &= r.params.greedy() || (r.params.top_k > 0 && r.params.top_k <= cuda::kMaxTopK);
+    if (on_device)
+      return sample_from_candidates(model, rows, device_candidates(model, local_logits, rows));
+#endif
+    Tensor host = Tensor::empty(local_logits.shape(), DType::kF32);
+    ops::convert(local_logits, host);
+    return sample_rows(model, host, rows);
+  }
   const int64_t part = local_logits.dim(1);
   const ModelShard& shard = model.shard();
   const float* logits = local_logits.data<float>();
@@ -57,15 +184,17 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
   }
   const int tp = shard.tp_size;
   std::vector<int64_t> greedy, topk, full;
-  int64_t k_max = 0;
   for (int64_t i = 0; i < n; ++i) {
     switch (path_of(rows[size_t(i)].params)) {
-      case Path::kGreedy: greedy.push_back(i); break;
+      case Path::kGreedy:
+        greedy.push_back(i);
+        break;
       case Path::kTopK:
         topk.push_back(i);
-        k_max = std::max<int64_t>(k_max, rows[size_t(i)].params.top_k);
         break;
-      case Path::kFull: full.push_back(i); break;
+      case Path::kFull:
+        full.push_back(i);
+        break;
     }
   }
   if (!greedy.empty()) {  // each shard's best (logit, id); ids < 2^24 are exact in a float
@@ -89,33 +218,17 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
       out[size_t(greedy[size_t(j)])] = int32_t(a[2 * (winner * g + j) + 1]);
     }
   }
-  if (!topk.empty()) {  // each shard's k best candidates, padded to the largest k
-    const int64_t t = int64_t(topk.size());
-    Tensor packed = Tensor::empty({t * k_max, 2}, DType::kF32);
-    float* p = packed.data<float>();
-    for (int64_t j = 0; j < t; ++j) {
-      const RowSampling& row = rows[size_t(topk[size_t(j)])];
-      const auto mine = sampler_for(row).shard_candidates(logits + topk[size_t(j)] * part, part,
-                                                          shard.vocab.begin, history_of(row));
-      for (int64_t i = 0; i < k_max; ++i) {
-        const bool real = i < int64_t(mine.size());
-        p[2 * (j * k_max + i)] = real ? mine[size_t(i)].first : -INFINITY;
-        p[2 * (j * k_max + i) + 1] = real ? float(mine[size_t(i)].second) : -1.0f;
-      }
+  if (!topk.empty()) {  // each shard's k best candidates
+    std::vector<RowSampling> sub;
+    std::vector<std::vector<Candidate>> mine;
+    for (const int64_t i : topk) {
+      const RowSampling& row = rows[size_t(i)];
+      sub.push_back(row);
+      mine.push_back(sampler_for(row).shard_candidates(logits + i * part, part, shard.vocab.begin,
+                                                       history_of(row)));
     }
-    Tensor all = Tensor::empty({tp * t * k_max, 2}, DType::kF32);
-    model.tp().all_gather(packed, all);
-    const float* a = all.data<float>();
-    for (int64_t j = 0; j < t; ++j) {
-      std::vector<Sampler::Candidate> candidates;
-      for (int r = 0; r < tp; ++r)
-        for (int64_t i = 0; i < k_max; ++i) {
-          const float* c = a + 2 * ((r * t + j) * k_max + i);
-          if (c[1] >= 0) candidates.push_back({c[0], int32_t(c[1])});
-        }
-      Sampler s = sampler_for(rows[size_t(topk[size_t(j)])]);
-      out[size_t(topk[size_t(j)])] = s.sample_candidates(candidates);
-    }
+    const std::vector<int32_t> got = sample_from_candidates(model, sub, mine);
+    for (size_t j = 0; j < topk.size(); ++j) out[size_t(topk[j])] = got[j];
   }
   if (!full.empty()) {  // top-p / min-p alone need every logit
     const int64_t f = int64_t(full.size());
@@ -127,7 +240,8 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
     for (int64_t j = 0; j < f; ++j) {
       const RowSampling& row = rows[size_t(full[size_t(j)])];
       Sampler s = sampler_for(row);
-      out[size_t(full[size_t(j)])] = s.sample(whole.data<float>() + j * vocab, vocab, history_of(row));
+      out[size_t(full[size_t(j)])] =
+          s.sample(whole.data<float>() + j * vocab, vocab, history_of(row));
     }
   }
   return out;

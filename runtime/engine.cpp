@@ -254,7 +254,8 @@ std::vector<int32_t> Engine::compute(const StepPlan& plan) {
     stage.receive(hidden);
   }
   EngineSpan span{plan.id, now_seconds(), 0, plan.tokens()};
-  const Tensor out = model_.forward_stage(tokens, batch, hidden);
+  // The last stage's logits stay on its GPU, where sampling picks each row's candidates.
+  const Tensor out = model_.forward_stage(tokens, batch, hidden, true);
   std::vector<int32_t> sampled;
   if (stage.last()) {
     std::vector<RowSampling> rows;

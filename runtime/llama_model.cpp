@@ -370,18 +370,20 @@ Tensor LlamaModel::head(const Tensor& h) const {
 
 namespace {
 
-// t as float32 in host memory (itself when it is).
-Tensor on_host(const Tensor& t) {
-  if (t.device().is_cpu() && t.dtype() == DType::kF32) return t;
-  Tensor h = Tensor::empty(t.shape(), DType::kF32);
+// t as float32 in host memory, or where it is with on_device (itself when it is already).
+Tensor as_f32(const Tensor& t, bool on_device = false) {
+  const Device d = on_device ? t.device() : Device::cpu();
+  if (t.device() == d && t.dtype() == DType::kF32) return t;
+  Tensor h = Tensor::empty(t.shape(), DType::kF32, d);
   ops::convert(t, h);
   return h;
 }
+Tensor on_host(const Tensor& t) { return as_f32(t); }
 
 }  // namespace
 
 Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector<BatchRows>& batch,
-                                 const Tensor& hidden) const {
+                                 const Tensor& hidden, bool logits_on_device) const {
   const ModelConfig& c = config_;
   TESSERA_ASSERT(!batch.empty(), "forward called with no sequences");
   const std::vector<Segment> segs = segments(batch);
@@ -396,7 +398,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
                  "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs ("
                                           << n << ", " << c.hidden_size << ")");
   for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
-  if (decode_graph_fits(segs)) return forward_decode_graph(tokens, segs, hidden);
+  if (decode_graph_fits(segs)) return forward_decode_graph(tokens, segs, hidden, logits_on_device);
 
   Tensor x;  // the residual stream (n, hidden)
   if (stage_.first()) {
@@ -433,7 +435,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
     ops::copy(x.rows(end - s.logits, end), to);
     at += s.logits;
   }
-  return on_host(head(last));
+  return as_f32(head(last), logits_on_device);
 }
 
 // ---- decode steps as CUDA graph replays ----------------------------------------------------
@@ -489,7 +491,7 @@ bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {
 
 Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
                                         const std::vector<Segment>& segs,
-                                        const Tensor& hidden) const {
+                                        const Tensor& hidden, bool logits_on_device) const {
 #if TESSERA_HAVE_CUDA
   const ModelConfig& c = config_;
   const int64_t n = int64_t(segs.size());
@@ -552,19 +554,19 @@ Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
   if (!stage_.last()) return on_host(g.x.rows(0, n));
   int64_t wanted = 0;
   for (const Segment& s : segs) wanted += s.logits;
-  const Tensor all = on_host(g.out.rows(0, n));
+  const Tensor all = as_f32(g.out.rows(0, n), logits_on_device);
   if (wanted == n) return all;
-  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32);
+  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32, all.device());
   int64_t at = 0;
   for (const Segment& s : segs)
     if (s.logits > 0) {
-      std::memcpy(logits.rows(at, at + 1).raw(), all.rows(s.row, s.row + 1).raw(),
-                  size_t(shard_.vocab.size()) * sizeof(float));
+      Tensor to = logits.rows(at, at + 1);
+      ops::copy(all.rows(s.row, s.row + 1), to);
       ++at;
     }
   return logits;
 #else
-  (void)tokens, (void)segs, (void)hidden;
+  (void)tokens, (void)segs, (void)hidden, (void)logits_on_device;
   TESSERA_FAIL("decode graphs need the CUDA backend");
 #endif
 }

@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/cuda_memory.h"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/sampling_launchers.h"
 
 namespace tessera::cuda {
 namespace {
@@ -351,6 +352,37 @@ void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, ui
                                              full_cols, row0, col0, seed, offset, scale,
                                              stream_of(out)),
                "fill_uniform");
+}
+
+void repetition_penalty(Tensor& logits, const Tensor& ids, const Tensor& offsets, float penalty) {
+  check_f32(logits, "logits");
+  check_gpu(ids, "penalised ids");
+  check_gpu(offsets, "penalised id offsets");
+  const int64_t rows = logits.dim(0);
+  TESSERA_ASSERT(logits.ndim() == 2 && ids.dtype() == DType::kI32 &&
+                     offsets.dtype() == DType::kI32 && offsets.numel() == rows + 1,
+                 "repetition_penalty: logits " << shape_str(logits.shape()) << ", offsets "
+                                               << shape_str(offsets.shape()));
+  check_launch(kernels_for(logits).repetition_penalty(logits.data<float>(), rows, logits.dim(1),
+                                                      ids.data<int32_t>(),
+                                                      offsets.data<int32_t>(), penalty,
+                                                      stream_of(logits)),
+               "repetition penalty");
+}
+
+void top_k(const Tensor& logits, int k, Tensor& values, Tensor& ids) {
+  check_f32(logits, "logits");
+  check_f32(values, "top-k values");
+  check_gpu(ids, "top-k ids");
+  const int64_t rows = logits.dim(0), vocab = logits.dim(1);
+  TESSERA_ASSERT(logits.ndim() == 2 && k >= 1 && k <= kMaxTopK && k <= vocab &&
+                     values.numel() == rows * k && ids.numel() == rows * k &&
+                     ids.dtype() == DType::kI32,
+                 "top_k " << k << " of logits " << shape_str(logits.shape()));
+  check_launch(kernels_for(logits).top_k(logits.data<float>(), rows, vocab, k,
+                                         values.data<float>(), ids.data<int32_t>(),
+                                         stream_of(logits)),
+               "top-k");
 }
 
 void synchronize() {

@@ -51,6 +51,13 @@ void round_through(Tensor& x, DType type);
 void convert(const Tensor& src, Tensor& dst);
 void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
                   float offset, float scale);
+// Sampling's GPU half (kernels/cuda/sampling_launchers.h) on tensors. logits (rows, vocab) f32:
+// for row r, ids[offsets[r] .. offsets[r + 1]) (int32 on the GPU, distinct within a row) are
+// penalised in place (l > 0 ? l / penalty : l * penalty).
+void repetition_penalty(Tensor& logits, const Tensor& ids, const Tensor& offsets, float penalty);
+// values (rows, k) f32 and ids (rows, k) int32 = each row's k best logits, best first (lower id
+// on ties, NaN as -inf): what Sampler::shard_candidates ranks. 1 <= k <= kMaxTopK (1024).
+void top_k(const Tensor& logits, int k, Tensor& values, Tensor& ids);
 void synchronize();
 
 }  // namespace tessera::cuda
