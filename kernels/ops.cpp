@@ -53,6 +53,16 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
 void add_inplace(Tensor& a, const Tensor& b) {
   TESSERA_DISPATCH(a, add_inplace(a, b));
 }
+void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& y) {
+  if (on_gpu(x)) {
+#if TESSERA_HAVE_CUDA
+    cuda::add_rms_norm(x, delta, weight, eps, y);
+#endif
+    return;
+  }
+  cpu::add_inplace(x, delta);
+  cpu::rms_norm(x, weight, eps, y);
+}
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
   TESSERA_DISPATCH(table, embedding(table, ids, out));
 }
@@ -223,10 +233,14 @@ AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d, Devi
   AttentionState st{Tensor::empty({m, n_heads, d}, DType::kF32, device),
                     Tensor::empty({m, n_heads}, DType::kF32, device),
                     Tensor::empty({m, n_heads}, DType::kF32, device)};
-  fill(st.acc, 0.0f);
-  fill(st.mx, -INFINITY);
-  fill(st.sum, 0.0f);
+  st.reset();
   return st;
+}
+
+void AttentionState::reset() {
+  fill(acc, 0.0f);
+  fill(mx, -INFINITY);
+  fill(sum, 0.0f);
 }
 
 std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& s) {

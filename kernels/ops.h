@@ -24,6 +24,10 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 // a += b, same shape.
 void add_inplace(Tensor& a, const Tensor& b);
 
+// x += delta, then y = rms_norm(x, weight, eps): the residual add and the next norm in one pass
+// on a GPU (the same arithmetic as the two ops: the norm reads x as stored).
+void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& y);
+
 // out(n, d) = table(vocab, d)[ids[i]]; an id outside the table throws.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
 
@@ -66,6 +70,7 @@ struct AttentionState {
   Tensor sum;  // (m, n_heads)
   // Nothing seen yet (mx -inf, sum and acc 0), on `device`.
   static AttentionState empty(int64_t m, int64_t n_heads, int64_t d, Device device = Device::cpu());
+  void reset();  // back to nothing seen
 };
 inline constexpr int64_t kAllKeysVisible = INT64_MAX / 4;
 // Adds keys k, v (t, n_kv_heads, d) to the state of q (m, n_heads, d). Query row r sees key j when

@@ -87,9 +87,8 @@ GroupTransport group_transport(const DeviceOptions& o, Device device) {
   TESSERA_CHECK(o.nccl_timeout > 0, "--nccl-timeout must be positive, got " << o.nccl_timeout);
   const auto [local_rank, local_size] = node_rank_and_size();  // collective
   std::string why_not;  // why this rank cannot use NCCL
+  if (device.is_cpu()) why_not = "this rank computes on the CPU";
 #if TESSERA_HAVE_CUDA
-  if (device.is_cpu())
-    why_not = "this rank computes on the CPU";
   else if (cuda::is_emulated(device.index))
     why_not = "this rank's GPU is emulated";
   else if (local_size > cuda::device_count())
@@ -98,9 +97,8 @@ GroupTransport group_transport(const DeviceOptions& o, Device device) {
   else
     why_not = NcclCommunicator::unavailable_reason();
 #else
-  (void)device;
   (void)local_rank;
-  why_not = "this tessera was built without CUDA";
+  (void)local_size;
 #endif
   int ok = why_not.empty() ? 1 : 0, all_ok = 0;
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);

@@ -48,6 +48,11 @@ class Communicator {
   // stream without the host waiting): NCCL's can; MPI's stage through host memory, so only a
   // group of one (where they do nothing) can.
   virtual bool graph_capturable() const { return size() == 1; }
+  // For work queued outside its calls (a CUDA graph replay holding its collectives): throws if
+  // an earlier collective failed; and, after the work is queued, has it watched like its own
+  // calls (a stuck collective in it becomes an error instead of a hang). Nothing for MPI.
+  virtual void check_healthy() const {}
+  virtual void watch_queued_work(const std::string& what) { (void)what; }
 };
 
 // A world of one: every collective is the identity; send and recv have no peer and throw.

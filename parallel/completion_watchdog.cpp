@@ -51,6 +51,11 @@ void CompletionWatchdog::wait_all() {
   TESSERA_CHECK_IO(error_.empty(), error_);
 }
 
+void CompletionWatchdog::fail_now(const std::string& message) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fail(message);
+}
+
 void CompletionWatchdog::fail(const std::string& message) {
   if (error_.empty()) {
     error_ = message;

@@ -35,6 +35,9 @@ class CompletionWatchdog {
   // Throws tessera::Error with the first failure's message, if any.
   void check() const;
   bool failed() const;
+  // Fails now with `message` (as a timeout found by the owner would): remembers it, calls abort
+  // once, drops every item. Does nothing when a failure is already remembered.
+  void fail_now(const std::string& message);
   // Blocks until every item watched so far is done, or one failed (then throws).
   void wait_all();
   size_t pending() const;

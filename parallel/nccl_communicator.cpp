@@ -143,21 +143,65 @@ struct NcclCommunicator::Impl {
     aborted = true;
   }
   // A non-blocking communicator's calls may return before they are done (ncclInProgress): waits
-  // until NCCL has taken the call, or throws (aborting the communicator) after the timeout.
+  // until NCCL has taken the call, or throws after the timeout (the watchdog aborts the
+  // communicator and drops what it watches, so nothing polls a communicator that is gone).
   void settle(ncclResult_t r, const std::string& what) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
     while (r == ncclInProgress) {
       if (std::chrono::steady_clock::now() > deadline) {
-        abort();
-        TESSERA_THROW_KIND(ErrorKind::kIo, what << " on " << where << " did not finish within "
-                                                << timeout << " s (a peer rank is stuck or gone)");
+        std::ostringstream m;
+        m << what << " on " << where << " did not finish within " << timeout
+          << " s (a peer rank is stuck or gone)";
+        if (watchdog)
+          watchdog->fail_now(m.str());
+        else
+          abort();
+        TESSERA_THROW_KIND(ErrorKind::kIo, m.str());
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
       std::lock_guard<std::mutex> lock(nccl_mu);
       if (aborted) break;
       nccl().async_error(comm, &r);
     }
+    if (aborted && watchdog) watchdog->check();  // the watchdog's reason, if it aborted
+    TESSERA_CHECK_IO(!aborted, what << " on " << where << ": the communicator was aborted");
     TESSERA_CHECK_IO(r == ncclSuccess, what << " on " << where << " failed: " << describe(r));
+  }
+  // Has the watchdog follow the work queued on the stream so far.
+  void watch_stream(const std::string& what) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(stream, &capture);
+    if (capture != cudaStreamCaptureStatusNone) return;  // a graph's node: watched when replayed
+    cudaEvent_t raw = nullptr;
+    cudaError_t e = cudaEventCreateWithFlags(&raw, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventRecord(raw, stream);
+    TESSERA_CHECK_IO(e == cudaSuccess, what << ": " << cudaGetErrorString(e));
+    std::shared_ptr<CUevent_st> event(raw, cudaEventDestroy);
+    const int device = gpu;
+    watchdog->watch(what + " on " + where, [this, event, device](std::string& why) {
+      thread_local int current = -1;  // the watchdog's thread works on this rank's GPU
+      if (current != device) cudaSetDevice(current = device);
+      const cudaError_t q = cudaEventQuery(event.get());
+      if (q == cudaSuccess) return CompletionWatchdog::State::kDone;
+      if (q != cudaErrorNotReady) {
+        why = cudaGetErrorString(q);
+        return CompletionWatchdog::State::kFailed;
+      }
+      ncclResult_t async = ncclSuccess;
+      {
+        std::lock_guard<std::mutex> lock(nccl_mu);  // (order: the watchdog's lock, then this)
+        if (aborted) {
+          why = "the communicator was aborted";
+          return CompletionWatchdog::State::kFailed;
+        }
+        nccl().async_error(comm, &async);
+      }
+      if (async != ncclSuccess && async != ncclInProgress) {
+        why = nccl().error_string(async);
+        return CompletionWatchdog::State::kFailed;
+      }
+      return CompletionWatchdog::State::kRunning;
+    });
   }
   // Runs `call` (NCCL calls queuing work on the stream), then has the watchdog follow that work.
   template <class F>
@@ -171,29 +215,7 @@ struct NcclCommunicator::Impl {
       r = call();
     }
     settle(r, what);
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    cudaStreamIsCapturing(stream, &capture);
-    if (capture != cudaStreamCaptureStatusNone) return;  // a graph's node: runs when replayed
-    cudaEvent_t raw = nullptr;
-    cudaError_t e = cudaEventCreateWithFlags(&raw, cudaEventDisableTiming);
-    if (e == cudaSuccess) e = cudaEventRecord(raw, stream);
-    TESSERA_CHECK_IO(e == cudaSuccess, what << ": " << cudaGetErrorString(e));
-    std::shared_ptr<CUevent_st> event(raw, cudaEventDestroy);
-    watchdog->watch(what + " on " + where, [this, event](std::string& why) {
-      const cudaError_t q = cudaEventQuery(event.get());
-      if (q == cudaSuccess) return CompletionWatchdog::State::kDone;
-      if (q != cudaErrorNotReady) {
-        why = cudaGetErrorString(q);
-        return CompletionWatchdog::State::kFailed;
-      }
-      ncclResult_t async = ncclSuccess;
-      nccl().async_error(comm, &async);
-      if (async != ncclSuccess && async != ncclInProgress) {
-        why = nccl().error_string(async);
-        return CompletionWatchdog::State::kFailed;
-      }
-      return CompletionWatchdog::State::kRunning;
-    });
+    watch_stream(what);
   }
   // GPU tensors of this communicator's GPU go through NCCL; host tensors through `host`.
   bool on_gpu(const Tensor& t, const char* what) const {
@@ -256,7 +278,13 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(std::unique_ptr<Commu
   Impl* raw = impl.get();
   impl->watchdog =
       std::make_unique<CompletionWatchdog>(options.timeout_seconds, [raw] { raw->abort(); });
-  raw->settle(r, "NCCL setup");
+  try {
+    raw->settle(r, "NCCL setup");
+  } catch (...) {
+    impl->watchdog.reset();
+    impl->abort();  // (nothing else frees a communicator that never came up)
+    throw;
+  }
   impl->host = std::move(host);
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(impl)));
 }
@@ -384,6 +412,17 @@ void NcclCommunicator::recv_bytes(std::string& bytes, int src, int tag) {
 
 void NcclCommunicator::synchronize() {
   impl_->watchdog->wait_all();
+}
+
+void NcclCommunicator::check_healthy() const {
+  impl_->watchdog->check();
+  std::lock_guard<std::mutex> lock(impl_->nccl_mu);
+  TESSERA_CHECK_IO(!impl_->aborted, impl_->where << " was aborted after an earlier failure");
+}
+
+void NcclCommunicator::watch_queued_work(const std::string& what) {
+  impl_->watchdog->check();
+  impl_->watch_stream(what);
 }
 
 void NcclCommunicator::barrier() {

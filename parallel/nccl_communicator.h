@@ -55,6 +55,8 @@ class NcclCommunicator final : public Communicator {
   // Waits for this rank's queued collectives (or throws what went wrong), then the host barrier.
   void barrier() override;
   bool graph_capturable() const override { return true; }
+  void check_healthy() const override;
+  void watch_queued_work(const std::string& what) override;
   // Blocks until every collective queued so far has finished; throws a failure or a timeout.
   void synchronize();
 

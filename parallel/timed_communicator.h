@@ -28,6 +28,8 @@ class TimedCommunicator final : public Communicator {
   void recv_bytes(std::string& bytes, int src, int tag) override;
   void barrier() override;
   bool graph_capturable() const override { return inner_->graph_capturable(); }
+  void check_healthy() const override { inner_->check_healthy(); }
+  void watch_queued_work(const std::string& what) override { inner_->watch_queued_work(what); }
 
  private:
   template <typename F>

@@ -215,8 +215,8 @@ LlamaModel::HostRows LlamaModel::host_rows(const std::vector<Segment>& segs, int
     }
     if (s.sp_prompt) continue;  // ring attention
     if (shard_.sp_size > 1)     // each SP rank attends over the positions it keeps
-      h.attention.push_back(
-          {s.row, s.rows, s.seq->blocks, s.seq->rows + (s.keep ? s.rows : 0), ops::kAllKeysVisible});
+      h.attention.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + (s.keep ? s.rows : 0),
+                             ops::kAllKeysVisible});
     else  // key j of a sequence is its position j: row r sees keys up to its own position
       h.attention.push_back({s.row, s.rows, s.seq->blocks, s.seq->rows + s.rows, s.position});
   }
@@ -236,45 +236,45 @@ LlamaModel::StepRows LlamaModel::upload(const HostRows& h, int64_t n,
   return r;
 }
 
+struct LlamaModel::LayerBuffers {
+  Tensor q;                   // (n, heads, head_dim), the model's dtype
+  Tensor k, v;                // (n, kv_heads, head_dim), the model's dtype
+  Tensor k32, v32;            // (n, kv_heads, head_dim) f32: what the cache takes (= k, v in f32)
+  Tensor attn;                // (n, heads, head_dim), the model's dtype
+  ops::AttentionState state;  // (n, heads, head_dim), (n, heads) f32
+  Tensor gate, up;            // (n, ffn / tp), the model's dtype
+};
+
 void LlamaModel::attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x,
-                                 const StepRows& rows, Tensor& out) const {
-  const int64_t n = x.dim(0), hd = config_.head_dim;
-  const int64_t heads = shard_.heads.q.size(), kv_heads = shard_.heads.kv.size();
+                                 const StepRows& rows, LayerBuffers& b, Tensor& out) const {
+  const int64_t n = x.dim(0), hd = config_.head_dim, heads = shard_.heads.q.size();
   const std::vector<Segment>& segs = *rows.segs;
-  Tensor q = Tensor::empty({n, heads, hd}, act_, device_);
-  Tensor k = Tensor::empty({n, kv_heads, hd}, act_, device_);
-  Tensor v = Tensor::empty({n, kv_heads, hd}, act_, device_);
-  w.q.forward(x, q);  // the whole batch in one matmul each
-  w.k.forward(x, k);
-  w.v.forward(x, v);
-  ops::rope_inplace(q, rows.positions, rope_inv_freq_device_);
-  ops::rope_inplace(k, rows.positions, rope_inv_freq_device_);
+  w.q.forward(x, b.q);  // the whole batch in one matmul each
+  w.k.forward(x, b.k);
+  w.v.forward(x, b.v);
+  ops::rope_inplace(b.q, rows.positions, rope_inv_freq_device_);
+  ops::rope_inplace(b.k, rows.positions, rope_inv_freq_device_);
   KvPool& pool = *segs.front().seq->pool;
   if (act_ != DType::kF32) {  // the cache and ring attention take float32 keys and values
-    Tensor kf = Tensor::empty(k.shape(), DType::kF32, device_);
-    Tensor vf = Tensor::empty(v.shape(), DType::kF32, device_);
-    ops::convert(k, kf);
-    ops::convert(v, vf);
-    k = kf;
-    v = vf;
+    ops::convert(b.k, b.k32);
+    ops::convert(b.v, b.v32);
   }
   // Every use of this step's K/V (ring attention too) sees the values the cache keeps.
-  ops::round_through(k, pool.shape().dtype);
-  ops::round_through(v, pool.shape().dtype);
-  ops::store_kv(pool.keys(layer), pool.values(layer), k, v, rows.slots);
-  Tensor attn = Tensor::empty({n, heads, hd}, act_, device_);
+  ops::round_through(b.k32, pool.shape().dtype);
+  ops::round_through(b.v32, pool.shape().dtype);
+  ops::store_kv(pool.keys(layer), pool.values(layer), b.k32, b.v32, rows.slots);
   const float scale = 1.0f / std::sqrt(float(hd));
   if (shard_.sp_size > 1 && segs[0].sp_prompt) {
-    ring_attention(q, k, v, segs[0].tokens, attn);  // a prompt split over the SP group
+    ring_attention(b.q, b.k32, b.v32, segs[0].tokens, b.attn);  // a prompt split over SP ranks
   } else if (shard_.sp_size > 1) {
-    sp_decode_attention(q, layer, rows, attn);
+    sp_decode_attention(b.q, layer, rows, b.attn);
   } else {
-    ops::AttentionState state = ops::AttentionState::empty(n, heads, hd, device_);
-    ops::paged_attention_accumulate(q, pool.keys(layer), pool.values(layer), rows.attention, scale,
-                                    state);
-    ops::attention_finish(state, attn);
+    b.state.reset();
+    ops::paged_attention_accumulate(b.q, pool.keys(layer), pool.values(layer), rows.attention,
+                                    scale, b.state);
+    ops::attention_finish(b.state, b.attn);
   }
-  w.o.forward(attn.view({n, heads * hd}), out);
+  w.o.forward(b.attn.view({n, heads * hd}), out);
 }
 
 void LlamaModel::ring_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_prompt,
@@ -334,14 +334,12 @@ void LlamaModel::sp_decode_attention(const Tensor& q, int64_t layer, const StepR
   ops::attention_finish(merged, out);
 }
 
-void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const {
-  const int64_t n = x.dim(0), f = shard_.ffn.size();
-  Tensor gate = Tensor::empty({n, f}, act_, device_);
-  Tensor up = Tensor::empty({n, f}, act_, device_);
-  w.gate.forward(x, gate);
-  w.up.forward(x, up);
-  ops::swiglu(gate, up, gate);
-  w.down.forward(gate, out);
+void LlamaModel::mlp_block(const LlamaLayer& w, const Tensor& x, LayerBuffers& b,
+                           Tensor& out) const {
+  w.gate.forward(x, b.gate);
+  w.up.forward(x, b.up);
+  ops::swiglu(b.gate, b.up, b.gate);
+  w.down.forward(b.gate, out);
 }
 
 void LlamaModel::run_layers(Tensor& x, const StepRows& rows) const {
@@ -349,14 +347,30 @@ void LlamaModel::run_layers(Tensor& x, const StepRows& rows) const {
   const int64_t n = x.dim(0);
   Tensor normed = Tensor::empty({n, c.hidden_size}, act_, device_);
   Tensor delta = Tensor::empty({n, c.hidden_size}, act_, device_);
-  for (int64_t i = 0; i < int64_t(layers_.size()); ++i) {  // i: the layer's index in this stage
+  // The same buffers for every layer (a captured graph holds one layer's worth, not all).
+  const int64_t hd = c.head_dim, heads = shard_.heads.q.size(), kvh = shard_.heads.kv.size();
+  LayerBuffers buf;
+  buf.q = Tensor::empty({n, heads, hd}, act_, device_);
+  buf.k = Tensor::empty({n, kvh, hd}, act_, device_);
+  buf.v = Tensor::empty({n, kvh, hd}, act_, device_);
+  buf.k32 = act_ == DType::kF32 ? buf.k : Tensor::empty({n, kvh, hd}, DType::kF32, device_);
+  buf.v32 = act_ == DType::kF32 ? buf.v : Tensor::empty({n, kvh, hd}, DType::kF32, device_);
+  buf.attn = Tensor::empty({n, heads, hd}, act_, device_);
+  buf.state = ops::AttentionState::empty(n, heads, hd, device_);
+  buf.gate = Tensor::empty({n, shard_.ffn.size()}, act_, device_);
+  buf.up = Tensor::empty({n, shard_.ffn.size()}, act_, device_);
+  // x += attn(norm(x)); x += mlp(norm(x)), each residual add fused with the norm after it.
+  const int64_t n_layers = int64_t(layers_.size());
+  if (n_layers > 0) ops::rms_norm(x, layers_[0].input_norm, c.rms_norm_eps, normed);
+  for (int64_t i = 0; i < n_layers; ++i) {  // i: the layer's index in this stage
     const LlamaLayer& w = layers_[size_t(i)];
-    ops::rms_norm(x, w.input_norm, c.rms_norm_eps, normed);
-    attention_block(w, i, normed, rows, delta);
-    ops::add_inplace(x, delta);
-    ops::rms_norm(x, w.post_norm, c.rms_norm_eps, normed);
-    mlp_block(w, normed, delta);
-    ops::add_inplace(x, delta);
+    attention_block(w, i, normed, rows, buf, delta);
+    ops::add_rms_norm(x, delta, w.post_norm, c.rms_norm_eps, normed);
+    mlp_block(w, normed, buf, delta);
+    if (i + 1 < n_layers)
+      ops::add_rms_norm(x, delta, layers_[size_t(i + 1)].input_norm, c.rms_norm_eps, normed);
+    else
+      ops::add_inplace(x, delta);
   }
 }
 
@@ -378,7 +392,9 @@ Tensor as_f32(const Tensor& t, bool on_device = false) {
   ops::convert(t, h);
   return h;
 }
-Tensor on_host(const Tensor& t) { return as_f32(t); }
+Tensor on_host(const Tensor& t) {
+  return as_f32(t);
+}
 
 }  // namespace
 
@@ -393,12 +409,15 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
       segs.back().token + segs.back().tokens == int64_t(tokens.size()) || !stage_.first(),
       "the batch has " << segs.back().token + segs.back().tokens << " tokens, " << tokens.size()
                        << " given");
-  TESSERA_ASSERT(stage_.first() || (hidden.defined() && hidden.dim(0) == n &&
-                                    hidden.dim(1) == c.hidden_size),
-                 "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs ("
-                                          << n << ", " << c.hidden_size << ")");
+  TESSERA_ASSERT(
+      stage_.first() || (hidden.defined() && hidden.dim(0) == n && hidden.dim(1) == c.hidden_size),
+      "stage input has shape " << shape_str(hidden.shape()) << ", the batch needs (" << n << ", "
+                               << c.hidden_size << ")");
   for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
-  if (decode_graph_fits(segs)) return forward_decode_graph(tokens, segs, hidden, logits_on_device);
+  if (decode_graph_fits(segs)) {
+    Tensor out = forward_decode_graph(tokens, segs, hidden, logits_on_device);
+    if (out.defined()) return out;  // (else its graph could not be captured: kernel by kernel)
+  }
 
   Tensor x;  // the residual stream (n, hidden)
   if (stage_.first()) {
@@ -441,13 +460,12 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
 // ---- decode steps as CUDA graph replays ----------------------------------------------------
 
 struct LlamaModel::DecodeGraph {
-  int64_t rows = 0;        // the bucket: rows of every step it runs
-  Tensor x;                // (rows, hidden): the residual stream, the step's input
-  Tensor out;              // the last stage's logits (rows, vocab / tp); else x is the output
+  int64_t rows = 0;  // the bucket: rows of every step it runs
+  Tensor x;          // (rows, hidden): the residual stream, the step's input
+  Tensor out;        // the last stage's logits (rows, vocab / tp); else x is the output
   const void* pool_keys = nullptr;  // the pool whose blocks the captured kernels read and write
   int64_t pool_blocks = 0;          // (a pool that grew has moved)
-  StepRows step;           // positions, slots and the attention plan, rewritten every step
-  std::vector<int32_t> idle_table = {0};  // the padding rows' block table
+  StepRows step;                    // positions, slots and the attention plan, rewritten every step
 #if TESSERA_HAVE_CUDA
   std::unique_ptr<cuda::StreamGraph> graph;
 #endif
@@ -457,6 +475,7 @@ struct LlamaModel::DecodeGraph {
 void LlamaModel::use_decode_graphs(int64_t max_batch, int64_t max_keys) {
   TESSERA_CHECK(max_batch >= 0 && max_keys >= 0, "decode graphs need max_batch and max_keys >= 0");
   graphs_.clear();
+  failed_buckets_.clear();
   graph_max_batch_ = max_batch;
   graph_max_keys_ = max_keys;
 }
@@ -464,7 +483,8 @@ void LlamaModel::use_decode_graphs(int64_t max_batch, int64_t max_keys) {
 double LlamaModel::time_graph_replays(int64_t bucket, int times) const {
 #if TESSERA_HAVE_CUDA
   const auto it = graphs_.find(bucket);
-  TESSERA_CHECK(it != graphs_.end() && it->second->graph, "no decode graph for " << bucket << " rows");
+  TESSERA_CHECK(it != graphs_.end() && it->second->graph,
+                "no decode graph for " << bucket << " rows");
   cuda::synchronize(device_.index);
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < times; ++i) it->second->graph->replay();
@@ -482,7 +502,9 @@ bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {
   if (!tp_->graph_capturable() || int64_t(segs.size()) > graph_max_batch_) return false;
   for (const Segment& s : segs)
     if (s.tokens != 1 || s.rows != 1 || s.seq->rows + 1 > graph_max_keys_) return false;
-  return true;
+  int64_t bucket = 1;
+  while (bucket < int64_t(segs.size())) bucket *= 2;
+  return failed_buckets_.count(bucket) == 0;
 #else
   (void)segs;
   return false;
@@ -490,8 +512,8 @@ bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {
 }
 
 Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
-                                        const std::vector<Segment>& segs,
-                                        const Tensor& hidden, bool logits_on_device) const {
+                                        const std::vector<Segment>& segs, const Tensor& hidden,
+                                        bool logits_on_device) const {
 #if TESSERA_HAVE_CUDA
   const ModelConfig& c = config_;
   const int64_t n = int64_t(segs.size());
@@ -501,30 +523,28 @@ Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
   KvPool& pool = *segs.front().seq->pool;
   if (slot && (slot->pool_keys != pool.keys(0).raw() || slot->pool_blocks != pool.num_blocks()))
     slot.reset();  // captured for another pool, or before this one grew
-
-  const bool first_use = !slot;
-  if (first_use) {
-    slot = std::make_shared<DecodeGraph>();
-    slot->rows = bucket;
-  }
-  DecodeGraph& g = *slot;
   // The step's rows, then idle rows up to the bucket: position 0, nothing stored, no keys.
+  static const int32_t idle_table[1] = {0};
   HostRows h = host_rows(segs, n);
   h.positions.resize(size_t(bucket), 0);
   h.slots.resize(size_t(bucket), -1);
-  for (int64_t r = n; r < bucket; ++r) h.attention.push_back({r, 1, g.idle_table.data(), 0, 0});
-  if (first_use) {
-    g.x = Tensor::empty({bucket, c.hidden_size}, act_, device_);
-    g.pool_keys = pool.keys(0).raw();
-    g.pool_blocks = pool.num_blocks();
-    g.step = upload(h, bucket, segs, graph_max_keys_);
+  for (int64_t r = n; r < bucket; ++r) h.attention.push_back({r, 1, idle_table, 0, 0});
+  if (!slot) {
+    auto g = std::make_shared<DecodeGraph>();
+    g->rows = bucket;
+    g->x = Tensor::empty({bucket, c.hidden_size}, act_, device_);
+    g->pool_keys = pool.keys(0).raw();
+    g->pool_blocks = pool.num_blocks();
+    g->step = upload(h, bucket, segs, graph_max_keys_);
+    slot = g;
   } else {
     Tensor positions = Tensor::from_i32(h.positions, {bucket});
     Tensor slots = Tensor::from_i64(h.slots, {bucket});
-    ops::copy(positions, g.step.positions);
-    ops::copy(slots, g.step.slots);
-    ops::refill_paged_attention(g.step.attention, h.attention);
+    ops::copy(positions, slot->step.positions);
+    ops::copy(slots, slot->step.slots);
+    ops::refill_paged_attention(slot->step.attention, h.attention);
   }
+  DecodeGraph& g = *slot;
   g.step.segs = &segs;  // this step's (the capture reads them; a replay reads nothing here)
   // The step's input into the graph's residual buffer (outside the graph: the embedding reads
   // token ids from the host, and a stage's input arrives in host memory).
@@ -534,34 +554,40 @@ Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
   else
     ops::convert(hidden, x_rows);
   if (!g.graph) {
-    g.graph = std::make_unique<cuda::StreamGraph>(device_.index);
+    auto graph = std::make_unique<cuda::StreamGraph>(device_.index);
     KeepAllocations keep;
-    g.graph->begin_capture();
+    graph->begin_capture();
     try {
       run_layers(g.x, g.step);
       if (stage_.last()) g.out = head(g.x);
-      g.graph->end_capture();
-    } catch (...) {
-      g.graph->abandon_capture();
-      g.graph.reset();
+      graph->end_capture();
+    } catch (const std::exception&) {
+      // A graph is an optimisation: when one cannot be captured (no memory left for its
+      // buffers), this bucket's steps run kernel by kernel. (Nothing captured ran, so every rank
+      // still issues the same collectives in the same order.)
+      graph->abandon_capture();
       slot.reset();
-      throw;
+      failed_buckets_.insert(bucket);
+      return Tensor();
     }
     g.kept = keep.take();
+    g.graph = std::move(graph);
   }
+  tp_->check_healthy();  // a TP collective that failed before is not replayed
   g.graph->replay();
+  tp_->watch_queued_work("a decode step's CUDA graph (its TP collectives)");
   ++graph_replays_;
   if (!stage_.last()) return on_host(g.x.rows(0, n));
   int64_t wanted = 0;
   for (const Segment& s : segs) wanted += s.logits;
-  const Tensor all = as_f32(g.out.rows(0, n), logits_on_device);
-  if (wanted == n) return all;
-  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32, all.device());
+  // The logits are copied out of the graph's buffer (the next replay overwrites it).
+  Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32,
+                                logits_on_device ? device_ : Device::cpu());
   int64_t at = 0;
   for (const Segment& s : segs)
     if (s.logits > 0) {
       Tensor to = logits.rows(at, at + 1);
-      ops::copy(all.rows(s.row, s.row + 1), to);
+      ops::convert(g.out.rows(s.row, s.row + 1), to);
       ++at;
     }
   return logits;

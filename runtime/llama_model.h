@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "io/model_config.h"
@@ -146,10 +147,11 @@ class LlamaModel {
  private:
   static LlamaModel build(const WeightSource& weights, Communicator* tp, Communicator* pp,
                           Communicator* sp, const LoadOptions& options);
-  struct Segment;  // one sequence's rows of a step, as this rank computes them
-  struct StepRows;     // a step's per-row metadata on the model's device, read by every layer
-  struct HostRows;     // the same, as the host makes it
-  struct DecodeGraph;  // a captured decode step for one batch-size bucket
+  struct Segment;       // one sequence's rows of a step, as this rank computes them
+  struct StepRows;      // a step's per-row metadata on the model's device, read by every layer
+  struct HostRows;      // the same, as the host makes it
+  struct DecodeGraph;   // a captured decode step for one batch-size bucket
+  struct LayerBuffers;  // a step's per-layer temporaries, made once for all its layers
   std::vector<Segment> segments(const std::vector<BatchRows>& batch) const;
   HostRows host_rows(const std::vector<Segment>& segs, int64_t n) const;
   StepRows upload(const HostRows& h, int64_t n, const std::vector<Segment>& segs,
@@ -162,15 +164,14 @@ class LlamaModel {
   Tensor forward_decode_graph(const std::vector<int32_t>& tokens, const std::vector<Segment>& segs,
                               const Tensor& hidden, bool logits_on_device) const;
   void attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x, const StepRows& rows,
-                       Tensor& out) const;
+                       LayerBuffers& buf, Tensor& out) const;
   // Sequence-parallel attention of this rank's query rows of a prompt of n_prompt tokens.
   void ring_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_prompt,
                       Tensor& out) const;
   // Sequence-parallel decode: every row's attention over the positions each SP rank keeps,
   // merged across the group.
-  void sp_decode_attention(const Tensor& q, int64_t layer, const StepRows& rows,
-                           Tensor& out) const;
-  void mlp_block(const LlamaLayer& w, const Tensor& x, Tensor& out) const;
+  void sp_decode_attention(const Tensor& q, int64_t layer, const StepRows& rows, Tensor& out) const;
+  void mlp_block(const LlamaLayer& w, const Tensor& x, LayerBuffers& buf, Tensor& out) const;
 
   ModelConfig config_;
   ModelShard shard_;
@@ -185,12 +186,13 @@ class LlamaModel {
   Tensor norm_;                     // (hidden), last stage only
   ColumnParallelLinear
       lm_head_;  // (vocab / tp, hidden), last stage; the embedding's rows when tied
-  std::vector<float> rope_inv_freq_;  // (head_dim / 2)
-  Tensor rope_inv_freq_device_;       // (head_dim / 2) f32 on the model's device
+  std::vector<float> rope_inv_freq_;                  // (head_dim / 2)
+  Tensor rope_inv_freq_device_;                       // (head_dim / 2) f32 on the model's device
   int64_t graph_max_batch_ = 0, graph_max_keys_ = 0;  // use_decode_graphs
   // Captured decode graphs by batch-size bucket: made by the first step of each bucket. (A cache
   // of the const forward; the model is used by one thread.)
   mutable std::map<int64_t, std::shared_ptr<DecodeGraph>> graphs_;
+  mutable std::set<int64_t> failed_buckets_;  // whose graph could not be captured
   mutable int64_t graph_replays_ = 0;
 };
 

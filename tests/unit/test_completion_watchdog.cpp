@@ -108,6 +108,33 @@ TEST(CompletionWatchdog, PollsOldestFirstAndOnlyUntilDone) {
   EXPECT_EQ(second_polls, 1);
 }
 
+TEST(CompletionWatchdog, TheOwnerCanFailItWithItsOwnReason) {
+  // An NCCL call the owner waited on too long: the owner's message wins, the abort runs once, and
+  // nothing is polled after it (the aborted communicator is gone).
+  std::atomic<int> aborts{0}, polls_after{0};
+  std::atomic<bool> aborted{false};
+  CompletionWatchdog w(5.0, [&] {
+    ++aborts;
+    aborted = true;
+  });
+  w.watch("all_gather", [&](std::string&) {
+    if (aborted) ++polls_after;
+    return State::kRunning;
+  });
+  w.fail_now("NCCL setup on the NCCL group of 2 rank(s) did not finish within 5 s");
+  w.fail_now("a second reason");
+  std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(aborts, 1);
+  EXPECT_EQ(polls_after, 0);
+  EXPECT_EQ(w.pending(), 0u);
+  try {
+    w.check();
+    FAIL() << "no error remembered";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "NCCL setup on the NCCL group of 2 rank(s) did not finish within 5 s");
+  }
+}
+
 TEST(CompletionWatchdog, RejectsANonPositiveTimeout) {
   EXPECT_THROW(CompletionWatchdog(0.0, nullptr), Error);
 }
