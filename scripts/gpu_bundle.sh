@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu
 TARGETS="tessera test_cuda_memory test_cuda_ops test_cuda_attention test_cuda_sampling test_gpu_ops
-  test_simt_emulator test_nccl_communicator test_completion_watchdog default_model_gpu_parity"
+  test_simt_emulator test_nccl_communicator test_completion_watchdog test_decode_graph
+  test_device_sampling default_model_gpu_parity"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DTESSERA_CUDA=ON >/dev/null
 ninja --quiet -C "$BUILD" $TARGETS
