@@ -5,6 +5,11 @@
 
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/paged_attention_launcher.h"
+#if defined(__CUDACC__)
+#include <mma.h>
+#else
+#include "kernels/cuda/simt_wmma.h"
+#endif
 
 namespace tessera::cuda::TESSERA_KERNELS {
 namespace paged_detail {
@@ -136,6 +141,144 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
   }
 }
 
+// The same partial state with tensor cores, for bf16 queries and head_dim a multiple of 16
+// (prefill chunks): per step of 32 keys, S = Q K^T and O += P V are 16x16x16 bf16 products with
+// float32 accumulation (nvcuda::wmma), the online softmax between them in float32 per row. The
+// tile's 16 query vectors are the 16 rows of every product (missing vectors are zero rows and see
+// no key); keys, values and the softmax weights P are rounded to bf16 for the products, so this
+// agrees with the float32 kernel to bf16 precision, not bitwise. O, S and the row statistics stay
+// in shared memory between the products.
+constexpr int kTcRows = kMaxQueryVectors;  // 16: the products' M
+static_assert(kTcRows == 16 && kKeysPerStep == 32, "the tensor-core tiles are 16 x 32 keys");
+
+// Shared memory, every array at a multiple of 128 bytes: O (16, d) f32, S (16, 32) f32, row
+// statistics (m, l, alpha: 3 x 16 f32, padded to 64), then bf16 Q (16, d), K (32, d), V (32, d)
+// and P (16, 32).
+__host__ __device__ inline size_t tc_shared_bytes(int64_t d) {
+  return size_t(kTcRows * d + kTcRows * kKeysPerStep + 64) * sizeof(float) +
+         size_t(kTcRows * d + 2 * kKeysPerStep * d + kTcRows * kKeysPerStep) * 2;
+}
+
+template <class TKV>
+__global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs a) {
+  namespace wmma = nvcuda::wmma;
+  using bf16 = __nv_bfloat16;
+  const int64_t d = a.head_dim, hq = a.n_heads, hkv = a.n_kv_heads;
+  const int64_t group = hq / hkv, g = blockIdx.y, split = blockIdx.z;
+  const int32_t* tile = a.tiles + int64_t(blockIdx.x) * PagedAttentionPlan::kTileFields;
+  const int64_t row0 = tile[1], rows = tile[2];
+  const int32_t* seq = a.sequences + int64_t(tile[0]) * PagedAttentionPlan::kSeqFields;
+  const int64_t seq_row = seq[0], keys = seq[1], offset = seq[2];
+  const int32_t* table = a.block_tables + seq[3];
+  const int64_t n_vec = rows * group;
+  const bf16* q = static_cast<const bf16*>(a.q);
+  const TKV* k_pool = static_cast<const TKV*>(a.k_pool);
+  const TKV* v_pool = static_cast<const TKV*>(a.v_pool);
+
+  TESSERA_DYNAMIC_SHARED(float, smem);
+  float* so = smem;                          // (16, d)
+  float* ss = so + kTcRows * d;              // (16, 32)
+  float* m_row = ss + kTcRows * kKeysPerStep;  // (16) running max
+  float* l_row = m_row + kTcRows;            // (16) running sum
+  float* alpha = l_row + kTcRows;            // (16) this step's rescale of O
+  bf16* sq = reinterpret_cast<bf16*>(m_row + 64);  // (16, d)
+  bf16* sk = sq + kTcRows * d;               // (32, d)
+  bf16* sv = sk + kKeysPerStep * d;          // (32, d)
+  bf16* sp = sv + kKeysPerStep * d;          // (16, 32)
+  for (int64_t e = threadIdx.x; e < kTcRows * d; e += kThreads) {
+    const int64_t v = e / d, i = e % d;
+    float x = 0.0f;
+    if (v < n_vec) {
+      const int64_t r = row0 + v / group, h = g * group + v % group;
+      x = load(q, (r * hq + h) * d + i);
+    }
+    sq[e] = __float2bfloat16_rn(x);
+    so[e] = 0.0f;
+  }
+  if (threadIdx.x < kTcRows) {
+    m_row[threadIdx.x] = -INFINITY;
+    l_row[threadIdx.x] = 0.0f;
+  }
+  const int64_t seen_by_last = (row0 + rows - 1 - seq_row) + offset + 1;
+  const int64_t k_begin = split * a.keys_per_split;
+  const int64_t k_end = min(min(keys, seen_by_last), k_begin + a.keys_per_split);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  __syncthreads();
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kKeysPerStep) {
+    for (int64_t e = threadIdx.x; e < kKeysPerStep * d; e += kThreads) {
+      const int64_t j = e / d, i = e % d, key = k0 + j;
+      float kv = 0.0f, vv = 0.0f;
+      if (key < k_end) {
+        const int64_t at =
+            ((int64_t(table[key / a.block_size]) * hkv + g) * a.block_size + key % a.block_size) *
+                d +
+            i;
+        kv = load(k_pool, at);
+        vv = load(v_pool, at);
+      }
+      sk[e] = __float2bfloat16_rn(kv);
+      sv[e] = __float2bfloat16_rn(vv);
+    }
+    __syncthreads();
+    if (warp < 2) {  // S[:, 16 w .. 16 w + 16) = Q K^T over d in chunks of 16
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int64_t c = 0; c < d; c += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;  // K^T
+        wmma::load_matrix_sync(fa, sq + c, unsigned(d));
+        wmma::load_matrix_sync(fb, sk + int64_t(16 * warp) * d + c, unsigned(d));
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(ss + 16 * warp, acc, kKeysPerStep, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int v = warp; v < kTcRows; v += kWarps) {  // the online softmax, lane = key of the step
+      float p = 0.0f, rescale = 1.0f;
+      if (v < n_vec) {
+        const int64_t row = row0 + v / group, key = k0 + lane;
+        const int64_t limit = min(k_end, (row - seq_row) + offset + 1);
+        const float score = key < limit ? ss[v * kKeysPerStep + lane] * a.scale : -INFINITY;
+        const float old_mx = m_row[v], old_sum = l_row[v];
+        const float new_mx = fmaxf(old_mx, warp_max(score));
+        if (new_mx != -INFINITY) {
+          rescale = expf(old_mx - new_mx);
+          p = key < limit ? expf(score - new_mx) : 0.0f;
+          const float sum = old_sum * rescale + warp_sum(p);
+          if (lane == 0) {
+            m_row[v] = new_mx;
+            l_row[v] = sum;
+          }
+        }
+      }
+      sp[v * kKeysPerStep + lane] = __float2bfloat16_rn(p);
+      if (lane == 0) alpha[v] = rescale;
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < kTcRows * d; e += kThreads) so[e] *= alpha[e / d];
+    __syncthreads();
+    for (int64_t t = warp; t < d / 16; t += kWarps) {  // O[:, 16 t .. 16 t + 16) += P V
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, so + 16 * t, unsigned(d), wmma::mem_row_major);
+      for (int c = 0; c < kKeysPerStep; c += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+        wmma::load_matrix_sync(fa, sp + c, kKeysPerStep);
+        wmma::load_matrix_sync(fb, sv + int64_t(c) * d + 16 * t, unsigned(d));
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(so + 16 * t, acc, unsigned(d), wmma::mem_row_major);
+    }
+    __syncthreads();
+  }
+  for (int64_t e = threadIdx.x; e < n_vec * (d + 2); e += kThreads) {
+    const int64_t v = e / (d + 2), i = e % (d + 2);
+    const int64_t r = row0 + v / group, h = g * group + v % group;
+    float* out = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
+    out[i] = i < d ? so[v * d + i] : i == d ? m_row[v] : l_row[v];
+  }
+}
+
 // Block (tile, KV head): the state of the tile's query vectors, merged with every split's
 // partial state in split order (log-sum-exp rescaling, as ops::attention_merge).
 __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
@@ -172,15 +315,33 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
   }
 }
 
+// Tensor cores for bf16 queries, head_dim a multiple of 16, and tiles of several rows (prefill);
+// decode rows (one per tile) take the float32 kernel.
+inline bool use_tensor_cores(const PagedAttentionArgs& a) {
+  return a.q_type == Elem::kBF16 && a.head_dim % 16 == 0 && a.m > a.n_tiles;
+}
+
 template <class TQ, class TKV>
 std::string launch(const PagedAttentionArgs& a) {
-  const size_t smem = shared_bytes(a.head_dim);
-  if (smem > 48 * 1024) {
-    const std::string e = allow_shared_memory(partial_kernel<TQ, TKV>, smem);
-    if (!e.empty()) return e;
-  }
   const dim3 grid(unsigned(a.n_tiles), unsigned(a.n_kv_heads), unsigned(a.splits));
-  TESSERA_LAUNCH(grid, kThreads, smem, a.stream, partial_kernel<TQ, TKV>)(a);
+  if constexpr (std::is_same_v<TQ, __nv_bfloat16>) {
+    if (use_tensor_cores(a)) {
+      const size_t smem = tc_shared_bytes(a.head_dim);
+      if (smem > 48 * 1024) {
+        const std::string e = allow_shared_memory(tc_partial_kernel<TKV>, smem);
+        if (!e.empty()) return e;
+      }
+      TESSERA_LAUNCH(grid, kThreads, smem, a.stream, tc_partial_kernel<TKV>)(a);
+    }
+  }
+  if (!(std::is_same_v<TQ, __nv_bfloat16> && use_tensor_cores(a))) {
+    const size_t smem = shared_bytes(a.head_dim);
+    if (smem > 48 * 1024) {
+      const std::string e = allow_shared_memory(partial_kernel<TQ, TKV>, smem);
+      if (!e.empty()) return e;
+    }
+    TESSERA_LAUNCH(grid, kThreads, smem, a.stream, partial_kernel<TQ, TKV>)(a);
+  }
   std::string e = launch_error();
   if (!e.empty()) return e;
   TESSERA_LAUNCH(dim3(unsigned(a.n_tiles), unsigned(a.n_kv_heads)), kThreads, 0, a.stream,
