@@ -101,13 +101,14 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
 }
 PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seqs, int64_t m,
                                            int64_t n_heads, const Tensor& k_pool,
-                                           int64_t keys_capacity) {
+                                           int64_t keys_capacity, DType q_dtype) {
   PagedAttentionWork w;
   w.device = k_pool.device();
   w.m = m, w.n_heads = n_heads, w.keys_capacity = keys_capacity;
   w.sequences = seqs;
 #if TESSERA_HAVE_CUDA
-  if (on_gpu(k_pool)) w.gpu = cuda::prepare_paged_attention(seqs, m, n_heads, k_pool, keys_capacity);
+  if (on_gpu(k_pool))
+    w.gpu = cuda::prepare_paged_attention(seqs, m, n_heads, k_pool, keys_capacity, q_dtype);
 #endif
   return w;
 }

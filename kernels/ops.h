@@ -106,10 +106,11 @@ struct PagedAttentionWork {
   std::vector<PagedSequence> sequences;  // what it was prepared for
   std::shared_ptr<void> gpu;             // the plan on the GPU (kernels/cuda/cuda_ops.cpp)
 };
-// For q (m, n_heads, d) over pools like k_pool.
+// For q (m, n_heads, d) of q_dtype over pools like k_pool.
 PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seqs, int64_t m,
                                            int64_t n_heads, const Tensor& k_pool,
-                                           int64_t keys_capacity = 0);
+                                           int64_t keys_capacity = 0,
+                                           DType q_dtype = DType::kF32);
 // Rewrites a fixed-shape work (keys_capacity > 0) for seqs: as many sequences, each with as many
 // rows as before, and no more keys than the capacity.
 void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSequence>& seqs);

@@ -232,7 +232,8 @@ LlamaModel::StepRows LlamaModel::upload(const HostRows& h, int64_t n,
   r.slots = Tensor::from_i64(h.slots, {n}).to(device_);
   if (!h.attention.empty())
     r.attention = ops::prepare_paged_attention(h.attention, n, shard_.heads.q.size(),
-                                               segs.front().seq->pool->keys(0), keys_capacity);
+                                               segs.front().seq->pool->keys(0), keys_capacity,
+                                               act_);
   return r;
 }
 

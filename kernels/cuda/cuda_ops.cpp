@@ -162,6 +162,7 @@ struct PreparedPagedAttention {
   PagedAttentionPlan plan;  // its sizes (and the host arrays it was made from)
   int64_t m = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, block_size = 0, num_blocks = 0;
   int64_t keys_capacity = 0;
+  bool tensor_cores = false;  // bf16 queries and head_dim a multiple of 16, shape not fixed
   Tensor tiles, sequences, tables, scratch;  // on the GPU
 };
 
@@ -180,8 +181,11 @@ PagedAttentionPlan host_plan(const PreparedPagedAttention& p,
     if (p.keys_capacity > 0) h.blocks.resize(size_t((p.keys_capacity + bs - 1) / bs), 0);
     host.push_back(std::move(h));
   }
+  bool prefill = false;  // tensor cores pay where tiles hold several rows
+  for (const ops::PagedSequence& s : seqs) prefill |= s.rows > 1;
   return plan_paged_attention(host, p.m, p.n_heads, p.n_kv_heads, p.head_dim, 264, 256,
-                              p.keys_capacity);
+                              p.keys_capacity,
+                              p.tensor_cores && prefill ? kTcQueryVectors : kMaxQueryVectors);
 }
 
 std::vector<int32_t> or_one(const std::vector<int32_t>& v) {
@@ -192,12 +196,14 @@ std::vector<int32_t> or_one(const std::vector<int32_t>& v) {
 
 std::shared_ptr<void> prepare_paged_attention(const std::vector<ops::PagedSequence>& seqs,
                                               int64_t m, int64_t n_heads, const Tensor& k_pool,
-                                              int64_t keys_capacity) {
+                                              int64_t keys_capacity, DType q_dtype) {
   common_elem({{&k_pool, "key pool"}});
   TESSERA_ASSERT(k_pool.ndim() == 4, "paged attention: pool " << shape_str(k_pool.shape()));
   auto p = std::make_shared<PreparedPagedAttention>();
   p->m = m, p->n_heads = n_heads, p->n_kv_heads = k_pool.dim(1), p->head_dim = k_pool.dim(3);
   p->block_size = k_pool.dim(2), p->num_blocks = k_pool.dim(0), p->keys_capacity = keys_capacity;
+  p->tensor_cores = keys_capacity == 0 && q_dtype == DType::kBF16 &&
+                    tensor_core_attention(Elem::kBF16, p->head_dim);
   p->plan = host_plan(*p, seqs);
   const Device dev = k_pool.device();
   p->tiles = upload_i32(or_one(p->plan.tiles), dev);
@@ -249,6 +255,7 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
   a.tiles = p.tiles.data<int32_t>(), a.sequences = p.sequences.data<int32_t>();
   a.block_tables = p.tables.data<int32_t>();
   a.n_tiles = p.plan.n_tiles, a.splits = p.plan.splits, a.keys_per_split = p.plan.keys_per_split;
+  a.tile_vectors = p.plan.tile_vectors;
   a.scratch = p.scratch.data<float>();
   a.acc = state.acc.data<float>(), a.mx = state.mx.data<float>(), a.sum = state.sum.data<float>();
   a.stream = stream_of(q);
@@ -259,7 +266,9 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
                                 const std::vector<ops::PagedSequence>& seqs, float scale,
                                 ops::AttentionState& state) {
   paged_attention_accumulate(q, k_pool, v_pool,
-                             cuda::prepare_paged_attention(seqs, q.dim(0), q.dim(1), k_pool, 0), scale,
+                             cuda::prepare_paged_attention(seqs, q.dim(0), q.dim(1), k_pool, 0,
+                                                           q.dtype()),
+                             scale,
                              state);
 }
 

@@ -32,9 +32,11 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
                                 const std::vector<ops::PagedSequence>& seqs, float scale,
                                 ops::AttentionState& state);
 // ops::PagedAttentionWork's GPU plan: made, rewritten in place, and run.
+// Prefill chunks of bf16 queries (head_dim a multiple of 16) take tensor cores, unless the plan's
+// shape is fixed (keys_capacity > 0: a decode graph's).
 std::shared_ptr<void> prepare_paged_attention(const std::vector<ops::PagedSequence>& seqs,
                                               int64_t m, int64_t n_heads, const Tensor& k_pool,
-                                              int64_t keys_capacity);
+                                              int64_t keys_capacity, DType q_dtype);
 void refill_paged_attention(const std::shared_ptr<void>& work,
                             const std::vector<ops::PagedSequence>& seqs);
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,

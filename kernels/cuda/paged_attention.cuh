@@ -142,21 +142,24 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
 }
 
 // The same partial state with tensor cores, for bf16 queries and head_dim a multiple of 16
-// (prefill chunks): per step of 32 keys, S = Q K^T and O += P V are 16x16x16 bf16 products with
-// float32 accumulation (nvcuda::wmma), the online softmax between them in float32 per row. The
-// tile's 16 query vectors are the 16 rows of every product (missing vectors are zero rows and see
-// no key); keys, values and the softmax weights P are rounded to bf16 for the products, so this
-// agrees with the float32 kernel to bf16 precision, not bitwise. O, S and the row statistics stay
-// in shared memory between the products.
-constexpr int kTcRows = kMaxQueryVectors;  // 16: the products' M
-static_assert(kTcRows == 16 && kKeysPerStep == 32, "the tensor-core tiles are 16 x 32 keys");
+// (prefill chunks), on tiles of up to kTcQueryVectors (64) query vectors: warp w owns vectors
+// [16 w, 16 w + 16), the M of its products. Per step of 32 keys (read once for the block), each
+// warp computes S = Q K^T and O += P V as 16x16x16 bf16 products with float32 accumulation
+// (nvcuda::wmma), with the online softmax of its 16 rows between them in float32. Missing vectors
+// are zero rows that see no key. Keys, values and the softmax weights P are rounded to bf16 for
+// the products, so this agrees with the float32 kernel to bf16 precision, not bitwise. O, S and the
+// row statistics live in shared memory between the products.
+constexpr int kTcWarpRows = 16;
+static_assert(kTcQueryVectors == kWarps * kTcWarpRows && kKeysPerStep == 32,
+              "each warp's 16 rows against steps of 32 keys");
 
-// Shared memory, every array at a multiple of 128 bytes: O (16, d) f32, S (16, 32) f32, row
-// statistics (m, l, alpha: 3 x 16 f32, padded to 64), then bf16 Q (16, d), K (32, d), V (32, d)
-// and P (16, 32).
+// Shared memory, every array at a multiple of 128 bytes (d a multiple of 16): O (64, d) f32,
+// S (64, 32) f32, row statistics (m, l, alpha: 3 x 64 f32), then bf16 Q (64, d), K (32, d),
+// V (32, d) and P (64, 32).
 __host__ __device__ inline size_t tc_shared_bytes(int64_t d) {
-  return size_t(kTcRows * d + kTcRows * kKeysPerStep + 64) * sizeof(float) +
-         size_t(kTcRows * d + 2 * kKeysPerStep * d + kTcRows * kKeysPerStep) * 2;
+  return size_t(kTcQueryVectors * d + kTcQueryVectors * kKeysPerStep + 3 * kTcQueryVectors) *
+             sizeof(float) +
+         size_t(kTcQueryVectors * d + 2 * kKeysPerStep * d + kTcQueryVectors * kKeysPerStep) * 2;
 }
 
 template <class TKV>
@@ -174,18 +177,19 @@ __global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs
   const bf16* q = static_cast<const bf16*>(a.q);
   const TKV* k_pool = static_cast<const TKV*>(a.k_pool);
   const TKV* v_pool = static_cast<const TKV*>(a.v_pool);
+  constexpr int kV = kTcQueryVectors, kS = kKeysPerStep;
 
   TESSERA_DYNAMIC_SHARED(float, smem);
-  float* so = smem;                          // (16, d)
-  float* ss = so + kTcRows * d;              // (16, 32)
-  float* m_row = ss + kTcRows * kKeysPerStep;  // (16) running max
-  float* l_row = m_row + kTcRows;            // (16) running sum
-  float* alpha = l_row + kTcRows;            // (16) this step's rescale of O
-  bf16* sq = reinterpret_cast<bf16*>(m_row + 64);  // (16, d)
-  bf16* sk = sq + kTcRows * d;               // (32, d)
-  bf16* sv = sk + kKeysPerStep * d;          // (32, d)
-  bf16* sp = sv + kKeysPerStep * d;          // (16, 32)
-  for (int64_t e = threadIdx.x; e < kTcRows * d; e += kThreads) {
+  float* so = smem;                // (64, d)
+  float* ss = so + kV * d;         // (64, 32)
+  float* m_row = ss + kV * kS;     // (64) running max
+  float* l_row = m_row + kV;       // (64) running sum
+  float* alpha = l_row + kV;       // (64) this step's rescale of O
+  bf16* sq = reinterpret_cast<bf16*>(alpha + kV);  // (64, d)
+  bf16* sk = sq + kV * d;          // (32, d)
+  bf16* sv = sk + kS * d;          // (32, d)
+  bf16* sp = sv + kS * d;          // (64, 32)
+  for (int64_t e = threadIdx.x; e < kV * d; e += kThreads) {
     const int64_t v = e / d, i = e % d;
     float x = 0.0f;
     if (v < n_vec) {
@@ -195,7 +199,7 @@ __global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs
     sq[e] = __float2bfloat16_rn(x);
     so[e] = 0.0f;
   }
-  if (threadIdx.x < kTcRows) {
+  if (threadIdx.x < kV) {
     m_row[threadIdx.x] = -INFINITY;
     l_row[threadIdx.x] = 0.0f;
   }
@@ -203,9 +207,11 @@ __global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs
   const int64_t k_begin = split * a.keys_per_split;
   const int64_t k_end = min(min(keys, seen_by_last), k_begin + a.keys_per_split);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int64_t v0 = int64_t(warp) * kTcWarpRows;  // this warp's first vector
+  const bool warp_has_rows = v0 < n_vec;           // (the same for the whole warp)
   __syncthreads();
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += kKeysPerStep) {
-    for (int64_t e = threadIdx.x; e < kKeysPerStep * d; e += kThreads) {
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kS) {
+    for (int64_t e = threadIdx.x; e < kS * d; e += kThreads) {
       const int64_t j = e / d, i = e % d, key = k0 + j;
       float kv = 0.0f, vv = 0.0f;
       if (key < k_end) {
@@ -220,56 +226,61 @@ __global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs
       sv[e] = __float2bfloat16_rn(vv);
     }
     __syncthreads();
-    if (warp < 2) {  // S[:, 16 w .. 16 w + 16) = Q K^T over d in chunks of 16
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int64_t c = 0; c < d; c += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;  // K^T
-        wmma::load_matrix_sync(fa, sq + c, unsigned(d));
-        wmma::load_matrix_sync(fb, sk + int64_t(16 * warp) * d + c, unsigned(d));
-        wmma::mma_sync(acc, fa, fb, acc);
+    if (warp_has_rows) {
+      // S (16, 32) of this warp's rows = Q K^T, two 16-key halves over d in chunks of 16.
+      for (int half = 0; half < 2; ++half) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int64_t c = 0; c < d; c += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;  // K^T
+          wmma::load_matrix_sync(fa, sq + v0 * d + c, unsigned(d));
+          wmma::load_matrix_sync(fb, sk + int64_t(16 * half) * d + c, unsigned(d));
+          wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(ss + v0 * kS + 16 * half, acc, kS, wmma::mem_row_major);
       }
-      wmma::store_matrix_sync(ss + 16 * warp, acc, kKeysPerStep, wmma::mem_row_major);
-    }
-    __syncthreads();
-    for (int v = warp; v < kTcRows; v += kWarps) {  // the online softmax, lane = key of the step
-      float p = 0.0f, rescale = 1.0f;
-      if (v < n_vec) {
-        const int64_t row = row0 + v / group, key = k0 + lane;
-        const int64_t limit = min(k_end, (row - seq_row) + offset + 1);
-        const float score = key < limit ? ss[v * kKeysPerStep + lane] * a.scale : -INFINITY;
-        const float old_mx = m_row[v], old_sum = l_row[v];
-        const float new_mx = fmaxf(old_mx, warp_max(score));
-        if (new_mx != -INFINITY) {
-          rescale = expf(old_mx - new_mx);
-          p = key < limit ? expf(score - new_mx) : 0.0f;
-          const float sum = old_sum * rescale + warp_sum(p);
-          if (lane == 0) {
-            m_row[v] = new_mx;
-            l_row[v] = sum;
+      __syncwarp();
+      // The online softmax of the warp's rows, lane = key of the step.
+      for (int64_t v = v0; v < v0 + kTcWarpRows; ++v) {
+        float p = 0.0f, rescale = 1.0f;
+        if (v < n_vec) {
+          const int64_t row = row0 + v / group, key = k0 + lane;
+          const int64_t limit = min(k_end, (row - seq_row) + offset + 1);
+          const float score = key < limit ? ss[v * kS + lane] * a.scale : -INFINITY;
+          const float old_mx = m_row[v], old_sum = l_row[v];
+          const float new_mx = fmaxf(old_mx, warp_max(score));
+          if (new_mx != -INFINITY) {
+            rescale = expf(old_mx - new_mx);
+            p = key < limit ? expf(score - new_mx) : 0.0f;
+            const float sum = old_sum * rescale + warp_sum(p);
+            if (lane == 0) {
+              m_row[v] = new_mx;
+              l_row[v] = sum;
+            }
           }
         }
+        sp[v * kS + lane] = __float2bfloat16_rn(p);
+        if (lane == 0) alpha[v] = rescale;
       }
-      sp[v * kKeysPerStep + lane] = __float2bfloat16_rn(p);
-      if (lane == 0) alpha[v] = rescale;
-    }
-    __syncthreads();
-    for (int64_t e = threadIdx.x; e < kTcRows * d; e += kThreads) so[e] *= alpha[e / d];
-    __syncthreads();
-    for (int64_t t = warp; t < d / 16; t += kWarps) {  // O[:, 16 t .. 16 t + 16) += P V
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, so + 16 * t, unsigned(d), wmma::mem_row_major);
-      for (int c = 0; c < kKeysPerStep; c += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-        wmma::load_matrix_sync(fa, sp + c, kKeysPerStep);
-        wmma::load_matrix_sync(fb, sv + int64_t(c) * d + 16 * t, unsigned(d));
-        wmma::mma_sync(acc, fa, fb, acc);
+      __syncwarp();
+      for (int64_t e = lane; e < kTcWarpRows * d; e += 32) so[v0 * d + e] *= alpha[v0 + e / d];
+      __syncwarp();
+      // O (16, d) of the warp's rows += P V, in tiles of 16 dims, over the step in two halves.
+      for (int64_t t = 0; t < d / 16; ++t) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::load_matrix_sync(acc, so + v0 * d + 16 * t, unsigned(d), wmma::mem_row_major);
+        for (int c = 0; c < kS; c += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+          wmma::load_matrix_sync(fa, sp + v0 * kS + c, kS);
+          wmma::load_matrix_sync(fb, sv + int64_t(c) * d + 16 * t, unsigned(d));
+          wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(so + v0 * d + 16 * t, acc, unsigned(d), wmma::mem_row_major);
       }
-      wmma::store_matrix_sync(so + 16 * t, acc, unsigned(d), wmma::mem_row_major);
     }
-    __syncthreads();
+    __syncthreads();  // every warp is done with the step's keys before the next are loaded
   }
   for (int64_t e = threadIdx.x; e < n_vec * (d + 2); e += kThreads) {
     const int64_t v = e / (d + 2), i = e % (d + 2);
@@ -315,17 +326,12 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
   }
 }
 
-// Tensor cores for bf16 queries, head_dim a multiple of 16, and tiles of several rows (prefill);
-// decode rows (one per tile) take the float32 kernel.
-inline bool use_tensor_cores(const PagedAttentionArgs& a) {
-  return a.q_type == Elem::kBF16 && a.head_dim % 16 == 0 && a.m > a.n_tiles;
-}
-
 template <class TQ, class TKV>
 std::string launch(const PagedAttentionArgs& a) {
   const dim3 grid(unsigned(a.n_tiles), unsigned(a.n_kv_heads), unsigned(a.splits));
+  const bool tc = a.tile_vectors == kTcQueryVectors;  // the plan chose tensor cores
   if constexpr (std::is_same_v<TQ, __nv_bfloat16>) {
-    if (use_tensor_cores(a)) {
+    if (tc) {
       const size_t smem = tc_shared_bytes(a.head_dim);
       if (smem > 48 * 1024) {
         const std::string e = allow_shared_memory(tc_partial_kernel<TKV>, smem);
@@ -334,7 +340,7 @@ std::string launch(const PagedAttentionArgs& a) {
       TESSERA_LAUNCH(grid, kThreads, smem, a.stream, tc_partial_kernel<TKV>)(a);
     }
   }
-  if (!(std::is_same_v<TQ, __nv_bfloat16> && use_tensor_cores(a))) {
+  if (!tc) {
     const size_t smem = shared_bytes(a.head_dim);
     if (smem > 48 * 1024) {
       const std::string e = allow_shared_memory(partial_kernel<TQ, TKV>, smem);
@@ -357,6 +363,10 @@ std::string paged_attention(const PagedAttentionArgs& a) {
   if (a.head_dim < 1 || a.head_dim > 32 * paged_detail::kMaxDimsPerLane)
     return "paged attention on the GPU needs head_dim up to 256, got " + std::to_string(a.head_dim);
   if (a.q_type == Elem::kF16) return "paged attention on the GPU takes f32 or bf16 queries";
+  if (a.tile_vectors != kMaxQueryVectors &&
+      !(a.tile_vectors == kTcQueryVectors && tensor_core_attention(a.q_type, a.head_dim)))
+    return "paged attention: tiles of " + std::to_string(a.tile_vectors) +
+           " query vectors need bf16 queries and head_dim a multiple of 16";
   return with_elem(a.kv_type, [&](auto kv_tag) {
     using TKV = decltype(kv_tag);
     return a.q_type == Elem::kF32 ? paged_detail::launch<float, TKV>(a)

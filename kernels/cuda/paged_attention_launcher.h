@@ -39,21 +39,30 @@ struct PagedAttentionPlan {
   int64_t splits = 1;          // pieces of every key list (some may be empty)
   int64_t keys_per_split = 0;  // a multiple of kKeysPerStep
   int64_t scratch_floats = 0;  // the partial states: splits * m * n_heads * (d + 2)
+  int64_t tile_vectors = 16;   // query vectors a tile holds at most (rows x heads of a group)
 };
 
 // Keys a thread block takes into shared memory at a time, and the most query vectors (rows x
 // heads of one group) one block holds.
 inline constexpr int kKeysPerStep = 32;
 inline constexpr int kMaxQueryVectors = 16;
+// Tiles of the tensor-core kernel (bf16 queries, head_dim a multiple of 16, prefill): 64 query
+// vectors, 16 per warp, so each step's keys and values are read once for four times the rows.
+inline constexpr int kTcQueryVectors = 64;
+inline bool tensor_core_attention(Elem q_type, int64_t head_dim) {
+  return q_type == Elem::kBF16 && head_dim % 16 == 0 && head_dim <= 256;
+}
 
 // target_blocks: about how many thread blocks fill the GPU (a few per SM); the key lists are
 // split until the grid has about that many, but no piece is shorter than min_keys_per_split.
 // keys_capacity > 0 splits as if the longest key list had that many keys (at least), so that
 // plans of the same sequences and rows have one shape for any key counts up to it.
+// tile_vectors: kMaxQueryVectors (the float32 kernel) or kTcQueryVectors (tensor cores).
 PagedAttentionPlan plan_paged_attention(const std::vector<PagedAttentionSequence>& seqs, int64_t m,
                                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                                         int64_t target_blocks, int64_t min_keys_per_split,
-                                        int64_t keys_capacity = 0);
+                                        int64_t keys_capacity = 0,
+                                        int64_t tile_vectors = kMaxQueryVectors);
 
 struct PagedAttentionArgs {
   Elem q_type = Elem::kF32, kv_type = Elem::kF32;
@@ -67,6 +76,7 @@ struct PagedAttentionArgs {
   const int32_t* sequences = nullptr;
   const int32_t* block_tables = nullptr;
   int64_t n_tiles = 0, splits = 1, keys_per_split = 0;
+  int64_t tile_vectors = kMaxQueryVectors;  // the plan's: kTcQueryVectors takes tensor cores
   float* scratch = nullptr;  // plan.scratch_floats floats on the GPU
   // The state, f32 on the GPU, added to: acc (m, n_heads, head_dim), mx and sum (m, n_heads).
   float* acc = nullptr;

@@ -9,7 +9,7 @@ namespace tessera::cuda {
 PagedAttentionPlan plan_paged_attention(const std::vector<PagedAttentionSequence>& seqs, int64_t m,
                                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                                         int64_t target_blocks, int64_t min_keys_per_split,
-                                        int64_t keys_capacity) {
+                                        int64_t keys_capacity, int64_t tile_vectors) {
   TESSERA_ASSERT(
       n_kv_heads > 0 && n_heads % n_kv_heads == 0,
       "paged attention: " << n_heads << " query heads over " << n_kv_heads << " KV heads");
@@ -17,8 +17,11 @@ PagedAttentionPlan plan_paged_attention(const std::vector<PagedAttentionSequence
   TESSERA_ASSERT(
       group <= kMaxQueryVectors,
       "paged attention: " << group << " query heads per KV head; at most " << kMaxQueryVectors);
-  const int64_t rows_per_tile = std::max<int64_t>(1, kMaxQueryVectors / group);
+  TESSERA_ASSERT(tile_vectors == kMaxQueryVectors || tile_vectors == kTcQueryVectors,
+                 "paged attention: tiles of " << tile_vectors << " query vectors");
+  const int64_t rows_per_tile = std::max<int64_t>(1, tile_vectors / group);
   PagedAttentionPlan plan;
+  plan.tile_vectors = tile_vectors;
   int64_t most_keys = 0;
   for (size_t s = 0; s < seqs.size(); ++s) {
     const PagedAttentionSequence& q = seqs[s];

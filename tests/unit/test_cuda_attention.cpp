@@ -116,8 +116,12 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
   ops::paged_attention_accumulate(Tensor::from_f32(q.to_f32_vector(), q.shape()), widened(k_pool),
                                   widened(v_pool), cpu_seqs, scale, want);
 
-  const cuda::PagedAttentionPlan plan =
-      cuda::plan_paged_attention(seqs, m, hq, hkv, d, c.split ? 4096 : 1, c.split ? 32 : 1 << 30);
+  // bf16 queries with head_dim a multiple of 16 take the tensor-core kernel's 64-vector tiles.
+  const cuda::Elem q_elem = c.q_type == DType::kF32 ? cuda::Elem::kF32 : cuda::Elem::kBF16;
+  const int64_t tile_vectors =
+      cuda::tensor_core_attention(q_elem, d) ? cuda::kTcQueryVectors : cuda::kMaxQueryVectors;
+  const cuda::PagedAttentionPlan plan = cuda::plan_paged_attention(
+      seqs, m, hq, hkv, d, c.split ? 4096 : 1, c.split ? 32 : 1 << 30, 0, tile_vectors);
   if (c.split) {
     EXPECT_GE(plan.splits, 700 / 64) << "the long decode is cut into pieces";
   } else {
@@ -133,7 +137,7 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
   Tensor acc = before.acc.to(dev), mx = before.mx.to(dev), sum = before.sum.to(dev);
   const Tensor gq = q.to(dev), gk = k_pool.to(dev), gv = v_pool.to(dev);
   cuda::PagedAttentionArgs a;
-  a.q_type = c.q_type == DType::kF32 ? cuda::Elem::kF32 : cuda::Elem::kBF16;
+  a.q_type = q_elem;
   a.kv_type = c.pool_type == DType::kF32   ? cuda::Elem::kF32
               : c.pool_type == DType::kF16 ? cuda::Elem::kF16
                                            : cuda::Elem::kBF16;
@@ -145,6 +149,7 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
   a.sequences = sequences.data<int32_t>();
   a.block_tables = tables.data<int32_t>();
   a.n_tiles = plan.n_tiles, a.splits = plan.splits, a.keys_per_split = plan.keys_per_split;
+  a.tile_vectors = plan.tile_vectors;
   a.scratch = scratch.data<float>();
   a.acc = acc.data<float>(), a.mx = mx.data<float>(), a.sum = sum.data<float>();
   ASSERT_EQ(backend_.paged_attention(a), "");
