@@ -109,6 +109,8 @@ PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seq
 #if TESSERA_HAVE_CUDA
   if (on_gpu(k_pool))
     w.gpu = cuda::prepare_paged_attention(seqs, m, n_heads, k_pool, keys_capacity, q_dtype);
+#else
+  (void)q_dtype;
 #endif
   return w;
 }

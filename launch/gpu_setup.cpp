@@ -56,7 +56,8 @@ Device start_device(const DeviceOptions& o) {
   TESSERA_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda" ||
                     o.device == "emulator",
                 "--device must be auto, cpu, cuda or emulator, got '" << o.device << "'");
-  const auto [local_rank, local_size] = node_rank_and_size();  // collective: every rank calls it
+  [[maybe_unused]] const auto [local_rank, local_size] =
+      node_rank_and_size();  // collective: every rank calls it
   if (o.device == "cpu") return Device::cpu();
 #if TESSERA_HAVE_CUDA
   // --gpu-memory: a fraction of the GPU's free memory (shared by the ranks on it), or a size.
@@ -85,7 +86,7 @@ GroupTransport group_transport(const DeviceOptions& o, Device device) {
   TESSERA_CHECK(o.comm == "auto" || o.comm == "mpi" || o.comm == "nccl",
                 "--comm must be auto, mpi or nccl, got '" << o.comm << "'");
   TESSERA_CHECK(o.nccl_timeout > 0, "--nccl-timeout must be positive, got " << o.nccl_timeout);
-  const auto [local_rank, local_size] = node_rank_and_size();  // collective
+  [[maybe_unused]] const auto [local_rank, local_size] = node_rank_and_size();  // collective
   std::string why_not;  // why this rank cannot use NCCL
   if (device.is_cpu()) why_not = "this rank computes on the CPU";
 #if TESSERA_HAVE_CUDA
@@ -96,9 +97,6 @@ GroupTransport group_transport(const DeviceOptions& o, Device device) {
               std::to_string(cuda::device_count()) + " GPU(s) (NCCL needs one GPU per rank)";
   else
     why_not = NcclCommunicator::unavailable_reason();
-#else
-  (void)local_rank;
-  (void)local_size;
 #endif
   int ok = why_not.empty() ? 1 : 0, all_ok = 0;
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
