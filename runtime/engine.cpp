@@ -248,13 +248,16 @@ std::vector<int32_t> Engine::compute(const StepPlan& plan) {
       h.insert(h.end(), w.tokens.begin(), w.tokens.end());
     }
   }
+  // Stage outputs stay on the GPU: hidden states go GPU to GPU (NCCL, or MPI through host
+  // memory) in the model's dtype, and the last stage samples where its logits are.
   Tensor hidden;
   if (!stage.first()) {
-    hidden = Tensor::empty({model_.local_rows(batch), model_.config().hidden_size}, DType::kF32);
+    const bool gpu = !model_.device().is_cpu();
+    hidden = Tensor::empty({model_.local_rows(batch), model_.config().hidden_size},
+                           gpu ? model_.dtype() : DType::kF32, model_.device());
     stage.receive(hidden);
   }
   EngineSpan span{plan.id, now_seconds(), 0, plan.tokens()};
-  // The last stage's logits stay on its GPU, where sampling picks each row's candidates.
   const Tensor out = model_.forward_stage(tokens, batch, hidden, true);
   std::vector<int32_t> sampled;
   if (stage.last()) {

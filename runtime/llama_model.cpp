@@ -400,7 +400,7 @@ Tensor on_host(const Tensor& t) {
 }  // namespace
 
 Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector<BatchRows>& batch,
-                                 const Tensor& hidden, bool logits_on_device) const {
+                                 const Tensor& hidden, bool outputs_on_device) const {
   const ModelConfig& c = config_;
   TESSERA_ASSERT(!batch.empty(), "forward called with no sequences");
   const std::vector<Segment> segs = segments(batch);
@@ -416,7 +416,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
                                << c.hidden_size << ")");
   for (size_t i = 0; i < segs.size(); ++i) batch[i].kept = segs[i].keep ? segs[i].rows : 0;
   if (decode_graph_fits(segs)) {
-    Tensor out = forward_decode_graph(tokens, segs, hidden, logits_on_device);
+    Tensor out = forward_decode_graph(tokens, segs, hidden, outputs_on_device);
     if (out.defined()) return out;  // (else its graph could not be captured: kernel by kernel)
   }
 
@@ -435,7 +435,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
     ops::convert(hidden, x);
   }
   run_layers(x, upload(host_rows(segs, n), n, segs, 0));
-  if (!stage_.last()) return on_host(x);
+  if (!stage_.last()) return outputs_on_device ? x : on_host(x);
 
   int64_t wanted = 0;
   for (const Segment& s : segs) wanted += s.logits;
@@ -455,7 +455,7 @@ Tensor LlamaModel::forward_stage(const std::vector<int32_t>& tokens, std::vector
     ops::copy(x.rows(end - s.logits, end), to);
     at += s.logits;
   }
-  return as_f32(head(last), logits_on_device);
+  return as_f32(head(last), outputs_on_device);
 }
 
 // ---- decode steps as CUDA graph replays ----------------------------------------------------
@@ -514,7 +514,7 @@ bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {
 
 Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
                                         const std::vector<Segment>& segs, const Tensor& hidden,
-                                        bool logits_on_device) const {
+                                        bool outputs_on_device) const {
 #if TESSERA_HAVE_CUDA
   const ModelConfig& c = config_;
   const int64_t n = int64_t(segs.size());
@@ -578,12 +578,13 @@ Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
   g.graph->replay();
   tp_->watch_queued_work("a decode step's CUDA graph (its TP collectives)");
   ++graph_replays_;
-  if (!stage_.last()) return on_host(g.x.rows(0, n));
+  // The outputs are copied out of the graph's buffers (the next replay overwrites them).
+  if (!stage_.last()) return outputs_on_device ? g.x.rows(0, n).clone() : on_host(g.x.rows(0, n));
   int64_t wanted = 0;
   for (const Segment& s : segs) wanted += s.logits;
   // The logits are copied out of the graph's buffer (the next replay overwrites it).
   Tensor logits = Tensor::empty({wanted, shard_.vocab.size()}, DType::kF32,
-                                logits_on_device ? device_ : Device::cpu());
+                                outputs_on_device ? device_ : Device::cpu());
   int64_t at = 0;
   for (const Segment& s : segs)
     if (s.logits > 0) {
@@ -593,7 +594,7 @@ Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
     }
   return logits;
 #else
-  (void)tokens, (void)segs, (void)hidden, (void)logits_on_device;
+  (void)tokens, (void)segs, (void)hidden, (void)outputs_on_device;
   TESSERA_FAIL("decode graphs need the CUDA backend");
 #endif
 }

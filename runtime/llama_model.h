@@ -110,10 +110,11 @@ class LlamaModel {
   // parallelism a prompt (a sequence with an empty cache) is split over the SP group (ring
   // attention) and must be the batch's only sequence, with logits 1; decode tokens (one per
   // sequence) are computed by every SP rank and kept by SP rank position % sp.
-  // With logits_on_device (on a GPU), the last stage's logits stay there, in float32, for
-  // sampling on the device (runtime/batch_sampler.h).
+  // With outputs_on_device (on a GPU), what the stage returns stays there: the last stage's
+  // logits in float32, for sampling on the device (runtime/batch_sampler.h); another stage's
+  // hidden state in the model's dtype, for the next stage over NCCL (or MPI, staged).
   Tensor forward_stage(const std::vector<int32_t>& tokens, std::vector<BatchRows>& batch,
-                       const Tensor& hidden, bool logits_on_device = false) const;
+                       const Tensor& hidden, bool outputs_on_device = false) const;
   // Rows of the hidden state this rank computes for `batch` (fewer than its tokens for a
   // sequence-parallel prompt).
   int64_t local_rows(const std::vector<BatchRows>& batch) const;
@@ -162,7 +163,7 @@ class LlamaModel {
   Tensor head(const Tensor& h) const;
   bool decode_graph_fits(const std::vector<Segment>& segs) const;
   Tensor forward_decode_graph(const std::vector<int32_t>& tokens, const std::vector<Segment>& segs,
-                              const Tensor& hidden, bool logits_on_device) const;
+                              const Tensor& hidden, bool outputs_on_device) const;
   void attention_block(const LlamaLayer& w, int64_t layer, const Tensor& x, const StepRows& rows,
                        LayerBuffers& buf, Tensor& out) const;
   // Sequence-parallel attention of this rank's query rows of a prompt of n_prompt tokens.
