@@ -28,6 +28,58 @@ __host__ __device__ inline size_t shared_bytes(int64_t d) {
          sizeof(float);
 }
 
+// What block (tile, KV head, split) works on: the tile's rows of one sequence, and the keys
+// [k_begin, k_end) of this split that the tile's last row sees (the others see fewer).
+struct BlockWork {
+  int64_t row0 = 0, rows = 0, n_vec = 0;  // the tile's rows, and its query vectors
+  int64_t seq_row = 0, offset = 0;        // the sequence's first row, and its visible offset
+  const int32_t* table = nullptr;         // the sequence's block table
+  int64_t k_begin = 0, k_end = 0;
+};
+
+__device__ __forceinline__ BlockWork block_work(const PagedAttentionArgs& a, int64_t group,
+                                                int64_t split) {
+  const int32_t* tile = a.tiles + int64_t(blockIdx.x) * PagedAttentionPlan::kTileFields;
+  const int32_t* seq = a.sequences + int64_t(tile[0]) * PagedAttentionPlan::kSeqFields;
+  BlockWork w;
+  w.row0 = tile[1], w.rows = tile[2], w.n_vec = w.rows * group;
+  w.seq_row = seq[0], w.offset = seq[2];
+  w.table = a.block_tables + seq[3];
+  const int64_t keys = seq[1], seen_by_last = (w.row0 + w.rows - 1 - w.seq_row) + w.offset + 1;
+  w.k_begin = split * a.keys_per_split;
+  w.k_end = min(min(keys, seen_by_last), w.k_begin + a.keys_per_split);
+  return w;
+}
+
+// The step of kKeysPerStep keys from k0 of KV head g, read by the whole block: store(j, i, k, v)
+// for key k0 + j, dim i (zeros past the split's keys).
+template <class TKV, class Store>
+__device__ __forceinline__ void load_kv_step(const PagedAttentionArgs& a, const BlockWork& w,
+                                             int64_t g, int64_t k0, Store&& store) {
+  const int64_t d = a.head_dim;
+  const TKV* k_pool = static_cast<const TKV*>(a.k_pool);
+  const TKV* v_pool = static_cast<const TKV*>(a.v_pool);
+  for (int64_t e = threadIdx.x; e < kKeysPerStep * d; e += kThreads) {
+    const int64_t j = e / d, i = e % d, key = k0 + j;
+    float kv = 0.0f, vv = 0.0f;
+    if (key < w.k_end) {
+      const int64_t at = ((int64_t(w.table[key / a.block_size]) * a.n_kv_heads + g) * a.block_size +
+                          key % a.block_size) *
+                             d +
+                         i;
+      kv = load(k_pool, at);
+      vv = load(v_pool, at);
+    }
+    store(j, i, kv, vv);
+  }
+}
+
+// Split `split`'s partial state of row r, head h in scratch: d accumulators, the max, the sum.
+__device__ __forceinline__ float* partial_state(const PagedAttentionArgs& a, int64_t split,
+                                                int64_t r, int64_t h) {
+  return a.scratch + ((split * a.m + r) * a.n_heads + h) * (a.head_dim + 2);
+}
+
 // Block (tile, KV head g, split): the partial state of the tile's query vectors over the split's
 // keys, written to scratch[(split, row, head)] as d accumulators, the max and the sum.
 // Query vector v of the tile is row row0 + v / group, head g * group + v % group. A warp takes
@@ -37,15 +89,10 @@ template <class TQ, class TKV>
 __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a) {
   const int64_t d = a.head_dim, pitch = d + 1, hq = a.n_heads, hkv = a.n_kv_heads;
   const int64_t group = hq / hkv, g = blockIdx.y, split = blockIdx.z;
-  const int32_t* tile = a.tiles + int64_t(blockIdx.x) * PagedAttentionPlan::kTileFields;
-  const int64_t row0 = tile[1], rows = tile[2];
-  const int32_t* seq = a.sequences + int64_t(tile[0]) * PagedAttentionPlan::kSeqFields;
-  const int64_t seq_row = seq[0], keys = seq[1], offset = seq[2];
-  const int32_t* table = a.block_tables + seq[3];
-  const int64_t n_vec = rows * group;
+  const BlockWork w = block_work(a, group, split);
+  const int64_t row0 = w.row0, seq_row = w.seq_row, offset = w.offset, n_vec = w.n_vec;
+  const int64_t k_begin = w.k_begin, k_end = w.k_end;
   const TQ* q = static_cast<const TQ*>(a.q);
-  const TKV* k_pool = static_cast<const TKV*>(a.k_pool);
-  const TKV* v_pool = static_cast<const TKV*>(a.v_pool);
 
   TESSERA_DYNAMIC_SHARED(float, smem);
   float* sq = smem;
@@ -57,11 +104,6 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
     const int64_t r = row0 + v / group, h = g * group + v % group;
     sq[e] = load(q, (r * hq + h) * d + i);
   }
-  // Keys [k_begin, k_end) of this split that the tile's last row sees (the others see fewer).
-  const int64_t seen_by_last = (row0 + rows - 1 - seq_row) + offset + 1;
-  const int64_t k_begin = split * a.keys_per_split;
-  const int64_t k_end = min(min(keys, seen_by_last), k_begin + a.keys_per_split);
-
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   // Output dims of this lane: lane + 32 e for e < dims (any head_dim up to 256).
   const int dims = lane < d ? int((d - lane + 31) / 32) : 0;
@@ -73,20 +115,10 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
   }
   __syncthreads();
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kKeysPerStep) {
-    for (int64_t e = threadIdx.x; e < kKeysPerStep * d; e += kThreads) {
-      const int64_t j = e / d, i = e % d, key = k0 + j;
-      float kv = 0.0f, vv = 0.0f;
-      if (key < k_end) {
-        const int64_t at =
-            ((int64_t(table[key / a.block_size]) * hkv + g) * a.block_size + key % a.block_size) *
-                d +
-            i;
-        kv = load(k_pool, at);
-        vv = load(v_pool, at);
-      }
+    load_kv_step<TKV>(a, w, g, k0, [&](int64_t j, int64_t i, float kv, float vv) {
       sk[j * pitch + i] = kv;
       sv[j * d + i] = vv;
-    }
+    });
     __syncthreads();
     for (int c = 0; c < kVectorsPerWarp; ++c) {
       const int64_t v = warp + int64_t(c) * kWarps;
@@ -130,7 +162,7 @@ __global__ void __launch_bounds__(kThreads) partial_kernel(PagedAttentionArgs a)
     const int64_t v = warp + int64_t(c) * kWarps;
     if (v >= n_vec) break;
     const int64_t r = row0 + v / group, h = g * group + v % group;
-    float* out = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
+    float* out = partial_state(a, split, r, h);
     TESSERA_UNROLL
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) out[lane + 32 * e] = acc[c][e];
@@ -168,27 +200,22 @@ __global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs
   using bf16 = __nv_bfloat16;
   const int64_t d = a.head_dim, hq = a.n_heads, hkv = a.n_kv_heads;
   const int64_t group = hq / hkv, g = blockIdx.y, split = blockIdx.z;
-  const int32_t* tile = a.tiles + int64_t(blockIdx.x) * PagedAttentionPlan::kTileFields;
-  const int64_t row0 = tile[1], rows = tile[2];
-  const int32_t* seq = a.sequences + int64_t(tile[0]) * PagedAttentionPlan::kSeqFields;
-  const int64_t seq_row = seq[0], keys = seq[1], offset = seq[2];
-  const int32_t* table = a.block_tables + seq[3];
-  const int64_t n_vec = rows * group;
+  const BlockWork w = block_work(a, group, split);
+  const int64_t row0 = w.row0, seq_row = w.seq_row, offset = w.offset, n_vec = w.n_vec;
+  const int64_t k_begin = w.k_begin, k_end = w.k_end;
   const bf16* q = static_cast<const bf16*>(a.q);
-  const TKV* k_pool = static_cast<const TKV*>(a.k_pool);
-  const TKV* v_pool = static_cast<const TKV*>(a.v_pool);
   constexpr int kV = kTcQueryVectors, kS = kKeysPerStep;
 
   TESSERA_DYNAMIC_SHARED(float, smem);
-  float* so = smem;                // (64, d)
-  float* ss = so + kV * d;         // (64, 32)
-  float* m_row = ss + kV * kS;     // (64) running max
-  float* l_row = m_row + kV;       // (64) running sum
-  float* alpha = l_row + kV;       // (64) this step's rescale of O
+  float* so = smem;                                // (64, d)
+  float* ss = so + kV * d;                         // (64, 32)
+  float* m_row = ss + kV * kS;                     // (64) running max
+  float* l_row = m_row + kV;                       // (64) running sum
+  float* alpha = l_row + kV;                       // (64) this step's rescale of O
   bf16* sq = reinterpret_cast<bf16*>(alpha + kV);  // (64, d)
-  bf16* sk = sq + kV * d;          // (32, d)
-  bf16* sv = sk + kS * d;          // (32, d)
-  bf16* sp = sv + kS * d;          // (64, 32)
+  bf16* sk = sq + kV * d;                          // (32, d)
+  bf16* sv = sk + kS * d;                          // (32, d)
+  bf16* sp = sv + kS * d;                          // (64, 32)
   for (int64_t e = threadIdx.x; e < kV * d; e += kThreads) {
     const int64_t v = e / d, i = e % d;
     float x = 0.0f;
@@ -203,28 +230,15 @@ __global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs
     m_row[threadIdx.x] = -INFINITY;
     l_row[threadIdx.x] = 0.0f;
   }
-  const int64_t seen_by_last = (row0 + rows - 1 - seq_row) + offset + 1;
-  const int64_t k_begin = split * a.keys_per_split;
-  const int64_t k_end = min(min(keys, seen_by_last), k_begin + a.keys_per_split);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int64_t v0 = int64_t(warp) * kTcWarpRows;  // this warp's first vector
   const bool warp_has_rows = v0 < n_vec;           // (the same for the whole warp)
   __syncthreads();
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kS) {
-    for (int64_t e = threadIdx.x; e < kS * d; e += kThreads) {
-      const int64_t j = e / d, i = e % d, key = k0 + j;
-      float kv = 0.0f, vv = 0.0f;
-      if (key < k_end) {
-        const int64_t at =
-            ((int64_t(table[key / a.block_size]) * hkv + g) * a.block_size + key % a.block_size) *
-                d +
-            i;
-        kv = load(k_pool, at);
-        vv = load(v_pool, at);
-      }
-      sk[e] = __float2bfloat16_rn(kv);
-      sv[e] = __float2bfloat16_rn(vv);
-    }
+    load_kv_step<TKV>(a, w, g, k0, [&](int64_t j, int64_t i, float kv, float vv) {
+      sk[j * d + i] = __float2bfloat16_rn(kv);
+      sv[j * d + i] = __float2bfloat16_rn(vv);
+    });
     __syncthreads();
     if (warp_has_rows) {
       // S (16, 32) of this warp's rows = Q K^T, two 16-key halves over d in chunks of 16.
@@ -285,7 +299,7 @@ __global__ void __launch_bounds__(kThreads) tc_partial_kernel(PagedAttentionArgs
   for (int64_t e = threadIdx.x; e < n_vec * (d + 2); e += kThreads) {
     const int64_t v = e / (d + 2), i = e % (d + 2);
     const int64_t r = row0 + v / group, h = g * group + v % group;
-    float* out = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
+    float* out = partial_state(a, split, r, h);
     out[i] = i < d ? so[v * d + i] : i == d ? m_row[v] : l_row[v];
   }
 }
@@ -305,7 +319,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(PagedAttentionArgs a) {
     for (int e = 0; e < kMaxDimsPerLane; ++e)
       if (e < dims) acc[e] = a.acc[s * d + lane + 32 * e];
     for (int64_t split = 0; split < a.splits; ++split) {
-      const float* part = a.scratch + ((split * a.m + r) * hq + h) * (d + 2);
+      const float* part = partial_state(a, split, r, h);
       const float pmx = part[d];
       if (pmx == -INFINITY) continue;  // the piece saw no key
       const float m = fmaxf(mx, pmx), x = expf(mx - m), y = expf(pmx - m);
