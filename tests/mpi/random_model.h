@@ -12,9 +12,7 @@
 #include "io/model_store.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/llama_model.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/cuda_memory.h"
-#endif
+#include "tests/gpu_or_emulated.h"  // test_gpu(): cuda:0, shared by every rank, or emulated
 
 namespace tessera {
 
@@ -96,21 +94,6 @@ struct ReferenceModel {
 
 namespace tessera {
 
-#if TESSERA_HAVE_CUDA
-// The GPU this rank computes on in the GPU-path tests: cuda:0, shared by every rank (several
-// ranks on one GPU, talking over MPI), or an emulated GPU where there is none.
-inline Device test_gpu() {
-  static const Device d = [] {
-    if (cuda::device_count() > 0) {
-      cuda::reserve_memory(0, size_t(256) << 20);
-      return Device::cuda(0);
-    }
-    cuda::emulate_gpu(9, size_t(256) << 20);
-    return Device::cuda(9);
-  }();
-  return d;
-}
-#endif
 
 // max|want - got| / max|want| over two tensors of the same shape.
 inline float relative_max_diff(const Tensor& want, const Tensor& got) {

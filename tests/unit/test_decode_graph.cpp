@@ -13,25 +13,12 @@
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
 #include "runtime/llama_model.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/cuda_memory.h"
-#endif
+#include "tests/gpu_or_emulated.h"
 
 namespace tessera {
 namespace {
 
 #if TESSERA_HAVE_CUDA
-Device test_device() {
-  static const Device d = [] {
-    if (cuda::device_count() > 0) {
-      cuda::reserve_memory(0, size_t(512) << 20);
-      return Device::cuda(0);
-    }
-    cuda::emulate_gpu(3, size_t(256) << 20);
-    return Device::cuda(3);
-  }();
-  return d;
-}
 
 ModelConfig small_config() {
   ModelConfig c;
@@ -58,7 +45,7 @@ struct Runner {
 
   Runner(int64_t graph_keys, int sequences, int blocks_each = 8) {
     LoadOptions o;
-    o.device = test_device();
+    o.device = test_gpu();
     model = LlamaModel::random(small_config(), 11, tp.get(), pp.get(), nullptr, o);
     if (graph_keys > 0) model.use_decode_graphs(8, graph_keys);
     pool = KvPool(model.kv_shape(4), blocks_each * sequences);

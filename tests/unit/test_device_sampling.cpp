@@ -11,25 +11,12 @@
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
 #include "runtime/batch_sampler.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/cuda_memory.h"
-#endif
+#include "tests/gpu_or_emulated.h"
 
 namespace tessera {
 namespace {
 
 #if TESSERA_HAVE_CUDA
-Device sampling_device() {
-  static const Device d = [] {
-    if (cuda::device_count() > 0) {
-      cuda::reserve_memory(0, size_t(256) << 20);
-      return Device::cuda(0);
-    }
-    cuda::emulate_gpu(4, size_t(64) << 20);
-    return Device::cuda(4);
-  }();
-  return d;
-}
 
 // A model only for its shard (the whole vocabulary: one rank).
 struct OneRank {
@@ -87,7 +74,7 @@ TEST(DeviceSampling, TokensEqualTheCpuSamplers) {
   for (uint32_t seed = 1; seed <= 3; ++seed) {
     const Tensor host = random_logits(n, vocab, seed);
     const std::vector<int32_t> want = sample_rows(one.model, host, rows);
-    const std::vector<int32_t> got = sample_rows(one.model, host.to(sampling_device()), rows);
+    const std::vector<int32_t> got = sample_rows(one.model, host.to(test_gpu()), rows);
     ASSERT_EQ(got.size(), want.size());
     for (int64_t i = 0; i < n; ++i)
       EXPECT_EQ(got[size_t(i)], want[size_t(i)])
@@ -105,7 +92,7 @@ TEST(DeviceSampling, RowsThatNeedEveryLogitComeToTheHost) {
                                    {{}, 0, &none},
                                    {{1.2f, 0, 1.0f, 0.1f, 1.1f, 4}, 2, &none}};
   const Tensor host = random_logits(3, vocab, 9);
-  EXPECT_EQ(sample_rows(one.model, host.to(sampling_device()), rows),
+  EXPECT_EQ(sample_rows(one.model, host.to(test_gpu()), rows),
             sample_rows(one.model, host, rows));
 }
 #else
