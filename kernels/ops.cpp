@@ -80,9 +80,12 @@ void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
 #endif
     return;
   }
-  const Tensor pos = positions.to(Device::cpu());
-  const int32_t* p = pos.data<int32_t>();
-  cpu::rope_inplace(x, std::vector<int32_t>(p, p + pos.numel()), inv_freq.to_f32_vector());
+  TESSERA_ASSERT(positions.device().is_cpu() && inv_freq.device().is_cpu(),
+                 "rope of a host tensor with positions or frequencies off the host");
+  const int32_t* p = positions.data<int32_t>();
+  const float* f = inv_freq.data<float>();
+  cpu::rope_inplace(x, std::vector<int32_t>(p, p + positions.numel()),
+                    std::vector<float>(f, f + inv_freq.numel()));
 }
 void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                       const std::vector<int32_t>& q_positions, float scale, Tensor& out) {
@@ -160,9 +163,9 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
 #endif
     return;
   }
-  const Tensor s = slots.to(Device::cpu());
-  const int64_t* p = s.data<int64_t>();
-  cpu::store_kv(k_pool, v_pool, k, v, std::vector<int64_t>(p, p + s.numel()));
+  TESSERA_ASSERT(slots.device().is_cpu(), "store_kv into host pools with slots off the host");
+  const int64_t* p = slots.data<int64_t>();
+  cpu::store_kv(k_pool, v_pool, k, v, std::vector<int64_t>(p, p + slots.numel()));
 }
 void round_through(Tensor& x, DType type) {
   TESSERA_DISPATCH(x, round_through(x, type));

@@ -182,7 +182,6 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
     }
     return out;
   }
-  const int tp = shard.tp_size;
   std::vector<int64_t> greedy, topk, full;
   for (int64_t i = 0; i < n; ++i) {
     switch (path_of(rows[size_t(i)].params)) {
@@ -197,38 +196,30 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
         break;
     }
   }
-  if (!greedy.empty()) {  // each shard's best (logit, id); ids < 2^24 are exact in a float
-    const int64_t g = int64_t(greedy.size());
-    Tensor mine = Tensor::empty({g, 2}, DType::kF32);
-    for (int64_t j = 0; j < g; ++j) {
-      const float* l = logits + greedy[size_t(j)] * part;
-      int64_t best = 0;
-      for (int64_t v = 1; v < part; ++v)
-        if (l[v] > l[best] || (std::isnan(l[best]) && !std::isnan(l[v]))) best = v;
-      mine.data<float>()[2 * j] = std::isnan(l[best]) ? -INFINITY : l[best];
-      mine.data<float>()[2 * j + 1] = float(shard.vocab.begin + best);
-    }
-    Tensor all = Tensor::empty({tp * g, 2}, DType::kF32);
-    model.tp().all_gather(mine, all);
-    const float* a = all.data<float>();
-    for (int64_t j = 0; j < g; ++j) {
-      int winner = 0;  // larger logit, then lower id (shards are in vocabulary order)
-      for (int r = 1; r < tp; ++r)
-        if (a[2 * (r * g + j)] > a[2 * (winner * g + j)]) winner = r;
-      out[size_t(greedy[size_t(j)])] = int32_t(a[2 * (winner * g + j) + 1]);
-    }
+  // Greedy rows send each shard's best (logit, id), top-k rows its k best; one gather for both.
+  // (ids < 2^24 are exact in a float.)
+  std::vector<int64_t> picked;
+  std::vector<RowSampling> sub;
+  std::vector<std::vector<Candidate>> mine;
+  for (const int64_t i : greedy) {
+    const float* l = logits + i * part;
+    int64_t best = 0;
+    for (int64_t v = 1; v < part; ++v)
+      if (l[v] > l[best] || (std::isnan(l[best]) && !std::isnan(l[v]))) best = v;
+    picked.push_back(i);
+    sub.push_back(rows[size_t(i)]);
+    mine.push_back({{std::isnan(l[best]) ? -INFINITY : l[best], int32_t(shard.vocab.begin + best)}});
   }
-  if (!topk.empty()) {  // each shard's k best candidates
-    std::vector<RowSampling> sub;
-    std::vector<std::vector<Candidate>> mine;
-    for (const int64_t i : topk) {
-      const RowSampling& row = rows[size_t(i)];
-      sub.push_back(row);
-      mine.push_back(sampler_for(row).shard_candidates(logits + i * part, part, shard.vocab.begin,
-                                                       history_of(row)));
-    }
+  for (const int64_t i : topk) {
+    const RowSampling& row = rows[size_t(i)];
+    picked.push_back(i);
+    sub.push_back(row);
+    mine.push_back(sampler_for(row).shard_candidates(logits + i * part, part, shard.vocab.begin,
+                                                     history_of(row)));
+  }
+  if (!picked.empty()) {
     const std::vector<int32_t> got = sample_from_candidates(model, sub, mine);
-    for (size_t j = 0; j < topk.size(); ++j) out[size_t(topk[j])] = got[j];
+    for (size_t j = 0; j < picked.size(); ++j) out[size_t(picked[j])] = got[j];
   }
   if (!full.empty()) {  // top-p / min-p alone need every logit
     const int64_t f = int64_t(full.size());
