@@ -119,9 +119,9 @@ PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seq
 }
 void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSequence>& seqs) {
   TESSERA_ASSERT(work.keys_capacity > 0, "refill of paged attention work prepared for one step");
-  TESSERA_ASSERT(seqs.size() == work.sequences.size(),
-                 "refill of paged attention work for " << work.sequences.size()
-                                                       << " sequences with " << seqs.size());
+  TESSERA_ASSERT(seqs.size() == work.sequences.size(), "refill of paged attention work for "
+                                                           << work.sequences.size()
+                                                           << " sequences with " << seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i)
     TESSERA_ASSERT(seqs[i].row == work.sequences[i].row && seqs[i].rows == work.sequences[i].rows &&
                        seqs[i].keys <= work.keys_capacity,

@@ -24,7 +24,7 @@ struct NcclApi {
   decltype(&ncclCommGetAsyncError) async_error = nullptr;
   decltype(&ncclCommFinalize) finalize = nullptr;
   decltype(&ncclCommDestroy) destroy = nullptr;
-  decltype(&ncclCommAbort) abort = nullptr;
+  decltype(&ncclCommAbort) comm_abort = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
   decltype(&ncclGetLastError) last_error = nullptr;
   decltype(&ncclAllReduce) all_reduce = nullptr;
@@ -67,7 +67,7 @@ NcclApi load_nccl() {
   find(a.async_error, "ncclCommGetAsyncError");
   find(a.finalize, "ncclCommFinalize");
   find(a.destroy, "ncclCommDestroy");
-  find(a.abort, "ncclCommAbort");
+  find(a.comm_abort, "ncclCommAbort");
   find(a.error_string, "ncclGetErrorString");
   find(a.last_error, "ncclGetLastError");
   find(a.all_reduce, "ncclAllReduce");
@@ -136,10 +136,10 @@ struct NcclCommunicator::Impl {
     if (const char* last = nccl().last_error(comm); last && *last) s += std::string(": ") + last;
     return s;
   }
-  void abort() {
+  void abort_nccl() {
     std::lock_guard<std::mutex> lock(nccl_mu);
     if (aborted || !comm) return;
-    nccl().abort(comm);
+    nccl().comm_abort(comm);
     aborted = true;
   }
   // A non-blocking communicator's calls may return before they are done (ncclInProgress): waits
@@ -155,7 +155,7 @@ struct NcclCommunicator::Impl {
         if (watchdog)
           watchdog->fail_now(m.str());
         else
-          abort();
+          abort_nccl();
         TESSERA_THROW_KIND(ErrorKind::kIo, m.str());
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
@@ -277,12 +277,12 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(std::unique_ptr<Commu
   }
   Impl* raw = impl.get();
   impl->watchdog =
-      std::make_unique<CompletionWatchdog>(options.timeout_seconds, [raw] { raw->abort(); });
+      std::make_unique<CompletionWatchdog>(options.timeout_seconds, [raw] { raw->abort_nccl(); });
   try {
     raw->settle(r, "NCCL setup");
   } catch (...) {
     impl->watchdog.reset();
-    impl->abort();  // (nothing else frees a communicator that never came up)
+    impl->abort_nccl();  // (nothing else frees a communicator that never came up)
     throw;
   }
   impl->host = std::move(host);
@@ -305,7 +305,7 @@ NcclCommunicator::~NcclCommunicator() {
       m.settle(r, "NCCL finalize");
       nccl().destroy(m.comm);
     } catch (const std::exception&) {
-      m.abort();
+      m.abort_nccl();
     }
   }
 }

@@ -208,7 +208,8 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
       if (l[v] > l[best] || (std::isnan(l[best]) && !std::isnan(l[v]))) best = v;
     picked.push_back(i);
     sub.push_back(rows[size_t(i)]);
-    mine.push_back({{std::isnan(l[best]) ? -INFINITY : l[best], int32_t(shard.vocab.begin + best)}});
+    mine.push_back(
+        {{std::isnan(l[best]) ? -INFINITY : l[best], int32_t(shard.vocab.begin + best)}});
   }
   for (const int64_t i : topk) {
     const RowSampling& row = rows[size_t(i)];

@@ -92,8 +92,7 @@ TEST(DeviceSampling, RowsThatNeedEveryLogitComeToTheHost) {
                                    {{}, 0, &none},
                                    {{1.2f, 0, 1.0f, 0.1f, 1.1f, 4}, 2, &none}};
   const Tensor host = random_logits(3, vocab, 9);
-  EXPECT_EQ(sample_rows(one.model, host.to(test_gpu()), rows),
-            sample_rows(one.model, host, rows));
+  EXPECT_EQ(sample_rows(one.model, host.to(test_gpu()), rows), sample_rows(one.model, host, rows));
 }
 #else
 TEST(DeviceSampling, NeedsTheCudaBackend) {
