@@ -18,6 +18,7 @@ Usage: tessera COMMAND [options]      (tessera COMMAND --help for each command's
 
 Commands:
   generate   generate text from a prompt (--prompt) or a JSONL file of requests (--input)
+  serve      an OpenAI-compatible HTTP endpoint on rank 0 (/v1/completions, /v1/chat/completions)
   bench      a fixed workload with continuous and with static batching: throughput, TTFT, KV use
   bench-gpu  one GPU's copy bandwidth and GEMM rate, and decode and prefill of a random model
              of a published shape against them
@@ -77,8 +78,10 @@ void check_same_arguments(int argc, char** argv) {
   MPI_Bcast(reference.data(), int(n), MPI_CHAR, 0, MPI_COMM_WORLD);
   int differs = reference != mine, any = 0;
   MPI_Allreduce(&differs, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (differs) fail("this rank was started with other arguments than rank 0 (every rank must run "
-                    "the same command)");
+  if (differs)
+    fail(
+        "this rank was started with other arguments than rank 0 (every rank must run "
+        "the same command)");
   if (any) {  // wait for the differing rank's message and abort, instead of going on
     MPI_Barrier(MPI_COMM_WORLD);
   }
@@ -95,15 +98,19 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   tessera::cli::Args args(argv + 2, argv + argc);
   // Commands that run a model are SPMD programs: every rank runs them. The others are local tools.
-  const bool needs_mpi = command == "generate" || command == "bench";
+  const bool needs_mpi = command == "generate" || command == "bench" || command == "serve";
   if (needs_mpi) {
-    MPI_Init(&argc, &argv);
+    // serve's connection threads never call MPI: only the main thread does.
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     check_same_arguments(argc, argv);
   }
   int code = 0;
   try {
     if (command == "generate") {
       code = tessera::cli::run_generate(args);
+    } else if (command == "serve") {
+      code = tessera::cli::run_serve(args);
     } else if (command == "bench") {
       code = tessera::cli::run_bench(args);
     } else if (command == "bench-gpu") {

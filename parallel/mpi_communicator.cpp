@@ -2,7 +2,9 @@
 
 #include "kernels/ops.h"
 
+#include <chrono>
 #include <climits>
+#include <thread>
 
 namespace tessera {
 namespace {
@@ -14,6 +16,23 @@ void check_mpi(int rc, const char* what) {
   MPI_Error_string(rc, text, &len);
   TESSERA_THROW_KIND(ErrorKind::kIo,
                      "MPI " << what << " failed: " << std::string(text, size_t(len)));
+}
+
+// Polls `done` until it says true, without holding a core: it spins for the first millisecond
+// (a message that is about to come is taken at once), then sleeps between polls for a fiftieth
+// of the time waited so far, at most a millisecond. A follower rank of an idle server (whose
+// next step plan may be minutes away) then costs no CPU, and a late message is taken within 2%
+// of the wait.
+template <typename Poll>
+void wait_patiently(Poll done) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  while (!done()) {
+    const auto waited = clock::now() - start;
+    if (waited < std::chrono::milliseconds(1)) continue;
+    std::this_thread::sleep_for(
+        std::min<clock::duration>(waited / 50, std::chrono::milliseconds(1)));
+  }
 }
 
 MPI_Datatype mpi_type(DType dt) {
@@ -177,7 +196,13 @@ void MpiCommunicator::broadcast(Tensor& t, int root) {
 
 void MpiCommunicator::broadcast_bytes(std::string& bytes, int root) {
   int64_t n = int64_t(bytes.size());
-  check_mpi(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm_), "broadcast");
+  MPI_Request request;  // the size patiently: this is where a follower waits for its next plan
+  check_mpi(MPI_Ibcast(&n, 1, MPI_INT64_T, root, comm_, &request), "broadcast");
+  wait_patiently([&] {
+    int done = 0;
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "broadcast");
+    return done != 0;
+  });
   TESSERA_ASSERT(n <= INT_MAX, "broadcast of " << n << " bytes");
   bytes.resize(size_t(n));
   check_mpi(MPI_Bcast(bytes.data(), int(n), MPI_BYTE, root, comm_), "broadcast");
@@ -189,12 +214,17 @@ void MpiCommunicator::send_bytes(const std::string& bytes, int dst, int tag) {
 }
 
 void MpiCommunicator::recv_bytes(std::string& bytes, int src, int tag) {
-  MPI_Status status;
-  check_mpi(MPI_Probe(src, tag, comm_, &status), "probe");
+  MPI_Status status;  // patiently: this is where a later stage waits for its next plan
+  MPI_Message message;
+  wait_patiently([&] {
+    int found = 0;
+    check_mpi(MPI_Improbe(src, tag, comm_, &found, &message, &status), "probe");
+    return found != 0;
+  });
   int n = 0;
   check_mpi(MPI_Get_count(&status, MPI_BYTE, &n), "get_count");
   bytes.resize(size_t(n));
-  check_mpi(MPI_Recv(bytes.data(), n, MPI_BYTE, src, tag, comm_, MPI_STATUS_IGNORE), "recv");
+  check_mpi(MPI_Mrecv(bytes.data(), n, MPI_BYTE, &message, MPI_STATUS_IGNORE), "recv");
 }
 
 void MpiCommunicator::barrier() {

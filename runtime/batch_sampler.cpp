@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "kernels/ops.h"
@@ -237,6 +238,99 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
     }
   }
   return out;
+}
+
+TokenLogprobs logprobs_of(const float* logits, int64_t vocab, int32_t token, int top) {
+  auto value = [&](int64_t i) { return std::isnan(logits[i]) ? -INFINITY : logits[i]; };
+  float best = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) best = std::max(best, value(i));
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(value(i)) - double(best));
+  const double log_z = double(best) + std::log(sum);
+  TokenLogprobs out;
+  TESSERA_ASSERT(token >= 0 && token < vocab, "token " << token << " outside a row of " << vocab);
+  out.logprob = float(double(value(token)) - log_z);
+  std::vector<Candidate> c;
+  c.reserve(size_t(vocab));
+  for (int64_t i = 0; i < vocab; ++i) c.push_back({value(i), int32_t(i)});
+  const int64_t n = std::min<int64_t>(top, vocab);
+  std::partial_sort(c.begin(), c.begin() + n, c.end(), better);
+  for (int64_t i = 0; i < n; ++i)
+    out.top.push_back({c[size_t(i)].second, float(double(c[size_t(i)].first) - log_z)});
+  return out;
+}
+
+SampledTokens sample_with_logprobs(const LlamaModel& model, const Tensor& local_logits,
+                                   const std::vector<RowSampling>& rows) {
+  std::vector<int64_t> asking;
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].params.logprobs >= 0) asking.push_back(int64_t(i));
+  // The rows' raw logits, whole, before sampling (which may penalise them in place on a GPU).
+  Tensor whole;
+  if (!asking.empty()) {
+    Tensor host = local_logits;
+    if (!local_logits.device().is_cpu() || local_logits.dtype() != DType::kF32) {
+      host = Tensor::empty(local_logits.shape(), DType::kF32);
+      ops::convert(local_logits, host);
+    }
+    const int64_t part = host.dim(1);
+    Tensor mine = Tensor::empty({int64_t(asking.size()), part}, DType::kF32);
+    for (size_t j = 0; j < asking.size(); ++j)
+      std::memcpy(mine.data<float>() + int64_t(j) * part, host.data<float>() + asking[j] * part,
+                  size_t(part) * sizeof(float));
+    whole = model.gather_logits(mine);
+  }
+  SampledTokens out;
+  out.tokens = sample_rows(model, local_logits, rows);
+  out.logprobs.resize(rows.size());
+  for (size_t j = 0; j < asking.size(); ++j) {
+    const int64_t i = asking[j], vocab = whole.dim(1);
+    out.logprobs[size_t(i)] = logprobs_of(whole.data<float>() + int64_t(j) * vocab, vocab,
+                                          out.tokens[size_t(i)], rows[size_t(i)].params.logprobs);
+  }
+  return out;
+}
+
+namespace {
+int32_t float_bits(float f) {
+  int32_t w;
+  std::memcpy(&w, &f, sizeof w);
+  return w;
+}
+float bits_float(int32_t w) {
+  float f;
+  std::memcpy(&f, &w, sizeof f);
+  return f;
+}
+}  // namespace
+
+int64_t sampled_words(int logprobs) {
+  return logprobs < 0 ? 1 : 2 + 2 * int64_t(logprobs);
+}
+
+void append_sampled(std::vector<int32_t>& words, int32_t token, const TokenLogprobs& lp,
+                    int logprobs) {
+  words.push_back(token);
+  if (logprobs < 0) return;
+  words.push_back(float_bits(lp.logprob));
+  for (int i = 0; i < logprobs; ++i) {  // a vocabulary smaller than `logprobs` pads with -1
+    const bool real = size_t(i) < lp.top.size();
+    words.push_back(real ? lp.top[size_t(i)].first : -1);
+    words.push_back(float_bits(real ? lp.top[size_t(i)].second : -INFINITY));
+  }
+}
+
+int32_t read_sampled(const std::vector<int32_t>& words, size_t& at, int logprobs,
+                     TokenLogprobs& lp) {
+  TESSERA_ASSERT(at + size_t(sampled_words(logprobs)) <= words.size(),
+                 "a step's sampled tokens are cut short");
+  const int32_t token = words[at++];
+  lp = TokenLogprobs{};
+  if (logprobs < 0) return token;
+  lp.logprob = bits_float(words[at++]);
+  for (int i = 0; i < logprobs; ++i, at += 2)
+    if (words[at] >= 0) lp.top.push_back({words[at], bits_float(words[at + 1])});
+  return token;
 }
 
 }  // namespace tessera

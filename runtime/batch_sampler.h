@@ -26,4 +26,29 @@ uint64_t token_seed(uint64_t seed, int64_t index);
 std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_logits,
                                  const std::vector<RowSampling>& rows);
 
+// A step's sampled tokens, and for the rows that ask for them (params.logprobs >= 0) the tokens'
+// log-probabilities (empty for the others).
+struct SampledTokens {
+  std::vector<int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;  // one per row
+};
+// sample_rows() with log-probabilities. Collective over the TP group like sample_rows(); the
+// rows that ask for log-probabilities gather their whole row of logits (to the host).
+SampledTokens sample_with_logprobs(const LlamaModel& model, const Tensor& local_logits,
+                                   const std::vector<RowSampling>& rows);
+// The log-probability of `token` and the `top` likeliest tokens, from one whole row of raw
+// logits (NaN counts as -inf).
+TokenLogprobs logprobs_of(const float* logits, int64_t vocab, int32_t token, int top);
+
+// The last stage's answer to the leader for a step, as int32 words: per sampled row its token,
+// then (when the row asks for them) its log-probability and `logprobs` (id, log-probability)
+// pairs, floats by their bits.
+void append_sampled(std::vector<int32_t>& words, int32_t token, const TokenLogprobs& lp,
+                    int logprobs);
+// Reads one row's record written by append_sampled() at `at` and moves `at` past it.
+int32_t read_sampled(const std::vector<int32_t>& words, size_t& at, int logprobs,
+                     TokenLogprobs& lp);
+// Words of a step's answer: one per sampled row plus the log-probability records.
+int64_t sampled_words(int logprobs);
+
 }  // namespace tessera

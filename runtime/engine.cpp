@@ -44,6 +44,7 @@ struct Engine::Sequence {
   std::unique_ptr<StreamDecoder> decoder;
   size_t emitted = 0;  // result.text[0, emitted) has gone to on_text
   bool stopped_by_string = false;
+  bool cancelled = false;  // by cancel() while its sampled token was in flight
   double start = 0, first_token = 0;
   int64_t prompt() const { return int64_t(request.prompt.size()); }
 };
@@ -79,15 +80,15 @@ Engine::~Engine() = default;
 
 void Engine::check_fits(const GenerationRequest& r) const {
   TESSERA_CHECK(!r.prompt.empty(), "the prompt is empty");
-  TESSERA_CHECK(int64_t(r.prompt.size()) < window_, "the prompt has " << r.prompt.size()
-                                                        << " tokens; the context window is "
-                                                        << window_);
+  TESSERA_CHECK(
+      int64_t(r.prompt.size()) < window_,
+      "the prompt has " << r.prompt.size() << " tokens; the context window is " << window_);
   TESSERA_CHECK(r.max_tokens >= 1, "max_tokens must be at least 1, got " << r.max_tokens);
   for (const auto& s : r.stop) TESSERA_CHECK(!s.empty(), "a stop string is empty");
   for (int32_t id : r.prompt)
-    TESSERA_CHECK(id >= 0 && id < model_.config().vocab_size,
-                  "token id " << id << " is outside the vocabulary of "
-                              << model_.config().vocab_size);
+    TESSERA_CHECK(
+        id >= 0 && id < model_.config().vocab_size,
+        "token id " << id << " is outside the vocabulary of " << model_.config().vocab_size);
   const int64_t prompt = int64_t(r.prompt.size());
   TESSERA_CHECK(scheduler_->fits(prompt, prompt),
                 "the prompt's KV cache needs " << scheduler_->blocks_for(prompt, prompt)
@@ -134,18 +135,18 @@ void Engine::finish(Sequence& s, const std::string& reason) {
   GenerationResult& r = s.result;
   if (!s.stopped_by_string) {  // text held back for a stop string that never came is output
     r.text += s.decoder->flush();
-    if (s.on_text && r.text.size() > s.emitted) s.on_text(r.text.substr(s.emitted));
+    if (s.on_text && r.text.size() > s.emitted) s.on_text(r.text.substr(s.emitted), r);
     s.emitted = r.text.size();
   }
   r.finish_reason = reason;
-  r.decode_seconds = now_seconds() - s.first_token;
+  r.decode_seconds = r.tokens.empty() ? 0 : now_seconds() - s.first_token;
   s.finished = true;
   s.decoder.reset();
   scheduler_->finish(s.id);
   ++stats_.finished;
   stats_.prompt_tokens += r.prompt_tokens;
   stats_.output_tokens += int64_t(r.tokens.size());
-  stats_.ttft_sum += r.prefill_seconds;
+  if (!r.tokens.empty()) stats_.ttft_sum += r.prefill_seconds;
   if (r.tokens.size() > 1) {
     stats_.tpot_sum += r.decode_seconds / double(r.tokens.size() - 1);
     ++stats_.tpot_count;
@@ -156,7 +157,18 @@ void Engine::finish(Sequence& s, const std::string& reason) {
   }
 }
 
-bool Engine::accept_token(Sequence& s, int32_t token) {
+void Engine::cancel(int64_t id) {
+  TESSERA_ASSERT(leader_, "requests are cancelled on the replica's leader");
+  const auto it = sequences_.find(id);
+  if (it == sequences_.end() || it->second->finished) return;
+  Sequence& s = *it->second;
+  if (scheduler_->awaiting(id))
+    s.cancelled = true;  // its token is in flight: it ends when the token arrives
+  else
+    finish(s, "cancelled");
+}
+
+bool Engine::accept_token(Sequence& s, int32_t token, const TokenLogprobs& logprobs) {
   GenerationResult& r = s.result;
   const GenerationRequest& q = s.request;
   if (r.tokens.empty()) {
@@ -170,6 +182,7 @@ bool Engine::accept_token(Sequence& s, int32_t token) {
     return false;
   }
   r.tokens.push_back(token);
+  if (q.sampling.logprobs >= 0) r.logprobs.push_back(logprobs);
   r.text += s.decoder->push(token);
   for (const auto& stop : q.stop) {
     const size_t at = r.text.find(stop, s.emitted > stop.size() ? s.emitted - stop.size() : 0);
@@ -180,7 +193,7 @@ bool Engine::accept_token(Sequence& s, int32_t token) {
   }
   const size_t safe =
       s.stopped_by_string ? r.text.size() : r.text.size() - held_back(r.text, q.stop);
-  if (s.on_text && safe > s.emitted) s.on_text(r.text.substr(s.emitted, safe - s.emitted));
+  if (s.on_text && safe > s.emitted) s.on_text(r.text.substr(s.emitted, safe - s.emitted), r);
   s.emitted = std::max(s.emitted, safe);
   if (s.stopped_by_string) {
     finish(s, "stop");
@@ -194,7 +207,8 @@ bool Engine::accept_token(Sequence& s, int32_t token) {
   return true;
 }
 
-void Engine::apply_tokens(const StepPlan& plan, const std::vector<int32_t>& tokens) {
+void Engine::apply_tokens(const StepPlan& plan, const SampledTokens& sampled) {
+  const std::vector<int32_t>& tokens = sampled.tokens;
   size_t i = 0;
   for (const SequenceWork& w : plan.work) {
     if (!w.sample) continue;
@@ -203,8 +217,13 @@ void Engine::apply_tokens(const StepPlan& plan, const std::vector<int32_t>& toke
     TESSERA_ASSERT(it != sequences_.end(), "step " << plan.id << " sampled for sequence " << w.seq
                                                    << ", which the leader does not hold");
     Sequence& s = *it->second;
-    const int32_t token = tokens[i++];
-    if (accept_token(s, token)) scheduler_->append(w.seq, token);
+    const int32_t token = tokens[i];
+    const TokenLogprobs& lp = sampled.logprobs[i++];
+    if (s.cancelled) {
+      finish(s, "cancelled");
+    } else if (accept_token(s, token, lp)) {
+      scheduler_->append(w.seq, token);
+    }
   }
   TESSERA_ASSERT(i == tokens.size(), "step " << plan.id << " returned too many tokens");
 }
@@ -217,7 +236,7 @@ void Engine::share_plan_in_first_stage(std::string& bytes) const {
   if (model_.sp()) model_.sp()->broadcast_bytes(bytes, 0);
 }
 
-std::vector<int32_t> Engine::compute(const StepPlan& plan) {
+SampledTokens Engine::compute(const StepPlan& plan) {
   const PipelineStage& stage = model_.stage();
   if (plan.stop) {
     stage.send_plan(plan.encode());
@@ -259,12 +278,12 @@ std::vector<int32_t> Engine::compute(const StepPlan& plan) {
   }
   EngineSpan span{plan.id, now_seconds(), 0, plan.tokens()};
   const Tensor out = model_.forward_stage(tokens, batch, hidden, true);
-  std::vector<int32_t> sampled;
+  SampledTokens sampled;
   if (stage.last()) {
     std::vector<RowSampling> rows;
     for (const SequenceWork& w : plan.work)
       if (w.sample) rows.push_back({w.sampling, w.output_index, &histories_[w.seq]});
-    sampled = sample_rows(model_, out, rows);
+    sampled = sample_with_logprobs(model_, out, rows);
   }
   span.end = now_seconds();
   stats_.busy_seconds += span.end - span.begin;
@@ -274,9 +293,14 @@ std::vector<int32_t> Engine::compute(const StepPlan& plan) {
     stage.send_plan(plan.encode());
     stage.send(out);
   } else if (!stage.first() && model_.shard().tp_rank == 0 && model_.shard().sp_rank == 0 &&
-             !sampled.empty()) {
+             !sampled.tokens.empty()) {
     std::vector<int32_t> message = {int32_t(plan.id & 0x7fffffff)};
-    message.insert(message.end(), sampled.begin(), sampled.end());
+    size_t row = 0;
+    for (const SequenceWork& w : plan.work)
+      if (w.sample) {
+        append_sampled(message, sampled.tokens[row], sampled.logprobs[row], w.sampling.logprobs);
+        ++row;
+      }
     stage.send_to_first(Tensor::from_i32(message, {int64_t(message.size())}));
   }
   return sampled;
@@ -297,31 +321,43 @@ std::vector<GenerationResult> Engine::run() {
       if (feeder_ && scheduler_->metrics().waiting < options_.max_sequences &&
           in_flight.size() < size_t(max_in_flight_) && !feeder_())
         feeder_ = nullptr;
+      if (service_ && !service_(scheduler_->idle() && in_flight.empty())) service_ = nullptr;
       StepPlan plan;
       if (int(in_flight.size()) < max_in_flight_) plan = scheduler_->schedule();
       if (plan.work.empty() && !in_flight.empty()) {
         const StepPlan& oldest = in_flight.front();
-        Tensor t = Tensor::empty({1 + oldest.samples()}, DType::kI32);
+        int64_t words = 1;
+        for (const SequenceWork& w : oldest.work)
+          if (w.sample) words += sampled_words(w.sampling.logprobs);
+        Tensor t = Tensor::empty({words}, DType::kI32);
         stage.receive_from_last(t);
-        TESSERA_ASSERT(t.data<int32_t>()[0] == int32_t(oldest.id & 0x7fffffff),
-                       "tokens of step " << t.data<int32_t>()[0] << " arrived for step "
-                                         << oldest.id);
-        apply_tokens(oldest, std::vector<int32_t>(t.data<int32_t>() + 1,
-                                                  t.data<int32_t>() + t.numel()));
+        TESSERA_ASSERT(
+            t.data<int32_t>()[0] == int32_t(oldest.id & 0x7fffffff),
+            "tokens of step " << t.data<int32_t>()[0] << " arrived for step " << oldest.id);
+        const std::vector<int32_t> message(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+        SampledTokens sampled;
+        size_t at = 1;
+        for (const SequenceWork& w : oldest.work)
+          if (w.sample) {
+            sampled.logprobs.emplace_back();
+            sampled.tokens.push_back(
+                read_sampled(message, at, w.sampling.logprobs, sampled.logprobs.back()));
+          }
+        apply_tokens(oldest, sampled);
         in_flight.pop_front();
         continue;
       }
-      if (plan.work.empty() && feeder_) continue;  // it has more requests: ask again
+      if (plan.work.empty() && (feeder_ || service_)) continue;  // more may come: ask again
       if (plan.work.empty()) {
         TESSERA_ASSERT(scheduler_->idle(), "the scheduler has sequences but nothing to run");
         plan.stop = true;
       }
       std::string bytes = plan.encode();
       share_plan_in_first_stage(bytes);
-      const std::vector<int32_t> tokens = compute(plan);
+      const SampledTokens sampled = compute(plan);
       if (plan.stop) break;
       if (stage.last())
-        apply_tokens(plan, tokens);
+        apply_tokens(plan, sampled);
       else if (plan.samples() > 0)
         in_flight.push_back(std::move(plan));
     }

@@ -24,8 +24,9 @@
 #include <vector>
 
 #include "io/tokenizer.h"
-#include "runtime/llama_model.h"
+#include "runtime/batch_sampler.h"
 #include "runtime/kv_cache.h"
+#include "runtime/llama_model.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
 #include "runtime/step_plan.h"
@@ -43,25 +44,26 @@ struct GenerationRequest {
 struct GenerationResult {
   std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation is not included)
   std::string text;
-  std::string finish_reason;    // "stop" or "length"
+  std::vector<TokenLogprobs> logprobs;  // with sampling.logprobs >= 0: one per token
+  std::string finish_reason;            // "stop", "length", or "cancelled" (by cancel())
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0;  // from the start of the run until the leader has the first token
   double decode_seconds = 0;   // from the first token to the last
 };
 
 struct EngineOptions {
-  int64_t max_context = 0;   // context window: prompt + output tokens (0: the model's)
-  int64_t num_blocks = 0;    // KV blocks in every rank's pool (the same on every rank; > 0)
-  int64_t block_size = 16;   // tokens per KV block
+  int64_t max_context = 0;       // context window: prompt + output tokens (0: the model's)
+  int64_t num_blocks = 0;        // KV blocks in every rank's pool (the same on every rank; > 0)
+  int64_t block_size = 16;       // tokens per KV block
   DType kv_dtype = DType::kF32;  // of the KV cache: f32, or f16 (half the memory and traffic)
   bool prefix_caching = true;
-  int64_t max_sequences = 64;     // sequences running at once
+  int64_t max_sequences = 64;      // sequences running at once
   int64_t max_step_tokens = 2048;  // tokens in one step (prefill chunks are cut to fit)
-  int64_t prefill_chunk = 0;  // with pipeline stages: a prompt's tokens per step (0: two chunks
-                              // per stage, at least 16; >= the prompt: no chunks)
-  int max_in_flight = 0;      // steps in the pipeline at once (0: one per stage)
+  int64_t prefill_chunk = 0;    // with pipeline stages: a prompt's tokens per step (0: two chunks
+                                // per stage, at least 16; >= the prompt: no chunks)
+  int max_in_flight = 0;        // steps in the pipeline at once (0: one per stage)
   bool static_batches = false;  // baseline for benchmarks: a new batch only when one ends
-  int64_t fail_at_step = 0;   // testing: throw when this step starts on this rank (0: never)
+  int64_t fail_at_step = 0;     // testing: throw when this step starts on this rank (0: never)
 };
 
 // What one rank did during run(): for the utilisation figure and the timeline.
@@ -73,9 +75,9 @@ struct EngineSpan {
 
 struct EngineStats {
   int64_t steps = 0;
-  int64_t sampled_tokens = 0;  // the leader's: tokens that came back from sampling so far
-  double run_seconds = 0;    // wall time of run()
-  double busy_seconds = 0;   // computing steps (collectives inside the stage included)
+  int64_t sampled_tokens = 0;     // the leader's: tokens that came back from sampling so far
+  double run_seconds = 0;         // wall time of run()
+  double busy_seconds = 0;        // computing steps (collectives inside the stage included)
   std::vector<EngineSpan> spans;  // one per step this rank computed, in order
   // The leader's: requests and their timing.
   int64_t finished = 0, prompt_tokens = 0, output_tokens = 0;
@@ -89,7 +91,8 @@ struct EngineStats {
 
 class Engine {
  public:
-  using TextCallback = std::function<void(const std::string&)>;
+  // The new text, and the result so far (its tokens and their log-probabilities).
+  using TextCallback = std::function<void(const std::string& text, const GenerationResult&)>;
   using DoneCallback = std::function<void(int64_t id, const GenerationResult&)>;
 
   Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOptions options = {});
@@ -109,6 +112,14 @@ class Engine {
   // Leader only: a source of more requests, called during run() whenever fewer than
   // max_sequences requests wait to start; it submits some and returns false once it has no more.
   void set_feeder(std::function<bool()> feeder) { feeder_ = std::move(feeder); }
+  // Leader only: a server's hook, called during run() before every step. It may submit and
+  // cancel requests; `idle` says nothing runs, waits or is in flight, so it may block until
+  // there is work. run() goes on while it returns true; once it returns false, run() ends when
+  // what was submitted has finished.
+  void set_service(std::function<bool(bool idle)> service) { service_ = std::move(service); }
+  // Leader only: ends request `id` now ("cancelled"; its blocks go back at once), or when the
+  // token of its step in flight arrives. A finished or unknown id is ignored.
+  void cancel(int64_t id);
   // Leader only: called during run() about every `interval_seconds` (between steps) with the
   // seconds since run() began, the scheduler's figures then and the run's statistics so far.
   using ProgressCallback =
@@ -127,13 +138,13 @@ class Engine {
  private:
   struct Sequence;
   struct InFlight;
-  void apply_tokens(const StepPlan& plan, const std::vector<int32_t>& tokens);
+  void apply_tokens(const StepPlan& plan, const SampledTokens& sampled);
   // false when the token ended the sequence
-  bool accept_token(Sequence& s, int32_t token);
+  bool accept_token(Sequence& s, int32_t token, const TokenLogprobs& logprobs);
   void finish(Sequence& s, const std::string& reason);
   void share_plan_in_first_stage(std::string& bytes) const;
   // Runs a plan on this rank; on the last stage returns the sampled tokens.
-  std::vector<int32_t> compute(const StepPlan& plan);
+  SampledTokens compute(const StepPlan& plan);
 
   const LlamaModel& model_;
   const Tokenizer& tokenizer_;
@@ -146,6 +157,7 @@ class Engine {
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;  // unfinished, or kept for run()
   int64_t next_id_ = 0;
   std::function<bool()> feeder_;
+  std::function<bool(bool)> service_;
   double progress_interval_ = 0;
   ProgressCallback on_progress_;
   // every rank

@@ -74,7 +74,11 @@ void Generator::set_prefill_microbatch(int64_t tokens) {
 GenerationResult Generator::generate(const GenerationRequest& request,
                                      const std::function<void(const std::string&)>& on_text) {
   engine_->check_fits(request);  // on every rank: a bad request fails everywhere, before any step
-  if (engine_->leader()) engine_->submit(request, on_text);
+  if (engine_->leader()) {
+    Engine::TextCallback text;
+    if (on_text) text = [&on_text](const std::string& t, const GenerationResult&) { on_text(t); };
+    engine_->submit(request, text);
+  }
   std::vector<GenerationResult> results = engine_->run();
   GenerationResult r = results.empty() ? GenerationResult{} : std::move(results[0]);
   share(model_, r);

@@ -7,8 +7,6 @@
 #include "io/chat_template.h"
 
 namespace tessera {
-namespace {
-
 using nlohmann::json;
 
 double number_field(const json& body, const char* name) {
@@ -27,8 +25,6 @@ int64_t integer_field(const json& body, const char* name) {
                                                                            : v.get<int64_t>();
 }
 
-}  // namespace
-
 std::string render_chat(const Tokenizer& tokenizer, const json& messages) {
   const TokenizerData& t = tokenizer.data();
   TESSERA_CHECK(!t.chat_template.empty(), "this model has no chat template");
@@ -36,16 +32,30 @@ std::string render_chat(const Tokenizer& tokenizer, const json& messages) {
                 "'messages' must be a non-empty array of {role, content} objects");
   std::vector<ChatMessage> msgs;
   for (const json& m : messages) {
-    TESSERA_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() &&
-                      m.contains("content") && m["content"].is_string(),
-                  "each message must be an object with string 'role' and 'content', got "
-                      << m.dump());
-    msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    TESSERA_CHECK(
+        m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
+            (m["content"].is_string() || m["content"].is_array()),
+        "each message must be an object with string 'role' and 'content', got " << m.dump());
+    std::string content;
+    if (m["content"].is_string()) {
+      content = m["content"].get<std::string>();
+    } else {  // OpenAI's content parts: [{"type": "text", "text": ...}, ...]
+      for (const json& part : m["content"]) {
+        TESSERA_CHECK(part.is_object() && part.value("type", "") == "text" &&
+                          part.contains("text") && part["text"].is_string(),
+                      "a message's content parts must be {\"type\": \"text\", \"text\": ...}, got "
+                          << part.dump());
+        content += part["text"].get<std::string>();
+      }
+    }
+    msgs.push_back({m["role"].get<std::string>(), content});
   }
   ChatTemplateOptions opt;
   opt.add_generation_prompt = true;
-  if (t.bos_id >= 0 && t.bos_id < int32_t(t.tokens.size())) opt.bos_token = t.tokens[size_t(t.bos_id)];
-  if (t.eos_id >= 0 && t.eos_id < int32_t(t.tokens.size())) opt.eos_token = t.tokens[size_t(t.eos_id)];
+  if (t.bos_id >= 0 && t.bos_id < int32_t(t.tokens.size()))
+    opt.bos_token = t.tokens[size_t(t.bos_id)];
+  if (t.eos_id >= 0 && t.eos_id < int32_t(t.tokens.size()))
+    opt.eos_token = t.tokens[size_t(t.eos_id)];
   return apply_chat_template(t.chat_template, msgs, opt);
 }
 
@@ -63,6 +73,45 @@ std::string request_id(const json& body, const std::string& fallback_id) {
   return fallback_id;
 }
 
+bool parse_generation_field(const json& body, const std::string& key, GenerationRequest& g) {
+  const json& v = body.at(key);
+  if (key == "max_tokens") {
+    g.max_tokens = integer_field(body, "max_tokens");
+    TESSERA_CHECK(g.max_tokens >= 1, "max_tokens must be at least 1, got " << g.max_tokens);
+  } else if (key == "temperature") {
+    g.sampling.temperature = float(number_field(body, "temperature"));
+  } else if (key == "top_p") {
+    g.sampling.top_p = float(number_field(body, "top_p"));
+  } else if (key == "top_k") {
+    const int64_t k = integer_field(body, "top_k");
+    g.sampling.top_k = k < 0 ? 0 : int(std::min<int64_t>(k, INT32_MAX));  // -1 means "off"
+  } else if (key == "min_p") {
+    g.sampling.min_p = float(number_field(body, "min_p"));
+  } else if (key == "repetition_penalty") {
+    g.sampling.repetition_penalty = float(number_field(body, "repetition_penalty"));
+  } else if (key == "seed") {
+    g.sampling.seed = uint64_t(integer_field(body, "seed"));
+  } else if (key == "ignore_eos") {
+    TESSERA_CHECK(v.is_boolean(), "field 'ignore_eos' must be true or false");
+    g.ignore_eos = v.get<bool>();
+  } else if (key == "stop") {
+    g.stop.clear();
+    if (v.is_string()) {
+      g.stop.push_back(v.get<std::string>());
+    } else {
+      TESSERA_CHECK(v.is_array() || v.is_null(), "field 'stop' must be a string or an array");
+      for (const json& s : v) {
+        TESSERA_CHECK(s.is_string() && !s.get<std::string>().empty(),
+                      "field 'stop' must hold non-empty strings, got " << s.dump());
+        g.stop.push_back(s.get<std::string>());
+      }
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
 ParsedRequest parse_request(const json& body, const std::string& fallback_id,
                             const RequestDefaults& d, const Tokenizer& tokenizer) {
   TESSERA_CHECK(body.is_object(), "a request must be a JSON object, got " << body.dump());
@@ -78,40 +127,7 @@ ParsedRequest parse_request(const json& body, const std::string& fallback_id,
       TESSERA_CHECK(v.is_string() || v.is_number_integer(),
                     "field 'id' must be a string or an integer, got " << v.dump());
       out.id = request_id(body, fallback_id);
-    } else if (key == "prompt" || key == "messages") {
-      // handled below
-    } else if (key == "max_tokens") {
-      g.max_tokens = integer_field(body, "max_tokens");
-      TESSERA_CHECK(g.max_tokens >= 1, "max_tokens must be at least 1, got " << g.max_tokens);
-    } else if (key == "temperature") {
-      g.sampling.temperature = float(number_field(body, "temperature"));
-    } else if (key == "top_p") {
-      g.sampling.top_p = float(number_field(body, "top_p"));
-    } else if (key == "top_k") {
-      const int64_t k = integer_field(body, "top_k");
-      g.sampling.top_k = k < 0 ? 0 : int(std::min<int64_t>(k, INT32_MAX));  // -1 means "off"
-    } else if (key == "min_p") {
-      g.sampling.min_p = float(number_field(body, "min_p"));
-    } else if (key == "repetition_penalty") {
-      g.sampling.repetition_penalty = float(number_field(body, "repetition_penalty"));
-    } else if (key == "seed") {
-      g.sampling.seed = uint64_t(integer_field(body, "seed"));
-    } else if (key == "ignore_eos") {
-      TESSERA_CHECK(v.is_boolean(), "field 'ignore_eos' must be true or false");
-      g.ignore_eos = v.get<bool>();
-    } else if (key == "stop") {
-      g.stop.clear();
-      if (v.is_string()) {
-        g.stop.push_back(v.get<std::string>());
-      } else {
-        TESSERA_CHECK(v.is_array() || v.is_null(), "field 'stop' must be a string or an array");
-        for (const json& s : v) {
-          TESSERA_CHECK(s.is_string() && !s.get<std::string>().empty(),
-                        "field 'stop' must hold non-empty strings, got " << s.dump());
-          g.stop.push_back(s.get<std::string>());
-        }
-      }
-    } else {
+    } else if (key != "prompt" && key != "messages" && !parse_generation_field(body, key, g)) {
       TESSERA_FAIL("unknown field '" << key << "'");
     }
   }

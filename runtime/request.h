@@ -33,6 +33,15 @@ std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::stri
 // none or one of another type (parse_request then reports the bad type).
 std::string request_id(const nlohmann::json& body, const std::string& fallback_id);
 
+// One generation field of a request body (max_tokens, temperature, top_p, top_k, min_p, seed,
+// stop, repetition_penalty, ignore_eos) into g; false when `key` is none of them. Throws
+// (invalid input) naming the field when its value is wrong.
+bool parse_generation_field(const nlohmann::json& body, const std::string& key,
+                            GenerationRequest& g);
+// integer and number fields of a request body, checked (invalid input naming the field)
+int64_t integer_field(const nlohmann::json& body, const char* name);
+double number_field(const nlohmann::json& body, const char* name);
+
 // Parses one request object. Accepted fields: id (string or integer), prompt (string) or
 // messages (array of {role, content}), max_tokens, temperature, top_p, top_k, min_p, seed,
 // stop (string or array), repetition_penalty, ignore_eos. Anything else is an error naming the

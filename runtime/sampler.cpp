@@ -16,6 +16,8 @@ void SamplingParams::validate() const {
   TESSERA_CHECK(min_p >= 0.0f && min_p <= 1.0f, "min_p must be in [0, 1], got " << min_p);
   TESSERA_CHECK(repetition_penalty > 0.0f,
                 "repetition_penalty must be > 0, got " << repetition_penalty);
+  TESSERA_CHECK(logprobs >= -1 && logprobs <= kMaxLogprobs,
+                "logprobs must be in [0, " << kMaxLogprobs << "], got " << logprobs);
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {

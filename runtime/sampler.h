@@ -10,13 +10,25 @@
 
 namespace tessera {
 
+inline constexpr int kMaxLogprobs = 20;
+
+// A sampled token's log-probability under the model (log-softmax of the raw logits: before the
+// repetition penalty, temperature and truncation, as vLLM and OpenAI report them) and the
+// likeliest tokens' (id, log-probability), best first.
+struct TokenLogprobs {
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct SamplingParams {
-  float temperature = 0.0f;  // 0: greedy (argmax, lowest id on ties)
-  int top_k = 0;             // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
+  float temperature = 0.0f;         // 0: greedy (argmax, lowest id on ties)
+  int top_k = 0;                    // 0: off
+  float top_p = 1.0f;               // 1: off
+  float min_p = 0.0f;               // 0: off
   float repetition_penalty = 1.0f;  // 1: off (CTRL-style, as Hugging Face)
   uint64_t seed = 0;
+  int logprobs = -1;  // report each sampled token's log-probability and this many of
+                      // the likeliest alternatives (-1: none; at most kMaxLogprobs)
 
   void validate() const;  // throws naming the bad parameter
   bool greedy() const { return temperature <= 0.0f; }

@@ -45,6 +45,8 @@ std::vector<GenerationRequest> mixed_requests() {
       r.sampling.repetition_penalty = i % 2 ? 1.0f : 1.3f;
       r.sampling.seed = uint64_t(100 + i);
     }
+    if (i % 4 == 0) r.sampling.logprobs = 3;  // log-probabilities come back with the tokens
+    if (i % 8 == 2) r.sampling.logprobs = 0;
     out.push_back(r);
   }
   return out;
@@ -110,7 +112,9 @@ class EngineTest : public ::testing::Test {
     std::vector<std::string> streamed(requests.size());
     if (engine.leader())
       for (size_t i = 0; i < requests.size(); ++i)
-        engine.submit(requests[i], [&streamed, i](const std::string& t) { streamed[i] += t; });
+        engine.submit(requests[i], [&streamed, i](const std::string& t, const GenerationResult&) {
+          streamed[i] += t;
+        });
     const std::vector<GenerationResult> got = engine.run();
     EXPECT_GT(engine.stats().steps, 0);
     if (decode_graphs) {  // most steps of the run decode only
@@ -128,6 +132,21 @@ class EngineTest : public ::testing::Test {
       EXPECT_EQ(got[i].finish_reason, alone[i].finish_reason) << "request " << i;
       EXPECT_EQ(got[i].text, alone[i].text) << "request " << i;
       EXPECT_EQ(streamed[i], got[i].text) << "request " << i;
+      expect_same_logprobs(got[i], alone[i], i);
+    }
+  }
+
+  // (within 5e-3: some layouts keep the KV cache or weights in 16 bits)
+  static void expect_same_logprobs(const GenerationResult& got, const GenerationResult& want,
+                                   size_t request) {
+    ASSERT_EQ(got.logprobs.size(), want.logprobs.size()) << "request " << request;
+    for (size_t t = 0; t < got.logprobs.size(); ++t) {
+      EXPECT_NEAR(got.logprobs[t].logprob, want.logprobs[t].logprob, 5e-3)
+          << "request " << request << " token " << t;
+      ASSERT_EQ(got.logprobs[t].top.size(), want.logprobs[t].top.size());
+      for (size_t k = 0; k < got.logprobs[t].top.size(); ++k)
+        EXPECT_NEAR(got.logprobs[t].top[k].second, want.logprobs[t].top[k].second, 5e-3)
+            << "request " << request << " token " << t << " alternative " << k;
     }
   }
 
@@ -148,6 +167,55 @@ TEST_F(EngineTest, SmallBatchesAndChunkedPrefill) {
   o.max_sequences = 3;    // requests wait for room
   o.max_step_tokens = 7;  // prompts prefilled over several steps
   check({1, 1, 1}, o);
+}
+
+// A server's cancellations (Engine::cancel from the service hook) while steps are in flight in
+// a pipeline: the cancelled requests end ("cancelled", or finished before), the others are
+// untouched, and every KV block is back at the end.
+TEST_F(EngineTest, CancelWhileStepsAreInFlight) {
+  const int p = ref_->world->size();
+  for (const Layout l : {Layout{1, 2, 1}, Layout{2, 2, 1}, Layout{1, 1, 1}}) {
+    if (p % (l.tp * l.pp) != 0) continue;
+    SCOPED_TRACE("tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp));
+    ProcessGroups g = ProcessGroups::create({p / (l.tp * l.pp), l.pp, 1, l.tp},
+                                            MpiCommunicator::world());
+    LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get(), g.sp.get());
+    EngineOptions o;
+    o.num_blocks = 512;
+    Engine engine(model, ref_->tokenizer, o);
+    const auto requests = mixed_requests();
+    std::vector<int64_t> ids;
+    if (engine.leader()) {
+      for (const auto& r : requests) ids.push_back(engine.submit(r));
+      bool cancelled = false;
+      engine.set_service([&](bool idle) {
+        if (!cancelled && engine.stats().sampled_tokens >= 40) {
+          for (size_t i = 0; i < ids.size(); i += 2) engine.cancel(ids[i]);
+          engine.cancel(ids[0]);  // twice: ignored
+          cancelled = true;
+        }
+        return !cancelled && !idle;
+      });
+    }
+    const std::vector<GenerationResult> got = engine.run();
+    if (!engine.leader()) continue;
+    ASSERT_EQ(got.size(), requests.size());
+    int n_cancelled = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i].finish_reason == "cancelled") {
+        EXPECT_EQ(i % 2, 0u) << "request " << i << " was not cancelled";
+        ++n_cancelled;
+        const std::vector<int32_t>& all = (*alone_)[i].tokens;
+        ASSERT_LE(got[i].tokens.size(), all.size());
+        EXPECT_TRUE(std::equal(got[i].tokens.begin(), got[i].tokens.end(), all.begin()));
+        continue;
+      }
+      EXPECT_EQ(got[i].tokens, (*alone_)[i].tokens) << "request " << i;
+    }
+    EXPECT_GT(n_cancelled, 8);
+    EXPECT_EQ(engine.scheduler_metrics().blocks_used, 0);
+    EXPECT_EQ(engine.scheduler_metrics().running + engine.scheduler_metrics().waiting, 0);
+  }
 }
 
 TEST_F(EngineTest, TensorParallel) {

@@ -1,0 +1,64 @@
+#include "launch/connection_probe.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace tessera::cli {
+namespace {
+
+// The address and port of a socket address, or false for another family.
+bool endpoint(const sockaddr_storage& a, std::string& addr, int& port) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (a.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+    inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof buf);
+    port = ntohs(v4->sin_port);
+  } else if (a.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+    inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf);
+    port = ntohs(v6->sin6_port);
+  } else {
+    return false;
+  }
+  addr = buf;
+  return true;
+}
+
+}  // namespace
+
+ConnectionProbe::ConnectionProbe(const std::string& remote_addr, int remote_port, int local_port) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return;
+  while (const dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    sockaddr_storage peer{}, self{};
+    socklen_t peer_len = sizeof peer, self_len = sizeof self;
+    if (getpeername(int(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
+    if (getsockname(int(fd), reinterpret_cast<sockaddr*>(&self), &self_len) != 0) continue;
+    std::string paddr, saddr;
+    int pport = -1, sport = -1;
+    if (!endpoint(peer, paddr, pport) || !endpoint(self, saddr, sport)) continue;
+    if (pport == remote_port && sport == local_port && paddr == remote_addr) {
+      fd_ = int(fd);
+      break;
+    }
+  }
+  closedir(dir);
+}
+
+bool ConnectionProbe::closed() const {
+  if (fd_ < 0) return false;
+  pollfd p{fd_, POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+}  // namespace tessera::cli

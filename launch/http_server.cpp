@@ -1,0 +1,296 @@
+#include "launch/http_server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "launch/connection_probe.h"
+
+namespace tessera::cli {
+namespace {
+
+using nlohmann::json;
+
+constexpr double kPollSeconds = 0.05;  // how often a waiting handler checks its client
+
+void send_error(httplib::Response& res, int status, const std::string& message,
+                const std::string& type = "invalid_request_error", const std::string& code = "") {
+  res.status = status;
+  res.set_content(error_body(message, type, code), "application/json");
+}
+
+std::string sse(const std::string& data) {
+  return "data: " + data + "\n\n";
+}
+
+// What a streamed answer has sent of each choice so far.
+struct StreamCursor {
+  std::vector<size_t> text, tokens;
+  std::vector<bool> finished;
+  bool roles_sent = false, closed = false;
+  uint64_t seen = 0;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  HttpServerOptions options;
+  ServingMetrics& metrics;
+  httplib::Server server;
+  std::thread thread;
+  std::atomic<bool> is_ready{false};
+  ServingContext context;  // set once, before is_ready
+  std::atomic<int64_t> next_id{0};
+  int port = -1;
+
+  Impl(HttpServerOptions o, ServingMetrics& m) : options(std::move(o)), metrics(m) {}
+
+  bool authorised(const httplib::Request& req, httplib::Response& res) {
+    if (options.api_key.empty()) return true;
+    if (req.get_header_value("Authorization") == "Bearer " + options.api_key) return true;
+    res.set_header("WWW-Authenticate", "Bearer");
+    send_error(res, 401, "a missing or wrong API key (send \"Authorization: Bearer KEY\")",
+               "invalid_request_error", "invalid_api_key");
+    return false;
+  }
+
+  bool live(httplib::Response& res) {
+    if (is_ready.load()) return true;
+    res.set_header("Retry-After", std::to_string(options.retry_after_seconds));
+    send_error(res, 503, "the model is still loading", "server_error");
+    return false;
+  }
+
+  void handle_generation(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
+    if (!authorised(req, res) || !live(res)) return;
+    const ServingContext& c = context;
+    ApiRequest api;
+    std::shared_ptr<ServingJob> job;
+    try {
+      api = parse_api_request(endpoint, req.body, c.limits, *c.tokenizer, c.check);
+      job = c.broker->submit(api.choices);
+    } catch (const ApiError& e) {
+      if (e.status() == 503)
+        res.set_header("Retry-After", std::to_string(options.retry_after_seconds));
+      send_error(res, e.status(), e.what(), e.type(), e.code());
+      return;
+    }
+    ApiAnswer answer;
+    answer.endpoint = endpoint;
+    answer.id = (endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-") +
+                std::to_string(next_id.fetch_add(1));
+    answer.created = int64_t(std::time(nullptr));
+    answer.model = c.limits.model_name;
+    answer.logprobs = api.logprobs;
+    auto probe =
+        std::make_shared<ConnectionProbe>(req.remote_addr, req.remote_port, req.local_port);
+    if (!api.stream) {
+      answer_whole(job, answer, *probe, res);
+      return;
+    }
+    auto cursor = std::make_shared<StreamCursor>();
+    cursor->text.assign(job->choices(), 0);
+    cursor->tokens.assign(job->choices(), 0);
+    cursor->finished.assign(job->choices(), false);
+    const bool include_usage = api.include_usage;
+    const int64_t prompt_tokens = api.prompt_tokens;
+    RequestBroker* broker = c.broker;
+    const Tokenizer* tokenizer = c.tokenizer;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [=](size_t, httplib::DataSink& sink) {
+          return stream_step(*job, answer, *tokenizer, include_usage, prompt_tokens, *cursor,
+                             *probe, sink);
+        },
+        [=](bool success) {
+          if (!success || cursor->closed) broker->cancel(job);  // the client went away
+        });
+  }
+
+  // A whole answer: waits for every choice, watching for the client leaving.
+  void answer_whole(const std::shared_ptr<ServingJob>& job, const ApiAnswer& answer,
+                    const ConnectionProbe& probe, httplib::Response& res) {
+    ServingJob::State state;
+    uint64_t seen = 0;
+    while (true) {
+      job->wait(seen, kPollSeconds, state);
+      if (state.ended()) break;
+      if (probe.closed()) {
+        context.broker->cancel(job);
+        res.status = 499;  // (nobody reads it)
+        return;
+      }
+    }
+    if (!state.error.empty()) {
+      send_error(res, state.error_status, state.error, "server_error");
+      return;
+    }
+    res.set_content(answer_body(answer, *context.tokenizer, state.results), "application/json");
+  }
+
+  // One call of the stream's content provider: sends what is new (waiting a little for it).
+  // Returns false when the client has gone.
+  static bool stream_step(ServingJob& job, const ApiAnswer& answer, const Tokenizer& tokenizer,
+                          bool include_usage, int64_t prompt_tokens, StreamCursor& cur,
+                          const ConnectionProbe& probe, httplib::DataSink& sink) {
+    std::string out;
+    if (!cur.roles_sent) {
+      cur.roles_sent = true;
+      if (answer.endpoint == Endpoint::kChat)
+        for (size_t i = 0; i < job.choices(); ++i) out += sse(role_chunk(answer, int(i)));
+    }
+    ServingJob::State st;
+    job.wait(cur.seen, kPollSeconds, st);
+    bool all_finished = true;
+    int64_t completion_tokens = 0;
+    for (size_t i = 0; i < job.choices() && st.error.empty(); ++i) {
+      const GenerationResult& r = st.results[i];
+      completion_tokens += int64_t(r.tokens.size());
+      if (cur.finished[i]) continue;
+      const std::string text = r.text.size() > cur.text[i] ? r.text.substr(cur.text[i]) : "";
+      const size_t new_tokens = r.tokens.size() - std::min(r.tokens.size(), cur.tokens[i]);
+      if (st.done[i]) {
+        out += sse(chunk_body(answer, tokenizer, int(i), text, r, cur.tokens[i], new_tokens,
+                              r.finish_reason));
+        cur.finished[i] = true;
+      } else if (!text.empty()) {
+        out += sse(chunk_body(answer, tokenizer, int(i), text, r, cur.tokens[i], new_tokens, ""));
+        cur.tokens[i] = r.tokens.size();
+        all_finished = false;
+      } else {
+        all_finished = false;
+        continue;
+      }
+      cur.text[i] = r.text.size();
+    }
+    const bool end = !st.error.empty() || all_finished;
+    if (!st.error.empty())
+      out += sse(error_body(st.error, "server_error"));
+    else if (end && include_usage)
+      out += sse(usage_chunk(answer, prompt_tokens, completion_tokens));
+    if (end) out += "data: [DONE]\n\n";
+    if (!out.empty() && !sink.write(out.data(), out.size())) {
+      cur.closed = true;
+      return false;
+    }
+    if (end) {
+      sink.done();
+      return true;
+    }
+    if (out.empty() && probe.closed()) {
+      cur.closed = true;
+      return false;
+    }
+    return true;
+  }
+
+  void routes() {
+    server.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      handle_generation(Endpoint::kCompletions, req, res);
+    });
+    server.Post("/v1/chat/completions",
+                [this](const httplib::Request& req, httplib::Response& res) {
+                  handle_generation(Endpoint::kChat, req, res);
+                });
+    server.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorised(req, res) || !live(res)) return;
+      json model = {{"id", context.limits.model_name},
+                    {"object", "model"},
+                    {"created", 0},
+                    {"owned_by", "tessera"},
+                    {"max_model_len", context.limits.context_window}};
+      res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(),
+                      "application/json");
+    });
+    server.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      const bool ready = is_ready.load();
+      const bool draining = ready && !context.broker->accepting();
+      res.status = ready && !draining ? 200 : 503;
+      res.set_content(json{{"status", draining ? "shutting down"
+                                      : ready  ? "ok"
+                                               : "loading"}}
+                          .dump(),
+                      "application/json");
+    });
+    server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics.render(), "text/plain; version=0.0.4");
+    });
+    for (const char* path : {"/v1/completions", "/v1/chat/completions"})
+      server.Get(path, [](const httplib::Request&, httplib::Response& res) {
+        send_error(res, 405, "use POST");
+      });
+    server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      if (res.status == 413)
+        send_error(res, 413, "the request body is too large");
+      else if (res.status == 404)
+        send_error(res, 404, "no route " + req.method + " " + req.path);
+      else
+        send_error(res, res.status,
+                   "the request was refused (HTTP " + std::to_string(res.status) + ")");
+    });
+    server.set_exception_handler(
+        [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "unknown";
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          send_error(res, 500, "internal error: " + what, "server_error");
+        });
+    server.set_logger([this](const httplib::Request&, const httplib::Response& res) {
+      metrics.record_http(res.status);
+    });
+  }
+};
+
+HttpServer::HttpServer(HttpServerOptions options, ServingMetrics& metrics)
+    : impl_(std::make_unique<Impl>(std::move(options), metrics)) {
+  const int threads = std::max(impl_->options.threads, 4);
+  impl_->server.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  impl_->server.set_payload_max_length(impl_->options.max_body_bytes);
+  impl_->server.set_keep_alive_timeout(5);
+  impl_->server.set_read_timeout(30);
+  impl_->server.set_write_timeout(30);
+  impl_->routes();
+}
+
+HttpServer::~HttpServer() {
+  stop();
+}
+
+int HttpServer::bind() {
+  const HttpServerOptions& o = impl_->options;
+  const int port = o.port == 0 ? impl_->server.bind_to_any_port(o.host)
+                               : (impl_->server.bind_to_port(o.host, o.port) ? o.port : -1);
+  TESSERA_CHECK(port > 0, "cannot listen on " << o.host << ":" << o.port
+                                              << " (in use, or not an address of this host)");
+  impl_->port = port;
+  return port;
+}
+
+void HttpServer::start() {
+  impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
+}
+
+void HttpServer::ready(const ServingContext& context) {
+  impl_->context = context;
+  impl_->is_ready.store(true);
+}
+
+void HttpServer::stop() {
+  if (!impl_->thread.joinable()) return;
+  impl_->server.stop();
+  impl_->thread.join();
+}
+
+}  // namespace tessera::cli
