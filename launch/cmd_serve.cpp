@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "launch/engine_report.h"
 #include "launch/http_server.h"
 #include "launch/model_run.h"
@@ -104,8 +106,10 @@ int run_serve(const Args& args) {
     server = std::make_unique<HttpServer>(http, metrics);
     const int port = server->bind();
     server->start();
-    std::fprintf(stderr, "tessera: listening on http://%s:%d (loading the model)\n",
-                 http.host.c_str(), port);
+    std::fprintf(stderr,
+                 "tessera: listening on http://%s:%d (pid %d: SIGTERM stops it gracefully; "
+                 "loading the model)\n",
+                 http.host.c_str(), port, int(getpid()));
   }
   ModelRun run = ModelRun::start(run_options, vm);
   Engine engine(*run.bundle.model, *run.bundle.tokenizer, run.engine);

@@ -2,8 +2,11 @@
 
 #include <httplib.h>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -46,6 +49,8 @@ struct HttpServer::Impl {
   std::atomic<bool> is_ready{false};
   ServingContext context;  // set once, before is_ready
   std::atomic<int64_t> next_id{0};
+  std::atomic<int64_t> in_flight{0};  // routed requests whose answer is not yet written
+  std::atomic<int64_t> next_request{0};
   int port = -1;
 
   Impl(HttpServerOptions o, ServingMetrics& m) : options(std::move(o)), metrics(m) {}
@@ -247,8 +252,16 @@ struct HttpServer::Impl {
           }
           send_error(res, 500, "internal error: " + what, "server_error");
         });
+    // Requests that reach the routes carry an X-Request-Id; the logger runs once the answer is
+    // written (also for requests refused before routing, such as a 413, which carry none).
+    server.set_pre_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+      res.set_header("X-Request-Id", std::to_string(next_request.fetch_add(1)));
+      in_flight.fetch_add(1);
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
     server.set_logger([this](const httplib::Request&, const httplib::Response& res) {
       metrics.record_http(res.status);
+      if (res.has_header("X-Request-Id")) in_flight.fetch_sub(1);
     });
   }
 };
@@ -279,7 +292,16 @@ int HttpServer::bind() {
 }
 
 void HttpServer::start() {
+  // The connection threads (started by this one, inheriting its mask) never take SIGTERM or
+  // SIGINT: a signal that lands on a thread in poll() would fail its write and cut a stream.
+  // The main thread takes them.
+  sigset_t stop, old;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, &old);
   impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 void HttpServer::ready(const ServingContext& context) {
@@ -289,6 +311,10 @@ void HttpServer::ready(const ServingContext& context) {
 
 void HttpServer::stop() {
   if (!impl_->thread.joinable()) return;
+  // Answers being written (the end of a stream whose request has finished) get a moment.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   impl_->server.stop();
   impl_->thread.join();
 }

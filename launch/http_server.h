@@ -46,7 +46,8 @@ class HttpServer {
   // "loading".
   void start();
   void ready(const ServingContext& context);
-  void stop();  // closes the socket and joins the threads; streams still open are cut
+  // Waits (10 s at most) for answers being written, closes the socket and joins the threads.
+  void stop();
 
  private:
   struct Impl;
