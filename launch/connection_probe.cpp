@@ -54,6 +54,30 @@ ConnectionProbe::ConnectionProbe(const std::string& remote_addr, int remote_port
   closedir(dir);
 }
 
+bool widen_listen_backlog(int port, int backlog) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return false;
+  bool done = false;
+  while (const dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(int(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
+      continue;
+    sockaddr_storage self{};
+    socklen_t self_len = sizeof self;
+    std::string addr;
+    int p = -1;
+    if (getsockname(int(fd), reinterpret_cast<sockaddr*>(&self), &self_len) == 0 &&
+        endpoint(self, addr, p) && p == port)
+      done |= ::listen(int(fd), backlog) == 0;
+  }
+  closedir(dir);
+  return done;
+}
+
 bool ConnectionProbe::closed() const {
   if (fd_ < 0) return false;
   pollfd p{fd_, POLLRDHUP, 0};

@@ -21,4 +21,9 @@ class ConnectionProbe {
   int fd_ = -1;
 };
 
+// cpp-httplib 0.11 listens with a backlog of 5 connections, so a burst of clients has its
+// connections dropped and retried a second later. This finds the listening socket on `port` among
+// this process's descriptors and listens again with `backlog`; false when none was found.
+bool widen_listen_backlog(int port, int backlog);
+
 }  // namespace tessera::cli

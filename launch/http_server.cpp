@@ -37,6 +37,7 @@ struct StreamCursor {
   std::vector<bool> finished;
   bool roles_sent = false, closed = false;
   uint64_t seen = 0;
+  ServingJob::State state;  // the job's, brought up to date by each wait
 };
 
 }  // namespace
@@ -134,7 +135,8 @@ struct HttpServer::Impl {
       }
     }
     if (!state.error.empty()) {
-      send_error(res, state.error_status, state.error, "server_error");
+      send_error(res, state.error_status, state.error,
+                 state.error_status < 500 ? "invalid_request_error" : "server_error");
       return;
     }
     res.set_content(answer_body(answer, *context.tokenizer, state.results), "application/json");
@@ -151,7 +153,7 @@ struct HttpServer::Impl {
       if (answer.endpoint == Endpoint::kChat)
         for (size_t i = 0; i < job.choices(); ++i) out += sse(role_chunk(answer, int(i)));
     }
-    ServingJob::State st;
+    ServingJob::State& st = cur.state;
     job.wait(cur.seen, kPollSeconds, st);
     bool all_finished = true;
     int64_t completion_tokens = 0;
@@ -288,6 +290,7 @@ int HttpServer::bind() {
   TESSERA_CHECK(port > 0, "cannot listen on " << o.host << ":" << o.port
                                               << " (in use, or not an address of this host)");
   impl_->port = port;
+  widen_listen_backlog(port, 1024);  // (5 in cpp-httplib 0.11)
   return port;
 }
 

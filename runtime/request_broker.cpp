@@ -22,6 +22,7 @@ std::string seconds_text(double s) {
 
 bool ServingJob::State::ended() const {
   if (!error.empty()) return true;
+  if (done.empty()) return false;  // (a copy that has not been brought up to date yet)
   for (bool d : done)
     if (!d) return false;
   return true;
@@ -37,7 +38,27 @@ bool ServingJob::wait(uint64_t& seen, double seconds, State& out) {
   cv_.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return version_ != seen; });
   const bool changed = version_ != seen;
   seen = version_;
-  out = state_;
+  if (out.results.size() != state_.results.size()) out.results.resize(state_.results.size());
+  // Only what is new: a choice's text, tokens and log-probabilities only grow.
+  for (size_t i = 0; i < state_.results.size(); ++i) {
+    const GenerationResult& from = state_.results[i];
+    GenerationResult& to = out.results[i];
+    if (from.text.size() > to.text.size()) to.text.append(from.text, to.text.size());
+    to.tokens.insert(to.tokens.end(), from.tokens.begin() + std::ptrdiff_t(std::min(
+                                                               to.tokens.size(), from.tokens.size())),
+                     from.tokens.end());
+    to.logprobs.insert(to.logprobs.end(),
+                       from.logprobs.begin() + std::ptrdiff_t(std::min(to.logprobs.size(),
+                                                                       from.logprobs.size())),
+                       from.logprobs.end());
+    to.finish_reason = from.finish_reason;
+    to.prompt_tokens = from.prompt_tokens;
+    to.prefill_seconds = from.prefill_seconds;
+    to.decode_seconds = from.decode_seconds;
+  }
+  out.done = state_.done;
+  out.error = state_.error;
+  out.error_status = state_.error_status;
   return changed;
 }
 

@@ -38,7 +38,9 @@ class ServingJob {
     bool ended() const;
   };
   // Waits until the state changed since `seen` (a counter the caller keeps) or `seconds`
-  // passed; copies the state out. Returns whether it changed.
+  // passed, and brings `out` (the caller's copy, empty at first) up to date: only what is new is
+  // copied, since a choice's text, tokens and log-probabilities only grow. Returns whether it
+  // changed.
   bool wait(uint64_t& seen, double seconds, State& out);
 
  private:

@@ -280,6 +280,18 @@ def test_64_concurrent_streaming_clients(server):
     assert server.metric("tessera_time_to_first_token_seconds_count") >= 64
 
 
+def test_bench_script_measures_the_server(server):
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "bench_serve.py")
+    r = subprocess.run(["python3", script, "--url", server.url, "--model", MODEL, "--rates",
+                        "inf", "--requests", "4", "--max-tokens", "8", "--min-words", "2",
+                        "--max-words", "6"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [l for l in r.stdout.splitlines() if l.startswith("| one at a time") or
+            l.startswith("| all at once")]
+    assert len(rows) == 2 and all(l.split("|")[2].strip() == "4" for l in rows), r.stdout
+
+
 def test_clients_that_leave_mid_stream_free_their_blocks(server):
     import http.client
 
@@ -424,6 +436,19 @@ def test_sigterm_finishes_running_requests_and_stops_every_rank(tessera, default
     # The default model, slow enough on these CPUs that the request is still running.
     s = Server(tessera, default_model, 4, "--pp", "4")
     import http.client
+    import socket
+    # First a non-streamed client that leaves while its request runs: the server sees the socket
+    # close and cancels the request.
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    body = json.dumps({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 100,
+                       "ignore_eos": True}).encode()
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(1.0)
+    sock.close()
+    assert s.wait_metric('tessera_requests_finished_total{finish_reason="cancelled"}', 1) == 1
+    assert s.wait_metric("tessera_kv_blocks_used", 0) == 0
+    assert (s.metric("tessera_generation_tokens_total") or 0) < 100
     conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
     conn.request("POST", "/v1/completions", json.dumps(
         {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 60, "stream": True,
