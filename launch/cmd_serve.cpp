@@ -84,6 +84,8 @@ int run_serve(const Args& args) {
   TESSERA_CHECK(run_options.layout.dp == 1,
                 "tessera serve runs one replica (--dp 1); run one server per replica behind a "
                 "load balancer");
+  TESSERA_CHECK(run_options.trace.empty(),
+                "--trace is for generate and bench: a server runs for days and keeps no timeline");
   TESSERA_CHECK(http.port >= 0 && http.port <= 65535, "--port must be in [0, 65535]");
   TESSERA_CHECK(broker_options.max_queued >= 1, "--max-queued-requests must be at least 1");
   TESSERA_CHECK(broker_options.request_timeout >= 0, "--request-timeout must be >= 0");
@@ -112,6 +114,7 @@ int run_serve(const Args& args) {
                  http.host.c_str(), port, int(getpid()));
   }
   ModelRun run = ModelRun::start(run_options, vm);
+  run.engine.record_spans = false;
   Engine engine(*run.bundle.model, *run.bundle.tokenizer, run.engine);
   report_progress(engine, run_options.stats_interval);
   broker_options.kv_blocks = run.engine.num_blocks * run_options.layout.sp;

@@ -16,6 +16,9 @@ void report_progress(Engine& engine, double interval_seconds) {
   };
   engine.set_progress(interval_seconds, [last = Last{}](double elapsed, const SchedulerMetrics& m,
                                                         const EngineStats& s) mutable {
+    if (m.running + m.waiting == 0 && s.sampled_tokens == last.sampled &&
+        m.prefill_tokens == last.prefilled)
+      return;  // nothing to say (an idle server)
     const double dt = std::max(1e-9, elapsed - last.at);
     const int64_t total = m.blocks_used + m.blocks_free + m.blocks_cached;
     std::fprintf(stderr,

@@ -287,7 +287,7 @@ SampledTokens Engine::compute(const StepPlan& plan) {
   }
   span.end = now_seconds();
   stats_.busy_seconds += span.end - span.begin;
-  stats_.spans.push_back(span);
+  if (options_.record_spans) stats_.spans.push_back(span);
   ++stats_.steps;
   if (!stage.last()) {
     stage.send_plan(plan.encode());

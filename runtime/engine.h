@@ -64,6 +64,8 @@ struct EngineOptions {
   int max_in_flight = 0;        // steps in the pipeline at once (0: one per stage)
   bool static_batches = false;  // baseline for benchmarks: a new batch only when one ends
   int64_t fail_at_step = 0;     // testing: throw when this step starts on this rank (0: never)
+  bool record_spans = true;     // keep every step's span in EngineStats (a server runs for days:
+                                // it keeps none)
 };
 
 // What one rank did during run(): for the utilisation figure and the timeline.

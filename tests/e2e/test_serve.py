@@ -28,7 +28,8 @@ class Server:
     """mpirun -np N tessera serve ... on a free loopback port; stop() sends SIGTERM to rank 0."""
 
     def __init__(self, tessera, model, ranks, *args):
-        cmd = ["mpirun", "-np", str(ranks), tessera, "serve", "-m", model, "--port", "0",
+        source = ["--random", model] if model.endswith(".json") else ["-m", model]
+        cmd = ["mpirun", "-np", str(ranks), tessera, "serve", *source, "--port", "0",
                "--served-model-name", MODEL, "--kv-cache-tokens", "4096", "--stats-interval", "0",
                *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -52,6 +53,8 @@ class Server:
         found.wait(60)
         assert self.port, "the server did not start:\n" + "".join(self.log)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.first_health = self.get("/health")  # (the model is still loading, unless quick)
+        self.first_models = self.get("/v1/models")
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -333,6 +336,37 @@ def test_clients_that_leave_mid_stream_free_their_blocks(server):
     assert server.wait_metric("tessera_kv_blocks_used", 0) == 0
     cancelled = server.metric('tessera_requests_finished_total{finish_reason="cancelled"}')
     assert cancelled == before + 8
+
+
+def test_health_says_loading_until_every_rank_has_loaded_and_deadlines_hold(tessera):
+    # Random weights of the default model's shape take a second or so to make on each rank, and
+    # decode at some 20 tokens/s here: 150 tokens outlast --request-timeout 1.
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smollm2-135m.json")
+    s = Server(tessera, config, 2, "--pp", "2", "--request-timeout", "1")
+    try:
+        status, body, _ = s.first_health
+        assert status == 503 and json.loads(body)["status"] == "loading", s.first_health
+        status, body, headers = s.first_models
+        assert status == 503 and "loading" in json.loads(body)["error"]["message"]
+        assert headers.get("Retry-After") == "1"
+        status, body, _ = s.get("/health")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        assert s.get("/v1/models")[0] == 200
+        started = time.time()
+        status, body, _ = s.post("/v1/completions", {"model": MODEL, "prompt": "hi",
+                                                      "max_tokens": 150, "ignore_eos": True})
+        assert status == 504 and "--request-timeout 1 s" in json.loads(body)["error"]["message"]
+        assert time.time() - started < 5
+        r = subprocess.run(["curl", "-sN", "-d", json.dumps(
+            {"model": MODEL, "prompt": "hi", "max_tokens": 150, "ignore_eos": True,
+             "stream": True}), s.url + "/v1/completions"], capture_output=True, text=True,
+            timeout=60)
+        events = [e[6:] for e in r.stdout.split("\n\n") if e.startswith("data: ")]
+        assert events[-1] == "[DONE]" and "--request-timeout" in json.loads(events[-2])["error"][
+            "message"], r.stdout[-500:]
+        assert s.wait_metric("tessera_kv_blocks_used", 0) == 0
+    finally:
+        assert s.stop() == 0
 
 
 def test_a_full_queue_answers_503_with_retry_after(tessera, serve_model):
