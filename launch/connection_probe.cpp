@@ -30,51 +30,57 @@ bool endpoint(const sockaddr_storage& a, std::string& addr, int& port) {
   return true;
 }
 
-}  // namespace
-
-ConnectionProbe::ConnectionProbe(const std::string& remote_addr, int remote_port, int local_port) {
+// Calls visit(fd) for each open descriptor of this process until it returns true.
+template <typename Visit>
+void for_each_descriptor(Visit visit) {
   DIR* dir = opendir("/proc/self/fd");
   if (!dir) return;
   while (const dirent* e = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(e->d_name, &end, 10);
     if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    sockaddr_storage peer{}, self{};
-    socklen_t peer_len = sizeof peer, self_len = sizeof self;
-    if (getpeername(int(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-    if (getsockname(int(fd), reinterpret_cast<sockaddr*>(&self), &self_len) != 0) continue;
-    std::string paddr, saddr;
-    int pport = -1, sport = -1;
-    if (!endpoint(peer, paddr, pport) || !endpoint(self, saddr, sport)) continue;
-    if (pport == remote_port && sport == local_port && paddr == remote_addr) {
-      fd_ = int(fd);
-      break;
-    }
+    if (visit(int(fd))) break;
   }
   closedir(dir);
 }
 
+// The address and port a socket is bound to (getsockname), or false.
+bool local_endpoint(int fd, std::string& addr, int& port) {
+  sockaddr_storage self{};
+  socklen_t len = sizeof self;
+  return getsockname(fd, reinterpret_cast<sockaddr*>(&self), &len) == 0 &&
+         endpoint(self, addr, port);
+}
+
+}  // namespace
+
+ConnectionProbe::ConnectionProbe(const std::string& remote_addr, int remote_port, int local_port) {
+  for_each_descriptor([&](int fd) {
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof peer;
+    std::string paddr, saddr;
+    int pport = -1, sport = -1;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+        !endpoint(peer, paddr, pport) || !local_endpoint(fd, saddr, sport))
+      return false;
+    if (pport != remote_port || sport != local_port || paddr != remote_addr) return false;
+    fd_ = fd;
+    return true;
+  });
+}
+
 bool widen_listen_backlog(int port, int backlog) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (!dir) return false;
   bool done = false;
-  while (const dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+  for_each_descriptor([&](int fd) {
     int listening = 0;
     socklen_t len = sizeof listening;
-    if (getsockopt(int(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
-      continue;
-    sockaddr_storage self{};
-    socklen_t self_len = sizeof self;
     std::string addr;
     int p = -1;
-    if (getsockname(int(fd), reinterpret_cast<sockaddr*>(&self), &self_len) == 0 &&
-        endpoint(self, addr, p) && p == port)
-      done |= ::listen(int(fd), backlog) == 0;
-  }
-  closedir(dir);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening &&
+        local_endpoint(fd, addr, p) && p == port)
+      done |= ::listen(fd, backlog) == 0;
+    return false;
+  });
   return done;
 }
 
