@@ -14,6 +14,9 @@
 #include "runtime/model_bundle.h"
 #include "runtime/engine.h"
 #include "runtime/request.h"
+#include "io/result_log.h"
+
+#include <unistd.h>
 
 namespace tessera::cli {
 namespace {
@@ -21,7 +24,7 @@ namespace {
 using nlohmann::json;
 
 struct BatchTotals {
-  int64_t requests = 0, errors = 0, prompt_tokens = 0, generated_tokens = 0;
+  int64_t requests = 0, errors = 0, resumed = 0, prompt_tokens = 0, generated_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
@@ -40,36 +43,58 @@ json result_record(const std::string& id, const GenerationResult& r) {
               {"finish_reason", r.finish_reason}};
 }
 
-json error_record(const std::string& id, int64_t line, const std::string& message) {
-  return json{{"id", id}, {"error", {{"message", message}, {"line", line}}}};
+json error_record(const std::string& id, int64_t line, const std::string& message,
+                  const std::string& reason = "") {
+  json e = {{"message", message}, {"line", line}};
+  if (!reason.empty()) e["reason"] = reason;
+  return json{{"id", id}, {"error", e}};
 }
 
-// The leader reads the requests line by line as the engine has room for them, and writes one
-// result or error record per non-blank line, in input order: a record goes out (flushed) as soon
-// as every line before it has been written, so a crash loses nothing already written. The other
-// ranks only follow the step plans.
+// Non-blank lines of a JSONL file (for the progress line's total).
+int64_t count_requests(const std::string& path) {
+  std::ifstream in(path);
+  TESSERA_CHECK(in, path << ": cannot open the input file");
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line);)
+    n += line.find_first_not_of(" \t\r") != std::string::npos;
+  return n;
+}
+
+struct BatchOptions {
+  std::string input, output;
+  bool overwrite = false;       // start afresh instead of resuming
+  double progress_interval = 10;  // seconds between progress lines (0: none)
+};
+
+// The leader reads the requests line by line as the engine has room for them and appends one
+// record per request to the output as it finishes (a result, or an error record for a line that
+// cannot run), each synced to the disk (io/result_log.h). A resumed job skips the lines whose
+// records the output already holds. The other ranks only follow the step plans.
 BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults& defaults,
-                      const std::string& input, const std::string& output) {
+                      const BatchOptions& o, ResultLog* log) {
   BatchTotals totals;
   std::ifstream in;
-  std::ofstream out;
-  std::map<int64_t, std::string> ready;  // records by input slot, waiting for earlier ones
-  int64_t slots = 0, written = 0, line_no = 0;
-  auto write_ready = [&] {
-    for (auto it = ready.find(written); it != ready.end(); it = ready.find(written)) {
-      out << it->second << "\n";
-      ready.erase(it);
-      ++written;
-    }
-    out.flush();
-    TESSERA_CHECK_IO(out, output << ": write failed");
-  };
+  std::map<std::string, int64_t> first_line;  // id -> the line that used it first
+  int64_t line_no = 0, total = 0, finished = 0;
   auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
   if (engine.leader()) {
-    in.open(input);
-    TESSERA_CHECK(in, input << ": cannot open the input file");
-    out.open(output, std::ios::trunc);
-    TESSERA_CHECK(out, output << ": cannot open the output file for writing");
+    total = count_requests(o.input);
+    in.open(o.input);
+    TESSERA_CHECK(in, o.input << ": cannot open the input file");
+    TESSERA_ASSERT(log, "the leader writes the results");
+    if (log->records_read() > 0 || log->dropped_partial_line())
+      std::fprintf(stderr, "tessera: resuming %s: %lld records there%s; the other requests run\n",
+                   o.output.c_str(), (long long)log->records_read(),
+                   log->dropped_partial_line() ? " (a partial last line was dropped)" : "");
+    auto write_error = [&](const std::string& key, const json& record, const std::string& id,
+                           const std::string& message) {
+      ++finished;
+      if (log->done().count(key)) return;
+      ++totals.errors;
+      log->append(dump(record));
+      std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
+                   (long long)line_no, message.c_str());
+    };
     // Submits the next request (error records for bad lines on the way); false at the end.
     engine.set_feeder([&]() -> bool {
       std::string line;
@@ -77,40 +102,67 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         ++totals.requests;
-        const int64_t slot = slots++;
         std::string id = "line-" + std::to_string(line_no);
+        json body;
         try {
-          json body;
-          try {
-            body = json::parse(line);
-          } catch (const json::parse_error& e) {
-            TESSERA_FAIL("malformed JSON: " << e.what());
-          }
-          id = request_id(body, id);
+          body = json::parse(line);
+        } catch (const json::parse_error& e) {
+          const std::string why = std::string("malformed JSON: ") + e.what();
+          write_error(id, error_record(id, line_no, why), id, why);
+          continue;
+        }
+        id = request_id(body, id);
+        if (auto [it, fresh] = first_line.emplace(id, line_no); !fresh) {
+          const std::string why = "the id '" + id + "' was used by line " +
+                                  std::to_string(it->second) + " already";
+          write_error(record_key(id, true, line_no),
+                      error_record(id, line_no, why, "duplicate_id"), id, why);
+          continue;
+        }
+        if (log->done().count(id)) {  // written by an earlier run
+          ++totals.resumed;
+          ++finished;
+          continue;
+        }
+        try {
           ParsedRequest req = parse_request(body, id, defaults, *bundle.tokenizer);
-          engine.submit(req.generation, {}, [&, slot, rid = req.id](int64_t, const GenerationResult& r) {
-            ready[slot] = dump(result_record(rid, r));
+          engine.submit(req.generation, {}, [&, rid = req.id](int64_t, const GenerationResult& r) {
+            log->append(dump(result_record(rid, r)));
+            ++finished;
             totals.prompt_tokens += r.prompt_tokens;
             totals.generated_tokens += int64_t(r.tokens.size());
             totals.prefill_seconds += r.prefill_seconds;
             totals.decode_seconds += r.decode_seconds;
-            write_ready();
           });
           return true;
         } catch (const Error& e) {
           if (e.kind() != ErrorKind::kInvalidInput) throw;  // a tessera bug stops the job
-          ++totals.errors;
-          ready[slot] = dump(error_record(id, line_no, e.what()));
-          std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
-                       (long long)line_no, e.what());
-          write_ready();
+          write_error(id, error_record(id, line_no, e.what()), id, e.what());
         }
       }
       return false;
     });
+    // Progress: done/total, generated tokens/s, ETA; in place on a terminal, else plain lines.
+    const bool tty = isatty(fileno(stderr));
+    engine.set_progress(o.progress_interval, [&, tty](double elapsed, const SchedulerMetrics& m,
+                                                      const EngineStats& s) {
+      const double rate = elapsed > 0 ? double(s.sampled_tokens) / elapsed : 0;
+      const int64_t done_now = finished - totals.resumed;
+      const double per_request = done_now > 0 ? elapsed / double(done_now) : 0;
+      const double eta = per_request * double(std::max<int64_t>(0, total - finished));
+      std::fprintf(stderr,
+                   "%stessera: %lld/%lld requests done (%lld running, %lld waiting), %.1f "
+                   "generated tokens/s, %.0f s elapsed, ETA %s%s",
+                   tty ? "\r\033[K" : "", (long long)finished, (long long)total,
+                   (long long)m.running, (long long)m.waiting, rate, elapsed,
+                   done_now > 0 ? (std::to_string(int64_t(eta)) + " s").c_str() : "unknown",
+                   tty ? "" : "\n");
+      std::fflush(stderr);
+    });
   }
   engine.run();
-  if (engine.leader()) TESSERA_ASSERT(ready.empty() && written == slots, "records left unwritten");
+  if (engine.leader() && isatty(fileno(stderr)) && o.progress_interval > 0)
+    std::fputs("\n", stderr);
   return totals;
 }
 
@@ -119,6 +171,7 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
 int run_generate(const Args& args) {
   po::options_description desc("Options");
   std::string prompt, system, input, output;
+  bool overwrite = false, fail_on_error = false;
   RequestDefaults d;
   std::vector<std::string> stop;
   ModelRunOptions run_options;
@@ -130,7 +183,13 @@ int run_generate(const Args& args) {
       ("input,i", po::value(&input), "JSONL file: one request per line ({\"id\", \"prompt\" or "
                                      "\"messages\", optional max_tokens, temperature, top_p, "
                                      "top_k, min_p, seed, stop})")
-      ("output,o", po::value(&output), "JSONL file for the results (with --input)")
+      ("output,o", po::value(&output), "JSONL file for the results (with --input), appended as "
+                                       "requests finish; a job run again resumes it")
+      ("overwrite", po::bool_switch(&overwrite), "start --output afresh instead of resuming it")
+      ("resume", po::bool_switch(), "resume --output (the default): only requests without a "
+                                    "record there run")
+      ("fail-on-error", po::bool_switch(&fail_on_error),
+       "exit with 3 when a request got an error record")
       ("max-tokens,n", po::value(&d.max_tokens)->default_value(256), "tokens to generate at most")
       ("temperature,t", po::value(&d.sampling.temperature)->default_value(0.0f, "0"),
        "sampling temperature; 0 is greedy")
@@ -159,6 +218,19 @@ int run_generate(const Args& args) {
   }
   TESSERA_CHECK(d.max_tokens >= 1, "--max-tokens must be at least 1, got " << d.max_tokens);
   for (const auto& s : d.stop) TESSERA_CHECK(!s.empty(), "--stop needs a non-empty string");
+  // The results file is checked (and a partial last line dropped) before any model is loaded.
+  std::unique_ptr<ResultLog> log;
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  if (vm.count("input")) {
+    TESSERA_CHECK(!(overwrite && vm["resume"].as<bool>()), "give --overwrite or --resume, not both");
+    // One writer per output file: data-parallel replicas of one batch job would each read the
+    // whole input and write the same file.
+    TESSERA_CHECK(run_options.layout.dp == 1,
+                  "a batch job runs one replica (--dp 1) for now; split the input and run one job "
+                  "per replica");
+    if (world_rank == 0) log = std::make_unique<ResultLog>(output, overwrite);
+  }
   ModelRun run = ModelRun::start(run_options, vm);
   ModelBundle& bundle = run.bundle;
   ProcessGroups& groups = run.groups;
@@ -166,19 +238,23 @@ int run_generate(const Args& args) {
 
   if (vm.count("input")) {
     Engine engine(*bundle.model, *bundle.tokenizer, run.engine);
-    report_progress(engine, run_options.stats_interval);
-    const BatchTotals t = run_batch(bundle, engine, d, input, output);
+    BatchOptions bo{input, output, overwrite, run_options.stats_interval};
+    const BatchTotals t = run_batch(bundle, engine, d, bo, log.get());
     const double wall = engine.stats().run_seconds;
     const double share = communication_share(groups, wall);
     if (rank0) {
-      std::fprintf(stderr, "tessera: %lld requests, %lld errors, results in %s\n",
-                   (long long)t.requests, (long long)t.errors, output.c_str());
+      std::fprintf(stderr,
+                   "tessera: %lld requests (%lld had records already), %lld errors, %lld prompt "
+                   "and %lld generated tokens in %.1f s; results in %s\n",
+                   (long long)t.requests, (long long)t.resumed, (long long)t.errors,
+                   (long long)t.prompt_tokens, (long long)t.generated_tokens, wall,
+                   output.c_str());
       print_speed("prompt", t.prompt_tokens, wall);
       print_speed("generated", t.generated_tokens, wall);
       print_communication(groups, share);
     }
     report_engine(groups, engine.stats(), run_options.trace);
-    return 0;
+    return fail_on_error && t.errors > 0 ? 3 : 0;
   }
 
   Generator gen(*bundle.model, *bundle.tokenizer, run.engine);

@@ -180,7 +180,8 @@ def test_stop_strings_stream_what_batch_returns(tessera, tiny_model, tmp_path):
         inp.write_text(json.dumps({"prompt": "hello world", "max_tokens": 16, "ignore_eos": True,
                                    "stop": [stop]}) + "\n")
         out = tmp_path / "out.jsonl"
-        assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out)).returncode == 0
+        assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out),
+                   "--overwrite").returncode == 0
         rec = json.loads(out.read_text())
         assert rec["text"] == text[:text.find(stop)], (stop, rec["text"], text)
         assert streamed.stdout == rec["text"] + "\n"
@@ -340,9 +341,9 @@ def test_batch_with_bad_lines_goes_on(tessera, tiny_model, tmp_path):
     out = tmp_path / "out.jsonl"
     res = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out))
     assert res.returncode == 0, res.stderr
-    recs = [json.loads(l) for l in out.read_text().splitlines()]
-    assert [r["id"] for r in recs] == ["ok1", "line-2", "noprompt", "toolong", "badtemp",
-                                       "unknown", "chat", "7"]
+    recs = [json.loads(l) for l in out.read_text().splitlines()]  # in the order they finished
+    assert sorted(r["id"] for r in recs) == sorted(["ok1", "line-2", "noprompt", "toolong",
+                                                    "badtemp", "unknown", "chat", "7"])
     errors = {r["id"]: r["error"]["message"] for r in recs if "error" in r}
     assert set(errors) == {"line-2", "noprompt", "toolong", "badtemp", "unknown"}
     assert "malformed JSON" in errors["line-2"]
@@ -354,6 +355,58 @@ def test_batch_with_bad_lines_goes_on(tessera, tiny_model, tmp_path):
         if "error" not in r:
             assert r["completion_tokens"] == len(r["token_ids"]) >= 1
             assert r["prompt_tokens"] > 0 and r["finish_reason"] in ("stop", "length")
+
+
+def test_batch_errors_duplicates_and_fail_on_error(tessera, tiny_model, tmp_path):
+    lines = [json.dumps({"id": "a", "prompt": "hello", "max_tokens": 3}),
+             json.dumps({"id": "a", "prompt": "again", "max_tokens": 3}),       # duplicate id
+             json.dumps({"id": "b", "max_tokens": 3}),                          # no prompt
+             json.dumps({"id": "c", "prompt": "hello world " * 100}),           # too long
+             "{broken",
+             json.dumps({"id": "d", "prompt": "abc", "max_tokens": 2})]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    res = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out),
+              "--fail-on-error")
+    assert res.returncode == 3, res.stderr
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    errors = sorted((r["id"], r["error"]["line"]) for r in recs if "error" in r)
+    assert errors == [("a", 2), ("b", 3), ("c", 4), ("line-5", 5)]
+    dup = next(r for r in recs if r["id"] == "a" and "error" in r)
+    assert dup["error"]["reason"] == "duplicate_id" and "line 1" in dup["error"]["message"]
+    assert sorted(r["id"] for r in recs if "error" not in r) == ["a", "d"]
+    assert "4 errors" in res.stderr
+    # Run again: everything has a record, nothing runs, nothing is written twice.
+    again = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "6 records there" in again.stderr and "0 generated tokens" in again.stderr
+    assert len(out.read_text().splitlines()) == 6
+
+
+def test_resume_drops_a_partial_line_and_runs_only_what_is_missing(tessera, tiny_model,
+                                                                    tmp_path):
+    inp, out, whole = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "whole.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"r{i}", "prompt": "hello " * (1 + i % 4),
+                                       "max_tokens": 5, "ignore_eos": True}) + "\n"
+                           for i in range(10)))
+    assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(whole)).returncode == 0
+    recs = whole.read_text().splitlines()
+    # As a crash would leave it: four whole records and half of a fifth.
+    out.write_text("\n".join(recs[:4]) + "\n" + recs[4][:len(recs[4]) // 2])
+    res = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "4 records there (a partial last line was dropped)" in res.stderr
+    assert "(4 had records already)" in res.stderr and "30 generated tokens" in res.stderr
+    got = {json.loads(l)["id"]: json.loads(l) for l in out.read_text().splitlines()}
+    assert len(out.read_text().splitlines()) == 10
+    assert got == {json.loads(l)["id"]: json.loads(l) for l in recs}
+    # A damaged line in the middle is refused, and --overwrite starts afresh.
+    out.write_text(recs[0] + "\nnot a record\n" + recs[1] + "\n")
+    bad = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out))
+    assert_one_line_error(bad, "line 2 is not a result record", "--overwrite")
+    assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out),
+               "--overwrite").returncode == 0
+    assert len(out.read_text().splitlines()) == 10
 
 
 # ---- the default model ----------------------------------------------------------------------
@@ -392,10 +445,11 @@ def test_model_parallel_batch_equals_one_rank(tessera, default_model, tmp_path, 
                          "-o", str(three)],
                         capture_output=True, text=True, env=MPI_ENV, timeout=300)
     assert r3.returncode == 0, r3.stderr
-    a = [json.loads(l) for l in one.read_text().splitlines()]
-    b = [json.loads(l) for l in three.read_text().splitlines()]
-    assert len(a) == 3 and "error" in a[1]
-    assert [x.get("token_ids") for x in a] == [x.get("token_ids") for x in b]
+    a = {x["id"]: x for x in map(json.loads, one.read_text().splitlines())}
+    b = {x["id"]: x for x in map(json.loads, three.read_text().splitlines())}
+    assert len(a) == 3 and "error" in a["line-2"]
+    assert {k: x.get("token_ids") for k, x in a.items()} == {
+        k: x.get("token_ids") for k, x in b.items()}
 
 
 def test_bad_layout_stops_every_rank_with_one_reason(tessera, default_model):
@@ -478,6 +532,53 @@ def test_a_rank_killed_mid_step_stops_the_job(tessera, default_model):
     assert proc.returncode != 0
     assert time.time() - killed_at < 15
     assert "rank 1" in err and "signal 9" in err, err
+
+
+def test_a_batch_job_killed_mid_run_resumes_without_recomputing(tessera, default_model,
+                                                                 tmp_path):
+    # A 4-rank job (PP=4) loses a rank to SIGKILL part way through; the same command run again
+    # finishes only what is missing: every id once, results equal to an uninterrupted run
+    # (greedy), and the records written before the kill untouched.
+    import signal
+    import time
+    inp, out, ref = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "ref.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Fact {i} about the sea:",
+                                       "max_tokens": 6 + i % 7, "ignore_eos": True}) + "\n"
+                           for i in range(24)))
+    cmd = ["mpirun", "-np", "4", tessera, "generate", "-m", default_model, "--pp", "4",
+           "--max-batch", "2", "-i", str(inp), "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=MPI_ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or
+                                      len(out.read_text().splitlines()) < 4):
+        time.sleep(0.1)
+    victim = None
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split():
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            if b"OMPI_COMM_WORLD_RANK=2" in f.read().split(b"\0"):
+                victim = int(pid)
+    assert victim, "rank 2 not found"
+    os.kill(victim, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    before = out.read_text()
+    written = [l for l in before.splitlines(keepends=True) if l.endswith("\n")]
+    assert 4 <= len(written) < 24, len(written)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=MPI_ENV, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(written)} records there" in again.stderr, again.stderr
+    assert f"({len(written)} had records already)" in again.stderr
+    after = out.read_text()
+    assert after.startswith("".join(written))  # nothing written before was touched
+    ids = [json.loads(l)["id"] for l in after.splitlines()]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(24))  # every id exactly once
+    assert run(tessera, "generate", "-m", default_model, "-i", str(inp), "-o",
+               str(ref)).returncode == 0
+    want = {json.loads(l)["id"]: json.loads(l)["token_ids"] for l in ref.read_text().splitlines()}
+    got = {json.loads(l)["id"]: json.loads(l)["token_ids"] for l in after.splitlines()}
+    assert got == want
 
 
 @pytest.mark.parametrize("failing_rank", [0, 2, 3])
