@@ -105,10 +105,9 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         std::string id = "line-" + std::to_string(line_no);
         json body;
         try {
-          body = json::parse(line);
-        } catch (const json::parse_error& e) {
-          const std::string why = std::string("malformed JSON: ") + e.what();
-          write_error(id, error_record(id, line_no, why), id, why);
+          body = parse_request_json(line);
+        } catch (const Error& e) {
+          write_error(id, error_record(id, line_no, e.what()), id, e.what());
           continue;
         }
         id = request_id(body, id);

@@ -4,6 +4,8 @@
 // shuts every rank down.
 #include <mpi.h>
 
+#include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -22,10 +24,12 @@ namespace tessera::cli {
 namespace {
 
 // Set by SIGTERM / SIGINT (a signal handler can only reach a global); read between steps.
-volatile std::sig_atomic_t g_stop_requested = 0;
+// (lock-free, so the handler may run on any thread and the main thread read it)
+std::atomic<int> g_stop_requested{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void on_stop_signal(int) {
-  g_stop_requested = 1;
+  g_stop_requested.store(1);
 }
 
 void install_stop_handlers() {
@@ -104,7 +108,8 @@ int run_serve(const Args& args) {
   std::unique_ptr<HttpServer> server;
   if (rank == 0) {  // listening first, so /health answers "loading" meanwhile
     if (http.threads == 0)
-      http.threads = int(run_options.engine.max_sequences + broker_options.max_queued + 16);
+      http.threads = int(std::min<int64_t>(
+          4096, run_options.engine.max_sequences + broker_options.max_queued + 16));
     server = std::make_unique<HttpServer>(http, metrics);
     const int port = server->bind();
     server->start();
@@ -134,11 +139,21 @@ int run_serve(const Args& args) {
                  "ready\n",
                  model_name.c_str(), (long long)engine.context_window());
     engine.set_service([&](bool idle) {
-      if (g_stop_requested) broker.request_shutdown();
+      if (g_stop_requested.load()) broker.request_shutdown();
       return broker.serve(engine, idle);
     });
   }
-  engine.run();  // collective: ends after a shutdown on every rank
+  try {
+    engine.run();  // collective: ends after a shutdown on every rank
+  } catch (...) {
+    // No connection thread may wait for (or touch) the engine once it is gone: fail every job,
+    // stop the server, then let launch/ report the error and abort every rank.
+    if (server) {
+      broker.close(500, "the server failed; see its log");
+      server->stop();
+    }
+    throw;
+  }
   if (server) {
     server->stop();
     const EngineStats& s = engine.stats();

@@ -63,7 +63,10 @@ ConnectionProbe::ConnectionProbe(const std::string& remote_addr, int remote_port
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
         !endpoint(peer, paddr, pport) || !local_endpoint(fd, saddr, sport))
       return false;
-    if (pport != remote_port || sport != local_port || paddr != remote_addr) return false;
+    // (cpp-httplib's address may carry an IPv6 scope, "%eth0", that inet_ntop leaves out)
+    if (pport != remote_port || sport != local_port ||
+        paddr != remote_addr.substr(0, remote_addr.find('%')))
+      return false;
     fd_ = fd;
     return true;
   });

@@ -135,6 +135,8 @@ struct HttpServer::Impl {
       }
     }
     if (!state.error.empty()) {
+      if (state.error_status == 503)
+        res.set_header("Retry-After", std::to_string(options.retry_after_seconds));
       send_error(res, state.error_status, state.error,
                  state.error_status < 500 ? "invalid_request_error" : "server_error");
       return;

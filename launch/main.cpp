@@ -103,6 +103,8 @@ int main(int argc, char** argv) {
     // serve's connection threads never call MPI: only the main thread does.
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    if (provided < MPI_THREAD_FUNNELED)
+      fail("this MPI library cannot run with threads that do not call MPI (MPI_THREAD_FUNNELED)");
     check_same_arguments(argc, argv);
   }
   int code = 0;

@@ -112,7 +112,9 @@ int64_t Engine::submit(const GenerationRequest& request, TextCallback on_text,
   const int64_t prompt = s->request.prompt.size();
   // Positions it may store: the window, max_tokens (the last output token is not fed back), and
   // what a rank's pool can hold.
-  int64_t limit = std::max(prompt, std::min(window_ - 1, prompt + request.max_tokens - 1));
+  const int64_t wanted = request.max_tokens > window_ - prompt ? window_ - 1  // (no overflow)
+                                                               : prompt + request.max_tokens - 1;
+  int64_t limit = std::max(prompt, std::min(window_ - 1, wanted));
   if (!scheduler_->fits(prompt, limit)) {
     int64_t lo = prompt, hi = limit;  // lo fits, hi does not
     while (hi - lo > 1) {

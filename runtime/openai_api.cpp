@@ -22,7 +22,7 @@ bool boolean_field(const json& body, const char* name) {
   const json& v = body.at(name);
   if (v.is_null()) return false;
   if (!v.is_boolean())
-    bad_request(std::string("field '") + name + "' must be true or false, got " + v.dump());
+    bad_request(std::string("field '") + name + "' must be true or false, got " + brief(v));
   return v.get<bool>();
 }
 
@@ -49,7 +49,7 @@ std::vector<int32_t> completion_prompt(const json& v, const Tokenizer& tokenizer
     std::vector<int32_t> ids;
     for (const json& t : v) {
       if (!t.is_number_integer())
-        bad_request("field 'prompt' holds token ids and " + t.dump() + ", which is not one");
+        bad_request("field 'prompt' holds token ids and " + brief(t) + ", which is not one");
       const int64_t id = t.get<int64_t>();
       if (id < 0 || id >= int64_t(tokenizer.data().tokens.size()))
         bad_request("token id " + std::to_string(id) + " in 'prompt' is outside the vocabulary");
@@ -59,7 +59,7 @@ std::vector<int32_t> completion_prompt(const json& v, const Tokenizer& tokenizer
   }
   if (v.is_array() && v.size() > 1 && v[0].is_string())
     bad_request("field 'prompt' holds several prompts; send one per request");
-  bad_request("field 'prompt' must be a string or an array of token ids, got " + v.dump());
+  bad_request("field 'prompt' must be a string or an array of token ids, got " + brief(v));
 }
 
 json usage_json(int64_t prompt, int64_t completion) {
@@ -146,11 +146,11 @@ ApiRequest parse_api_request(Endpoint endpoint, const std::string& text, const A
                              const std::function<void(const GenerationRequest&)>& check) {
   json body;
   try {
-    body = json::parse(text);
-  } catch (const json::parse_error& e) {
-    bad_request(std::string("the body is not valid JSON: ") + e.what());
+    body = parse_request_json(text);
+  } catch (const Error& e) {
+    bad_request(std::string("the body: ") + e.what());
   }
-  if (!body.is_object()) bad_request("the body must be a JSON object, got " + dump(body));
+  if (!body.is_object()) bad_request("the body must be a JSON object, got " + brief(body));
   const bool chat = endpoint == Endpoint::kChat;
   ApiRequest out;
   out.endpoint = endpoint;
@@ -160,7 +160,7 @@ ApiRequest parse_api_request(Endpoint endpoint, const std::string& text, const A
   try {
     for (const auto& [key, v] : body.items()) {
       if (key == "model") {
-        if (!v.is_string()) bad_request("field 'model' must be a string, got " + dump(v));
+        if (!v.is_string()) bad_request("field 'model' must be a string, got " + brief(v));
         out.model = v.get<std::string>();
       } else if (key == "stream") {
         out.stream = boolean_field(body, "stream");
@@ -232,7 +232,7 @@ ApiRequest parse_api_request(Endpoint endpoint, const std::string& text, const A
       bad_request("the prompt has " + std::to_string(prompt) +
                   " tokens; this model's context window is " + std::to_string(window) +
                   " tokens (prompt and output together)");
-    if (has_max_tokens && prompt + g.max_tokens > window)
+    if (has_max_tokens && g.max_tokens > window - prompt)
       bad_request("this model's context window is " + std::to_string(window) +
                   " tokens; the prompt has " + std::to_string(prompt) +
                   " and max_tokens asks for " + std::to_string(g.max_tokens) + " more");

@@ -9,9 +9,29 @@
 namespace tessera {
 using nlohmann::json;
 
+json parse_request_json(const std::string& text) {
+  constexpr int kMaxDepth = 64;
+  struct TooDeep {};
+  try {
+    return json::parse(text, [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxDepth) throw TooDeep{};
+      return true;
+    });
+  } catch (const TooDeep&) {
+    TESSERA_FAIL("the JSON is nested deeper than " << kMaxDepth << " levels");
+  } catch (const json::parse_error& e) {
+    TESSERA_FAIL("malformed JSON: " << e.what());
+  }
+}
+
+std::string brief(const json& value) {
+  std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
 double number_field(const json& body, const char* name) {
   const json& v = body.at(name);
-  TESSERA_CHECK(v.is_number(), "field '" << name << "' must be a number, got " << v.dump());
+  TESSERA_CHECK(v.is_number(), "field '" << name << "' must be a number, got " << brief(v));
   return v.get<double>();
 }
 
@@ -20,7 +40,7 @@ int64_t integer_field(const json& body, const char* name) {
   const bool integral_float = v.is_number_float() && std::abs(v.get<double>()) < 9.0e18 &&
                               v.get<double>() == std::floor(v.get<double>());
   TESSERA_CHECK(v.is_number_integer() || integral_float,
-                "field '" << name << "' must be an integer, got " << v.dump());
+                "field '" << name << "' must be an integer, got " << brief(v));
   return v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX
                                                                            : v.get<int64_t>();
 }
@@ -35,7 +55,7 @@ std::string render_chat(const Tokenizer& tokenizer, const json& messages) {
     TESSERA_CHECK(
         m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
             (m["content"].is_string() || m["content"].is_array()),
-        "each message must be an object with string 'role' and 'content', got " << m.dump());
+        "each message must be an object with string 'role' and 'content', got " << brief(m));
     std::string content;
     if (m["content"].is_string()) {
       content = m["content"].get<std::string>();
@@ -44,7 +64,7 @@ std::string render_chat(const Tokenizer& tokenizer, const json& messages) {
         TESSERA_CHECK(part.is_object() && part.value("type", "") == "text" &&
                           part.contains("text") && part["text"].is_string(),
                       "a message's content parts must be {\"type\": \"text\", \"text\": ...}, got "
-                          << part.dump());
+                          << brief(part));
         content += part["text"].get<std::string>();
       }
     }
@@ -73,6 +93,12 @@ std::string request_id(const json& body, const std::string& fallback_id) {
   return fallback_id;
 }
 
+namespace {
+// Every generated token is checked against every stop string: bounded, so one request cannot
+// slow everyone's steps.
+constexpr size_t kMaxStopStrings = 16, kMaxStopBytes = 256;
+}  // namespace
+
 bool parse_generation_field(const json& body, const std::string& key, GenerationRequest& g) {
   const json& v = body.at(key);
   if (key == "max_tokens") {
@@ -100,21 +126,26 @@ bool parse_generation_field(const json& body, const std::string& key, Generation
       g.stop.push_back(v.get<std::string>());
     } else {
       TESSERA_CHECK(v.is_array() || v.is_null(), "field 'stop' must be a string or an array");
+      TESSERA_CHECK(v.size() <= kMaxStopStrings,
+                    "field 'stop' holds " << v.size() << " strings; at most " << kMaxStopStrings);
       for (const json& s : v) {
         TESSERA_CHECK(s.is_string() && !s.get<std::string>().empty(),
-                      "field 'stop' must hold non-empty strings, got " << s.dump());
+                      "field 'stop' must hold non-empty strings, got " << brief(s));
         g.stop.push_back(s.get<std::string>());
       }
     }
   } else {
     return false;
   }
+  for (const std::string& stop : g.stop)
+    TESSERA_CHECK(stop.size() <= kMaxStopBytes,
+                  "a stop string has " << stop.size() << " bytes; at most " << kMaxStopBytes);
   return true;
 }
 
 ParsedRequest parse_request(const json& body, const std::string& fallback_id,
                             const RequestDefaults& d, const Tokenizer& tokenizer) {
-  TESSERA_CHECK(body.is_object(), "a request must be a JSON object, got " << body.dump());
+  TESSERA_CHECK(body.is_object(), "a request must be a JSON object, got " << brief(body));
   ParsedRequest out;
   out.id = fallback_id;
   GenerationRequest& g = out.generation;
@@ -125,7 +156,7 @@ ParsedRequest parse_request(const json& body, const std::string& fallback_id,
   for (const auto& [key, v] : body.items()) {
     if (key == "id") {
       TESSERA_CHECK(v.is_string() || v.is_number_integer(),
-                    "field 'id' must be a string or an integer, got " << v.dump());
+                    "field 'id' must be a string or an integer, got " << brief(v));
       out.id = request_id(body, fallback_id);
     } else if (key != "prompt" && key != "messages" && !parse_generation_field(body, key, g)) {
       TESSERA_FAIL("unknown field '" << key << "'");

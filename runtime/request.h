@@ -38,6 +38,13 @@ std::string request_id(const nlohmann::json& body, const std::string& fallback_i
 // (invalid input) naming the field when its value is wrong.
 bool parse_generation_field(const nlohmann::json& body, const std::string& key,
                             GenerationRequest& g);
+// A request's JSON text parsed, refusing nesting deeper than 64 levels (invalid input naming
+// the problem, as for malformed JSON): error messages quote values, and printing a deep one would
+// recurse once per level.
+nlohmann::json parse_request_json(const std::string& text);
+// A value as an error message quotes it: its JSON, cut to 80 characters.
+std::string brief(const nlohmann::json& value);
+
 // integer and number fields of a request body, checked (invalid input naming the field)
 int64_t integer_field(const nlohmann::json& body, const char* name);
 double number_field(const nlohmann::json& body, const char* name);

@@ -44,13 +44,14 @@ bool ServingJob::wait(uint64_t& seen, double seconds, State& out) {
     const GenerationResult& from = state_.results[i];
     GenerationResult& to = out.results[i];
     if (from.text.size() > to.text.size()) to.text.append(from.text, to.text.size());
-    to.tokens.insert(to.tokens.end(), from.tokens.begin() + std::ptrdiff_t(std::min(
-                                                               to.tokens.size(), from.tokens.size())),
-                     from.tokens.end());
-    to.logprobs.insert(to.logprobs.end(),
-                       from.logprobs.begin() + std::ptrdiff_t(std::min(to.logprobs.size(),
-                                                                       from.logprobs.size())),
-                       from.logprobs.end());
+    to.tokens.insert(
+        to.tokens.end(),
+        from.tokens.begin() + std::ptrdiff_t(std::min(to.tokens.size(), from.tokens.size())),
+        from.tokens.end());
+    to.logprobs.insert(
+        to.logprobs.end(),
+        from.logprobs.begin() + std::ptrdiff_t(std::min(to.logprobs.size(), from.logprobs.size())),
+        from.logprobs.end());
     to.finish_reason = from.finish_reason;
     to.prompt_tokens = from.prompt_tokens;
     to.prefill_seconds = from.prefill_seconds;
@@ -75,12 +76,13 @@ RequestBroker::RequestBroker(BrokerOptions options, ServingMetrics& metrics)
     : options_(options), metrics_(metrics) {}
 
 std::shared_ptr<ServingJob> RequestBroker::submit(std::vector<GenerationRequest> choices) {
-  if (!accepting()) throw ApiError(503, "the server is shutting down", "server_error");
   auto job = std::make_shared<ServingJob>(std::move(choices));
   job->arrival_ = steady_seconds();
   if (options_.request_timeout > 0) job->deadline_ = job->arrival_ + options_.request_timeout;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // (under the lock: serve() closes the inbox under it before the engine stops reading it)
+    if (!accepting() || closed_) throw ApiError(503, "the server is shutting down", "server_error");
     const int64_t waiting = metrics_.engine().waiting + int64_t(inbox_.size());
     if (waiting >= options_.max_queued)
       throw ApiError(503,
@@ -201,7 +203,26 @@ bool RequestBroker::serve(Engine& engine, bool idle) {
       fail(engine, job, 503, "the server shut down before the request finished");
   }
   metrics_.set_engine(engine.scheduler_metrics(), 0, options_.kv_blocks);
-  return !(draining_ && active_.empty());
+  if (!(draining_ && active_.empty())) return true;
+  close(503, "the server is shutting down");  // what came in since the inbox was read
+  return false;
+}
+
+void RequestBroker::close(int status, const std::string& message) {
+  std::deque<std::shared_ptr<ServingJob>> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    left.swap(inbox_);
+  }
+  for (const auto& [key, job] : active_) left.push_back(job);
+  for (const auto& job : left)
+    job->update([&](ServingJob::State& s) {
+      if (s.error.empty() && !s.ended()) {
+        s.error = message;
+        s.error_status = status;
+      }
+    });
 }
 
 }  // namespace tessera

@@ -80,6 +80,9 @@ class RequestBroker {
 
   // The engine thread's Engine::set_service hook.
   bool serve(Engine& engine, bool idle);
+  // The engine thread, when the engine failed: every job not ended fails with `status` and
+  // `message`, and the broker takes no more, so no connection thread waits for the engine.
+  void close(int status, const std::string& message);
   int64_t active() const { return int64_t(active_.size()); }  // engine thread
 
  private:
@@ -94,6 +97,7 @@ class RequestBroker {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<ServingJob>> inbox_;
   std::vector<std::shared_ptr<ServingJob>> cancels_;
+  bool closed_ = false;  // the engine takes no more jobs (guarded by mu_)
   // engine thread
   std::map<const ServingJob*, std::shared_ptr<ServingJob>> active_;
   bool draining_ = false;

@@ -400,8 +400,8 @@ def test_a_full_queue_answers_503_with_retry_after(tessera, serve_model):
 
 BAD_REQUESTS = [
     # (path, body, expected status, words in the error message)
-    ("/v1/completions", b'{"model": "tiny", "prompt": ', 400, "not valid JSON"),
-    ("/v1/completions", b"", 400, "not valid JSON"),
+    ("/v1/completions", b'{"model": "tiny", "prompt": ', 400, "malformed JSON"),
+    ("/v1/completions", b"", 400, "malformed JSON"),
     ("/v1/completions", b"[1, 2, 3]", 400, "JSON object"),
     ("/v1/completions", {"prompt": "a"}, 400, "'model' is required"),
     ("/v1/completions", {"model": "gpt-4", "prompt": "a"}, 404, "'gpt-4' does not exist"),
@@ -434,6 +434,11 @@ BAD_REQUESTS = [
                               "top_logprobs": 2}, 400, "needs \"logprobs\": true"),
     ("/v1/completions", b"{" + b'"prompt": "' + b"a" * 70000 + b'"}', 413, "too large"),
     ("/v1/nothing", {"model": "tiny"}, 404, "no route"),
+    ("/v1/completions", b'{"model": ' + b"[" * 30000 + b"]" * 30000 + b"}", 400,
+     "nested deeper than 64"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 2 ** 63 - 1}, 400,
+     "context window is 256"),
+    ("/v1/completions", {"model": "tiny", "prompt": "a", "stop": ["x"] * 17}, 400, "at most 16"),
 ]
 
 

@@ -107,7 +107,7 @@ TEST(OpenAiApi, ChatIsRenderedWithTheTemplateAndMaxTokensDefaultsToTheWindow) {
 
 TEST(OpenAiApi, BrokenBodiesAreRefusedNamingTheProblem) {
   const auto C = Endpoint::kCompletions, H = Endpoint::kChat;
-  EXPECT_EQ(refused(C, "{\"model\": \"tiny\", \"prompt\": ", "not valid JSON"), 400);
+  EXPECT_EQ(refused(C, "{\"model\": \"tiny\", \"prompt\": ", "malformed JSON"), 400);
   EXPECT_EQ(refused(C, "[1, 2]", "JSON object"), 400);
   EXPECT_EQ(refused(C, R"({"prompt": "a"})", "'model' is required"), 400);
   EXPECT_EQ(refused(C, R"({"model": "big", "prompt": "a"})", "'big' does not exist"), 404);
@@ -140,6 +140,18 @@ TEST(OpenAiApi, BrokenBodiesAreRefusedNamingTheProblem) {
       refused(C, R"({"model": "tiny", "prompt": "a", "presence_penalty": 1})", "not supported"),
       400);
   EXPECT_EQ(refused(C, R"({"model": "tiny", "prompt": "a", "stop": [""]})", "non-empty"), 400);
+  EXPECT_EQ(refused(C, "{\"model\": " + std::string(20000, '[') + std::string(20000, ']') + "}",
+                    "nested deeper than 64"),
+            400);
+  EXPECT_EQ(refused(C, R"({"model": "tiny", "prompt": "a", "max_tokens": 9223372036854775807})",
+                    "window is 64"),
+            400);
+  EXPECT_EQ(refused(C, R"({"model": "tiny", "prompt": "a", "max_tokens": 1e300})", "integer"), 400);
+  EXPECT_EQ(
+      refused(C,
+              R"({"model": "tiny", "prompt": "a", "stop": [")" + std::string(300, 'x') + R"("]})",
+              "at most 256"),
+      400);
   EXPECT_EQ(refused(H, R"({"model": "tiny", "messages": []})", "non-empty array"), 400);
   EXPECT_EQ(refused(H, R"({"model": "tiny", "messages": [{"role": "user"}]})", "'content'"), 400);
   EXPECT_EQ(refused(H, R"({"model": "tiny", "prompt": "a"})", "unknown field 'prompt'"), 400);

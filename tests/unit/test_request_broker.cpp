@@ -205,6 +205,28 @@ TEST(RequestBroker, ShutdownCancelsWhatOutlastsTheGrace) {
   EXPECT_LT(s.results[0].tokens.size(), 200u);
 }
 
+TEST(RequestBroker, AFailedEngineFailsEveryJobAndTakesNoMore) {
+  TinyEngine t;
+  t.options.fail_at_step = 3;  // the engine throws when step 3 starts
+  ServingMetrics metrics;
+  RequestBroker broker(BrokerOptions{}, metrics);
+  Engine engine(t.model, t.tokenizer, t.options);
+  engine.set_service([&](bool idle) { return broker.serve(engine, idle); });
+  auto job = broker.submit({request(0, 50)});
+  ServingJob::State s;
+  std::thread client([&] { s = wait_end(*job); });
+  EXPECT_THROW(engine.run(), Error);
+  broker.close(500, "the server failed");  // what tessera serve does before it stops
+  client.join();
+  EXPECT_EQ(s.error_status, 500);
+  try {
+    broker.submit({request(1, 4)});
+    FAIL() << "a closed broker took a job";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 503);
+  }
+}
+
 TEST(TokenLogprobs, EqualADirectLogSoftmax) {
   std::vector<float> logits = {1.0f, 3.0f, -2.0f, 3.0f, NAN, 0.5f};
   const TokenLogprobs lp = logprobs_of(logits.data(), int64_t(logits.size()), 5, 3);
