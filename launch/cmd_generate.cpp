@@ -64,6 +64,7 @@ struct BatchOptions {
   std::string input, output;
   bool overwrite = false;       // start afresh instead of resuming
   double progress_interval = 10;  // seconds between progress lines (0: none)
+  int64_t shard = 0, shards = 1;    // run only the requests whose index % shards == shard
 };
 
 // The leader reads the requests line by line as the engine has room for them and appends one
@@ -75,10 +76,10 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
   BatchTotals totals;
   std::ifstream in;
   std::map<std::string, int64_t> first_line;  // id -> the line that used it first
-  int64_t line_no = 0, total = 0, finished = 0;
+  int64_t line_no = 0, total = 0, finished = 0, index = -1;
   auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
   if (engine.leader()) {
-    total = count_requests(o.input);
+    total = (count_requests(o.input) + o.shards - 1 - o.shard) / o.shards;  // this shard's
     in.open(o.input);
     TESSERA_CHECK(in, o.input << ": cannot open the input file");
     TESSERA_ASSERT(log, "the leader writes the results");
@@ -101,23 +102,27 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
       while (std::getline(in, line)) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        ++totals.requests;
+        // Every shard reads every line (to know the ids of all), and runs its own.
+        const bool mine = ++index % o.shards == o.shard;
+        totals.requests += mine;
         std::string id = "line-" + std::to_string(line_no);
         json body;
         try {
           body = parse_request_json(line);
         } catch (const Error& e) {
-          write_error(id, error_record(id, line_no, e.what()), id, e.what());
+          if (mine) write_error(id, error_record(id, line_no, e.what()), id, e.what());
           continue;
         }
         id = request_id(body, id);
         if (auto [it, fresh] = first_line.emplace(id, line_no); !fresh) {
+          if (!mine) continue;
           const std::string why = "the id '" + id + "' was used by line " +
                                   std::to_string(it->second) + " already";
           write_error(record_key(id, true, line_no),
                       error_record(id, line_no, why, "duplicate_id"), id, why);
           continue;
         }
+        if (!mine) continue;
         if (log->done().count(id)) {  // written by an earlier run
           ++totals.resumed;
           ++finished;
@@ -171,10 +176,12 @@ int run_generate(const Args& args) {
   po::options_description desc("Options");
   std::string prompt, system, input, output;
   bool overwrite = false, fail_on_error = false;
+  std::string shard;
   RequestDefaults d;
   std::vector<std::string> stop;
   ModelRunOptions run_options;
   run_options.add_to(desc);
+  // clang-format off
   desc.add_options()
       ("prompt,p", po::value(&prompt), "generate from this text and stream the answer to stdout")
       ("chat", po::bool_switch(), "treat --prompt as a user message and apply the chat template")
@@ -187,6 +194,9 @@ int run_generate(const Args& args) {
       ("overwrite", po::bool_switch(&overwrite), "start --output afresh instead of resuming it")
       ("resume", po::bool_switch(), "resume --output (the default): only requests without a "
                                     "record there run")
+      ("shard", po::value(&shard),
+       "K/N: run only every N-th request from the K-th (0-based), as one task of an array job "
+       "(slurm/generate_array.sbatch); the parts merge with slurm/merge_results.py")
       ("fail-on-error", po::bool_switch(&fail_on_error),
        "exit with 3 when a request got an error record")
       ("max-tokens,n", po::value(&d.max_tokens)->default_value(256), "tokens to generate at most")
@@ -201,11 +211,19 @@ int run_generate(const Args& args) {
       ("seed", po::value(&d.sampling.seed)->default_value(0), "random seed: the same seed gives the same output")
       ("stop", po::value(&stop)->composing(), "stop string (repeatable)")
       ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens");
+  // clang-format on
   po::variables_map vm;
   if (!parse_options("generate", "--model FILE (--prompt TEXT | --input IN.jsonl --output OUT.jsonl) [options]",
                      desc, args, vm))
     return 0;
   d.stop = stop;
+  long long shard_k = 0, shard_n = 1;
+  if (!shard.empty()) {
+    char end = 0;
+    TESSERA_CHECK(std::sscanf(shard.c_str(), "%lld/%lld%c", &shard_k, &shard_n, &end) == 2 &&
+                      shard_n >= 1 && shard_k >= 0 && shard_k < shard_n,
+                  "--shard must be K/N with 0 <= K < N, got '" << shard << "'");
+  }
   d.sampling.validate();
   TESSERA_CHECK(vm.count("prompt") != vm.count("input"),
                 "give either --prompt or --input (see tessera generate --help)");
@@ -238,6 +256,8 @@ int run_generate(const Args& args) {
   if (vm.count("input")) {
     Engine engine(*bundle.model, *bundle.tokenizer, run.engine);
     BatchOptions bo{input, output, overwrite, run_options.stats_interval};
+    bo.shard = shard_k;
+    bo.shards = shard_n;
     const BatchTotals t = run_batch(bundle, engine, d, bo, log.get());
     const double wall = engine.stats().run_seconds;
     const double share = communication_share(groups, wall);

@@ -1,0 +1,170 @@
+"""The Slurm scripts on a real one-node Slurm (munge + slurmctld + slurmd, brought up by
+slurm/local_cluster.sh): slurm/generate.sbatch with 4 tasks (TP=2 x PP=2 under srun --mpi=pmix)
+writes one result per input id, the same results as the job under plain mpirun; submitted again
+it resumes and runs nothing; a layout that does not fit the job's tasks fails with one line."""
+import json
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1",
+               OMPI_MCA_btl_vader_single_copy_mechanism="none", OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("slurm"))
+    script = os.path.join(ROOT, "slurm", "local_cluster.sh")
+    r = subprocess.run([script, "start", d], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    conf = r.stdout.strip().split("=", 1)[1]
+    yield dict(MPI_ENV, SLURM_CONF=conf)
+    subprocess.run([script, "stop", d], timeout=60)
+
+
+def requests_file(path, n=12):
+    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": "hello world " * (1 + i % 3),
+                                        "max_tokens": 4 + i % 5, "ignore_eos": True}) + "\n"
+                            for i in range(n)))
+
+
+def sbatch(env, tessera, model, inp, out, log, tp, pp, *args):
+    job_env = dict(env, MODEL=model, INPUT=str(inp), OUTPUT=str(out), TP=str(tp), PP=str(pp),
+                   TESSERA=tessera)
+    return subprocess.run(["sbatch", "--wait", "-n", "4", "--overcommit", "-o", str(log), *args,
+                           os.path.join(ROOT, "slurm", "generate.sbatch")],
+                          capture_output=True, text=True, env=job_env, timeout=600)
+
+
+def records(path):
+    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_generate_sbatch_with_4_tasks_equals_mpirun_and_resumes(slurm, tessera, tiny_model,
+                                                                tmp_path):
+    inp, out, ref, log = (tmp_path / n for n in ("in.jsonl", "out.jsonl", "ref.jsonl", "job.log"))
+    requests_file(inp)
+    r = sbatch(slurm, tessera, tiny_model, inp, out, log, 2, 2)
+    assert r.returncode == 0, r.stderr + log.read_text()
+    assert "4 ranks on 1 node(s): --tp 2 --pp 2 --sp 1" in log.read_text()
+    assert "(tp 2, pp 2, sp 1" in log.read_text()
+    got = records(out)
+    assert sorted(got) == sorted(f"q{i}" for i in range(12))
+    assert len(out.read_text().splitlines()) == 12  # one record per id
+    m = subprocess.run(["mpirun", "-np", "4", tessera, "generate", "-m", tiny_model, "--tp", "2",
+                        "--pp", "2", "-i", str(inp), "-o", str(ref)], capture_output=True,
+                       text=True, env=MPI_ENV, timeout=300)
+    assert m.returncode == 0, m.stderr
+    assert got == records(ref)
+    # The same job again: every request has a record, nothing runs, nothing is added.
+    again = sbatch(slurm, tessera, tiny_model, inp, out, log, 2, 2)
+    assert again.returncode == 0, again.stderr + log.read_text()
+    assert "12 records there" in log.read_text() and "0 generated tokens" in log.read_text()
+    assert len(out.read_text().splitlines()) == 12
+
+
+def test_generate_sbatch_refuses_a_layout_that_is_not_the_jobs_tasks(slurm, tessera, tiny_model,
+                                                                     tmp_path):
+    inp, out, log = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "job.log"
+    requests_file(inp, 2)
+    r = sbatch(slurm, tessera, tiny_model, inp, out, log, 3, 1)
+    assert r.returncode != 0
+    assert "TP=3 x PP=1 x SP=1 is not the job's 4 tasks" in log.read_text()
+    assert not out.exists()
+
+
+def test_serve_sbatch_prints_where_to_reach_it_and_scancel_stops_it_cleanly(slurm, tessera,
+                                                                             tiny_model,
+                                                                             tmp_path):
+    import socket
+    import time
+    import urllib.request
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    env = dict(slurm, MODEL=tiny_model, TP="1", PP="2", HOST="127.0.0.1", PORT=str(port),
+               TESSERA=tessera, TESSERA_ARGS="--served-model-name tiny --kv-cache-tokens 4096")
+    r = subprocess.run(["sbatch", "--parsable", "-n", "2", "--overcommit", "-o", str(log),
+                        os.path.join(ROOT, "slurm", "serve.sbatch")], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as h:
+                    if h.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        text = log.read_text()
+        assert f"the endpoint is http://" in text and f":{port}/v1" in text, text
+        body = json.dumps({"model": "tiny", "prompt": "hello", "max_tokens": 5,
+                           "ignore_eos": True}).encode()
+        req = urllib.request.Request(url + "/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as a:
+            assert json.loads(a.read())["usage"]["completion_tokens"] == 5
+    finally:
+        subprocess.run(["scancel", job], env=env, timeout=60)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=env)
+        if not q.stdout.strip():
+            break
+        time.sleep(0.5)
+    assert not q.stdout.strip(), "the job is still there"
+    text = log.read_text()
+    assert "tessera: shut down after" in text, text
+
+
+def test_an_array_job_splits_the_input_and_its_parts_merge_into_one_run(slurm, tessera,
+                                                                        tiny_model, tmp_path):
+    inp, out, ref = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "ref.jsonl"
+    lines = [json.dumps({"id": f"q{i}", "prompt": "hello " * (1 + i % 4), "max_tokens": 3 + i % 4,
+                         "ignore_eos": True}) for i in range(10)]
+    lines.insert(4, "{broken")
+    lines.insert(7, json.dumps({"id": "q1", "prompt": "again"}))  # a duplicate id
+    inp.write_text("\n".join(lines) + "\n")
+    env = dict(slurm, MODEL=tiny_model, INPUT=str(inp), OUTPUT=str(out), TP="1", PP="1",
+               TESSERA=tessera, TESSERA_SLURM_DIR=os.path.join(ROOT, "slurm"))
+    r = subprocess.run(["sbatch", "--wait", "--array=0-2", "-n", "1", "-o",
+                        str(tmp_path / "job-%a.log"),
+                        os.path.join(ROOT, "slurm", "generate_array.sbatch")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    logs = "".join(p.read_text() for p in tmp_path.glob("job-*.log"))
+    assert r.returncode == 0, r.stderr + logs
+    parts = sorted(str(p) for p in tmp_path.glob("out.jsonl.part-*-of-3"))
+    assert len(parts) == 3, logs
+    sizes = [len(open(p).read().splitlines()) for p in parts]
+    assert sizes == [4, 4, 4], sizes  # 12 lines, every third to each task
+    merge = os.path.join(ROOT, "slurm", "merge_results.py")
+    m = subprocess.run(["python3", merge, "--input", str(inp), "--output", str(out), *parts],
+                       capture_output=True, text=True, timeout=60)
+    assert m.returncode == 0, m.stderr
+    assert "12 records from 3 parts" in m.stdout
+    whole = subprocess.run([tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(ref)],
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    def keyed(path):
+        out = {}
+        for r in map(json.loads, path.read_text().splitlines()):
+            err = r.get("error")
+            dup = isinstance(err, dict) and err.get("reason") == "duplicate_id"
+            out[(r["id"], err["line"] if dup else 0)] = r
+        return out
+
+    assert keyed(out) == keyed(ref)
+    # A part missing: the merge refuses, naming what is missing, and writes nothing new.
+    out.unlink()
+    bad = subprocess.run(["python3", merge, "--input", str(inp), "--output", str(out), *parts[:2]],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "4 input lines have no record" in bad.stderr
+    assert not out.exists()
