@@ -13,6 +13,7 @@ int run_convert(const Args& args);
 int run_inspect(const Args& args);
 int run_generate(const Args& args);
 int run_serve(const Args& args);
+int run_doctor(const Args& args);
 int run_tokenize(const Args& args);
 int run_plan(const Args& args);
 int run_bench(const Args& args);

@@ -19,6 +19,8 @@ Usage: tessera COMMAND [options]      (tessera COMMAND --help for each command's
 Commands:
   generate   generate text from a prompt (--prompt) or a JSONL file of requests (--input)
   serve      an OpenAI-compatible HTTP endpoint on rank 0 (/v1/completions, /v1/chat/completions)
+  doctor     under mpirun or srun: can every rank run this model and layout? (hosts, devices,
+             the model file, free memory, each group's all-reduce latency and bandwidth)
   bench      a fixed workload with continuous and with static batching: throughput, TTFT, KV use
   bench-gpu  one GPU's copy bandwidth and GEMM rate, and decode and prefill of a random model
              of a published shape against them
@@ -98,7 +100,8 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   tessera::cli::Args args(argv + 2, argv + argc);
   // Commands that run a model are SPMD programs: every rank runs them. The others are local tools.
-  const bool needs_mpi = command == "generate" || command == "bench" || command == "serve";
+  const bool needs_mpi = command == "generate" || command == "bench" || command == "serve" ||
+                         command == "doctor";
   if (needs_mpi) {
     // serve's connection threads never call MPI: only the main thread does.
     int provided = 0;
@@ -111,6 +114,8 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") {
       code = tessera::cli::run_generate(args);
+    } else if (command == "doctor") {
+      code = tessera::cli::run_doctor(args);
     } else if (command == "serve") {
       code = tessera::cli::run_serve(args);
     } else if (command == "bench") {

@@ -477,6 +477,48 @@ def test_one_rank_that_cannot_open_the_file_stops_every_rank(tessera, default_mo
     assert lines == ["tessera: error on rank 1 of 2: model.h5: no such model file"], r.stderr
 
 
+def test_doctor_reports_every_rank_and_exercises_the_groups(tessera, default_model):
+    r = subprocess.run(["mpirun", "-np", "4", tessera, "doctor", "-m", default_model, "--pp", "2",
+                        "--dp", "2", "--bytes", "1MiB"], capture_output=True, text=True,
+                       env=MPI_ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [l.split() for l in r.stdout.splitlines()]
+    ranks = [l for l in rows if l and l[0] in ("0", "1", "2", "3") and "cpu" in l]
+    assert len(ranks) == 4, r.stdout
+    groups = {l[0]: l for l in rows if l and l[0] in ("tp", "pp", "sp", "dp")}
+    assert set(groups) == {"pp", "dp"} and groups["pp"][1] == "2", r.stdout
+    assert all(float(groups[g][4]) > 0 for g in groups), r.stdout  # GB/s
+    assert "4 ranks can run" in r.stdout
+
+
+@pytest.mark.parametrize("case", ["file", "layout", "device"])
+def test_doctor_fails_fast_naming_the_problem(tessera, default_model, tmp_path, case):
+    good, bad = tmp_path / "node0", tmp_path / "node1"
+    good.mkdir()
+    bad.mkdir()
+    os.symlink(os.path.abspath(default_model), good / "model.h5")
+    os.symlink(os.path.abspath(default_model), bad / "model.h5")
+    cmd = [tessera, "doctor", "-m", "model.h5", "--pp", "2"]
+    if case == "file":
+        os.unlink(bad / "model.h5")  # rank 1's node lacks the file
+    elif case == "layout":
+        cmd = [tessera, "doctor", "-m", "model.h5", "--tp", "2"]
+    else:
+        cmd += ["--device", "cuda"]
+    r = subprocess.run(["mpirun", "-np", "1", "-wdir", str(good), *cmd, ":", "-np", "1", "-wdir",
+                        str(bad), *cmd], capture_output=True, text=True, env=MPI_ENV, timeout=60)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tessera: error")]
+    assert len(lines) >= 1, r.stderr
+    want = {"file": "rank 1 on ", "layout": "tp 2 does not divide the 9 query heads",
+            "device": "rank 0 on "}[case]
+    assert all(want in l for l in lines), r.stderr
+    if case == "file":
+        assert "model.h5 does not exist here" in lines[0]
+    if case == "device":
+        assert "no device" in lines[0]
+
+
 def test_ranks_started_with_different_arguments_are_refused(tessera, default_model):
     r = subprocess.run(["mpirun", "-np", "1", tessera, "generate", "-m", default_model, "--pp", "2",
                         "-p", "hi", ":", "-np", "1", tessera, "generate", "-m", default_model,

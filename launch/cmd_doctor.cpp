@@ -1,0 +1,248 @@
+// tessera doctor: under mpirun or srun, checks that a job can run before it is submitted for
+// real. Every rank reports its host, device, whether it can read the model file, and its free
+// memory; the layout is checked against the model; then the communicators of the layout are
+// exercised (all-reduce latency and bandwidth of every TP, PP, SP and DP group) and printed as a
+// table. A mismatch (a rank that cannot read the file, a missing GPU, a layout that cannot work,
+// a rank that never reports) fails with one line.
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "io/model_store.h"
+#include "launch/commands.h"
+#include "launch/gpu_setup.h"
+#include "launch/options.h"
+#include "parallel/layout.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/process_groups.h"
+
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/cuda_memory.h"
+#endif
+
+namespace tessera::cli {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+uint64_t available_host_memory() {
+  std::ifstream in("/proc/meminfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("MemAvailable:", 0) == 0) return std::stoull(line.substr(13)) * 1024;
+  return 0;
+}
+
+// This rank's report: host, device, the model file as it sees it, free memory.
+json own_report(const std::string& model, const DeviceOptions& device_options) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  json r = {{"host", host}, {"pid", int(getpid())}};
+  try {
+    const Device d = start_device(device_options);
+    r["device"] = describe_device(d);
+#if TESSERA_HAVE_CUDA
+    if (!d.is_cpu()) r["device_free_bytes"] = cuda::free_memory(d.index);
+#endif
+  } catch (const Error& e) {
+    r["problem"] = std::string("no device: ") + e.what();
+  }
+  r["host_free_bytes"] = available_host_memory();
+  std::error_code ec;
+  if (!std::filesystem::exists(model, ec)) {
+    r["problem"] = model + " does not exist here";
+  } else {
+    try {
+      ModelReader reader(model);  // opens it and reads the header
+      r["model_bytes"] = uint64_t(std::filesystem::file_size(model, ec));
+    } catch (const Error& e) {
+      r["problem"] = std::string("cannot read ") + model + ": " + e.what();
+    }
+  }
+  return r;
+}
+
+// Rank 0 collects every rank's report, waiting `timeout` seconds at most: a rank that does not
+// report (stuck on a file system, or never started) is named instead of waited for forever.
+std::vector<json> gather_reports(const json& mine, double timeout) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  constexpr int kTag = 7100;
+  const std::string text = mine.dump();
+  if (rank != 0) {
+    MPI_Send(text.data(), int(text.size()), MPI_CHAR, 0, kTag, MPI_COMM_WORLD);
+    return {};
+  }
+  std::vector<json> all(static_cast<size_t>(size));
+  all[0] = mine;
+  std::vector<bool> got(static_cast<size_t>(size), false);
+  got[0] = true;
+  int left = size - 1;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout);
+  while (left > 0 && Clock::now() < deadline) {
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, kTag, MPI_COMM_WORLD, &flag, &st);
+    if (!flag) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      continue;
+    }
+    int n = 0;
+    MPI_Get_count(&st, MPI_CHAR, &n);
+    std::string buf(size_t(n), '\0');
+    MPI_Recv(buf.data(), n, MPI_CHAR, st.MPI_SOURCE, kTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    all[size_t(st.MPI_SOURCE)] = json::parse(buf);
+    got[size_t(st.MPI_SOURCE)] = true;
+    --left;
+  }
+  if (left > 0) {
+    std::string missing;
+    for (int r = 0; r < size; ++r)
+      if (!got[size_t(r)]) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    TESSERA_FAIL("rank(s) " << missing << " did not report within " << timeout
+                            << " s (--timeout): stuck, or not started");
+  }
+  return all;
+}
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / double(1ull << 30));
+  return buf;
+}
+
+struct GroupFigures {
+  double latency_us = 0, bus_gbps = 0;
+};
+
+// All-reduce of 4 floats (latency, the median of 20) and of `bytes` (bus bandwidth: 2 (n - 1) / n
+// of the data crosses each rank's link, as nccl-tests count it; the best of 5).
+GroupFigures exercise(Communicator& c, int64_t bytes) {
+  GroupFigures f;
+  Tensor small = Tensor::zeros({4}, DType::kF32);
+  std::vector<double> t;
+  for (int i = 0; i < 21; ++i) {
+    c.barrier();
+    const auto a = Clock::now();
+    c.all_reduce(small);
+    t.push_back(std::chrono::duration<double>(Clock::now() - a).count());
+  }
+  std::sort(t.begin() + 1, t.end());  // (the first is a warm-up)
+  f.latency_us = 1e6 * t[t.size() / 2];
+  Tensor big = Tensor::zeros({bytes / 4}, DType::kF32);
+  double best = 1e30;
+  for (int i = 0; i < 6; ++i) {
+    c.barrier();
+    const auto a = Clock::now();
+    c.all_reduce(big);
+    const double s = std::chrono::duration<double>(Clock::now() - a).count();
+    if (i > 0) best = std::min(best, s);
+  }
+  const int n = c.size();
+  f.bus_gbps = 2.0 * double(n - 1) / double(n) * double(bytes) / best / 1e9;
+  return f;
+}
+
+}  // namespace
+
+int run_doctor(const Args& args) {
+  po::options_description desc("Options");
+  std::string model, bytes_text = "16MiB";
+  GridShape layout;
+  DeviceOptions device;
+  double timeout = 60;
+  // clang-format off
+  desc.add_options()
+      ("model,m", po::value(&model), "the model file every rank must read")
+      ("tp", po::value(&layout.tp)->default_value(1), "tensor-parallel ranks")
+      ("pp", po::value(&layout.pp)->default_value(1), "pipeline-parallel stages")
+      ("sp", po::value(&layout.sp)->default_value(1), "sequence-parallel ranks")
+      ("dp", po::value(&layout.dp)->default_value(1), "data-parallel replicas")
+      ("bytes", po::value(&bytes_text)->default_value(bytes_text),
+       "all-reduce size for the bandwidth figure")
+      ("timeout", po::value(&timeout)->default_value(timeout, "60"),
+       "seconds rank 0 waits for every rank's report");
+  // clang-format on
+  device.add_to(desc);
+  po::variables_map vm;
+  if (!parse_options("doctor", "--model FILE [--tp N --pp N --sp N --dp N] [options]", desc, args,
+                     vm))
+    return 0;
+  TESSERA_CHECK(!model.empty(), "--model is required");
+  TESSERA_CHECK(timeout > 0, "--timeout must be > 0");
+  const int64_t bytes = int64_t(parse_bytes(bytes_text, "--bytes")) / 4 * 4;
+  TESSERA_CHECK(bytes >= 4, "--bytes must be at least 4");
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+
+  const std::vector<json> reports = gather_reports(own_report(model, device), timeout);
+  std::string verdict;  // rank 0's: empty when every rank can run the layout
+  if (rank == 0) {
+    std::printf("%-5s %-20s %-8s %-44s %-12s %s\n", "rank", "host", "pid", "device", "free memory",
+                "model file");
+    for (int r = 0; r < size; ++r) {
+      const json& j = reports[size_t(r)];
+      const double free = j.contains("device_free_bytes") ? j["device_free_bytes"].get<double>()
+                                                          : j["host_free_bytes"].get<double>();
+      std::printf(
+          "%-5d %-20s %-8d %-44s %-12s %s\n", r, j["host"].get<std::string>().c_str(),
+          j["pid"].get<int>(), j.value("device", "-").c_str(), gib(free).c_str(),
+          j.contains("model_bytes") ? gib(j["model_bytes"].get<double>()).c_str() : "unreadable");
+    }
+    for (int r = 0; r < size && verdict.empty(); ++r)
+      if (reports[size_t(r)].contains("problem"))
+        verdict = "rank " + std::to_string(r) + " on " +
+                  reports[size_t(r)]["host"].get<std::string>() + ": " +
+                  reports[size_t(r)]["problem"].get<std::string>();
+    for (int r = 1; r < size && verdict.empty(); ++r)
+      if (reports[size_t(r)]["model_bytes"] != reports[0]["model_bytes"])
+        verdict = "rank " + std::to_string(r) + " sees " + model + " with another size than rank 0";
+    if (verdict.empty()) {
+      const ModelReader reader(model);
+      const ModelConfig& c = reader.config();
+      const auto problem = layout_problem(
+          layout, size,
+          ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
+      if (problem) verdict = *problem;
+    }
+  }
+  MpiCommunicator::world()->broadcast_bytes(verdict, 0);
+  TESSERA_CHECK(verdict.empty(), verdict);
+
+  ProcessGroups groups = ProcessGroups::create(layout, MpiCommunicator::world());
+  struct Row {
+    const char* kind;
+    Communicator* c;
+  };
+  const Row rows[] = {{"tp", groups.tp.get()},
+                      {"pp", groups.pp.get()},
+                      {"sp", groups.sp.get()},
+                      {"dp", groups.dp.get()}};
+  if (rank == 0)
+    std::printf("\n%-6s %-6s %-18s %-22s  (all-reduce of %s, MPI)\n", "group", "ranks",
+                "latency (4 floats)", "bus bandwidth", bytes_text.c_str());
+  for (const Row& row : rows) {
+    if (row.c->size() == 1) continue;
+    const GroupFigures f = exercise(*row.c, bytes);
+    // Each group's figures from rank 0's group (every group of a kind is alike in a grid).
+    if (rank == 0)
+      std::printf("%-6s %-6d %-18s %-22s\n", row.kind, row.c->size(),
+                  (std::to_string(int64_t(f.latency_us)) + " us").c_str(),
+                  (std::to_string(f.bus_gbps).substr(0, 5) + " GB/s").c_str());
+  }
+  if (rank == 0)
+    std::printf("\ntessera doctor: %d ranks can run %s as tp %d x pp %d x sp %d x dp %d\n", size,
+                model.c_str(), layout.tp, layout.pp, layout.sp, layout.dp);
+  return 0;
+}
+
+}  // namespace tessera::cli
