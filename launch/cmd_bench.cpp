@@ -119,6 +119,8 @@ int run_bench(const Args& args) {
   TESSERA_CHECK(rounds >= 1, "--rounds must be at least 1");
   TESSERA_CHECK(mode == "both" || mode == "continuous" || mode == "static",
                 "--mode must be continuous, static or both, got '" << mode << "'");
+  TESSERA_CHECK(run_options.layout.dp == 1,
+                "tessera bench measures one replica (--dp 1): the figures are per replica");
   ModelRun run = ModelRun::start(run_options, vm);
   const ModelConfig& c = run.bundle.model->config();
   const int64_t window = run.engine.max_context > 0

@@ -1,20 +1,20 @@
 // tessera generate: one prompt streamed to stdout, or a JSONL batch of requests to a JSONL file.
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "io/result_log.h"
 #include "launch/engine_report.h"
 #include "launch/model_run.h"
 #include "launch/options.h"
 #include "parallel/mpi_communicator.h"
-#include "runtime/model_bundle.h"
 #include "runtime/engine.h"
+#include "runtime/model_bundle.h"
 #include "runtime/request.h"
-#include "io/result_log.h"
 
 #include <unistd.h>
 
@@ -60,41 +60,146 @@ int64_t count_requests(const std::string& path) {
   return n;
 }
 
-struct BatchOptions {
-  std::string input, output;
-  bool overwrite = false;       // start afresh instead of resuming
-  double progress_interval = 10;  // seconds between progress lines (0: none)
-  int64_t shard = 0, shards = 1;    // run only the requests whose index % shards == shard
+// Where the replicas' records go. World rank 0, the leader of replica 0, is the one writer: it
+// appends its own records and those the other replicas' leaders send it to the results file.
+// A private copy of the world communicator carries them (collective to make: every rank).
+class RecordChannel {
+ public:
+  RecordChannel(ResultLog* log, bool leader) : log_(log), leader_(leader) {
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+    MPI_Comm_rank(comm_, &rank_);
+    int size = 1;
+    MPI_Comm_size(comm_, &size);
+    // The keys of the records already written, from the writer to every rank (the leaders use
+    // them).
+    std::string keys;
+    if (rank_ == 0)
+      for (const std::string& k : log_->done()) keys += k + '\n';
+    long long n = (long long)keys.size();
+    MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, comm_);
+    keys.resize(size_t(n));
+    MPI_Bcast(keys.data(), int(n), MPI_CHAR, 0, comm_);
+    for (size_t at = 0; at < keys.size();) {
+      const size_t end = keys.find('\n', at);
+      done_.insert(keys.substr(at, end - at));
+      at = end + 1;
+    }
+    int leaders = 0, mine = leader_ ? 1 : 0;
+    MPI_Allreduce(&mine, &leaders, 1, MPI_INT, MPI_SUM, comm_);
+    senders_ = leaders - 1;
+  }
+  ~RecordChannel() { MPI_Comm_free(&comm_); }
+  RecordChannel(const RecordChannel&) = delete;
+  RecordChannel& operator=(const RecordChannel&) = delete;
+
+  const std::set<std::string>& done() const { return done_; }
+  bool writer() const { return rank_ == 0; }
+  int64_t appended() const { return appended_; }
+
+  void put(const std::string& record) {
+    if (writer()) {
+      log_->append(record);
+      ++appended_;
+    } else {
+      MPI_Send(record.data(), int(record.size()), MPI_CHAR, 0, kRecord, comm_);
+    }
+  }
+  // The writer: appends every record that has arrived.
+  void poll() {
+    if (!writer()) return;
+    while (true) {
+      int flag = 0;
+      MPI_Status st;
+      MPI_Iprobe(MPI_ANY_SOURCE, kRecord, comm_, &flag, &st);
+      if (!flag) return;
+      put(receive(st));
+    }
+  }
+  // Every leader at the end: the others send their totals; the writer takes the remaining
+  // records and every leader's totals, and adds them to `totals`.
+  void finish(BatchTotals& totals) {
+    if (!leader_) return;
+    if (!writer()) {
+      const std::string t = json{totals.requests, totals.errors, totals.resumed,
+                                 totals.prompt_tokens, totals.generated_tokens}
+                                .dump();
+      MPI_Send(t.data(), int(t.size()), MPI_CHAR, 0, kDone, comm_);
+      return;
+    }
+    for (int left = senders_; left > 0;) {
+      MPI_Status st;
+      MPI_Probe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_, &st);
+      const std::string bytes = receive(st);
+      if (st.MPI_TAG == kRecord) {
+        put(bytes);
+        continue;
+      }
+      const json t = json::parse(bytes);
+      totals.requests += t[0].get<int64_t>();
+      totals.errors += t[1].get<int64_t>();
+      totals.resumed += t[2].get<int64_t>();
+      totals.prompt_tokens += t[3].get<int64_t>();
+      totals.generated_tokens += t[4].get<int64_t>();
+      --left;
+    }
+  }
+
+ private:
+  static constexpr int kRecord = 1, kDone = 2;
+  std::string receive(const MPI_Status& st) {
+    int n = 0;
+    MPI_Get_count(&st, MPI_CHAR, &n);
+    std::string bytes(size_t(n), '\0');
+    MPI_Recv(bytes.data(), n, MPI_CHAR, st.MPI_SOURCE, st.MPI_TAG, comm_, MPI_STATUS_IGNORE);
+    return bytes;
+  }
+  ResultLog* log_;
+  bool leader_;
+  MPI_Comm comm_;
+  int rank_ = 0, senders_ = 0;
+  int64_t appended_ = 0;
+  std::set<std::string> done_;
 };
 
-// The leader reads the requests line by line as the engine has room for them and appends one
-// record per request to the output as it finishes (a result, or an error record for a line that
-// cannot run), each synced to the disk (io/result_log.h). A resumed job skips the lines whose
-// records the output already holds. The other ranks only follow the step plans.
+struct BatchOptions {
+  std::string input, output;
+  bool overwrite = false;             // start afresh instead of resuming
+  double progress_interval = 10;      // seconds between progress lines (0: none)
+  int64_t shard = 0, shards = 1;      // run only the requests whose index % shards == shard
+  int64_t replica = 0, replicas = 1;  // of those, every replicas-th from the replica-th
+};
+
+// Each replica's leader reads the requests line by line as its engine has room for them, runs
+// its share (every replicas-th), and puts one record per request as it finishes (a result, or an
+// error record for a line that cannot run); the one writer appends them to the output, each
+// synced to the disk (io/result_log.h). A resumed job skips the lines whose records the output
+// already holds. The other ranks only follow the step plans.
 BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults& defaults,
                       const BatchOptions& o, ResultLog* log) {
   BatchTotals totals;
+  RecordChannel channel(log, engine.leader());
   std::ifstream in;
   std::map<std::string, int64_t> first_line;  // id -> the line that used it first
   int64_t line_no = 0, total = 0, finished = 0, index = -1;
+  bool fed_all = false;
   auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
   if (engine.leader()) {
     total = (count_requests(o.input) + o.shards - 1 - o.shard) / o.shards;  // this shard's
     in.open(o.input);
     TESSERA_CHECK(in, o.input << ": cannot open the input file");
-    TESSERA_ASSERT(log, "the leader writes the results");
-    if (log->records_read() > 0 || log->dropped_partial_line())
+    TESSERA_ASSERT(!channel.writer() || log, "the writer writes the results");
+    if (channel.writer() && (log->records_read() > 0 || log->dropped_partial_line()))
       std::fprintf(stderr, "tessera: resuming %s: %lld records there%s; the other requests run\n",
                    o.output.c_str(), (long long)log->records_read(),
                    log->dropped_partial_line() ? " (a partial last line was dropped)" : "");
     auto write_error = [&](const std::string& key, const json& record, const std::string& id,
                            const std::string& message) {
       ++finished;
-      if (log->done().count(key)) return;
+      if (channel.done().count(key)) return;
       ++totals.errors;
-      log->append(dump(record));
-      std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(),
-                   (long long)line_no, message.c_str());
+      channel.put(dump(record));
+      std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(), (long long)line_no,
+                   message.c_str());
     };
     // Submits the next request (error records for bad lines on the way); false at the end.
     engine.set_feeder([&]() -> bool {
@@ -103,7 +208,9 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         // Every shard reads every line (to know the ids of all), and runs its own.
-        const bool mine = ++index % o.shards == o.shard;
+        ++index;
+        const bool mine =
+            index % o.shards == o.shard && (index / o.shards) % o.replicas == o.replica;
         totals.requests += mine;
         std::string id = "line-" + std::to_string(line_no);
         json body;
@@ -116,14 +223,14 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         id = request_id(body, id);
         if (auto [it, fresh] = first_line.emplace(id, line_no); !fresh) {
           if (!mine) continue;
-          const std::string why = "the id '" + id + "' was used by line " +
-                                  std::to_string(it->second) + " already";
-          write_error(record_key(id, true, line_no),
-                      error_record(id, line_no, why, "duplicate_id"), id, why);
+          const std::string why =
+              "the id '" + id + "' was used by line " + std::to_string(it->second) + " already";
+          write_error(record_key(id, true, line_no), error_record(id, line_no, why, "duplicate_id"),
+                      id, why);
           continue;
         }
         if (!mine) continue;
-        if (log->done().count(id)) {  // written by an earlier run
+        if (channel.done().count(id)) {  // written by an earlier run
           ++totals.resumed;
           ++finished;
           continue;
@@ -131,7 +238,7 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         try {
           ParsedRequest req = parse_request(body, id, defaults, *bundle.tokenizer);
           engine.submit(req.generation, {}, [&, rid = req.id](int64_t, const GenerationResult& r) {
-            log->append(dump(result_record(rid, r)));
+            channel.put(dump(result_record(rid, r)));
             ++finished;
             totals.prompt_tokens += r.prompt_tokens;
             totals.generated_tokens += int64_t(r.tokens.size());
@@ -144,27 +251,39 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
           write_error(id, error_record(id, line_no, e.what()), id, e.what());
         }
       }
+      fed_all = true;
       return false;
     });
+    // The writer takes the other replicas' records between steps.
+    if (channel.writer() && o.replicas > 1)
+      engine.set_service([&](bool idle) {
+        channel.poll();
+        return !(idle && fed_all);
+      });
     // Progress: done/total, generated tokens/s, ETA; in place on a terminal, else plain lines.
     const bool tty = isatty(fileno(stderr));
-    engine.set_progress(o.progress_interval, [&, tty](double elapsed, const SchedulerMetrics& m,
-                                                      const EngineStats& s) {
-      const double rate = elapsed > 0 ? double(s.sampled_tokens) / elapsed : 0;
-      const int64_t done_now = finished - totals.resumed;
-      const double per_request = done_now > 0 ? elapsed / double(done_now) : 0;
-      const double eta = per_request * double(std::max<int64_t>(0, total - finished));
-      std::fprintf(stderr,
-                   "%stessera: %lld/%lld requests done (%lld running, %lld waiting), %.1f "
-                   "generated tokens/s, %.0f s elapsed, ETA %s%s",
-                   tty ? "\r\033[K" : "", (long long)finished, (long long)total,
-                   (long long)m.running, (long long)m.waiting, rate, elapsed,
-                   done_now > 0 ? (std::to_string(int64_t(eta)) + " s").c_str() : "unknown",
-                   tty ? "" : "\n");
-      std::fflush(stderr);
-    });
+    if (channel.writer())
+      engine.set_progress(o.progress_interval, [&, tty](double elapsed, const SchedulerMetrics& m,
+                                                        const EngineStats& s) {
+        const double rate = elapsed > 0 ? double(s.sampled_tokens) / elapsed : 0;
+        // (the writer sees every replica's records; the other leaders print nothing)
+        const int64_t all_finished =
+            channel.writer() ? log->records_read() + channel.appended() : finished;
+        const int64_t done_now = all_finished - log->records_read();
+        const double per_request = done_now > 0 ? elapsed / double(done_now) : 0;
+        const double eta = per_request * double(std::max<int64_t>(0, total - all_finished));
+        std::fprintf(stderr,
+                     "%stessera: %lld/%lld requests done (%lld running, %lld waiting), %.1f "
+                     "generated tokens/s, %.0f s elapsed, ETA %s%s",
+                     tty ? "\r\033[K" : "", (long long)all_finished, (long long)total,
+                     (long long)m.running, (long long)m.waiting, rate, elapsed,
+                     done_now > 0 ? (std::to_string(int64_t(eta)) + " s").c_str() : "unknown",
+                     tty ? "" : "\n");
+        std::fflush(stderr);
+      });
   }
   engine.run();
+  channel.finish(totals);  // the writer: until every replica's records are in
   if (engine.leader() && isatty(fileno(stderr)) && o.progress_interval > 0)
     std::fputs("\n", stderr);
   return totals;
@@ -213,7 +332,8 @@ int run_generate(const Args& args) {
       ("ignore-eos", po::bool_switch(&d.ignore_eos), "keep generating past end-of-sequence tokens");
   // clang-format on
   po::variables_map vm;
-  if (!parse_options("generate", "--model FILE (--prompt TEXT | --input IN.jsonl --output OUT.jsonl) [options]",
+  if (!parse_options("generate",
+                     "--model FILE (--prompt TEXT | --input IN.jsonl --output OUT.jsonl) [options]",
                      desc, args, vm))
     return 0;
   d.stop = stop;
@@ -235,17 +355,16 @@ int run_generate(const Args& args) {
   }
   TESSERA_CHECK(d.max_tokens >= 1, "--max-tokens must be at least 1, got " << d.max_tokens);
   for (const auto& s : d.stop) TESSERA_CHECK(!s.empty(), "--stop needs a non-empty string");
+  TESSERA_CHECK(vm.count("input") || run_options.layout.dp == 1,
+                "--dp splits the requests of a batch (--input) between replicas; a single "
+                "--prompt runs on one (--dp 1)");
   // The results file is checked (and a partial last line dropped) before any model is loaded.
   std::unique_ptr<ResultLog> log;
   int world_rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
   if (vm.count("input")) {
-    TESSERA_CHECK(!(overwrite && vm["resume"].as<bool>()), "give --overwrite or --resume, not both");
-    // One writer per output file: data-parallel replicas of one batch job would each read the
-    // whole input and write the same file.
-    TESSERA_CHECK(run_options.layout.dp == 1,
-                  "a batch job runs one replica (--dp 1) for now; split the input and run one job "
-                  "per replica");
+    TESSERA_CHECK(!(overwrite && vm["resume"].as<bool>()),
+                  "give --overwrite or --resume, not both");
     if (world_rank == 0) log = std::make_unique<ResultLog>(output, overwrite);
   }
   ModelRun run = ModelRun::start(run_options, vm);
@@ -258,6 +377,8 @@ int run_generate(const Args& args) {
     BatchOptions bo{input, output, overwrite, run_options.stats_interval};
     bo.shard = shard_k;
     bo.shards = shard_n;
+    bo.replica = groups.coord.dp;  // data-parallel replicas split the requests
+    bo.replicas = groups.shape.dp;
     const BatchTotals t = run_batch(bundle, engine, d, bo, log.get());
     const double wall = engine.stats().run_seconds;
     const double share = communication_share(groups, wall);
@@ -266,8 +387,7 @@ int run_generate(const Args& args) {
                    "tessera: %lld requests (%lld had records already), %lld errors, %lld prompt "
                    "and %lld generated tokens in %.1f s; results in %s\n",
                    (long long)t.requests, (long long)t.resumed, (long long)t.errors,
-                   (long long)t.prompt_tokens, (long long)t.generated_tokens, wall,
-                   output.c_str());
+                   (long long)t.prompt_tokens, (long long)t.generated_tokens, wall, output.c_str());
       print_speed("prompt", t.prompt_tokens, wall);
       print_speed("generated", t.generated_tokens, wall);
       print_communication(groups, share);

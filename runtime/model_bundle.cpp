@@ -12,8 +12,6 @@ void check_runnable(const ModelConfig& c, const ProcessGroups& groups) {
   check_layout(
       groups.shape, groups.world->size(),
       ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
-  TESSERA_CHECK(groups.shape.dp == 1,
-                "data parallelism is not in this build yet: use --tp, --pp and --sp");
 }
 
 }  // namespace

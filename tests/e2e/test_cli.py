@@ -477,6 +477,40 @@ def test_one_rank_that_cannot_open_the_file_stops_every_rank(tessera, default_mo
     assert lines == ["tessera: error on rank 1 of 2: model.h5: no such model file"], r.stderr
 
 
+def test_data_parallel_replicas_split_a_batch_with_one_writer(tessera, tiny_model, tmp_path):
+    # DP=2 x PP=2: each replica runs every other request, world rank 0 writes every record; the
+    # records equal the one-rank run's. Cut short and resumed on another layout (DP=2 x TP=2),
+    # the job adds only what is missing.
+    inp, out, one = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "one.jsonl"
+    lines = [json.dumps({"id": f"q{i}", "prompt": "hello world " * (1 + i % 3),
+                         "max_tokens": 3 + i % 5, "ignore_eos": True}) for i in range(20)]
+    lines += ["{broken", json.dumps({"id": "q3", "prompt": "again"})]
+    inp.write_text("\n".join(lines) + "\n")
+
+    def keyed(path):
+        recs = {}
+        for r in map(json.loads, path.read_text().splitlines()):
+            err = r.get("error")
+            dup = isinstance(err, dict) and err.get("reason") == "duplicate_id"
+            recs[(r["id"], err["line"] if dup else 0)] = r
+        return recs
+
+    assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(one)).returncode == 0
+    r = subprocess.run(["mpirun", "-np", "4", tessera, "generate", "-m", tiny_model, "--dp", "2",
+                        "--pp", "2", "-i", str(inp), "-o", str(out)], capture_output=True,
+                       text=True, env=MPI_ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(out.read_text().splitlines()) == 22 and keyed(out) == keyed(one)
+    assert "22 requests (0 had records already), 2 errors" in r.stderr
+    out.write_text("".join(out.read_text().splitlines(keepends=True)[:9]))
+    r = subprocess.run(["mpirun", "-np", "4", tessera, "generate", "-m", tiny_model, "--dp", "2",
+                        "--tp", "2", "-i", str(inp), "-o", str(out)], capture_output=True,
+                       text=True, env=MPI_ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "9 records there" in r.stderr
+    assert len(out.read_text().splitlines()) == 22 and keyed(out) == keyed(one)
+
+
 def test_doctor_reports_every_rank_and_exercises_the_groups(tessera, default_model):
     r = subprocess.run(["mpirun", "-np", "4", tessera, "doctor", "-m", default_model, "--pp", "2",
                         "--dp", "2", "--bytes", "1MiB"], capture_output=True, text=True,

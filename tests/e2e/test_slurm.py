@@ -49,7 +49,12 @@ def test_generate_sbatch_with_4_tasks_equals_mpirun_and_resumes(slurm, tessera, 
     requests_file(inp)
     r = sbatch(slurm, tessera, tiny_model, inp, out, log, 2, 2)
     assert r.returncode == 0, r.stderr + log.read_text()
-    assert "4 ranks on 1 node(s): --tp 2 --pp 2 --sp 1" in log.read_text()
+    # DP: two replicas of PP=2 split the same input; the same records.
+    dp_out = tmp_path / "dp.jsonl"
+    d = sbatch(slurm, tessera, tiny_model, inp, dp_out, tmp_path / "dp.log", 1, 2)
+    assert d.returncode == 0, d.stderr + (tmp_path / "dp.log").read_text()
+    assert "--dp 2 --tp 1 --pp 2" in (tmp_path / "dp.log").read_text()
+    assert "4 ranks on 1 node(s): --dp 1 --tp 2 --pp 2 --sp 1" in log.read_text()
     assert "(tp 2, pp 2, sp 1" in log.read_text()
     got = records(out)
     assert sorted(got) == sorted(f"q{i}" for i in range(12))
@@ -58,7 +63,7 @@ def test_generate_sbatch_with_4_tasks_equals_mpirun_and_resumes(slurm, tessera, 
                         "--pp", "2", "-i", str(inp), "-o", str(ref)], capture_output=True,
                        text=True, env=MPI_ENV, timeout=300)
     assert m.returncode == 0, m.stderr
-    assert got == records(ref)
+    assert got == records(ref) == records(dp_out)
     # The same job again: every request has a record, nothing runs, nothing is added.
     again = sbatch(slurm, tessera, tiny_model, inp, out, log, 2, 2)
     assert again.returncode == 0, again.stderr + log.read_text()
@@ -72,7 +77,7 @@ def test_generate_sbatch_refuses_a_layout_that_is_not_the_jobs_tasks(slurm, tess
     requests_file(inp, 2)
     r = sbatch(slurm, tessera, tiny_model, inp, out, log, 3, 1)
     assert r.returncode != 0
-    assert "TP=3 x PP=1 x SP=1 is not the job's 4 tasks" in log.read_text()
+    assert "DP=1 x TP=3 x PP=1 x SP=1 is not the job's 4 tasks" in log.read_text()
     assert not out.exists()
 
 
