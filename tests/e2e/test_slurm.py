@@ -1,7 +1,8 @@
 """The Slurm scripts on a real one-node Slurm (munge + slurmctld + slurmd, brought up by
 slurm/local_cluster.sh): slurm/generate.sbatch with 4 tasks (TP=2 x PP=2 under srun --mpi=pmix)
-writes one result per input id, the same results as the job under plain mpirun; submitted again
-it resumes and runs nothing; a layout that does not fit the job's tasks fails with one line."""
+writes one result per input id, the same results as the job under plain mpirun, as DP=2 x PP=2,
+and as the script's mpirun variant; submitted again it resumes and runs nothing; a layout that
+does not fit the job's tasks fails with one line; serve.sbatch and an array job with its merge."""
 import json
 import os
 import subprocess
@@ -31,9 +32,11 @@ def requests_file(path, n=12):
                             for i in range(n)))
 
 
-def sbatch(env, tessera, model, inp, out, log, tp, pp, *args):
+def sbatch(env, tessera, model, inp, out, log, tp, pp, *args, launch=None):
     job_env = dict(env, MODEL=model, INPUT=str(inp), OUTPUT=str(out), TP=str(tp), PP=str(pp),
                    TESSERA=tessera)
+    if launch:
+        job_env["LAUNCH"] = launch
     return subprocess.run(["sbatch", "--wait", "-n", "4", "--overcommit", "-o", str(log), *args,
                            os.path.join(ROOT, "slurm", "generate.sbatch")],
                           capture_output=True, text=True, env=job_env, timeout=600)
@@ -54,6 +57,10 @@ def test_generate_sbatch_with_4_tasks_equals_mpirun_and_resumes(slurm, tessera, 
     d = sbatch(slurm, tessera, tiny_model, inp, dp_out, tmp_path / "dp.log", 1, 2)
     assert d.returncode == 0, d.stderr + (tmp_path / "dp.log").read_text()
     assert "--dp 2 --tp 1 --pp 2" in (tmp_path / "dp.log").read_text()
+    # The mpirun variant inside the job.
+    mp_out = tmp_path / "mpirun.jsonl"
+    v = sbatch(slurm, tessera, tiny_model, inp, mp_out, tmp_path / "mp.log", 2, 2, launch="mpirun")
+    assert v.returncode == 0, v.stderr + (tmp_path / "mp.log").read_text()
     assert "4 ranks on 1 node(s): --dp 1 --tp 2 --pp 2 --sp 1" in log.read_text()
     assert "(tp 2, pp 2, sp 1" in log.read_text()
     got = records(out)
@@ -63,7 +70,7 @@ def test_generate_sbatch_with_4_tasks_equals_mpirun_and_resumes(slurm, tessera, 
                         "--pp", "2", "-i", str(inp), "-o", str(ref)], capture_output=True,
                        text=True, env=MPI_ENV, timeout=300)
     assert m.returncode == 0, m.stderr
-    assert got == records(ref) == records(dp_out)
+    assert got == records(ref) == records(dp_out) == records(mp_out)
     # The same job again: every request has a record, nothing runs, nothing is added.
     again = sbatch(slurm, tessera, tiny_model, inp, out, log, 2, 2)
     assert again.returncode == 0, again.stderr + log.read_text()
