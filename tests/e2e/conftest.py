@@ -38,6 +38,17 @@ def default_gguf(request):
     return path
 
 
+def records_by_key(path):
+    """A batch job's records keyed as the job knows them: (id, 0), or (id, line) for the error
+    record of a line whose id an earlier line used."""
+    recs = {}
+    for r in map(json.loads, open(path).read().splitlines()):
+        err = r.get("error")
+        dup = isinstance(err, dict) and err.get("reason") == "duplicate_id"
+        recs[(r["id"], err["line"] if dup else 0)] = r
+    return recs
+
+
 def make_hf_checkpoint(out_dir, max_positions=64, seed=0):
     import torch
     import transformers

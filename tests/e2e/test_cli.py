@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from conftest import records_by_key
+
 
 def run(tessera, *args, timeout=300):
     return subprocess.run([tessera, *args], capture_output=True, text=True, timeout=timeout)
@@ -487,13 +489,7 @@ def test_data_parallel_replicas_split_a_batch_with_one_writer(tessera, tiny_mode
     lines += ["{broken", json.dumps({"id": "q3", "prompt": "again"})]
     inp.write_text("\n".join(lines) + "\n")
 
-    def keyed(path):
-        recs = {}
-        for r in map(json.loads, path.read_text().splitlines()):
-            err = r.get("error")
-            dup = isinstance(err, dict) and err.get("reason") == "duplicate_id"
-            recs[(r["id"], err["line"] if dup else 0)] = r
-        return recs
+    keyed = records_by_key
 
     assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(one)).returncode == 0
     r = subprocess.run(["mpirun", "-np", "4", tessera, "generate", "-m", tiny_model, "--dp", "2",

@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 
+from conftest import records_by_key
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1",
@@ -165,13 +167,7 @@ def test_an_array_job_splits_the_input_and_its_parts_merge_into_one_run(slurm, t
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
 
-    def keyed(path):
-        out = {}
-        for r in map(json.loads, path.read_text().splitlines()):
-            err = r.get("error")
-            dup = isinstance(err, dict) and err.get("reason") == "duplicate_id"
-            out[(r["id"], err["line"] if dup else 0)] = r
-        return out
+    keyed = records_by_key
 
     assert keyed(out) == keyed(ref)
     # A part missing: the merge refuses, naming what is missing, and writes nothing new.
