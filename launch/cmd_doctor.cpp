@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "io/model_store.h"
@@ -41,15 +42,18 @@ uint64_t available_host_memory() {
 }
 
 // This rank's report: host, device, the model file as it sees it, free memory.
-json own_report(const std::string& model, const DeviceOptions& device_options) {
+json own_report(const std::string& model, const DeviceOptions& device_options,
+                std::optional<Device>& device) {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   json r = {{"host", host}, {"pid", int(getpid())}};
   try {
     const Device d = start_device(device_options);
+    device = d;
     r["device"] = describe_device(d);
 #if TESSERA_HAVE_CUDA
-    if (!d.is_cpu()) r["device_free_bytes"] = cuda::free_memory(d.index);
+    if (!d.is_cpu() && !cuda::is_emulated(d.index))
+      r["device_free_bytes"] = cuda::free_memory(d.index);
 #endif
   } catch (const Error& e) {
     r["problem"] = std::string("no device: ") + e.what();
@@ -123,21 +127,18 @@ struct GroupFigures {
   double latency_us = 0, bus_gbps = 0;
 };
 
-// All-reduce of 4 floats (latency, the median of 20) and of `bytes` (bus bandwidth: 2 (n - 1) / n
-// of the data crosses each rank's link, as nccl-tests count it; the best of 5).
-GroupFigures exercise(Communicator& c, int64_t bytes) {
+// All-reduce of 4 floats (latency: the mean of 200 back to back) and of `bytes` (bus bandwidth:
+// 2 (n - 1) / n of the data crosses each rank's link, as nccl-tests count it; the best of 5).
+GroupFigures exercise(Communicator& c, int64_t bytes, Device device) {
   GroupFigures f;
-  Tensor small = Tensor::zeros({4}, DType::kF32);
-  std::vector<double> t;
-  for (int i = 0; i < 21; ++i) {
-    c.barrier();
-    const auto a = Clock::now();
-    c.all_reduce(small);
-    t.push_back(std::chrono::duration<double>(Clock::now() - a).count());
-  }
-  std::sort(t.begin() + 1, t.end());  // (the first is a warm-up)
-  f.latency_us = 1e6 * t[t.size() / 2];
-  Tensor big = Tensor::zeros({bytes / 4}, DType::kF32);
+  Tensor small = Tensor::zeros({4}, DType::kF32).to(device);
+  for (int i = 0; i < 5; ++i) c.all_reduce(small);  // warm-up
+  c.barrier();
+  const auto a = Clock::now();
+  constexpr int kRounds = 200;  // back to back, as osu_allreduce counts latency
+  for (int i = 0; i < kRounds; ++i) c.all_reduce(small);
+  f.latency_us = 1e6 * std::chrono::duration<double>(Clock::now() - a).count() / kRounds;
+  Tensor big = Tensor::zeros({bytes / 4}, DType::kF32).to(device);
   double best = 1e30;
   for (int i = 0; i < 6; ++i) {
     c.barrier();
@@ -184,7 +185,8 @@ int run_doctor(const Args& args) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
 
-  const std::vector<json> reports = gather_reports(own_report(model, device), timeout);
+  std::optional<Device> own_device;
+  const std::vector<json> reports = gather_reports(own_report(model, device, own_device), timeout);
   std::string verdict;  // rank 0's: empty when every rank can run the layout
   if (rank == 0) {
     std::printf("%-5s %-20s %-8s %-44s %-12s %s\n", "rank", "host", "pid", "device", "free memory",
@@ -218,7 +220,11 @@ int run_doctor(const Args& args) {
   MpiCommunicator::world()->broadcast_bytes(verdict, 0);
   TESSERA_CHECK(verdict.empty(), verdict);
 
-  ProcessGroups groups = ProcessGroups::create(layout, MpiCommunicator::world());
+  // The groups as a job of this layout makes them: NCCL between GPUs where --comm allows it (its
+  // set-up bounded by --nccl-timeout), else MPI; the all-reduces run on the rank's device.
+  const Device d = *own_device;
+  const GroupTransport transport = group_transport(device, d);
+  ProcessGroups groups = ProcessGroups::create(layout, MpiCommunicator::world(), transport);
   struct Row {
     const char* kind;
     Communicator* c;
@@ -228,16 +234,21 @@ int run_doctor(const Args& args) {
                       {"sp", groups.sp.get()},
                       {"dp", groups.dp.get()}};
   if (rank == 0)
-    std::printf("\n%-6s %-6s %-18s %-22s  (all-reduce of %s, MPI)\n", "group", "ranks",
-                "latency (4 floats)", "bus bandwidth", bytes_text.c_str());
+    std::printf("\n%-6s %-6s %-18s %-22s  (all-reduce of %s, %s)\n", "group", "ranks",
+                "latency (4 floats)", "bus bandwidth", bytes_text.c_str(),
+                describe_transport(transport).c_str());
   for (const Row& row : rows) {
     if (row.c->size() == 1) continue;
-    const GroupFigures f = exercise(*row.c, bytes);
+    const GroupFigures f = exercise(*row.c, bytes, d);
     // Each group's figures from rank 0's group (every group of a kind is alike in a grid).
     if (rank == 0)
       std::printf("%-6s %-6d %-18s %-22s\n", row.kind, row.c->size(),
-                  (std::to_string(int64_t(f.latency_us)) + " us").c_str(),
-                  (std::to_string(f.bus_gbps).substr(0, 5) + " GB/s").c_str());
+                  (std::to_string(int64_t(f.latency_us * 10 + 0.5) / 10) + "." +
+                   std::to_string(int64_t(f.latency_us * 10 + 0.5) % 10) + " us")
+                      .c_str(),
+                  (std::to_string(int64_t(f.bus_gbps * 100 + 0.5) / 100) + "." +
+                   std::to_string(100 + int64_t(f.bus_gbps * 100 + 0.5) % 100).substr(1) + " GB/s")
+                      .c_str());
   }
   if (rank == 0)
     std::printf("\ntessera doctor: %d ranks can run %s as tp %d x pp %d x sp %d x dp %d\n", size,
