@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -19,6 +18,7 @@
 #include "io/model_store.h"
 #include "launch/commands.h"
 #include "launch/gpu_setup.h"
+#include "launch/kv_budget.h"
 #include "launch/options.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
@@ -33,13 +33,6 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-uint64_t available_host_memory() {
-  std::ifstream in("/proc/meminfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("MemAvailable:", 0) == 0) return std::stoull(line.substr(13)) * 1024;
-  return 0;
-}
 
 // This rank's report: host, device, the model file as it sees it, free memory.
 json own_report(const std::string& model, const DeviceOptions& device_options,
@@ -58,7 +51,7 @@ json own_report(const std::string& model, const DeviceOptions& device_options,
   } catch (const Error& e) {
     r["problem"] = std::string("no device: ") + e.what();
   }
-  r["host_free_bytes"] = available_host_memory();
+  r["host_free_bytes"] = available_memory();
   std::error_code ec;
   if (!std::filesystem::exists(model, ec)) {
     r["problem"] = model + " does not exist here";
@@ -75,14 +68,11 @@ json own_report(const std::string& model, const DeviceOptions& device_options,
 
 // Rank 0 collects every rank's report, waiting `timeout` seconds at most: a rank that does not
 // report (stuck on a file system, or never started) is named instead of waited for forever.
-std::vector<json> gather_reports(const json& mine, double timeout) {
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+std::vector<json> gather_reports(MpiCommunicator& world, const json& mine, double timeout) {
+  const int rank = world.rank(), size = world.size();
   constexpr int kTag = 7100;
-  const std::string text = mine.dump();
   if (rank != 0) {
-    MPI_Send(text.data(), int(text.size()), MPI_CHAR, 0, kTag, MPI_COMM_WORLD);
+    world.send_bytes(mine.dump(), 0, kTag);
     return {};
   }
   std::vector<json> all(static_cast<size_t>(size));
@@ -94,15 +84,13 @@ std::vector<json> gather_reports(const json& mine, double timeout) {
   while (left > 0 && Clock::now() < deadline) {
     int flag = 0;
     MPI_Status st;
-    MPI_Iprobe(MPI_ANY_SOURCE, kTag, MPI_COMM_WORLD, &flag, &st);
+    MPI_Iprobe(MPI_ANY_SOURCE, kTag, world.comm(), &flag, &st);  // (who has reported)
     if (!flag) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       continue;
     }
-    int n = 0;
-    MPI_Get_count(&st, MPI_CHAR, &n);
-    std::string buf(size_t(n), '\0');
-    MPI_Recv(buf.data(), n, MPI_CHAR, st.MPI_SOURCE, kTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    std::string buf;
+    world.recv_bytes(buf, st.MPI_SOURCE, kTag);
     all[size_t(st.MPI_SOURCE)] = json::parse(buf);
     got[size_t(st.MPI_SOURCE)] = true;
     --left;
@@ -181,12 +169,12 @@ int run_doctor(const Args& args) {
   TESSERA_CHECK(timeout > 0, "--timeout must be > 0");
   const int64_t bytes = int64_t(parse_bytes(bytes_text, "--bytes")) / 4 * 4;
   TESSERA_CHECK(bytes >= 4, "--bytes must be at least 4");
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const std::unique_ptr<MpiCommunicator> world = MpiCommunicator::world();
+  const int rank = world->rank(), size = world->size();
 
   std::optional<Device> own_device;
-  const std::vector<json> reports = gather_reports(own_report(model, device, own_device), timeout);
+  const std::vector<json> reports =
+      gather_reports(*world, own_report(model, device, own_device), timeout);
   std::string verdict;  // rank 0's: empty when every rank can run the layout
   if (rank == 0) {
     std::printf("%-5s %-20s %-8s %-44s %-12s %s\n", "rank", "host", "pid", "device", "free memory",
@@ -217,7 +205,7 @@ int run_doctor(const Args& args) {
       if (problem) verdict = *problem;
     }
   }
-  MpiCommunicator::world()->broadcast_bytes(verdict, 0);
+  world->broadcast_bytes(verdict, 0);
   TESSERA_CHECK(verdict.empty(), verdict);
 
   // The groups as a job of this layout makes them: NCCL between GPUs where --comm allows it (its

@@ -1,4 +1,5 @@
 // tessera generate: one prompt streamed to stdout, or a JSONL batch of requests to a JSONL file.
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -6,6 +7,8 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
 
 #include "io/result_log.h"
 #include "launch/engine_report.h"
@@ -65,35 +68,26 @@ int64_t count_requests(const std::string& path) {
 // A private copy of the world communicator carries them (collective to make: every rank).
 class RecordChannel {
  public:
-  RecordChannel(ResultLog* log, bool leader) : log_(log), leader_(leader) {
-    MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
-    MPI_Comm_rank(comm_, &rank_);
-    int size = 1;
-    MPI_Comm_size(comm_, &size);
+  RecordChannel(ResultLog* log, bool leader)
+      : log_(log), leader_(leader), comm_(MpiCommunicator::world()->split(0, 0)) {
     // The keys of the records already written, from the writer to every rank (the leaders use
     // them).
     std::string keys;
-    if (rank_ == 0)
+    if (writer())
       for (const std::string& k : log_->done()) keys += k + '\n';
-    long long n = (long long)keys.size();
-    MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, comm_);
-    keys.resize(size_t(n));
-    MPI_Bcast(keys.data(), int(n), MPI_CHAR, 0, comm_);
+    comm_->broadcast_bytes(keys, 0);
     for (size_t at = 0; at < keys.size();) {
       const size_t end = keys.find('\n', at);
       done_.insert(keys.substr(at, end - at));
       at = end + 1;
     }
-    int leaders = 0, mine = leader_ ? 1 : 0;
-    MPI_Allreduce(&mine, &leaders, 1, MPI_INT, MPI_SUM, comm_);
-    senders_ = leaders - 1;
+    Tensor leaders = Tensor::from_i32({leader_ ? 1 : 0}, {1});
+    comm_->all_reduce(leaders, ReduceOp::kSum);
+    senders_ = leaders.data<int32_t>()[0] - 1;
   }
-  ~RecordChannel() { MPI_Comm_free(&comm_); }
-  RecordChannel(const RecordChannel&) = delete;
-  RecordChannel& operator=(const RecordChannel&) = delete;
 
   const std::set<std::string>& done() const { return done_; }
-  bool writer() const { return rank_ == 0; }
+  bool writer() const { return comm_->rank() == 0; }
   int64_t appended() const { return appended_; }
 
   void put(const std::string& record) {
@@ -101,18 +95,16 @@ class RecordChannel {
       log_->append(record);
       ++appended_;
     } else {
-      MPI_Send(record.data(), int(record.size()), MPI_CHAR, 0, kRecord, comm_);
+      comm_->send_bytes(record, 0, kRecord);
     }
   }
   // The writer: appends every record that has arrived.
   void poll() {
     if (!writer()) return;
-    while (true) {
-      int flag = 0;
-      MPI_Status st;
-      MPI_Iprobe(MPI_ANY_SOURCE, kRecord, comm_, &flag, &st);
-      if (!flag) return;
-      put(receive(st));
+    for (Arrival a; (a = arrived(kRecord)).source >= 0;) {
+      std::string record;
+      comm_->recv_bytes(record, a.source, kRecord);
+      put(record);
     }
   }
   // Every leader at the end: the others send their totals; the writer takes the remaining
@@ -120,17 +112,22 @@ class RecordChannel {
   void finish(BatchTotals& totals) {
     if (!leader_) return;
     if (!writer()) {
-      const std::string t = json{totals.requests, totals.errors, totals.resumed,
-                                 totals.prompt_tokens, totals.generated_tokens}
-                                .dump();
-      MPI_Send(t.data(), int(t.size()), MPI_CHAR, 0, kDone, comm_);
+      comm_->send_bytes(json{totals.requests, totals.errors, totals.resumed, totals.prompt_tokens,
+                             totals.generated_tokens}
+                            .dump(),
+                        0, kDone);
       return;
     }
+    // Any tag: a replica's records come before its totals (MPI keeps one sender's order).
     for (int left = senders_; left > 0;) {
-      MPI_Status st;
-      MPI_Probe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_, &st);
-      const std::string bytes = receive(st);
-      if (st.MPI_TAG == kRecord) {
+      const Arrival a = arrived(MPI_ANY_TAG);
+      if (a.source < 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      std::string bytes;
+      comm_->recv_bytes(bytes, a.source, a.tag);
+      if (a.tag == kRecord) {
         put(bytes);
         continue;
       }
@@ -146,17 +143,20 @@ class RecordChannel {
 
  private:
   static constexpr int kRecord = 1, kDone = 2;
-  std::string receive(const MPI_Status& st) {
-    int n = 0;
-    MPI_Get_count(&st, MPI_CHAR, &n);
-    std::string bytes(size_t(n), '\0');
-    MPI_Recv(bytes.data(), n, MPI_CHAR, st.MPI_SOURCE, st.MPI_TAG, comm_, MPI_STATUS_IGNORE);
-    return bytes;
+  struct Arrival {
+    int source = -1, tag = 0;
+  };
+  // A message with `tag` (or any) that has arrived: its sender (-1: none yet) and tag.
+  Arrival arrived(int tag) const {
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, tag, comm_->comm(), &flag, &st);
+    return flag ? Arrival{st.MPI_SOURCE, st.MPI_TAG} : Arrival{};
   }
   ResultLog* log_;
   bool leader_;
-  MPI_Comm comm_;
-  int rank_ = 0, senders_ = 0;
+  std::unique_ptr<MpiCommunicator> comm_;  // private: its tags meet no one else's
+  int senders_ = 0;
   int64_t appended_ = 0;
   std::set<std::string> done_;
 };
@@ -182,7 +182,6 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
   std::map<std::string, int64_t> first_line;  // id -> the line that used it first
   int64_t line_no = 0, total = 0, finished = 0, index = -1;
   bool fed_all = false;
-  auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
   if (engine.leader()) {
     total = (count_requests(o.input) + o.shards - 1 - o.shard) / o.shards;  // this shard's
     in.open(o.input);
@@ -197,7 +196,7 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
       ++finished;
       if (channel.done().count(key)) return;
       ++totals.errors;
-      channel.put(dump(record));
+      channel.put(json_text(record));
       std::fprintf(stderr, "tessera: request %s (line %lld): %s\n", id.c_str(), (long long)line_no,
                    message.c_str());
     };
@@ -238,7 +237,7 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         try {
           ParsedRequest req = parse_request(body, id, defaults, *bundle.tokenizer);
           engine.submit(req.generation, {}, [&, rid = req.id](int64_t, const GenerationResult& r) {
-            channel.put(dump(result_record(rid, r)));
+            channel.put(json_text(result_record(rid, r)));
             ++finished;
             totals.prompt_tokens += r.prompt_tokens;
             totals.generated_tokens += int64_t(r.tokens.size());

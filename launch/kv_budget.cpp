@@ -13,20 +13,6 @@
 namespace tessera::cli {
 namespace {
 
-// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
-uint64_t available_memory() {
-  std::ifstream in("/proc/meminfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("MemAvailable:", 0) == 0) {
-      std::istringstream s(line.substr(13));
-      uint64_t kb = 0;
-      s >> kb;
-      return kb * 1024;
-    }
-  return 0;
-}
-
 int ranks_on_this_node() {
   int init = 0;
   MPI_Initialized(&init);
@@ -40,6 +26,19 @@ int ranks_on_this_node() {
 }
 
 }  // namespace
+
+uint64_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      std::istringstream s(line.substr(13));
+      uint64_t kb = 0;
+      s >> kb;
+      return kb * 1024;
+    }
+  return 0;
+}
 
 int64_t kv_cache_blocks(const KvBudget& budget, const KvPoolShape& shape, Communicator& world) {
   TESSERA_CHECK(budget.tokens >= 0, "--kv-cache-tokens must be >= 0");

@@ -18,6 +18,9 @@ struct KvBudget {
   int64_t tokens = 0;           // --kv-cache-tokens (overrides memory when > 0)
 };
 
+// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
+uint64_t available_memory();
+
 // Collective over world. Throws naming the flags when a rank's budget holds no block.
 int64_t kv_cache_blocks(const KvBudget& budget, const KvPoolShape& shape, Communicator& world);
 

@@ -250,10 +250,11 @@ TokenLogprobs logprobs_of(const float* logits, int64_t vocab, int32_t token, int
   TokenLogprobs out;
   TESSERA_ASSERT(token >= 0 && token < vocab, "token " << token << " outside a row of " << vocab);
   out.logprob = float(double(value(token)) - log_z);
+  const int64_t n = std::min<int64_t>(top, vocab);
+  if (n <= 0) return out;
   std::vector<Candidate> c;
   c.reserve(size_t(vocab));
   for (int64_t i = 0; i < vocab; ++i) c.push_back({value(i), int32_t(i)});
-  const int64_t n = std::min<int64_t>(top, vocab);
   std::partial_sort(c.begin(), c.begin() + n, c.end(), better);
   for (int64_t i = 0; i < n; ++i)
     out.top.push_back({c[size_t(i)].second, float(double(c[size_t(i)].first) - log_z)});

@@ -10,10 +10,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 [[noreturn]] void bad_request(const std::string& message) {
   throw ApiError(400, message);
 }
@@ -134,11 +130,11 @@ json finish_json(const std::string& reason) {
 
 std::string error_body(const std::string& message, const std::string& type,
                        const std::string& code) {
-  return dump({{"error",
-                {{"message", message},
-                 {"type", type},
-                 {"param", nullptr},
-                 {"code", code.empty() ? json(nullptr) : json(code)}}}});
+  return json_text({{"error",
+                     {{"message", message},
+                      {"type", type},
+                      {"param", nullptr},
+                      {"code", code.empty() ? json(nullptr) : json(code)}}}});
 }
 
 ApiRequest parse_api_request(Endpoint endpoint, const std::string& text, const ApiLimits& limits,
@@ -280,7 +276,7 @@ std::string answer_body(const ApiAnswer& a, const Tokenizer& tokenizer,
   }
   out["choices"] = choices;
   out["usage"] = usage_json(prompt, completion);
-  return dump(out);
+  return json_text(out);
 }
 
 std::string chunk_body(const ApiAnswer& a, const Tokenizer& tokenizer, int index,
@@ -295,7 +291,7 @@ std::string chunk_body(const ApiAnswer& a, const Tokenizer& tokenizer, int index
   else
     c["text"] = text;
   out["choices"] = json::array({c});
-  return dump(out);
+  return json_text(out);
 }
 
 std::string role_chunk(const ApiAnswer& a, int index) {
@@ -304,14 +300,14 @@ std::string role_chunk(const ApiAnswer& a, int index) {
                                  {"delta", {{"role", "assistant"}, {"content", ""}}},
                                  {"logprobs", nullptr},
                                  {"finish_reason", nullptr}}});
-  return dump(out);
+  return json_text(out);
 }
 
 std::string usage_chunk(const ApiAnswer& a, int64_t prompt_tokens, int64_t completion_tokens) {
   json out = envelope(a, true);
   out["choices"] = json::array();
   out["usage"] = usage_json(prompt_tokens, completion_tokens);
-  return dump(out);
+  return json_text(out);
 }
 
 }  // namespace tessera

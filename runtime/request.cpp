@@ -24,8 +24,12 @@ json parse_request_json(const std::string& text) {
   }
 }
 
+std::string json_text(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::string brief(const json& value) {
-  std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string s = json_text(value);
   return s.size() > 80 ? s.substr(0, 77) + "..." : s;
 }
 
@@ -134,12 +138,12 @@ bool parse_generation_field(const json& body, const std::string& key, Generation
         g.stop.push_back(s.get<std::string>());
       }
     }
+    for (const std::string& stop : g.stop)
+      TESSERA_CHECK(stop.size() <= kMaxStopBytes,
+                    "a stop string has " << stop.size() << " bytes; at most " << kMaxStopBytes);
   } else {
     return false;
   }
-  for (const std::string& stop : g.stop)
-    TESSERA_CHECK(stop.size() <= kMaxStopBytes,
-                  "a stop string has " << stop.size() << " bytes; at most " << kMaxStopBytes);
   return true;
 }
 

@@ -42,6 +42,8 @@ bool parse_generation_field(const nlohmann::json& body, const std::string& key,
 // the problem, as for malformed JSON): error messages quote values, and printing a deep one would
 // recurse once per level.
 nlohmann::json parse_request_json(const std::string& text);
+// A value's JSON on one line, malformed UTF-8 replaced (U+FFFD) instead of throwing.
+std::string json_text(const nlohmann::json& value);
 // A value as an error message quotes it: its JSON, cut to 80 characters.
 std::string brief(const nlohmann::json& value);
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import records_by_key
+from conftest import records_by_key, MPI_ENV
 
 
 def run(tessera, *args, timeout=300):
@@ -423,9 +423,6 @@ def test_default_model_answers_in_english(tessera, default_model):
 
 # ---- several ranks --------------------------------------------------------------------------
 
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1",
-               OMPI_MCA_btl_vader_single_copy_mechanism="none", OMP_NUM_THREADS="1")
 
 
 @pytest.mark.parametrize("layout", [("3", "1", "1"), ("1", "2", "1"), ("3", "2", "1"),

@@ -16,11 +16,8 @@ import urllib.request
 
 import pytest
 
-from conftest import make_hf_checkpoint
+from conftest import make_hf_checkpoint, MPI_ENV
 
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1",
-               OMPI_MCA_btl_vader_single_copy_mechanism="none", OMP_NUM_THREADS="1")
 MODEL = "tiny"
 
 
