@@ -424,7 +424,6 @@ def test_default_model_answers_in_english(tessera, default_model):
 # ---- several ranks --------------------------------------------------------------------------
 
 
-
 @pytest.mark.parametrize("layout", [("3", "1", "1"), ("1", "2", "1"), ("3", "2", "1"),
                                     ("1", "1", "2"), ("1", "2", "2")])
 def test_model_parallel_batch_equals_one_rank(tessera, default_model, tmp_path, layout):
