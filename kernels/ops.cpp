@@ -1,106 +1,43 @@
-// Dispatch of kernels/ops.h on the device of the tensors: host memory to ops::cpu
-// (kernels/cpu/ops_cpu.h), GPUs to tessera::cuda (kernels/cuda/cuda_ops.h).
+// kernels/ops.h: each op goes to the backend of its tensors' device (kernels/backend.h).
 #include "kernels/ops.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numbers>
 
-#include "kernels/cpu/ops_cpu.h"
-#include "kernels/dtype.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/cuda_ops.h"
-#endif
+#include "kernels/backend.h"
 
 namespace tessera::ops {
 namespace {
 
-bool on_gpu(const Tensor& t) {
-  if (t.defined() && t.device().type == DeviceType::kCUDA) {
-#if TESSERA_HAVE_CUDA
-    return true;
-#else
-    TESSERA_ASSERT(false, "a tensor on " << t.device().str() << " in a build without CUDA");
-#endif
-  }
-  return false;
-}
+Backend& on(const Tensor& t) { return backend_for(t.device().type); }
 
 }  // namespace
 
-#if TESSERA_HAVE_CUDA
-#define TESSERA_DISPATCH(first, call) \
-  do {                                \
-    if (on_gpu(first))                \
-      cuda::call;                     \
-    else                              \
-      cpu::call;                      \
-  } while (0)
-#else
-#define TESSERA_DISPATCH(first, call) \
-  do {                                \
-    on_gpu(first);                    \
-    cpu::call;                        \
-  } while (0)
-#endif
-
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
-  TESSERA_DISPATCH(x, linear(x, w, bias, y));
+  on(x).linear(x, w, bias, y);
 }
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
-  TESSERA_DISPATCH(x, rms_norm(x, weight, eps, y));
+  on(x).rms_norm(x, weight, eps, y);
 }
-void add_inplace(Tensor& a, const Tensor& b) {
-  TESSERA_DISPATCH(a, add_inplace(a, b));
-}
+void add_inplace(Tensor& a, const Tensor& b) { on(a).add_inplace(a, b); }
 void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& y) {
-  if (on_gpu(x)) {
-#if TESSERA_HAVE_CUDA
-    cuda::add_rms_norm(x, delta, weight, eps, y);
-#endif
-    return;
-  }
-  cpu::add_inplace(x, delta);
-  cpu::rms_norm(x, weight, eps, y);
+  on(x).add_rms_norm(x, delta, weight, eps, y);
 }
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
-  TESSERA_DISPATCH(table, embedding(table, ids, out));
+  on(table).embedding(table, ids, out);
 }
-void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
-  TESSERA_DISPATCH(gate, swiglu(gate, up, out));
-}
-void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
-                  const std::vector<float>& inv_freq) {
-  TESSERA_DISPATCH(x, rope_inplace(x, positions, inv_freq));
-}
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) { on(gate).swiglu(gate, up, out); }
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
-  if (on_gpu(x)) {
-#if TESSERA_HAVE_CUDA
-    cuda::rope_inplace(x, positions, inv_freq);
-#endif
-    return;
-  }
-  TESSERA_ASSERT(positions.device().is_cpu() && inv_freq.device().is_cpu(),
-                 "rope of a host tensor with positions or frequencies off the host");
-  const int32_t* p = positions.data<int32_t>();
-  const float* f = inv_freq.data<float>();
-  cpu::rope_inplace(x, std::vector<int32_t>(p, p + positions.numel()),
-                    std::vector<float>(f, f + inv_freq.numel()));
-}
-void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                      const std::vector<int32_t>& q_positions, float scale, Tensor& out) {
-  TESSERA_ASSERT(!on_gpu(q),
-                 "causal_attention is the CPU's reference op (use the attention state)");
-  cpu::causal_attention(q, k, v, q_positions, scale, out);
+  TESSERA_ASSERT(positions.device() == x.device() && inv_freq.device() == x.device(),
+                 "rope of a tensor on " << x.device().str() << " with positions on "
+                                        << positions.device().str() << " and frequencies on "
+                                        << inv_freq.device().str());
+  on(x).rope_inplace(x, positions, inv_freq);
 }
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, AttentionState& state) {
-  TESSERA_DISPATCH(q, attention_accumulate(q, k, v, visible_offset, scale, state));
-}
-void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
-                                const std::vector<PagedSequence>& seqs, float scale,
-                                AttentionState& state) {
-  TESSERA_DISPATCH(q, paged_attention_accumulate(q, k_pool, v_pool, seqs, scale, state));
+  on(q).attention_accumulate(q, k, v, visible_offset, scale, state);
 }
 PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seqs, int64_t m,
                                            int64_t n_heads, const Tensor& k_pool,
@@ -109,12 +46,8 @@ PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seq
   w.device = k_pool.device();
   w.m = m, w.n_heads = n_heads, w.keys_capacity = keys_capacity;
   w.sequences = seqs;
-#if TESSERA_HAVE_CUDA
-  if (on_gpu(k_pool))
-    w.gpu = cuda::prepare_paged_attention(seqs, m, n_heads, k_pool, keys_capacity, q_dtype);
-#else
-  (void)q_dtype;
-#endif
+  w.device_plan = on(k_pool).prepare_paged_attention(seqs, m, n_heads, k_pool, keys_capacity,
+                                                     q_dtype);
   return w;
 }
 void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSequence>& seqs) {
@@ -128,50 +61,35 @@ void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSeq
                    "refill of paged attention work: sequence " << i << " has other rows or more "
                                                                << "keys than its capacity");
   work.sequences = seqs;
-#if TESSERA_HAVE_CUDA
-  if (work.gpu) cuda::refill_paged_attention(work.gpu, seqs);
-#endif
+  backend_for(work.device.type).refill_paged_attention(work);
 }
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const PagedAttentionWork& work, float scale,
                                 AttentionState& state) {
   TESSERA_ASSERT(work.device == k_pool.device() && work.m == q.dim(0) && work.n_heads == q.dim(1),
                  "paged attention work prepared for other queries or pools");
-  if (on_gpu(q)) {
-#if TESSERA_HAVE_CUDA
-    cuda::paged_attention_accumulate(q, k_pool, v_pool, work.gpu, scale, state);
-#endif
-    return;
-  }
-  cpu::paged_attention_accumulate(q, k_pool, v_pool, work.sequences, scale, state);
+  on(q).paged_attention_accumulate(q, k_pool, v_pool, work, scale, state);
 }
 void attention_merge(AttentionState& state, const AttentionState& other) {
-  TESSERA_DISPATCH(state.acc, attention_merge(state, other));
+  on(state.acc).attention_merge(state, other);
 }
 void attention_finish(const AttentionState& state, Tensor& out) {
-  TESSERA_DISPATCH(out, attention_finish(state, out));
-}
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const std::vector<int64_t>& slots) {
-  TESSERA_DISPATCH(k_pool, store_kv(k_pool, v_pool, k, v, slots));
+  on(out).attention_finish(state, out);
 }
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const Tensor& slots) {
-  if (on_gpu(k_pool)) {
-#if TESSERA_HAVE_CUDA
-    cuda::store_kv(k_pool, v_pool, k, v, slots);
-#endif
-    return;
-  }
-  TESSERA_ASSERT(slots.device().is_cpu(), "store_kv into host pools with slots off the host");
-  const int64_t* p = slots.data<int64_t>();
-  cpu::store_kv(k_pool, v_pool, k, v, std::vector<int64_t>(p, p + slots.numel()));
+  TESSERA_ASSERT(slots.device() == k_pool.device(),
+                 "store_kv into pools on " << k_pool.device().str() << " with slots on "
+                                           << slots.device().str());
+  on(k_pool).store_kv(k_pool, v_pool, k, v, slots);
 }
-void round_through(Tensor& x, DType type) {
-  TESSERA_DISPATCH(x, round_through(x, type));
+void round_through(Tensor& x, DType type) { on(x).round_through(x, type); }
+void repetition_penalty(Tensor& logits, const Tensor& ids, const Tensor& offsets, float penalty) {
+  on(logits).repetition_penalty(logits, ids, offsets, penalty);
 }
-
-#undef TESSERA_DISPATCH
+void top_k(const Tensor& logits, int k, Tensor& values, Tensor& ids) {
+  on(logits).top_k(logits, k, values, ids);
+}
 
 void copy(const Tensor& src, Tensor& dst) {
   TESSERA_ASSERT(src.dtype() == dst.dtype() && src.numel() == dst.numel(),
@@ -192,30 +110,12 @@ float uniform_bits(uint64_t seed, uint64_t e) {
 
 void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
                   float offset, float scale) {
-#if TESSERA_HAVE_CUDA
-  if (on_gpu(out)) return cuda::fill_uniform(out, full_cols, row0, col0, seed, offset, scale);
-#endif
-  const int64_t cols = out.ndim() == 1 ? out.dim(0) : out.dim(-1);
-  const int64_t rows = out.numel() / std::max<int64_t>(1, cols);
-  std::vector<float> v(static_cast<size_t>(out.numel()));
-#pragma omp parallel for
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const volatile float x =
-          2.0f * uniform_bits(seed, uint64_t((row0 + r) * full_cols + col0 + c)) - 1.0f;
-      const volatile float product = scale * x;  // (two roundings, as on the GPU: no FMA)
-      v[size_t(r * cols + c)] = offset + product;
-    }
-  convert_from_f32(out.dtype(), v.data(), out.raw(), v.size());
+  on(out).fill_uniform(out, full_cols, row0, col0, seed, offset, scale);
 }
 
 void fill(Tensor& t, float value) {
-#if TESSERA_HAVE_CUDA
-  // value + 0 * (a uniform number): exactly value, -inf included, in one kernel.
-  if (on_gpu(t)) return cuda::fill_uniform(t, t.numel(), 0, 0, 0, value, 0.0f);
-#endif
-  const std::vector<float> v(static_cast<size_t>(t.numel()), value);
-  convert_from_f32(t.dtype(), v.data(), t.raw(), v.size());
+  // value + 0 * (a uniform number): exactly value, -inf included, in one pass on any device.
+  fill_uniform(t, t.numel(), 0, 0, 0, value, 0.0f);
 }
 
 void convert(const Tensor& src, Tensor& dst) {
@@ -227,12 +127,7 @@ void convert(const Tensor& src, Tensor& dst) {
     convert(src, there);
     return copy(there, dst);
   }
-#if TESSERA_HAVE_CUDA
-  if (on_gpu(src)) return cuda::convert(src, dst);
-#endif
-  std::vector<float> f(static_cast<size_t>(src.numel()));
-  convert_to_f32(src.dtype(), src.raw(), f.data(), f.size());
-  convert_from_f32(dst.dtype(), f.data(), dst.raw(), f.size());
+  on(src).convert(src, dst);
 }
 
 AttentionState AttentionState::empty(int64_t m, int64_t n_heads, int64_t d, Device device) {

@@ -1,8 +1,8 @@
-// The math ops the forward pass is made of. Each op dispatches on the device of its tensors
-// (kernels/ops.cpp): host tensors to the CPU implementations in kernels/cpu/ (AVX2 via the
-// compiler, OpenMP threads, OpenBLAS for GEMM; float32 activations), GPU tensors to
-// kernels/cuda/cuda_ops.h (f32, or bf16 activations with float32 accumulation). The tensors of
-// one call are on one device.
+// The math ops the forward pass is made of. Each op goes to the backend of its tensors' device
+// (kernels/backend.h): host tensors to the CPU's (kernels/cpu/: AVX2 via the compiler, OpenMP
+// threads, OpenBLAS for GEMM; float32 activations), GPU tensors to the CUDA backend's
+// (kernels/cuda/: f32, or bf16 activations with float32 accumulation). The tensors of one call
+// are on one device.
 #pragma once
 
 #include <climits>
@@ -45,21 +45,10 @@ struct RopeScaling {
 };
 std::vector<float> rope_inv_freq(int rot_dim, float theta, const RopeScaling& scaling);
 
-// x(m, heads, head_dim) rotated in place; row r is at position positions[r]. inv_freq has
-// head_dim / 2 entries.
-void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
-                  const std::vector<float>& inv_freq);
-
-// The same with positions (m) int32 and inv_freq (head_dim / 2) f32 as tensors on x's device: a
-// step uploads its positions once for every layer, and a CUDA graph's kernels read them there.
+// x(m, heads, head_dim) rotated in place; row r is at position positions[r]. positions (m) int32
+// and inv_freq (head_dim / 2) f32 are tensors on x's device: a step uploads its positions once
+// for every layer, and a CUDA graph's kernels read them there.
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
-
-// Causal attention of one sequence over its cached keys.
-// q(m, n_heads, d), k and v (t, n_kv_heads, d): key j sits at position j. Query row r sits at
-// q_positions[r] (consecutive) and sees keys 0..q_positions[r]. Query head h reads kv head h / (n_heads /
-// n_kv_heads) (grouped-query attention). out(m, n_heads, d).
-void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                      const std::vector<int32_t>& q_positions, float scale, Tensor& out);
 
 // Attention in pieces (online softmax), for keys that arrive in blocks (ring attention) or live on
 // several ranks (sequence-parallel decode). For query row r and head h:
@@ -73,7 +62,8 @@ struct AttentionState {
   void reset();  // back to nothing seen
 };
 inline constexpr int64_t kAllKeysVisible = INT64_MAX / 4;
-// Adds keys k, v (t, n_kv_heads, d) to the state of q (m, n_heads, d). Query row r sees key j when
+// Adds keys k, v (t, n_kv_heads, d) to the state of q (m, n_heads, d); query head h reads KV head
+// h / (n_heads / n_kv_heads) (grouped-query attention). Query row r sees key j when
 // j <= r + visible_offset: 0 for a block of keys aligned with the queries (causal), or
 // kAllKeysVisible for keys that all come before the queries.
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
@@ -88,15 +78,9 @@ struct PagedSequence {
   int64_t keys = 0;                  // keys it has (all in the table's blocks)
   int64_t visible_offset = 0;        // query row r (from `row`) sees key j when j <= r + offset
 };
-// Adds every sequence's keys to the state of its query rows; the same arithmetic, in the same
-// order, as attention_accumulate over the sequence's keys laid out contiguously. The pools are
-// f32, or f16 (a half-precision KV cache: each element widened to f32 as it is read).
-void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
-                                const std::vector<PagedSequence>& seqs, float scale,
-                                AttentionState& state);
 // paged_attention_accumulate's work for one step, prepared once and used by every layer (the
 // sequences and block tables are the same in each): on the CPU the sequences themselves (their
-// block tables must outlive it); on a GPU the kernel's plan, in GPU memory. Prepared with
+// block tables must outlive it); on a GPU also the kernel's plan, in GPU memory. Prepared with
 // keys_capacity > 0, the plan's shape (its split of the key lists, the block tables' room) is
 // fixed for up to that many keys per sequence, so refill() can rewrite it in place for another
 // step of as many sequences and rows: a CUDA graph replays kernels that read it there.
@@ -104,7 +88,7 @@ struct PagedAttentionWork {
   Device device;
   int64_t m = 0, n_heads = 0, keys_capacity = 0;
   std::vector<PagedSequence> sequences;  // what it was prepared for
-  std::shared_ptr<void> gpu;             // the plan on the GPU (kernels/cuda/cuda_ops.cpp)
+  std::shared_ptr<void> device_plan;     // the backend's (kernels/backend.h); null on the CPU
 };
 // For q (m, n_heads, d) of q_dtype over pools like k_pool.
 PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seqs, int64_t m,
@@ -114,6 +98,9 @@ PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seq
 // Rewrites a fixed-shape work (keys_capacity > 0) for seqs: as many sequences, each with as many
 // rows as before, and no more keys than the capacity.
 void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSequence>& seqs);
+// Adds every sequence's keys to the state of its query rows; the same arithmetic, in the same
+// order, as attention_accumulate over the sequence's keys laid out contiguously. The pools are
+// f32, or f16 (a half-precision KV cache: each element widened to f32 as it is read).
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const PagedAttentionWork& work, float scale,
                                 AttentionState& state);
@@ -124,10 +111,7 @@ void attention_finish(const AttentionState& state, Tensor& out);
 
 // Writes row i of k and v (rows, n_kv_heads, d), f32, into the pools (num_blocks, n_kv_heads,
 // block_size, d) at key slot slots[i] = block * block_size + slot, in the pools' type; a slot
-// of -1 is skipped.
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const std::vector<int64_t>& slots);
-// The same with slots (rows) int64 as a tensor on the pools' device.
+// of -1 is skipped. slots (rows) int64 on the pools' device.
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const Tensor& slots);
 // x (f32) = x rounded to `type` and widened again: what a cache of that type keeps.
@@ -144,6 +128,15 @@ void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, ui
                   float offset, float scale);
 // Every element of t (f32, f16 or bf16) = value, on any device.
 void fill(Tensor& t, float value);
+// Sampling's half on the logits' device. logits (rows, vocab) f32: for row r, ids[offsets[r] ..
+// offsets[r + 1]) (int32; distinct within a row) are penalised in place (l > 0 ? l / penalty :
+// l * penalty); ids and offsets (rows + 1) are on the logits' device.
+void repetition_penalty(Tensor& logits, const Tensor& ids, const Tensor& offsets, float penalty);
+// values (rows, k) f32 and ids (rows, k) int32 = each row's k best logits, best first, the lower
+// id first on ties, NaN ranked as -inf (the order Sampler ranks candidates in);
+// 1 <= k <= min(kMaxTopK, vocab).
+inline constexpr int kMaxTopK = 1024;
+void top_k(const Tensor& logits, int k, Tensor& values, Tensor& ids);
 // dst = src converted to dst's dtype (f32, f16, bf16; the same element count); src and dst may
 // be on different devices (the conversion happens where src is, then a copy).
 void convert(const Tensor& src, Tensor& dst);

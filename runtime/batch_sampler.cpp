@@ -7,11 +7,6 @@
 
 #include "kernels/ops.h"
 
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/cuda_ops.h"
-#include "kernels/cuda/sampling_launchers.h"
-#endif
-
 namespace tessera {
 namespace {
 
@@ -93,7 +88,6 @@ std::vector<int32_t> sample_from_candidates(const LlamaModel& model,
   return out;
 }
 
-#if TESSERA_HAVE_CUDA
 // The candidates each row needs from this shard, computed where the logits are (a GPU): the
 // repetition penalty and the top-k selection on the device, then only (rows, k) candidates come
 // to the host instead of the rows of logits. A greedy row needs 1 candidate.
@@ -127,12 +121,12 @@ std::vector<std::vector<Candidate>> device_candidates(const LlamaModel& model, c
     const Device d = l.device();
     const Tensor gids = Tensor::from_i32(ids, {int64_t(ids.size())}).to(d);
     const Tensor goffsets = Tensor::from_i32(offsets, {n + 1}).to(d);
-    cuda::repetition_penalty(l, gids, goffsets, penalty);
+    ops::repetition_penalty(l, gids, goffsets, penalty);
   }
   const int k = int(std::min(k_max, part));
   Tensor values = Tensor::empty({n, k}, DType::kF32, l.device());
   Tensor ids = Tensor::empty({n, k}, DType::kI32, l.device());
-  cuda::top_k(l, k, values, ids);
+  ops::top_k(l, k, values, ids);
   const Tensor hv = values.to(Device::cpu()), hi = ids.to(Device::cpu());
   std::vector<std::vector<Candidate>> out(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
@@ -144,7 +138,6 @@ std::vector<std::vector<Candidate>> device_candidates(const LlamaModel& model, c
   }
   return out;
 }
-#endif
 
 }  // namespace
 
@@ -160,15 +153,13 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
   std::vector<int32_t> out(size_t(n), -1);
   if (n == 0) return out;
   if (!local_logits.device().is_cpu()) {
-#if TESSERA_HAVE_CUDA
     // On the GPU when every row needs only its top k (k <= 1024) or its best; otherwise (top-p
     // or min-p alone need every logit) the rows come to the host.
     bool on_device = true;
     for (const RowSampling& r : rows)
-      on_device &= r.params.greedy() || (r.params.top_k > 0 && r.params.top_k <= cuda::kMaxTopK);
+      on_device &= r.params.greedy() || (r.params.top_k > 0 && r.params.top_k <= ops::kMaxTopK);
     if (on_device)
       return sample_from_candidates(model, rows, device_candidates(model, local_logits, rows));
-#endif
     Tensor host = Tensor::empty(local_logits.shape(), DType::kF32);
     ops::convert(local_logits, host);
     return sample_rows(model, host, rows);

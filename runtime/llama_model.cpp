@@ -7,14 +7,11 @@
 #include <string>
 
 #include "io/llama_tensors.h"
-#include "kernels/ops.h"
-#if TESSERA_HAVE_CUDA
 #include <chrono>
 
-#include "kernels/cuda/cuda_memory.h"
-#include "kernels/cuda/stream_graph.h"
-#endif
-#include "runtime/sp_split.h"
+#include "kernels/backend.h"
+#include "kernels/ops.h"
+#include "parallel/sp_split.h"
 #include "runtime/weight_source.h"
 
 namespace tessera {
@@ -467,9 +464,7 @@ struct LlamaModel::DecodeGraph {
   const void* pool_keys = nullptr;  // the pool whose blocks the captured kernels read and write
   int64_t pool_blocks = 0;          // (a pool that grew has moved)
   StepRows step;                    // positions, slots and the attention plan, rewritten every step
-#if TESSERA_HAVE_CUDA
-  std::unique_ptr<cuda::StreamGraph> graph;
-#endif
+  std::unique_ptr<DeviceGraph> graph;
   std::vector<std::shared_ptr<Storage>> kept;  // the memory the captured kernels use
 };
 
@@ -482,23 +477,17 @@ void LlamaModel::use_decode_graphs(int64_t max_batch, int64_t max_keys) {
 }
 
 double LlamaModel::time_graph_replays(int64_t bucket, int times) const {
-#if TESSERA_HAVE_CUDA
   const auto it = graphs_.find(bucket);
   TESSERA_CHECK(it != graphs_.end() && it->second->graph,
                 "no decode graph for " << bucket << " rows");
-  cuda::synchronize(device_.index);
+  synchronize(device_);
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < times; ++i) it->second->graph->replay();
-  cuda::synchronize(device_.index);
+  synchronize(device_);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / times;
-#else
-  (void)bucket, (void)times;
-  TESSERA_FAIL("decode graphs need the CUDA backend");
-#endif
 }
 
 bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {
-#if TESSERA_HAVE_CUDA
   if (graph_max_batch_ == 0 || device_.is_cpu() || shard_.sp_size > 1) return false;
   if (!tp_->graph_capturable() || int64_t(segs.size()) > graph_max_batch_) return false;
   for (const Segment& s : segs)
@@ -506,16 +495,11 @@ bool LlamaModel::decode_graph_fits(const std::vector<Segment>& segs) const {
   int64_t bucket = 1;
   while (bucket < int64_t(segs.size())) bucket *= 2;
   return failed_buckets_.count(bucket) == 0;
-#else
-  (void)segs;
-  return false;
-#endif
 }
 
 Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
                                         const std::vector<Segment>& segs, const Tensor& hidden,
                                         bool outputs_on_device) const {
-#if TESSERA_HAVE_CUDA
   const ModelConfig& c = config_;
   const int64_t n = int64_t(segs.size());
   int64_t bucket = 1;
@@ -555,24 +539,24 @@ Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
   else
     ops::convert(hidden, x_rows);
   if (!g.graph) {
-    auto graph = std::make_unique<cuda::StreamGraph>(device_.index);
     KeepAllocations keep;
-    graph->begin_capture();
     try {
-      run_layers(g.x, g.step);
-      if (stage_.last()) g.out = head(g.x);
-      graph->end_capture();
+      g.graph = capture_graph(device_, [&] {
+        run_layers(g.x, g.step);
+        if (stage_.last()) g.out = head(g.x);
+      });
     } catch (const std::exception&) {
+      g.graph.reset();
+    }
+    if (!g.graph) {
       // A graph is an optimisation: when one cannot be captured (no memory left for its
       // buffers), this bucket's steps run kernel by kernel. (Nothing captured ran, so every rank
       // still issues the same collectives in the same order.)
-      graph->abandon_capture();
       slot.reset();
       failed_buckets_.insert(bucket);
       return Tensor();
     }
     g.kept = keep.take();
-    g.graph = std::move(graph);
   }
   tp_->check_healthy();  // a TP collective that failed before is not replayed
   g.graph->replay();
@@ -593,10 +577,6 @@ Tensor LlamaModel::forward_decode_graph(const std::vector<int32_t>& tokens,
       ++at;
     }
   return logits;
-#else
-  (void)tokens, (void)segs, (void)hidden, (void)outputs_on_device;
-  TESSERA_FAIL("decode graphs need the CUDA backend");
-#endif
 }
 
 Tensor LlamaModel::forward(const std::vector<int32_t>& tokens, SequenceKvCache& cache,

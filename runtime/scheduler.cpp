@@ -4,7 +4,7 @@
 #include <unordered_map>
 
 #include "kernels/error.h"
-#include "runtime/sp_split.h"
+#include "parallel/sp_split.h"
 
 namespace tessera {
 namespace {

@@ -1,4 +1,4 @@
-// CPU implementations of kernels/ops.h (ops::cpu, called by the dispatch in kernels/ops.cpp).
+// CPU implementations of kernels/ops.h (ops::cpu: the CPU backend, kernels/cpu/cpu_backend.cpp).
 #include <cblas.h>
 #include <omp.h>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -169,14 +169,17 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
   }
 }
 
-void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
-                  const std::vector<float>& inv_freq) {
+void rope_inplace(Tensor& x, const Tensor& position_ids, const Tensor& frequencies) {
   check_cpu_f32(x, "rope input");
+  check_cpu_f32(frequencies, "rope frequencies");
   TESSERA_ASSERT(x.ndim() == 3, "rope expects (tokens, heads, head_dim), got "
                                     << shape_str(x.shape()));
   const int64_t m = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
-  TESSERA_ASSERT(int64_t(positions.size()) == m && int64_t(inv_freq.size()) == half,
+  TESSERA_ASSERT(position_ids.numel() == m && frequencies.numel() == half &&
+                     position_ids.dtype() == DType::kI32,
                  "rope: positions/frequencies do not match " << shape_str(x.shape()));
+  const int32_t* positions = position_ids.data<int32_t>();
+  const float* inv_freq = frequencies.data<float>();
   float* p = x.data<float>();
 #pragma omp parallel for if (m > 4)
   for (int64_t r = 0; r < m; ++r) {
@@ -534,19 +537,22 @@ void attention_finish(const AttentionState& st, Tensor& out) {
 }
 
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const std::vector<int64_t>& slots) {
+              const Tensor& slot_ids) {
   check_cpu_f32(k, "keys to store");
   check_cpu_f32(v, "values to store");
+  TESSERA_ASSERT(slot_ids.dtype() == DType::kI64 && slot_ids.numel() == k.dim(0),
+                 "store_kv: " << slot_ids.numel() << " slots for " << k.dim(0) << " rows");
+  const int64_t* slots = slot_ids.data<int64_t>();
   const int64_t heads = k_pool.dim(1), bs = k_pool.dim(2), hd = k_pool.dim(3);
   const size_t elem = dtype_size(k_pool.dtype());
   char* kd = static_cast<char*>(k_pool.raw());
   char* vd = static_cast<char*>(v_pool.raw());
-  for (size_t r = 0; r < slots.size(); ++r) {
+  for (int64_t r = 0; r < slot_ids.numel(); ++r) {
     if (slots[r] < 0) continue;
     const int64_t first = slots[r] / bs * heads * bs, slot = slots[r] % bs;
     for (int64_t h = 0; h < heads; ++h) {
       const size_t at = size_t((first + h * bs + slot) * hd) * elem;
-      const int64_t from = int64_t(r) * heads * hd + h * hd;
+      const int64_t from = r * heads * hd + h * hd;
       convert_from_f32(k_pool.dtype(), k.data<float>() + from, kd + at, size_t(hd));
       convert_from_f32(v_pool.dtype(), v.data<float>() + from, vd + at, size_t(hd));
     }
@@ -559,6 +565,68 @@ void round_through(Tensor& x, DType type) {
   std::vector<uint16_t> kept(size_t(x.numel()));
   convert_from_f32(type, x.data<float>(), kept.data(), kept.size());
   convert_to_f32(type, kept.data(), x.data<float>(), kept.size());
+}
+
+void convert(const Tensor& src, Tensor& dst) {
+  std::vector<float> f(static_cast<size_t>(src.numel()));
+  convert_to_f32(src.dtype(), src.raw(), f.data(), f.size());
+  convert_from_f32(dst.dtype(), f.data(), dst.raw(), f.size());
+}
+
+void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
+                  float offset, float scale) {
+  const int64_t cols = out.ndim() == 1 ? out.dim(0) : out.dim(-1);
+  const int64_t rows = out.numel() / std::max<int64_t>(1, cols);
+  std::vector<float> v(static_cast<size_t>(out.numel()));
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const volatile float x =
+          2.0f * uniform_bits(seed, uint64_t((row0 + r) * full_cols + col0 + c)) - 1.0f;
+      const volatile float product = scale * x;  // (two roundings, as on the GPU: no FMA)
+      v[size_t(r * cols + c)] = offset + product;
+    }
+  convert_from_f32(out.dtype(), v.data(), out.raw(), v.size());
+}
+
+void repetition_penalty(Tensor& logits, const Tensor& ids, const Tensor& offsets, float penalty) {
+  check_cpu_f32(logits, "logits");
+  const int64_t rows = logits.dim(0), vocab = logits.dim(1);
+  TESSERA_ASSERT(logits.ndim() == 2 && ids.dtype() == DType::kI32 &&
+                     offsets.dtype() == DType::kI32 && offsets.numel() == rows + 1,
+                 "repetition_penalty: logits " << shape_str(logits.shape()) << ", offsets "
+                                               << shape_str(offsets.shape()));
+  const int32_t* id = ids.data<int32_t>();
+  const int32_t* at = offsets.data<int32_t>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int32_t i = at[r]; i < at[r + 1]; ++i) {
+      TESSERA_ASSERT(id[i] >= 0 && id[i] < vocab, "penalised id " << id[i] << " of " << vocab);
+      float& l = logits.data<float>()[r * vocab + id[i]];
+      l = l > 0 ? l / penalty : l * penalty;
+    }
+}
+
+void top_k(const Tensor& logits, int k, Tensor& values, Tensor& ids) {
+  check_cpu_f32(logits, "logits");
+  check_cpu_f32(values, "top-k values");
+  const int64_t rows = logits.dim(0), vocab = logits.dim(1);
+  TESSERA_ASSERT(logits.ndim() == 2 && k >= 1 && k <= kMaxTopK && k <= vocab &&
+                     values.numel() == rows * k && ids.numel() == rows * k &&
+                     ids.dtype() == DType::kI32,
+                 "top_k " << k << " of logits " << shape_str(logits.shape()));
+  std::vector<std::pair<float, int32_t>> c(static_cast<size_t>(vocab));
+  const auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits.data<float>() + r * vocab;
+    for (int64_t v = 0; v < vocab; ++v) c[size_t(v)] = {std::isnan(l[v]) ? -INFINITY : l[v], int32_t(v)};
+    std::partial_sort(c.begin(), c.begin() + k, c.end(), better);
+    for (int j = 0; j < k; ++j) {
+      values.data<float>()[r * k + j] = c[size_t(j)].first;
+      ids.data<int32_t>()[r * k + j] = c[size_t(j)].second;
+    }
+  }
 }
 
 }  // namespace tessera::ops::cpu

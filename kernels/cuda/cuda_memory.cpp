@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 
+#include "kernels/backend.h"
 #include "kernels/cuda/simt_capture.h"
 #include "kernels/device.h"
 #include "kernels/error.h"
@@ -135,10 +136,17 @@ class CudaAllocator final : public DeviceAllocator {
   std::map<int, Region> regions_;  // freed with the process (the driver reclaims it)
 };
 
+}  // namespace
+
+Backend& cuda_backend();  // cuda_backend.cpp
+
+namespace {
+
 CudaAllocator& cuda_allocator() {
   static CudaAllocator* a = [] {
     auto* p = new CudaAllocator;  // lives as long as any tensor might
     register_allocator(DeviceType::kCUDA, p);
+    register_backend(DeviceType::kCUDA, &cuda_backend());
     return p;
   }();
   return *a;

@@ -8,6 +8,8 @@
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/sampling_launchers.h"
 
+static_assert(tessera::cuda::kMaxTopK == tessera::ops::kMaxTopK, "one top-k limit");
+
 namespace tessera::cuda {
 namespace {
 
@@ -120,12 +122,6 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
   TESSERA_ASSERT(gate.numel() == up.numel() && out.numel() == up.numel(), "swiglu shapes");
   check_launch(kernels_for(gate).swiglu(t, gate.raw(), up.raw(), gate.numel(), out.raw(), stream_of(gate)),
                "swiglu");
-}
-
-void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
-                  const std::vector<float>& inv_freq) {
-  rope_inplace(x, upload_i32(positions, x.device()),
-               Tensor::from_f32(inv_freq, {int64_t(inv_freq.size())}).to(x.device()));
 }
 
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
@@ -262,16 +258,6 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
   check_launch(kernels_for(q).paged_attention(a), "paged attention");
 }
 
-void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
-                                const std::vector<ops::PagedSequence>& seqs, float scale,
-                                ops::AttentionState& state) {
-  paged_attention_accumulate(q, k_pool, v_pool,
-                             cuda::prepare_paged_attention(seqs, q.dim(0), q.dim(1), k_pool, 0,
-                                                           q.dtype()),
-                             scale,
-                             state);
-}
-
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, ops::AttentionState& state) {
   // Contiguous keys (t, n_kv_heads, d) are a pool of t blocks of one key each, in order.
@@ -282,7 +268,9 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
   std::vector<int32_t> order(static_cast<size_t>(t));
   for (int64_t j = 0; j < t; ++j) order[size_t(j)] = int32_t(j);
   const std::vector<ops::PagedSequence> one = {{0, q.dim(0), order.data(), t, visible_offset}};
-  cuda::paged_attention_accumulate(q, k_pool, v_pool, one, scale, state);
+  cuda::paged_attention_accumulate(
+      q, k_pool, v_pool, cuda::prepare_paged_attention(one, q.dim(0), q.dim(1), k_pool, 0, q.dtype()),
+      scale, state);
 }
 
 void attention_merge(ops::AttentionState& state, const ops::AttentionState& other) {
@@ -309,11 +297,6 @@ void attention_finish(const ops::AttentionState& state, Tensor& out) {
       kernels_for(out).attention_finish(elem_of(out, "attention output"), state.acc.data<float>(),
                                         state.sum.data<float>(), n, d, out.raw(), stream_of(out)),
       "attention finish");
-}
-
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const std::vector<int64_t>& slots) {
-  store_kv(k_pool, v_pool, k, v, Tensor::from_i64(slots, {int64_t(slots.size())}).to(k.device()));
 }
 
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,

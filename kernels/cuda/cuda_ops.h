@@ -1,6 +1,6 @@
 // The ops of kernels/ops.h on GPU tensors (f32, or f16/bf16 activations where noted, float32
-// arithmetic), with the same signatures and meaning; kernels/ops.cpp calls these for tensors on
-// Device::cuda(i). Each is tested against the CPU op on random data (tests/unit/test_cuda_*.cpp).
+// arithmetic), with the same signatures and meaning: the CUDA backend (cuda_backend.cpp) calls
+// these for tensors on Device::cuda(i). Each is tested against the CPU op on random data (tests/unit/test_cuda_*.cpp).
 // Kernels and copies are queued on the GPU's compute stream (cuda::compute_stream, one per GPU a
 // rank uses), in order; copies to the host wait for it. synchronize() waits and reports what a
 // kernel raised.
@@ -21,16 +21,11 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& y);
 void add_inplace(Tensor& a, const Tensor& b);
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
-void rope_inplace(Tensor& x, const std::vector<int32_t>& positions,
-                  const std::vector<float>& inv_freq);
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
 // out (ids, dim) = table rows; throws naming the problem when an id is outside the table.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, ops::AttentionState& state);
-void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
-                                const std::vector<ops::PagedSequence>& seqs, float scale,
-                                ops::AttentionState& state);
 // ops::PagedAttentionWork's GPU plan: made, rewritten in place, and run.
 // Prefill chunks of bf16 queries (head_dim a multiple of 16) take tensor cores, unless the plan's
 // shape is fixed (keys_capacity > 0: a decode graph's).
@@ -44,8 +39,6 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
                                 ops::AttentionState& state);
 void attention_merge(ops::AttentionState& state, const ops::AttentionState& other);
 void attention_finish(const ops::AttentionState& state, Tensor& out);
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const std::vector<int64_t>& slots);
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
               const Tensor& slots);
 void round_through(Tensor& x, DType type);

@@ -113,8 +113,11 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
   const auto widened = [](const Tensor& t) {
     return t.dtype() == DType::kBF16 ? Tensor::from_f32(t.to_f32_vector(), t.shape()) : t;
   };
-  ops::paged_attention_accumulate(Tensor::from_f32(q.to_f32_vector(), q.shape()), widened(k_pool),
-                                  widened(v_pool), cpu_seqs, scale, want);
+  const Tensor cpu_k_pool = widened(k_pool);
+  ops::paged_attention_accumulate(Tensor::from_f32(q.to_f32_vector(), q.shape()), cpu_k_pool,
+                                  widened(v_pool),
+                                  ops::prepare_paged_attention(cpu_seqs, m, hq, cpu_k_pool), scale,
+                                  want);
 
   // bf16 queries with head_dim a multiple of 16 take the tensor-core kernel's 64-vector tiles.
   const cuda::Elem q_elem = c.q_type == DType::kF32 ? cuda::Elem::kF32 : cuda::Elem::kBF16;

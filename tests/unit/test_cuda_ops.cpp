@@ -117,7 +117,8 @@ TEST_P(CudaOps, RopeMatchesTheCpu) {
   const std::vector<int32_t> positions = {0, 1, 17, 255, 4095, 131071};
   const std::vector<float> inv = ops::rope_inv_freq(int(d), 500000.0f, {});
   Tensor want = f32(x);
-  ops::rope_inplace(want, positions, inv);
+  ops::rope_inplace(want, Tensor::from_i32(positions, {m}),
+                    Tensor::from_f32(inv, {int64_t(inv.size())}));
   Tensor got = on_backend(x);
   const Tensor gpos = on_backend(Tensor::from_i32(positions, {m}));
   const Tensor ginv = on_backend(Tensor::from_f32(inv, {int64_t(inv.size())}));

@@ -2,7 +2,8 @@
 // tensors, on random data (never zeros), every element: linear (f32 and bf16, with and without
 // bias; on a real GPU cuBLAS is also checked against the simple kernel), the norms, the residual
 // add, embedding, SwiGLU, RoPE, contiguous attention with causal and all-visible keys, merging and
-// finishing states, the KV write into f32/f16 pools, rounding through f16/bf16, copies. On a real
+// finishing states, the KV write into f32/f16 pools, rounding through f16/bf16, copies, and
+// sampling's repetition penalty and top-k. On a real
 // GPU where there is one (skipped, saying why, where not) and on an emulated GPU (host memory, the
 // kernel sources on the CUDA emulator) everywhere.
 #include <gtest/gtest.h>
@@ -131,8 +132,10 @@ TEST_P(GpuOps, NormsAddSwigluRopeAndEmbeddingMatchTheCpu) {
   const std::vector<int32_t> positions = {0, 5, 6, 7, 40000};
   const std::vector<float> inv = ops::rope_inv_freq(64, 10000.0f, {});
   Tensor rq = q.clone(), grq = on_gpu(q);
-  ops::rope_inplace(rq, positions, inv);
-  ops::rope_inplace(grq, positions, inv);
+  const Tensor pos = Tensor::from_i32(positions, {m});
+  const Tensor freq = Tensor::from_f32(inv, {int64_t(inv.size())});
+  ops::rope_inplace(rq, pos, freq);
+  ops::rope_inplace(grq, on_gpu(pos), on_gpu(freq));
   expect_near_all(grq, rq, 1e-5, "rope");
 
   const Tensor table = random_tensor({100, 48}, 12);
@@ -177,12 +180,12 @@ TEST_P(GpuOps, ContiguousAttentionMergeAndFinishMatchTheCpu) {
 TEST_P(GpuOps, KvWritesRoundingAndCopiesMatchTheCpu) {
   const int64_t blocks = 6, hkv = 3, bs = 4, d = 32, rows = 5;
   const Tensor k = random_tensor({rows, hkv, d}, 18), v = random_tensor({rows, hkv, d}, 19);
-  const std::vector<int64_t> slots = {0, 23, -1, 9, 10};
+  const Tensor slots = Tensor::from_i64({0, 23, -1, 9, 10}, {rows});
   for (const DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
     Tensor kp = Tensor::zeros({blocks, hkv, bs, d}, t), vp = Tensor::zeros({blocks, hkv, bs, d}, t);
     Tensor gkp = on_gpu(kp), gvp = on_gpu(vp);
     ops::store_kv(kp, vp, k, v, slots);
-    ops::store_kv(gkp, gvp, on_gpu(k), on_gpu(v), slots);
+    ops::store_kv(gkp, gvp, on_gpu(k), on_gpu(v), on_gpu(slots));
     expect_near_all(gkp, kp, 0.0, "stored keys");
     expect_near_all(gvp, vp, 0.0, "stored values");
     Tensor r = k.clone(), gr = on_gpu(k);
@@ -198,6 +201,35 @@ TEST_P(GpuOps, KvWritesRoundingAndCopiesMatchTheCpu) {
   Tensor first_rows = back.rows(0, 2);
   ops::copy(g2.rows(1, 3), first_rows);  // GPU rows to host rows (views)
   expect_near_all(back.rows(0, 2), k.rows(1, 3), 0.0, "copies");
+}
+
+// Sampling's device half: the repetition penalty and each row's top k, on logits with ties and
+// NaNs, equal the CPU backend's op exactly.
+TEST_P(GpuOps, RepetitionPenaltyAndTopKMatchTheCpu) {
+  const int64_t rows = 3, vocab = 300;
+  std::vector<float> l = random_values(size_t(rows * vocab), 21, 4.0f);
+  l[5] = l[17] = l[230];       // ties within row 0, broken by the lower id
+  l[vocab + 9] = NAN;          // ranks as -inf
+  Tensor logits = Tensor::from_f32(l, {rows, vocab}), glogits = on_gpu(logits);
+  const Tensor ids = Tensor::from_i32({5, 17, 299, 0, 42, 7}, {6});
+  const Tensor offsets = Tensor::from_i32({0, 3, 3, 6}, {rows + 1});  // row 1 has none
+  ops::repetition_penalty(logits, ids, offsets, 1.3f);
+  ops::repetition_penalty(glogits, on_gpu(ids), on_gpu(offsets), 1.3f);
+  const std::vector<float> penalised = glogits.to(Device::cpu()).to_f32_vector();
+  for (int64_t i = 0; i < rows * vocab; ++i)  // (NaN stays NaN)
+    if (!std::isnan(logits.data<float>()[i]) || !std::isnan(penalised[size_t(i)]))
+      ASSERT_EQ(penalised[size_t(i)], logits.data<float>()[i]) << "penalised logit " << i;
+  for (const int k : {1, 7, 300}) {
+    Tensor values = Tensor::empty({rows, k}, DType::kF32), got = on_gpu(values);
+    Tensor top = Tensor::empty({rows, k}, DType::kI32), gtop = on_gpu(top);
+    ops::top_k(logits, k, values, top);
+    ops::top_k(glogits, k, got, gtop);
+    const Tensor host_top = gtop.to(Device::cpu());
+    EXPECT_EQ(std::vector<int32_t>(host_top.data<int32_t>(), host_top.data<int32_t>() + rows * k),
+              std::vector<int32_t>(top.data<int32_t>(), top.data<int32_t>() + rows * k))
+        << "top " << k;
+    EXPECT_EQ(got.to(Device::cpu()).to_f32_vector(), values.to_f32_vector()) << "top " << k;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, GpuOps, ::testing::Values(false, true),

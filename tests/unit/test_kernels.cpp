@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/cpu/ops_cpu.h"
 #include "kernels/ops.h"
 
 namespace tessera {
@@ -162,13 +163,47 @@ TEST(Ops, EmbeddingGathersRowsAndRejectsBadIds) {
   EXPECT_THROW(ops::embedding(table, {5, 0}, out), Error);
 }
 
+// The CPU backend's sampling ops against a plain sort of each row and the penalty's formula.
+TEST(Ops, TopKAndRepetitionPenaltyRankAsTheSamplerDoes) {
+  const int64_t rows = 2, vocab = 50;
+  std::vector<float> l = random_vec(size_t(rows * vocab), 40);
+  l[3] = l[8] = l[11] = 5.0f;  // a tie: the lower id first
+  l[vocab + 1] = NAN;  // last
+  Tensor logits = Tensor::from_f32(l, {rows, vocab});
+  ops::repetition_penalty(logits, Tensor::from_i32({3, 20, 1}, {3}),
+                          Tensor::from_i32({0, 2, 3}, {3}), 2.0f);
+  l[3] /= 2.0f;  // id 3 of row 0 penalised: 8 and 11 still tie
+  l[20] = l[20] > 0 ? l[20] / 2.0f : l[20] * 2.0f;
+  const float nan_penalised = logits.data<float>()[vocab + 1];
+  EXPECT_TRUE(std::isnan(nan_penalised));
+  for (int64_t i = 0; i < rows * vocab; ++i)
+    if (i != vocab + 1) EXPECT_EQ(logits.data<float>()[i], l[size_t(i)]) << i;
+  const int k = 50;
+  Tensor values = Tensor::empty({rows, k}, DType::kF32), ids = Tensor::empty({rows, k}, DType::kI32);
+  ops::top_k(logits, k, values, ids);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<std::pair<float, int32_t>> want;
+    for (int32_t v = 0; v < vocab; ++v) {
+      const float x = logits.data<float>()[r * vocab + v];
+      want.push_back({std::isnan(x) ? -INFINITY : x, v});
+    }
+    std::stable_sort(want.begin(), want.end(), [](auto a, auto b) { return a.first > b.first; });
+    for (int j = 0; j < k; ++j) {
+      EXPECT_EQ(ids.data<int32_t>()[r * k + j], want[size_t(j)].second) << r << " " << j;
+      EXPECT_EQ(values.data<float>()[r * k + j], want[size_t(j)].first) << r << " " << j;
+    }
+  }
+  EXPECT_EQ(ids.data<int32_t>()[0], 8);  // 5.0 beats the penalised 2.5; 8 before 11
+  EXPECT_EQ(ids.data<int32_t>()[1], 11);
+}
+
 TEST(Ops, RopeRotatesHalvesByPositionAngle) {
   const int64_t m = 3, heads = 2, d = 8;
   auto x = random_vec(size_t(m * heads * d), 9);
   Tensor t = Tensor::from_f32(x, {m, heads, d});
   const auto inv = ops::rope_inv_freq(int(d), 10000.0f, {});
   const std::vector<int32_t> pos = {0, 5, 17};
-  ops::rope_inplace(t, pos, inv);
+  ops::rope_inplace(t, Tensor::from_i32(pos, {m}), Tensor::from_f32(inv, {d / 2}));
   std::vector<double> want(x.size());
   for (int64_t r = 0; r < m; ++r)
     for (int64_t h = 0; h < heads; ++h)
@@ -211,7 +246,7 @@ TEST(Ops, CausalAttentionMatchesLoopsWithGqa) {
   Tensor out = Tensor::empty({m, hq, d}, DType::kF32);
   const std::vector<int32_t> pos = {5, 6, 7, 8};  // the last 4 of 9 positions
   const float scale = 0.37f;
-  ops::causal_attention(tq, tk, tv, pos, scale, out);
+  ops::cpu::causal_attention(tq, tk, tv, pos, scale, out);
   std::vector<double> want(q.size());
   for (int64_t r = 0; r < m; ++r)
     for (int64_t h = 0; h < hq; ++h) {
@@ -245,7 +280,7 @@ TEST(Ops, AttentionInBlocksEqualsWholeCausalAttention) {
          tv = Tensor::from_f32(v, {t, hkv, d});
   const std::vector<int32_t> pos = {7, 8, 9, 10, 11};
   Tensor want = Tensor::empty({m, hq, d}, DType::kF32);
-  ops::causal_attention(tq, tk, tv, pos, 0.4f, want);
+  ops::cpu::causal_attention(tq, tk, tv, pos, 0.4f, want);
 
   ops::AttentionState a = ops::AttentionState::empty(m, hq, d);
   ops::AttentionState b = ops::AttentionState::empty(m, hq, d);
@@ -306,7 +341,8 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
       std::copy(vh.begin(), vh.end(), v_pool.data<uint16_t>());
     }
     ops::AttentionState paged = ops::AttentionState::empty(m, hq, d);
-    ops::paged_attention_accumulate(q, k_pool, v_pool, seqs, 0.3f, paged);
+    ops::paged_attention_accumulate(q, k_pool, v_pool,
+                                    ops::prepare_paged_attention(seqs, m, hq, k_pool), 0.3f, paged);
     Tensor got = Tensor::empty({m, hq, d}, DType::kF32);
     ops::attention_finish(paged, got);
     const std::vector<float> g = got.to_f32_vector();

@@ -12,7 +12,7 @@
 #include "kernels/error.h"
 #include "runtime/block_allocator.h"
 #include "runtime/scheduler.h"
-#include "runtime/sp_split.h"
+#include "parallel/sp_split.h"
 
 namespace tessera {
 namespace {
