@@ -1,5 +1,7 @@
 #include "io/model_config.h"
 
+#include <algorithm>
+
 namespace tessera {
 
 const char* rope_scaling_name(ops::RopeScaling::Type type) {
@@ -13,6 +15,12 @@ const char* rope_scaling_name(ops::RopeScaling::Type type) {
 
 bool is_supported_architecture(const std::string& arch) {
   return arch == "llama" || arch == "mistral" || arch == "qwen2";
+}
+
+int64_t ModelConfig::context_window(int64_t max_context) const {
+  TESSERA_CHECK(max_context >= 0, "the context cap must be >= 0, got " << max_context);
+  return max_context == 0 ? max_position_embeddings
+                          : std::min(max_context, max_position_embeddings);
 }
 
 void ModelConfig::validate() const {

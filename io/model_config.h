@@ -9,7 +9,7 @@
 namespace tessera {
 
 struct ModelConfig {
-  std::string architecture;   // "llama" (Llama 2/3, SmolLM), "mistral" or "qwen2"
+  std::string architecture;  // "llama" (Llama 2/3, SmolLM), "mistral" or "qwen2"
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -28,6 +28,9 @@ struct ModelConfig {
   void validate() const;
   int64_t q_size() const { return num_heads * head_dim; }
   int64_t kv_size() const { return num_kv_heads * head_dim; }
+  // The context window (prompt and output tokens) with a cap of max_context (0: none; throws
+  // below 0): the model's, or the cap where it is smaller.
+  int64_t context_window(int64_t max_context = 0) const;
 };
 
 // Architectures tessera runs; anything else is refused by name at import.

@@ -56,7 +56,7 @@ struct ModeResult {
 ModeResult run_mode(ModelRun& run, const Workload& w, bool static_batches,
                     const std::string& trace, double stats_interval) {
   EngineOptions o = run.engine;
-  o.static_batches = static_batches;
+  o.scheduler.static_batches = static_batches;
   Engine engine(*run.bundle.model, *run.bundle.tokenizer, o);
   report_progress(engine, stats_interval);
   if (engine.leader())
@@ -80,8 +80,8 @@ nlohmann::json to_json(const ModeResult& m) {
           {"output_tokens", m.output_tokens},
           {"output_tokens_per_second", m.output_tokens / m.seconds},
           {"requests_per_second", double(s.finished) / m.seconds},
-          {"mean_ttft_seconds", s.finished ? s.ttft_sum / double(s.finished) : 0.0},
-          {"mean_tpot_seconds", s.tpot_count ? s.tpot_sum / double(s.tpot_count) : 0.0},
+          {"mean_ttft_seconds", s.mean_ttft()},
+          {"mean_tpot_seconds", s.mean_tpot()},
           {"steps", k.steps},
           {"peak_kv_blocks", k.peak_blocks_used},
           {"wasted_kv_share_at_peak",
@@ -97,7 +97,7 @@ nlohmann::json to_json(const ModeResult& m) {
 int run_bench(const Args& args) {
   po::options_description desc("Options");
   ModelRunOptions run_options;
-  run_options.engine.max_sequences = 8;
+  run_options.engine.scheduler.max_sequences = 8;
   run_options.add_to(desc);
   int64_t requests = 64, rounds = 1;
   uint64_t seed = 1;
@@ -123,9 +123,7 @@ int run_bench(const Args& args) {
                 "tessera bench measures one replica (--dp 1): the figures are per replica");
   ModelRun run = ModelRun::start(run_options, vm);
   const ModelConfig& c = run.bundle.model->config();
-  const int64_t window = run.engine.max_context > 0
-                             ? std::min(run.engine.max_context, c.max_position_embeddings)
-                             : c.max_position_embeddings;
+  const int64_t window = c.context_window(run.engine.max_context);
   const Workload w = make_workload(workload, requests, seed, c.vocab_size, window);
   if (run.rank0)
     std::fprintf(stderr,
@@ -133,7 +131,7 @@ int run_bench(const Args& args) {
                  "tokens; at most %lld running at once\n",
                  (long long)requests, workload.c_str(), (unsigned long long)seed,
                  (long long)w.prompt_tokens, (long long)w.output_tokens,
-                 (long long)run.engine.max_sequences);
+                 (long long)run.engine.scheduler.max_sequences);
   std::vector<bool> modes;  // static_batches of each mode
   if (mode != "static") modes.push_back(false);
   if (mode != "continuous") modes.push_back(true);
@@ -157,7 +155,7 @@ int run_bench(const Args& args) {
                         {"requests", requests},
                         {"workload", workload},
                         {"seed", seed},
-                        {"max_batch", run.engine.max_sequences},
+                        {"max_batch", run.engine.scheduler.max_sequences},
                         {"rounds", rounds},
                         {"ranks", run.groups.world->size()},
                         {"modes", nlohmann::json::array()}};

@@ -22,7 +22,9 @@
 #include "launch/gpu_setup.h"
 #include "launch/options.h"
 #include "runtime/llama_model.h"
+#include "runtime/model_runner.h"
 #include "runtime/sampler.h"
+#include "runtime/single_sequence.h"
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_memory.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -144,37 +146,45 @@ int run_bench_gpu(const Args& args) {
        (2 * c.num_layers + 1) * c.hidden_size * elem) /
       elem;
 
-  // Batch-1 decode after `context` tokens: kernel by kernel, then as graph replays.
-  SequenceKvCache cache = model.make_cache(context + 2 * decode_steps + 2);
-  model.forward(random_tokens(context, c.vocab_size, 11), cache, 1);
+  // Batch-1 decode after `context` tokens: kernel by kernel, then as graph replays (a runner
+  // each, on the same weights).
+  RunnerOptions kernel_by_kernel;
+  kernel_by_kernel.num_blocks = (context + decode_steps + 2 + 15) / 16;
+  RunnerOptions with_graphs = kernel_by_kernel;
+  with_graphs.graph_batch = 1;
+  with_graphs.graph_keys = with_graphs.num_blocks * with_graphs.block_size;
   Sampler argmax{SamplingParams{}};
-  int32_t next = 1;
-  const auto median_step = [&] {
+  const auto median_step = [&](ModelRunner& runner) {
+    SingleSequence seq(runner);
+    seq.feed(random_tokens(context, c.vocab_size, 11), 1);
+    int32_t next = 1;
     std::vector<double> steps;
     for (int64_t s = 0; s < decode_steps; ++s) {
       const double a = now();
-      const Tensor logits = model.forward({next}, cache, 1);  // (to the host: the step is done)
+      const Tensor logits = seq.feed({next}, 1);  // (to the host: the step is done)
       next = argmax.sample(logits.data<float>(), c.vocab_size, {});
       steps.push_back(now() - a);
     }
     std::sort(steps.begin(), steps.end());
     return steps[steps.size() / 2];
   };
-  const double step_s = median_step();
-  model.use_decode_graphs(1, cache.capacity());
-  const double graph_step_s = median_step();  // (the first step captures)
+  ModelRunner eager(model, kernel_by_kernel), graphs(model, with_graphs);
+  const double step_s = median_step(eager);
+  const double graph_step_s = median_step(graphs);  // (the first step captures)
   // The GPU's time for one step: its graph replayed back to back (last: it spoils the cache).
-  const double gpu_step_s = model.time_graph_replays(1, std::max(10, 4 * int(decode_steps)));
+  const double gpu_step_s = graphs.time_graph_replays(1, std::max(10, 4 * int(decode_steps)));
   // The weights are read once a step; the KV cache's reads are small beside them at this context.
   const double decode_bw = double(weight_bytes) / step_s;
   const double graph_decode_bw = double(weight_bytes) / graph_step_s;
 
   // Prefill of prefill_tokens tokens into an empty cache.
   const std::vector<int32_t> prompt = random_tokens(prefill_tokens, c.vocab_size, 13);
-  const double prefill_s = median_seconds(repeats, [&] {
-    SequenceKvCache fresh = model.make_cache(prefill_tokens + 1);
-    model.forward(prompt, fresh, 1);
-  });
+  RunnerOptions prefill_options;
+  prefill_options.num_blocks = (prefill_tokens + 15) / 16;
+  ModelRunner prefill_runner(model, prefill_options);
+  int64_t prefills = 0;  // a new sequence each time, in the same blocks
+  const double prefill_s =
+      median_seconds(repeats, [&] { SingleSequence(prefill_runner, prefills++).feed(prompt, 1); });
   const double prefill_rate = forward_flops(c, matmul_params, prefill_tokens, 0) / prefill_s;
 
   const std::string name = cuda::device_name(gpu.index);

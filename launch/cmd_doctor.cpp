@@ -4,7 +4,6 @@
 // exercised (all-reduce latency and bandwidth of every TP, PP, SP and DP group) and printed as a
 // table. A mismatch (a rank that cannot read the file, a missing GPU, a layout that cannot work,
 // a rank that never reports) fails with one line.
-#include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -82,17 +81,15 @@ std::vector<json> gather_reports(MpiCommunicator& world, const json& mine, doubl
   int left = size - 1;
   const auto deadline = Clock::now() + std::chrono::duration<double>(timeout);
   while (left > 0 && Clock::now() < deadline) {
-    int flag = 0;
-    MPI_Status st;
-    MPI_Iprobe(MPI_ANY_SOURCE, kTag, world.comm(), &flag, &st);  // (who has reported)
-    if (!flag) {
+    const std::optional<MpiCommunicator::Arrival> a = world.arrived(kTag);  // who has reported
+    if (!a) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       continue;
     }
     std::string buf;
-    world.recv_bytes(buf, st.MPI_SOURCE, kTag);
-    all[size_t(st.MPI_SOURCE)] = json::parse(buf);
-    got[size_t(st.MPI_SOURCE)] = true;
+    world.recv_bytes(buf, a->source, kTag);
+    all[size_t(a->source)] = json::parse(buf);
+    got[size_t(a->source)] = true;
     --left;
   }
   if (left > 0) {

@@ -2,8 +2,6 @@
 // engine; rank 0 (the replica's leader) also listens for HTTP and schedules. SIGTERM or SIGINT
 // stops taking requests, lets running ones finish within --shutdown-grace, cancels the rest and
 // shuts every rank down.
-#include <mpi.h>
-
 #include <algorithm>
 #include <atomic>
 #include <csignal>
@@ -17,6 +15,7 @@
 #include "launch/http_server.h"
 #include "launch/model_run.h"
 #include "launch/options.h"
+#include "parallel/mpi_communicator.h"
 #include "runtime/request_broker.h"
 #include "runtime/serving_metrics.h"
 
@@ -102,14 +101,13 @@ int run_serve(const Args& args) {
   if (model_name.empty()) model_name = default_model_name(run_options);
   install_stop_handlers();
 
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const int rank = MpiCommunicator::world()->rank();
   ServingMetrics metrics;
   std::unique_ptr<HttpServer> server;
   if (rank == 0) {  // listening first, so /health answers "loading" meanwhile
     if (http.threads == 0)
       http.threads = int(std::min<int64_t>(
-          4096, run_options.engine.max_sequences + broker_options.max_queued + 16));
+          4096, run_options.engine.scheduler.max_sequences + broker_options.max_queued + 16));
     server = std::make_unique<HttpServer>(http, metrics);
     const int port = server->bind();
     server->start();
@@ -122,7 +120,7 @@ int run_serve(const Args& args) {
   run.engine.record_spans = false;
   Engine engine(*run.bundle.model, *run.bundle.tokenizer, run.engine);
   report_progress(engine, run_options.stats_interval);
-  broker_options.kv_blocks = run.engine.num_blocks * run_options.layout.sp;
+  broker_options.kv_blocks = run.engine.scheduler.num_blocks * run_options.layout.sp;
   RequestBroker broker(broker_options, metrics);
   if (engine.leader()) {
     ServingContext context;

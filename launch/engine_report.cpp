@@ -27,8 +27,8 @@ void report_progress(Engine& engine, double interval_seconds) {
                  "generated and %.1f prompt tokens/s\n",
                  elapsed, (long long)m.running, (long long)m.waiting, (long long)m.blocks_used,
                  (long long)total, total ? 100.0 * double(m.blocks_used) / double(total) : 0.0,
-                 (long long)m.blocks_cached, 100.0 * m.prefix_hit_rate(),
-                 (long long)m.preemptions, double(s.sampled_tokens - last.sampled) / dt,
+                 (long long)m.blocks_cached, 100.0 * m.prefix_hit_rate(), (long long)m.preemptions,
+                 double(s.sampled_tokens - last.sampled) / dt,
                  double(m.prefill_tokens - last.prefilled) / dt);
     last = {elapsed, s.sampled_tokens, m.prefill_tokens};
   });
@@ -60,7 +60,8 @@ void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::s
     std::fprintf(stderr, "%s of %.2f s (computing steps, mean over each stage's ranks)\n",
                  line.c_str(), stats.run_seconds);
     if (stats.graphs_captured > 0)
-      std::fprintf(stderr, "CUDA graphs: %lld of rank 0's %lld steps were graph replays (%lld "
+      std::fprintf(stderr,
+                   "CUDA graphs: %lld of rank 0's %lld steps were graph replays (%lld "
                    "graphs captured, one per batch-size bucket)\n",
                    (long long)stats.graph_replays, (long long)stats.steps,
                    (long long)stats.graphs_captured);
@@ -70,17 +71,16 @@ void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::s
     std::fprintf(stderr,
                  "requests: %lld, mean time to first token %.3f s, mean time per output token "
                  "%.1f ms\n",
-                 (long long)stats.finished, stats.ttft_sum / double(stats.finished),
-                 stats.tpot_count ? 1e3 * stats.tpot_sum / double(stats.tpot_count) : 0.0);
+                 (long long)stats.finished, stats.mean_ttft(), 1e3 * stats.mean_tpot());
     const int64_t total = m.blocks_used + m.blocks_free + m.blocks_cached;
     const int64_t block = stats.block_size;
     std::fprintf(stderr,
                  "KV cache: peak %lld of %lld blocks in use, %.1f%% of their slots empty; prefix "
                  "cache hits %.1f%% of prompt tokens (%lld of %lld); %lld preemptions\n",
                  (long long)m.peak_blocks_used, (long long)total,
-                 m.peak_blocks_used ? 100.0 * double(m.wasted_slots_at_peak) /
-                                          double(m.peak_blocks_used * block)
-                                    : 0.0,
+                 m.peak_blocks_used
+                     ? 100.0 * double(m.wasted_slots_at_peak) / double(m.peak_blocks_used * block)
+                     : 0.0,
                  100.0 * m.prefix_hit_rate(), (long long)m.cached_tokens,
                  (long long)m.prompt_tokens, (long long)m.preemptions);
   }
@@ -105,7 +105,9 @@ void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::s
     for (const auto& s : rank_spans) t0 = std::min(t0, s[1].get<double>());
   nlohmann::json events = nlohmann::json::array();
   for (int r = 0; r < n; ++r) {
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", r},
+    events.push_back({{"name", "process_name"},
+                      {"ph", "M"},
+                      {"pid", r},
                       {"args", {{"name", "rank " + std::to_string(r)}}}});
     for (const auto& s : per_rank[size_t(r)])
       events.push_back({{"name", "step " + std::to_string(s[0].get<int64_t>())},

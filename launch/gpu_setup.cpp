@@ -1,7 +1,5 @@
 #include "launch/gpu_setup.h"
 
-#include <mpi.h>
-
 #include <cstdio>
 
 #include "kernels/error.h"
@@ -17,16 +15,9 @@ namespace {
 
 // This rank's index among the ranks of its node, and how many there are.
 std::pair<int, int> node_rank_and_size() {
-  int init = 0;
-  MPI_Initialized(&init);
-  if (!init) return {0, 1};
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  int rank = 0, size = 1;
-  MPI_Comm_rank(node, &rank);
-  MPI_Comm_size(node, &size);
-  MPI_Comm_free(&node);
-  return {rank, size};
+  if (!MpiCommunicator::initialized()) return {0, 1};
+  const std::unique_ptr<MpiCommunicator> node = MpiCommunicator::world()->node_local();
+  return {node->rank(), node->size()};
 }
 
 }  // namespace
@@ -53,9 +44,9 @@ void DeviceOptions::add_to(po::options_description& desc) {
 }
 
 Device start_device(const DeviceOptions& o) {
-  TESSERA_CHECK(o.device == "auto" || o.device == "cpu" || o.device == "cuda" ||
-                    o.device == "emulator",
-                "--device must be auto, cpu, cuda or emulator, got '" << o.device << "'");
+  TESSERA_CHECK(
+      o.device == "auto" || o.device == "cpu" || o.device == "cuda" || o.device == "emulator",
+      "--device must be auto, cpu, cuda or emulator, got '" << o.device << "'");
   [[maybe_unused]] const auto [local_rank, local_size] =
       node_rank_and_size();  // collective: every rank calls it
   if (o.device == "cpu") return Device::cpu();
@@ -68,8 +59,8 @@ Device start_device(const DeviceOptions& o) {
     return Device::cuda(gpus);
   }
   if (gpus == 0) {
-    TESSERA_CHECK(o.device == "auto", "--device cuda: no GPU here (" << cuda::no_device_reason()
-                                                                      << ")");
+    TESSERA_CHECK(o.device == "auto",
+                  "--device cuda: no GPU here (" << cuda::no_device_reason() << ")");
     return Device::cpu();
   }
   const int gpu = local_rank % gpus;
@@ -77,7 +68,8 @@ Device start_device(const DeviceOptions& o) {
   cuda::reserve_memory(gpu, size_t(amount.of(double(cuda::free_memory(gpu)) / sharing)));
   return Device::cuda(gpu);
 #else
-  TESSERA_CHECK(o.device == "auto", "--device " << o.device << ": this tessera was built without CUDA");
+  TESSERA_CHECK(o.device == "auto",
+                "--device " << o.device << ": this tessera was built without CUDA");
   return Device::cpu();
 #endif
 }
@@ -98,11 +90,12 @@ GroupTransport group_transport(const DeviceOptions& o, Device device) {
   else
     why_not = NcclCommunicator::unavailable_reason();
 #endif
-  int ok = why_not.empty() ? 1 : 0, all_ok = 0;
-  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  const int ok = why_not.empty() ? 1 : 0;
+  Tensor every = Tensor::from_i32({ok}, {1});
+  MpiCommunicator::world()->all_reduce(every, ReduceOp::kMin);
+  const int all_ok = every.data<int32_t>()[0];
   if (o.comm == "mpi" || (o.comm == "auto" && !all_ok)) return {};
-  TESSERA_CHECK(all_ok, "--comm nccl: "
-                            << (ok ? "another rank cannot use NCCL" : why_not.c_str()));
+  TESSERA_CHECK(all_ok, "--comm nccl: " << (ok ? "another rank cannot use NCCL" : why_not.c_str()));
 #if TESSERA_HAVE_CUDA
   const NcclOptions nccl{device.index, o.nccl_timeout};
   return [nccl](std::unique_ptr<MpiCommunicator> mpi) -> std::unique_ptr<Communicator> {

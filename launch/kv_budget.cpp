@@ -1,11 +1,10 @@
 #include "launch/kv_budget.h"
 
-#include <mpi.h>
-
 #include <fstream>
 #include <sstream>
 
 #include "launch/options.h"
+#include "parallel/mpi_communicator.h"
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_memory.h"
 #endif
@@ -14,15 +13,7 @@ namespace tessera::cli {
 namespace {
 
 int ranks_on_this_node() {
-  int init = 0;
-  MPI_Initialized(&init);
-  if (!init) return 1;
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  int n = 1;
-  MPI_Comm_size(node, &n);
-  MPI_Comm_free(&node);
-  return n;
+  return MpiCommunicator::initialized() ? MpiCommunicator::world()->node_local()->size() : 1;
 }
 
 }  // namespace

@@ -49,7 +49,7 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("dp", po::value(&layout.dp)->default_value(1), "data-parallel replicas")
       ("pp-weights", po::value(&pp_weights),
        "relative layer shares of the stages, e.g. 2,2,1,1 (default: even)")
-      ("microbatch", po::value(&engine.prefill_chunk)->default_value(0),
+      ("microbatch", po::value(&engine.scheduler.prefill_chunk)->default_value(0),
        "tokens of a prompt per step with --pp (0: two chunks per stage; >= the prompt: one)")
       ("max-context", po::value(&max_context)->default_value(0),
        "cap the context window at this many tokens (0: the model's)")
@@ -59,7 +59,8 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "weights); auto: 0.25 on the CPU, 0.9 on a GPU")
       ("kv-cache-tokens", po::value(&kv.tokens)->default_value(0),
        "tokens of KV cache each rank holds (instead of --kv-cache-memory)")
-      ("block-size", po::value(&engine.block_size)->default_value(16), "tokens per KV-cache block")
+      ("block-size", po::value(&engine.scheduler.block_size)->default_value(16),
+       "tokens per KV-cache block")
       ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
        "what the KV cache stores: f32 (exact) or f16 (half the memory and the attention's "
        "reads; keys and values rounded to half precision)")
@@ -67,9 +68,10 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("no-cuda-graphs", po::bool_switch(),
        "on a GPU, launch every kernel of a decode step instead of replaying a CUDA graph "
        "captured for its batch size")
-      ("max-batch", po::value(&engine.max_sequences)->default_value(engine.max_sequences),
+      ("max-batch", po::value(&engine.scheduler.max_sequences)
+                        ->default_value(engine.scheduler.max_sequences),
        "requests running at once (continuous batching)")
-      ("max-step-tokens", po::value(&engine.max_step_tokens)->default_value(2048),
+      ("max-step-tokens", po::value(&engine.scheduler.max_step_tokens)->default_value(2048),
        "tokens in one step; longer prompts are prefilled in chunks")
       ("max-in-flight", po::value(&engine.max_in_flight)->default_value(0),
        "steps in the pipeline at once, each with its own requests (0: one per stage)")
@@ -83,13 +85,14 @@ void ModelRunOptions::add_to(po::options_description& desc) {
 }
 
 ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
-  TESSERA_CHECK(o.engine.prefill_chunk >= 0, "--microbatch must be >= 0");
-  TESSERA_CHECK(o.engine.block_size >= 1, "--block-size must be at least 1");
+  SchedulerOptions& sched = o.engine.scheduler;
+  TESSERA_CHECK(sched.prefill_chunk >= 0, "--microbatch must be >= 0");
+  TESSERA_CHECK(sched.block_size >= 1, "--block-size must be at least 1");
   TESSERA_CHECK(o.kv_dtype == "f32" || o.kv_dtype == "f16",
                 "--kv-cache-dtype must be f32 or f16, got '" << o.kv_dtype << "'");
   o.engine.kv_dtype = dtype_from_name(o.kv_dtype);
-  TESSERA_CHECK(o.engine.max_sequences >= 1, "--max-batch must be at least 1");
-  TESSERA_CHECK(o.engine.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
+  TESSERA_CHECK(sched.max_sequences >= 1, "--max-batch must be at least 1");
+  TESSERA_CHECK(sched.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
   TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
   const std::vector<double> weights = parse_weights(o.pp_weights);
@@ -117,26 +120,21 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
                  (long long)m.config().num_layers, double(run.bundle.weight_bytes_read) / 1e6,
                  run.bundle.load_seconds);
   EngineOptions& e = run.engine;
+  SchedulerOptions& kv = e.scheduler;
   e.max_context = o.max_context;
-  e.prefix_caching = !vm["no-prefix-caching"].as<bool>();
-  const KvPoolShape shape = m.kv_shape(e.block_size, e.kv_dtype);
-  e.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
+  kv.prefix_caching = !vm["no-prefix-caching"].as<bool>();
+  const KvPoolShape shape = m.kv_shape(kv.block_size, e.kv_dtype);
+  kv.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
   e.fail_at_step = injected_failure_step(run.groups.world->rank());
-  if (!load.device.is_cpu() && !vm["no-cuda-graphs"].as<bool>()) {
-    // Every sequence's keys fit its context window and the pool.
-    const int64_t model_window = m.config().max_position_embeddings;
-    const int64_t window = o.max_context > 0 ? std::min(o.max_context, model_window) : model_window;
-    run.bundle.model->use_decode_graphs(e.max_sequences,
-                                        std::min(window, e.num_blocks * e.block_size));
-  }
+  e.decode_graphs = !load.device.is_cpu() && !vm["no-cuda-graphs"].as<bool>();
   if (run.rank0)
     std::fprintf(stderr,
                  "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %s, %.1f MB "
                  "on rank 0)%s\n",
-                 (long long)e.num_blocks, (long long)e.block_size,
-                 (long long)(e.num_blocks * e.block_size), o.kv_dtype.c_str(),
-                 double(e.num_blocks * shape.bytes_per_block()) / 1e6,
-                 e.prefix_caching ? ", prefix caching" : "");
+                 (long long)kv.num_blocks, (long long)kv.block_size,
+                 (long long)(kv.num_blocks * kv.block_size), o.kv_dtype.c_str(),
+                 double(kv.num_blocks * shape.bytes_per_block()) / 1e6,
+                 kv.prefix_caching ? ", prefix caching" : "");
   return run;
 }
 

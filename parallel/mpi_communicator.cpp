@@ -118,6 +118,28 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::world() {
   return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(MPI_COMM_WORLD, false));
 }
 
+bool MpiCommunicator::initialized() {
+  int init = 0, finalized = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&finalized);
+  return init && !finalized;
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::node_local() const {
+  MPI_Comm node = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
+            "comm_split_type");
+  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(node, true));
+}
+
+std::optional<MpiCommunicator::Arrival> MpiCommunicator::arrived(int tag) const {
+  int flag = 0;
+  MPI_Status st;
+  check_mpi(MPI_Iprobe(MPI_ANY_SOURCE, tag, comm_, &flag, &st), "iprobe");
+  if (!flag) return std::nullopt;
+  return Arrival{st.MPI_SOURCE, st.MPI_TAG};
+}
+
 std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) const {
   MPI_Comm out = MPI_COMM_NULL;
   check_mpi(MPI_Comm_split(comm_, color, key, &out), "comm_split");

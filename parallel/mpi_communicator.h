@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <memory>
+#include <optional>
 
 #include "parallel/communicator.h"
 
@@ -15,12 +16,26 @@ class MpiCommunicator final : public Communicator {
  public:
   // MPI_COMM_WORLD. Errors come back as tessera::Error instead of aborting inside MPI.
   static std::unique_ptr<MpiCommunicator> world();
+  // Whether MPI is initialised (tools that run without mpirun's MPI_Init ask first).
+  static bool initialized();
   ~MpiCommunicator() override;
 
   // Ranks passing the same color form one communicator, ordered by key (MPI_Comm_split).
   // Collective over this communicator.
   std::unique_ptr<MpiCommunicator> split(int color, int key) const;
+  // The ranks of this communicator that share this rank's node (its memory), in rank order.
+  // Collective over this communicator.
+  std::unique_ptr<MpiCommunicator> node_local() const;
   MPI_Comm comm() const { return comm_; }
+
+  // A message that has arrived and not been received yet: from whom, with which tag.
+  struct Arrival {
+    int source = 0, tag = 0;
+  };
+  static constexpr int kAnyTag = MPI_ANY_TAG;
+  // The first such message with `tag` (kAnyTag: any) from any rank, if there is one; it stays to
+  // be received (recv_bytes with its source and tag). Never blocks.
+  std::optional<Arrival> arrived(int tag) const;
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }

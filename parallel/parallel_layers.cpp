@@ -73,4 +73,18 @@ void VocabParallelEmbedding::forward(const std::vector<int32_t>& ids, Tensor& ou
   sum_over(*tp_, out);
 }
 
+Tensor gather_vocab_shards(const Tensor& local, Communicator& tp) {
+  if (tp.size() == 1) return local;
+  const int64_t m = local.dim(0), part = local.dim(1), n = tp.size();
+  Tensor stacked = Tensor::empty({n, m, part}, DType::kF32);  // rank-major
+  tp.all_gather(local, stacked);
+  Tensor full = Tensor::empty({m, n * part}, DType::kF32);
+  const float* src = stacked.data<float>();
+  float* dst = full.data<float>();
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(dst + i * n * part + r * part, src + (r * m + i) * part, size_t(part) * 4);
+  return full;
+}
+
 }  // namespace tessera

@@ -57,4 +57,9 @@ class VocabParallelEmbedding {
   Communicator* tp_ = nullptr;
 };
 
+// The whole rows (m, vocab) f32 on the host from every TP rank's vocabulary shard of them, local
+// (m, vocab / tp) f32 on the host (an all-gather when tp > 1; vocab-parallel heads, shards in rank
+// order). Collective over tp.
+Tensor gather_vocab_shards(const Tensor& local, Communicator& tp);
+
 }  // namespace tessera

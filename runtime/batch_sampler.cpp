@@ -219,7 +219,7 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
     Tensor mine = Tensor::empty({f, part}, DType::kF32);
     for (int64_t j = 0; j < f; ++j)
       std::copy_n(logits + full[size_t(j)] * part, part, mine.data<float>() + j * part);
-    const Tensor whole = model.gather_logits(mine);
+    const Tensor whole = gather_vocab_shards(mine, model.tp());
     const int64_t vocab = whole.dim(1);
     for (int64_t j = 0; j < f; ++j) {
       const RowSampling& row = rows[size_t(full[size_t(j)])];
@@ -270,7 +270,7 @@ SampledTokens sample_with_logprobs(const LlamaModel& model, const Tensor& local_
     for (size_t j = 0; j < asking.size(); ++j)
       std::memcpy(mine.data<float>() + int64_t(j) * part, host.data<float>() + asking[j] * part,
                   size_t(part) * sizeof(float));
-    whole = model.gather_logits(mine);
+    whole = gather_vocab_shards(mine, model.tp());
   }
   SampledTokens out;
   out.tokens = sample_rows(model, local_logits, rows);

@@ -25,10 +25,17 @@ size_t held_back(const std::string& text, const std::vector<std::string>& stops)
   return hold;
 }
 
-int64_t window_of(const ModelConfig& c, int64_t max_context) {
-  TESSERA_CHECK(max_context >= 0, "max_context must be >= 0, got " << max_context);
-  return max_context == 0 ? c.max_position_embeddings
-                          : std::min(max_context, c.max_position_embeddings);
+RunnerOptions runner_options(const LlamaModel& model, const EngineOptions& o, int64_t window) {
+  RunnerOptions r;
+  r.num_blocks = o.scheduler.num_blocks;
+  r.block_size = o.scheduler.block_size;
+  r.kv_dtype = o.kv_dtype;
+  if (o.decode_graphs && !model.device().is_cpu()) {
+    r.graph_batch = o.scheduler.max_sequences;
+    // Every sequence's keys fit its context window and the pool.
+    r.graph_keys = std::min(window, o.scheduler.num_blocks * o.scheduler.block_size);
+  }
+  return r;
 }
 
 }  // namespace
@@ -51,29 +58,22 @@ struct Engine::Sequence {
 
 Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOptions options)
     : model_(model),
+      runner_(model,
+              runner_options(model, options, model.config().context_window(options.max_context))),
       tokenizer_(tokenizer),
       options_(options),
-      window_(window_of(model.config(), options.max_context)) {
+      window_(model.config().context_window(options.max_context)) {
   const ModelShard& s = model.shard();
   leader_ = model.stage().first() && s.tp_rank == 0 && s.sp_rank == 0;
-  TESSERA_CHECK(options_.num_blocks >= 1, "the KV cache needs at least one block");
-  TESSERA_CHECK(options_.block_size >= 1, "the KV block size must be at least 1");
   TESSERA_CHECK(options_.max_in_flight >= 0, "max_in_flight must be >= 0");
-  max_in_flight_ = options_.max_in_flight > 0 ? options_.max_in_flight : model.stage().stages();
-  SchedulerOptions so;
-  so.num_blocks = options_.num_blocks;
-  so.block_size = options_.block_size;
-  so.max_sequences = options_.max_sequences;
-  so.max_step_tokens = options_.max_step_tokens;
   const int stages = model.stage().stages();
-  so.prefill_chunk = options_.prefill_chunk;
+  max_in_flight_ = options_.max_in_flight > 0 ? options_.max_in_flight : stages;
+  SchedulerOptions& so = options_.scheduler;
   so.groups = max_in_flight_;
   so.sp = s.sp_size;
-  so.prefix_caching = options_.prefix_caching;
-  so.static_batches = options_.static_batches;
-  (void)stages;
+  // Stages work on different chunks of a prompt at once: two chunks per stage.
+  so.prompt_chunks = stages > 1 ? 2 * stages : 1;
   scheduler_ = std::make_unique<Scheduler>(so);  // every rank checks the options alike
-  pool_ = KvPool(model.kv_shape(options_.block_size, options_.kv_dtype), options_.num_blocks);
 }
 
 Engine::~Engine() = default;
@@ -92,9 +92,9 @@ void Engine::check_fits(const GenerationRequest& r) const {
   const int64_t prompt = int64_t(r.prompt.size());
   TESSERA_CHECK(scheduler_->fits(prompt, prompt),
                 "the prompt's KV cache needs " << scheduler_->blocks_for(prompt, prompt)
-                                               << " blocks of " << options_.block_size
+                                               << " blocks of " << options_.scheduler.block_size
                                                << " tokens on a rank; a rank holds "
-                                               << options_.num_blocks
+                                               << options_.scheduler.num_blocks
                                                << " (give the KV cache more memory, or spread the "
                                                   "prompt over more ranks with --sp)");
   r.sampling.validate();
@@ -148,7 +148,10 @@ void Engine::finish(Sequence& s, const std::string& reason) {
   ++stats_.finished;
   stats_.prompt_tokens += r.prompt_tokens;
   stats_.output_tokens += int64_t(r.tokens.size());
-  if (!r.tokens.empty()) stats_.ttft_sum += r.prefill_seconds;
+  if (!r.tokens.empty()) {
+    stats_.ttft_sum += r.prefill_seconds;
+    ++stats_.ttft_count;
+  }
   if (r.tokens.size() > 1) {
     stats_.tpot_sum += r.decode_seconds / double(r.tokens.size() - 1);
     ++stats_.tpot_count;
@@ -239,73 +242,19 @@ void Engine::share_plan_in_first_stage(std::string& bytes) const {
 }
 
 SampledTokens Engine::compute(const StepPlan& plan) {
-  const PipelineStage& stage = model_.stage();
   if (plan.stop) {
-    stage.send_plan(plan.encode());
+    runner_.execute(plan);
     return {};
   }
   TESSERA_CHECK(options_.fail_at_step <= 0 || plan.id != options_.fail_at_step,
                 "injected failure at step " << plan.id << " (fail_at_step)");
-  for (int64_t id : plan.release) histories_.erase(id);
-  const int sp_rank = model_.shard().sp_rank;
-  for (const BlockCopy& c : plan.copies)
-    if (c.sp_rank == sp_rank) pool_.copy_block(c.src, c.dst);
-  std::vector<BatchRows> batch;
-  std::vector<int32_t> tokens;
-  for (const SequenceWork& w : plan.work) {
-    const KvShare& kv = w.kv.at(size_t(sp_rank));
-    BatchRows rows;
-    rows.pool = &pool_;
-    rows.blocks = kv.blocks.data();
-    rows.length = w.position;
-    rows.rows = kv.rows;
-    rows.tokens = int64_t(w.tokens.size());
-    rows.logits = w.sample ? 1 : 0;
-    batch.push_back(rows);
-    tokens.insert(tokens.end(), w.tokens.begin(), w.tokens.end());
-    if (stage.last()) {
-      std::vector<int32_t>& h = histories_[w.seq];
-      if (w.start) h = w.context;
-      h.insert(h.end(), w.tokens.begin(), w.tokens.end());
-    }
-  }
-  // Stage outputs stay on the GPU: hidden states go GPU to GPU (NCCL, or MPI through host
-  // memory) in the model's dtype, and the last stage samples where its logits are.
-  Tensor hidden;
-  if (!stage.first()) {
-    const bool gpu = !model_.device().is_cpu();
-    hidden = Tensor::empty({model_.local_rows(batch), model_.config().hidden_size},
-                           gpu ? model_.dtype() : DType::kF32, model_.device());
-    stage.receive(hidden);
-  }
   EngineSpan span{plan.id, now_seconds(), 0, plan.tokens()};
-  const Tensor out = model_.forward_stage(tokens, batch, hidden, true);
-  SampledTokens sampled;
-  if (stage.last()) {
-    std::vector<RowSampling> rows;
-    for (const SequenceWork& w : plan.work)
-      if (w.sample) rows.push_back({w.sampling, w.output_index, &histories_[w.seq]});
-    sampled = sample_with_logprobs(model_, out, rows);
-  }
+  StepOutput out = runner_.execute(plan);
   span.end = now_seconds();
   stats_.busy_seconds += span.end - span.begin;
   if (options_.record_spans) stats_.spans.push_back(span);
   ++stats_.steps;
-  if (!stage.last()) {
-    stage.send_plan(plan.encode());
-    stage.send(out);
-  } else if (!stage.first() && model_.shard().tp_rank == 0 && model_.shard().sp_rank == 0 &&
-             !sampled.tokens.empty()) {
-    std::vector<int32_t> message = {int32_t(plan.id & 0x7fffffff)};
-    size_t row = 0;
-    for (const SequenceWork& w : plan.work)
-      if (w.sample) {
-        append_sampled(message, sampled.tokens[row], sampled.logprobs[row], w.sampling.logprobs);
-        ++row;
-      }
-    stage.send_to_first(Tensor::from_i32(message, {int64_t(message.size())}));
-  }
-  return sampled;
+  return std::move(out.sampled);
 }
 
 std::vector<GenerationResult> Engine::run() {
@@ -320,32 +269,14 @@ std::vector<GenerationResult> Engine::run() {
         next_progress = now_seconds() + progress_interval_;
         on_progress_(now_seconds() - clock_zero_, scheduler_->metrics(), stats_);
       }
-      if (feeder_ && scheduler_->metrics().waiting < options_.max_sequences &&
+      if (feeder_ && scheduler_->metrics().waiting < options_.scheduler.max_sequences &&
           in_flight.size() < size_t(max_in_flight_) && !feeder_())
         feeder_ = nullptr;
       if (service_ && !service_(scheduler_->idle() && in_flight.empty())) service_ = nullptr;
       StepPlan plan;
       if (int(in_flight.size()) < max_in_flight_) plan = scheduler_->schedule();
       if (plan.work.empty() && !in_flight.empty()) {
-        const StepPlan& oldest = in_flight.front();
-        int64_t words = 1;
-        for (const SequenceWork& w : oldest.work)
-          if (w.sample) words += sampled_words(w.sampling.logprobs);
-        Tensor t = Tensor::empty({words}, DType::kI32);
-        stage.receive_from_last(t);
-        TESSERA_ASSERT(
-            t.data<int32_t>()[0] == int32_t(oldest.id & 0x7fffffff),
-            "tokens of step " << t.data<int32_t>()[0] << " arrived for step " << oldest.id);
-        const std::vector<int32_t> message(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-        SampledTokens sampled;
-        size_t at = 1;
-        for (const SequenceWork& w : oldest.work)
-          if (w.sample) {
-            sampled.logprobs.emplace_back();
-            sampled.tokens.push_back(
-                read_sampled(message, at, w.sampling.logprobs, sampled.logprobs.back()));
-          }
-        apply_tokens(oldest, sampled);
+        apply_tokens(in_flight.front(), runner_.receive_sampled(in_flight.front()));
         in_flight.pop_front();
         continue;
       }
@@ -365,26 +296,27 @@ std::vector<GenerationResult> Engine::run() {
     }
   } else {
     while (true) {
-      std::string bytes;
-      if (stage.first())
+      StepPlan plan;
+      if (stage.first()) {
+        std::string bytes;
         share_plan_in_first_stage(bytes);
-      else
-        stage.receive_plan(bytes);
-      const StepPlan plan = StepPlan::decode(bytes);
+        plan = StepPlan::decode(bytes);
+      } else {
+        plan = runner_.receive_plan();
+      }
       compute(plan);
       if (plan.stop) break;
     }
   }
-  histories_.clear();
   stats_.run_seconds = now_seconds() - clock_zero_;
-  stats_.graph_replays = model_.graph_replays();
-  stats_.graphs_captured = model_.graphs_captured();
+  stats_.graph_replays = runner_.graph_replays();
+  stats_.graphs_captured = runner_.graphs_captured();
   std::vector<GenerationResult> results;
   if (leader_) {
     for (auto& [id, s] : sequences_) results.push_back(std::move(s->result));
     sequences_.clear();
     stats_.scheduler = scheduler_->metrics();
-    stats_.block_size = options_.block_size;
+    stats_.block_size = options_.scheduler.block_size;
   }
   return results;
 }

@@ -1,18 +1,19 @@
 // The engine: many requests through one model replica at once, one step at a time on every
-// rank of the replica.
+// rank of the replica (vLLM's engine core).
 //
 // The replica's leader (pipeline stage 0, TP rank 0, SP rank 0) owns the requests and schedules:
 // each step it builds a StepPlan (which sequences, which tokens) and gives it to the other ranks
-// of stage 0 by broadcast; each stage passes the plan on with its hidden state; the last stage
-// samples and returns the tokens to the leader. With pipeline parallelism several steps are in
-// flight at once, each with its own group of sequences, so that no stage waits for a whole round
-// trip: while stage 1 works on step k, stage 0 works on step k + 1. A prompt is split into
-// chunks (microbatches) that follow each other down the pipeline.
+// of stage 0 by broadcast. Every rank's model runner (runtime/model_runner.h) executes it; each
+// stage passes the plan on with its hidden state; the last stage samples and returns the tokens
+// to the leader. With pipeline parallelism several steps are in flight at once, each with its
+// own group of sequences, so that no stage waits for a whole round trip: while stage 1 works on
+// step k, stage 0 works on step k + 1; and a prompt is prefilled in chunks (two per stage by
+// default) that follow each other down the pipeline.
 //
-// Followers hold no scheduling state: their KV pool, whose blocks the plans name, and on the last
-// stage each live sequence's ids for the repetition penalty. The leader's scheduler
+// Followers hold no scheduling state, only what their runner keeps. The leader's scheduler
 // (runtime/scheduler.h) does continuous batching, chunked prefill, paged KV with prefix caching,
-// and preemption.
+// and preemption; the leader's output processing (detokenizing, stop strings, the requests'
+// figures) happens as tokens come back.
 #pragma once
 
 #include <cstdint>
@@ -25,8 +26,8 @@
 
 #include "io/tokenizer.h"
 #include "runtime/batch_sampler.h"
-#include "runtime/kv_cache.h"
 #include "runtime/llama_model.h"
+#include "runtime/model_runner.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
 #include "runtime/step_plan.h"
@@ -52,20 +53,19 @@ struct GenerationResult {
 };
 
 struct EngineOptions {
-  int64_t max_context = 0;       // context window: prompt + output tokens (0: the model's)
-  int64_t num_blocks = 0;        // KV blocks in every rank's pool (the same on every rank; > 0)
-  int64_t block_size = 16;       // tokens per KV block
+  // Batching, chunking and the KV cache's blocks: num_blocks (> 0, the same on every rank) and
+  // block_size; max_sequences, max_step_tokens, prefix_caching, static_batches; prefill_chunk, a
+  // prompt's tokens per step (0: with pipeline stages, two chunks per stage of at least 16
+  // tokens; >= the prompt: no chunks). Its groups, sp and prompt_chunks are the engine's to set,
+  // from the model's layout and max_in_flight.
+  SchedulerOptions scheduler;
+  int64_t max_context = 0;       // caps the context window, prompt + output tokens (0: no cap)
   DType kv_dtype = DType::kF32;  // of the KV cache: f32, or f16 (half the memory and traffic)
-  bool prefix_caching = true;
-  int64_t max_sequences = 64;      // sequences running at once
-  int64_t max_step_tokens = 2048;  // tokens in one step (prefill chunks are cut to fit)
-  int64_t prefill_chunk = 0;    // with pipeline stages: a prompt's tokens per step (0: two chunks
-                                // per stage, at least 16; >= the prompt: no chunks)
-  int max_in_flight = 0;        // steps in the pipeline at once (0: one per stage)
-  bool static_batches = false;  // baseline for benchmarks: a new batch only when one ends
-  int64_t fail_at_step = 0;     // testing: throw when this step starts on this rank (0: never)
-  bool record_spans = true;     // keep every step's span in EngineStats (a server runs for days:
-                                // it keeps none)
+  int max_in_flight = 0;         // steps in the pipeline at once (0: one per stage)
+  bool decode_graphs = false;    // on a GPU: decode steps replay CUDA graphs (RunnerOptions)
+  int64_t fail_at_step = 0;      // testing: throw when this step starts on this rank (0: never)
+  bool record_spans = true;      // keep every step's span in EngineStats (a server runs for days:
+                                 // it keeps none)
 };
 
 // What one rank did during run(): for the utilisation figure and the timeline.
@@ -84,8 +84,11 @@ struct EngineStats {
   // The leader's: requests and their timing.
   int64_t finished = 0, prompt_tokens = 0, output_tokens = 0;
   double ttft_sum = 0, tpot_sum = 0;  // seconds to first token; per output token after it
+  int64_t ttft_count = 0;             // requests that produced a token (cancelled ones may not)
   int64_t tpot_count = 0;             // requests with more than one output token
-  SchedulerMetrics scheduler;         // at the end of the run (peaks over the run)
+  double mean_ttft() const { return ttft_count ? ttft_sum / double(ttft_count) : 0.0; }
+  double mean_tpot() const { return tpot_count ? tpot_sum / double(tpot_count) : 0.0; }
+  SchedulerMetrics scheduler;   // at the end of the run (peaks over the run)
   int64_t graph_replays = 0;    // this rank's decode steps that were CUDA graph replays (so far)
   int64_t graphs_captured = 0;  // and the graphs captured for them (one per batch-size bucket)
   int64_t block_size = 0;
@@ -149,6 +152,7 @@ class Engine {
   SampledTokens compute(const StepPlan& plan);
 
   const LlamaModel& model_;
+  ModelRunner runner_;
   const Tokenizer& tokenizer_;
   EngineOptions options_;
   int64_t window_;
@@ -163,8 +167,6 @@ class Engine {
   double progress_interval_ = 0;
   ProgressCallback on_progress_;
   // every rank
-  KvPool pool_;
-  std::map<int64_t, std::vector<int32_t>> histories_;  // last stage: ids of each live sequence
   EngineStats stats_;
   double clock_zero_ = 0;
 };

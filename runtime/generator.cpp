@@ -8,13 +8,11 @@ namespace {
 
 // One sequence at a time: a pool of max_kv_rows tokens per rank, or the whole window.
 EngineOptions one_sequence(const LlamaModel& model, EngineOptions o, int64_t max_kv_rows = 0) {
-  o.max_sequences = 1;
-  if (max_kv_rows > 0) o.num_blocks = max_kv_rows / o.block_size;
-  if (o.num_blocks == 0) {
-    const int64_t max_pos = model.config().max_position_embeddings;
-    const int64_t window = o.max_context > 0 ? std::min(o.max_context, max_pos) : max_pos;
-    o.num_blocks = (window + o.block_size - 1) / o.block_size;
-  }
+  SchedulerOptions& s = o.scheduler;
+  s.max_sequences = 1;
+  if (max_kv_rows > 0) s.num_blocks = max_kv_rows / s.block_size;
+  if (s.num_blocks == 0)
+    s.num_blocks = (model.config().context_window(o.max_context) + s.block_size - 1) / s.block_size;
   return o;
 }
 
@@ -67,7 +65,7 @@ Generator::Generator(const LlamaModel& model, const Tokenizer& tokenizer,
       engine_(std::make_unique<Engine>(model, tokenizer, options_)) {}
 
 void Generator::set_prefill_microbatch(int64_t tokens) {
-  options_.prefill_chunk = tokens;
+  options_.scheduler.prefill_chunk = tokens;
   engine_ = std::make_unique<Engine>(model_, tokenizer_, options_);
 }
 

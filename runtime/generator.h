@@ -19,7 +19,7 @@ class Generator {
   // rank holds only its share of the sequence.
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, int64_t max_context = 0,
             int64_t max_kv_rows = 0);
-  // options.num_blocks 0: the whole window. max_sequences is 1.
+  // options.scheduler.num_blocks 0: the whole window. max_sequences is 1.
   Generator(const LlamaModel& model, const Tokenizer& tokenizer, const EngineOptions& options);
   int64_t context_window() const { return engine_->context_window(); }
   // Tokens per prefill chunk under pipeline parallelism (see EngineOptions::prefill_chunk).

@@ -31,28 +31,4 @@ void KvPool::copy_block(int32_t src, int32_t dst) {
     }
 }
 
-void KvPool::grow(int64_t num_blocks) {
-  if (num_blocks <= num_blocks_) return;
-  KvPool bigger(shape_, num_blocks);
-  for (int64_t l = 0; l < shape_.layers; ++l) {
-    Tensor k = bigger.k_[size_t(l)].rows(0, num_blocks_),
-           v = bigger.v_[size_t(l)].rows(0, num_blocks_);
-    ops::copy(k_[size_t(l)], k);
-    ops::copy(v_[size_t(l)], v);
-  }
-  *this = std::move(bigger);
-}
-
-SequenceKvCache::SequenceKvCache(const KvPoolShape& shape, int64_t capacity)
-    : pool_(shape, std::max<int64_t>(1, (capacity + shape.block_size - 1) / shape.block_size)) {
-  for (int32_t b = 0; b < pool_.num_blocks(); ++b) blocks_.push_back(b);
-}
-
-void SequenceKvCache::reserve(int64_t n) {
-  const int64_t want = (n + pool_.block_size() - 1) / pool_.block_size();
-  if (want <= int64_t(blocks_.size())) return;
-  pool_.grow(want);
-  for (int32_t b = int32_t(blocks_.size()); b < want; ++b) blocks_.push_back(b);
-}
-
 }  // namespace tessera

@@ -35,37 +35,11 @@ class KvPool {
   Tensor& values(int64_t layer) { return v_[size_t(layer)]; }
   // Block dst becomes a copy of block src, in every layer (copy-on-write).
   void copy_block(int32_t src, int32_t dst);
-  // Grows the pool to num_blocks, keeping what it holds.
-  void grow(int64_t num_blocks);
 
  private:
   KvPoolShape shape_;
   int64_t num_blocks_ = 0;
   std::vector<Tensor> k_, v_;
-};
-
-// The KV cache of one sequence alone, in a pool of its own that grows as needed (blocks in
-// order): for tools and tests that run one sequence through LlamaModel::forward.
-class SequenceKvCache {
- public:
-  SequenceKvCache(const KvPoolShape& shape, int64_t capacity);
-  int64_t length() const { return length_; }  // positions of the sequence so far
-  int64_t rows() const { return rows_; }      // of which this rank holds K/V
-  int64_t capacity() const { return int64_t(blocks_.size()) * pool_.block_size(); }
-  KvPool& pool() { return pool_; }
-  const std::vector<int32_t>& blocks() const { return blocks_; }
-  // Room for at least n rows, keeping what it holds.
-  void reserve(int64_t n);
-  void advance(int64_t positions, int64_t rows) {
-    length_ += positions;
-    rows_ += rows;
-  }
-  void clear() { length_ = rows_ = 0; }
-
- private:
-  KvPool pool_;
-  std::vector<int32_t> blocks_;
-  int64_t length_ = 0, rows_ = 0;
 };
 
 }  // namespace tessera

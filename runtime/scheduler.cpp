@@ -19,7 +19,9 @@ uint64_t block_hash(uint64_t previous, const int32_t* tokens, int64_t n) {
   return h;
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -32,8 +34,8 @@ struct Scheduler::Seq {
   int64_t fed = 0;       // positions whose K/V are (being) computed
   int64_t prefill = 0;   // tokens known when it was (re)admitted: fed without sampling but the last
   bool running = false;  // admitted: holds blocks
-  bool awaiting = false; // its sampled token has not arrived
-  bool starting = false; // admitted, no step yet
+  bool awaiting = false;  // its sampled token has not arrived
+  bool starting = false;  // admitted (or forked), no step yet: the next plan sends whole tables
   std::vector<std::vector<int32_t>> tables;  // per SP rank
   std::vector<uint64_t> hashes;              // of its leading full blocks (SP rank 0, no SP)
 };
@@ -45,6 +47,7 @@ Scheduler::Scheduler(const SchedulerOptions& o) : options_(o) {
   TESSERA_CHECK(o.max_step_tokens >= 1, "the step token budget must be at least 1");
   TESSERA_CHECK(o.prefill_chunk >= 0, "the prefill chunk must be >= 0");
   TESSERA_CHECK(o.groups >= 1 && o.sp >= 1, "groups and sp must be at least 1");
+  TESSERA_CHECK(o.prompt_chunks >= 1, "prompt_chunks must be at least 1");
   if (o.sp > 1) options_.prefix_caching = false;
   for (int r = 0; r < o.sp; ++r) blocks_.emplace_back(o.num_blocks);
 }
@@ -82,12 +85,12 @@ void Scheduler::add(int64_t id, const std::vector<int32_t>& prompt, const Sampli
   max_length = std::max(max_length, p);
   // After a preemption everything so far is prefilled as one prompt: both splits must fit.
   TESSERA_CHECK(fits(p, max_length),
-                "the request needs " << std::max(blocks_for(p, max_length), blocks_for(max_length, max_length))
-                                     << " KV blocks of " << options_.block_size
-                                     << " tokens on a rank (" << max_length
-                                     << " positions); a rank's cache has " << options_.num_blocks
-                                     << " (give it more memory, or spread a long sequence over "
-                                        "ranks with --sp)");
+                "the request needs "
+                    << std::max(blocks_for(p, max_length), blocks_for(max_length, max_length))
+                    << " KV blocks of " << options_.block_size << " tokens on a rank ("
+                    << max_length << " positions); a rank's cache has " << options_.num_blocks
+                    << " (give it more memory, or spread a long sequence over "
+                       "ranks with --sp)");
   auto s = std::make_unique<Seq>();
   s->id = id;
   s->known = prompt;
@@ -107,6 +110,7 @@ void Scheduler::fork(int64_t id, int64_t new_id, const SamplingParams& sampling)
   auto s = std::make_unique<Seq>(*it->second);
   s->id = new_id;
   s->sampling = sampling;
+  s->starting = true;  // the ranks learn its tables with its first step
   for (int r = 0; r < options_.sp; ++r)
     for (int32_t b : s->tables[size_t(r)]) blocks_[size_t(r)].retain(b);
   seqs_.emplace(new_id, std::move(s));
@@ -125,9 +129,8 @@ bool Scheduler::ready(const Seq& s) const {
 std::vector<int64_t> Scheduler::blocks_needed(const Seq& s, int64_t length) const {
   std::vector<int64_t> need(size_t(options_.sp));
   for (int r = 0; r < options_.sp; ++r)
-    need[size_t(r)] = std::max<int64_t>(
-        0, ceil_div(rows_after(s, r, length), options_.block_size) -
-               int64_t(s.tables[size_t(r)].size()));
+    need[size_t(r)] = std::max<int64_t>(0, ceil_div(rows_after(s, r, length), options_.block_size) -
+                                               int64_t(s.tables[size_t(r)].size()));
   return need;
 }
 
@@ -137,7 +140,8 @@ bool Scheduler::can_allocate(const std::vector<int64_t>& need) const {
   return true;
 }
 
-void Scheduler::grow(Seq& s, int64_t length, StepPlan& plan) {
+void Scheduler::grow(Seq& s, int64_t length, StepPlan& plan,
+                     std::vector<std::vector<TableEntry>>& replaced) {
   const int64_t bs = options_.block_size;
   for (int r = 0; r < options_.sp; ++r) {
     BlockAllocator& a = blocks_[size_t(r)];
@@ -152,6 +156,7 @@ void Scheduler::grow(Seq& s, int64_t length, StepPlan& plan) {
         plan.copies.push_back({int32_t(r), table[size_t(j)], copy});
         a.release(table[size_t(j)]);
         table[size_t(j)] = copy;
+        replaced[size_t(r)].push_back({int32_t(j), copy});
         if (r == 0 && j < int64_t(s.hashes.size())) s.hashes.resize(size_t(j));
       }
     }
@@ -208,17 +213,29 @@ void Scheduler::preempt(Seq& s) {
   s.fed = 0;
   running_.erase(std::find(running_.begin(), running_.end(), s.id));
   waiting_.push_front(s.id);
+  release_.push_back(s.id);  // the ranks forget it; it starts again with whole tables
   ++metrics_.preemptions;
 }
 
 void Scheduler::add_work(Seq& s, int64_t n, StepPlan& plan) {
-  grow(s, s.fed + n, plan);
+  std::vector<int64_t> known_to_ranks(size_t(options_.sp));  // table entries the ranks hold
+  for (int r = 0; r < options_.sp && !s.starting; ++r)
+    known_to_ranks[size_t(r)] = int64_t(s.tables[size_t(r)].size());
+  std::vector<std::vector<TableEntry>> replaced(size_t(options_.sp));
+  grow(s, s.fed + n, plan, replaced);
   SequenceWork w;
   w.seq = s.id;
   w.position = s.fed;
   w.tokens.assign(s.known.begin() + s.fed, s.known.begin() + s.fed + n);
-  for (int r = 0; r < options_.sp; ++r)
-    w.kv.push_back({rows_after(s, r, s.fed), s.tables[size_t(r)]});
+  for (int r = 0; r < options_.sp; ++r) {
+    const std::vector<int32_t>& table = s.tables[size_t(r)];
+    KvShare k;
+    k.rows = rows_after(s, r, s.fed);
+    k.blocks.assign(table.begin() + known_to_ranks[size_t(r)], table.end());
+    for (const TableEntry& e : replaced[size_t(r)])  // (with start the whole table goes)
+      if (e.index < known_to_ranks[size_t(r)]) k.replaced.push_back(e);
+    w.kv.push_back(std::move(k));
+  }
   w.start = s.starting;
   if (s.starting) w.context.assign(s.known.begin(), s.known.begin() + s.fed);
   s.starting = false;
@@ -276,7 +293,10 @@ StepPlan Scheduler::schedule() {
   // 2. Admitted prompts still being prefilled, then new ones in arrival order.
   auto prefill_chunk = [&](Seq& s) {
     int64_t n = s.prefill - s.fed;
-    if (options_.prefill_chunk > 0) n = std::min(n, options_.prefill_chunk);
+    if (options_.prefill_chunk > 0)
+      n = std::min(n, options_.prefill_chunk);
+    else if (options_.prompt_chunks > 1)
+      n = std::min(n, std::max(kMinPromptChunk, ceil_div(s.prefill, options_.prompt_chunks)));
     return std::min(n, budget);
   };
   for (int64_t id : std::vector<int64_t>(running_)) {
@@ -432,9 +452,10 @@ void Scheduler::check_invariants() const {
                      "running sequence " << id << " is not listed once as running");
       for (int r = 0; r < options_.sp; ++r) {
         const auto& table = s->tables[size_t(r)];
-        TESSERA_ASSERT(int64_t(table.size()) == ceil_div(rows_after(*s, r, s->fed), options_.block_size),
-                       "sequence " << id << " holds " << table.size() << " blocks on SP rank " << r
-                                   << " for " << rows_after(*s, r, s->fed) << " rows");
+        TESSERA_ASSERT(
+            int64_t(table.size()) == ceil_div(rows_after(*s, r, s->fed), options_.block_size),
+            "sequence " << id << " holds " << table.size() << " blocks on SP rank " << r << " for "
+                        << rows_after(*s, r, s->fed) << " rows");
         for (int32_t b : table) ++refs[size_t(r)][size_t(b)];
       }
     } else {

@@ -16,6 +16,9 @@
 // - Preemption by recompute: when a decoding sequence needs a block and none is free, the most
 //   recently admitted sequence not in flight gives its blocks back and starts again later from
 //   its prompt and the tokens it has produced.
+// - Step plans carry a sequence's whole block tables in its first step after admission, and
+//   later only the blocks it gains and the entries copy-on-write replaced; a preempted sequence
+//   is released like a finished one.
 // - Several steps in flight (pipeline parallelism): the running sequences are split into
 //   `groups` groups; a sequence waiting for its sampled token is not scheduled again until the
 //   token arrives.
@@ -33,12 +36,17 @@
 
 namespace tessera {
 
+inline constexpr int64_t kMinPromptChunk = 16;
+
 struct SchedulerOptions {
   int64_t num_blocks = 0;          // per SP rank (every rank's pool has this many)
   int64_t block_size = 16;         // tokens per block
   int64_t max_sequences = 64;      // running at once
   int64_t max_step_tokens = 2048;  // tokens in one step
   int64_t prefill_chunk = 0;       // prompt tokens of one sequence per step (0: no limit)
+  int prompt_chunks = 1;           // with prefill_chunk 0: a prompt in about this many chunks of
+                                   // at least kMinPromptChunk tokens (pipelines: stages work on
+                                   // different chunks of one prompt at once)
   int groups = 1;                  // steps in flight at once
   int sp = 1;                      // SP ranks: a prompt is prefilled whole, alone in its step
   bool prefix_caching = true;      // (off when sp > 1)
@@ -102,8 +110,9 @@ class Scheduler {
   std::vector<int64_t> blocks_needed(const Seq& s, int64_t length) const;
   bool can_allocate(const std::vector<int64_t>& need) const;
   // Makes s's tables cover `length` positions and copies blocks shared with others that the new
-  // rows would write (adding the copies to `plan`).
-  void grow(Seq& s, int64_t length, StepPlan& plan);
+  // rows would write (adding the copies to `plan`, and the entries they replace to `replaced`,
+  // per SP rank).
+  void grow(Seq& s, int64_t length, StepPlan& plan, std::vector<std::vector<TableEntry>>& replaced);
   void admit(Seq& s);  // prefix-cache lookup; s becomes running
   void preempt(Seq& s);
   void release_blocks(Seq& s);
@@ -117,8 +126,8 @@ class Scheduler {
   std::vector<BlockAllocator> blocks_;  // per SP rank
   std::map<int64_t, std::unique_ptr<Seq>> seqs_;
   std::deque<int64_t> waiting_;
-  std::vector<int64_t> running_;       // in admission order
-  std::vector<int64_t> release_;       // finished since the last step
+  std::vector<int64_t> running_;                           // in admission order
+  std::vector<int64_t> release_;                           // finished since the last step
   std::vector<std::pair<int32_t, uint64_t>> unpublished_;  // full blocks of this step
   int64_t next_step_ = 1;
   bool batch_open_ = false;  // static batches: admitting the next batch

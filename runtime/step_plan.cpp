@@ -8,7 +8,7 @@
 namespace tessera {
 namespace {
 
-constexpr uint32_t kMagic = 0x54535031;  // "TSP1"
+constexpr uint32_t kMagic = 0x54535032;  // "TSP2"
 
 class Writer {
  public:
@@ -60,6 +60,17 @@ class Reader {
 
 }  // namespace
 
+void apply_share(const KvShare& share, bool start, std::vector<int32_t>& table) {
+  if (start) table.clear();
+  for (const TableEntry& e : share.replaced) {
+    TESSERA_ASSERT(
+        e.index >= 0 && e.index < int64_t(table.size()),
+        "step plan: entry " << e.index << " of a table of " << table.size() << " blocks");
+    table[size_t(e.index)] = e.block;
+  }
+  table.insert(table.end(), share.blocks.begin(), share.blocks.end());
+}
+
 int64_t StepPlan::tokens() const {
   int64_t n = 0;
   for (const SequenceWork& w : work) n += int64_t(w.tokens.size());
@@ -88,9 +99,11 @@ std::string StepPlan::encode() const {
     for (const KvShare& k : s.kv) {
       w.put(k.rows);
       w.put_vector(k.blocks);
+      w.put_vector(k.replaced);
     }
     w.put(uint8_t(s.start));
     w.put_vector(s.context);
+    w.put(s.logits);
     w.put(uint8_t(s.sample));
     w.put(s.output_index);
     w.put(s.sampling);  // trivially copyable: the same binary on every rank
@@ -107,7 +120,8 @@ StepPlan StepPlan::decode(const std::string& bytes) {
   p.release = r.get_vector<int64_t>();
   p.copies = r.get_vector<BlockCopy>();
   const uint64_t n = r.get<uint64_t>();
-  TESSERA_ASSERT(n <= bytes.size(), "step plan: " << n << " sequences in " << bytes.size() << " bytes");
+  TESSERA_ASSERT(n <= bytes.size(),
+                 "step plan: " << n << " sequences in " << bytes.size() << " bytes");
   p.work.resize(n);
   for (SequenceWork& s : p.work) {
     s.seq = r.get<int64_t>();
@@ -119,9 +133,11 @@ StepPlan StepPlan::decode(const std::string& bytes) {
     for (KvShare& k : s.kv) {
       k.rows = r.get<int64_t>();
       k.blocks = r.get_vector<int32_t>();
+      k.replaced = r.get_vector<TableEntry>();
     }
     s.start = r.get<uint8_t>() != 0;
     s.context = r.get_vector<int32_t>();
+    s.logits = r.get<int64_t>();
     s.sample = r.get<uint8_t>() != 0;
     s.output_index = r.get<int64_t>();
     s.sampling = r.get<SamplingParams>();

@@ -17,6 +17,7 @@
 #include "launch/options.h"
 #include "runtime/model_bundle.h"
 #include "runtime/sampler.h"
+#include "runtime/single_sequence.h"
 
 namespace {
 
@@ -48,21 +49,24 @@ Run greedy(const Source& source, Device device, DType dtype, const std::vector<i
   o.device = device;
   o.dtype = dtype;
   LlamaModel model = source.load(local.get(), o);
-  SequenceKvCache cache = model.make_cache(int64_t(prompt.size()) + steps + 1);
-  if (graphs) model.use_decode_graphs(1, cache.capacity());
+  RunnerOptions ro;
+  ro.num_blocks = (int64_t(prompt.size()) + steps + ro.block_size) / ro.block_size;
+  if (graphs) ro.graph_batch = 1, ro.graph_keys = ro.num_blocks * ro.block_size;
+  ModelRunner runner(model, ro);
+  SingleSequence sequence(runner);
   Sampler argmax{SamplingParams{}};
   Run r;
-  Tensor logits = model.forward(prompt, cache, -1);
+  Tensor logits = sequence.feed(prompt, -1);
   const int64_t vocab = model.config().vocab_size;
   for (int s = 0; s < steps; ++s) {
     r.logits.push_back(logits);
     const int32_t next =
         argmax.sample(logits.data<float>() + (logits.dim(0) - 1) * vocab, vocab, {});
     r.tokens.push_back(next);
-    if (s + 1 < steps) logits = model.forward({next}, cache, 1);
+    if (s + 1 < steps) logits = sequence.feed({next}, 1);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.graph_replays = model.graph_replays();
+  r.graph_replays = runner.graph_replays();
   return r;
 }
 

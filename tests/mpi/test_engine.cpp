@@ -78,7 +78,7 @@ class EngineTest : public ::testing::Test {
     ProcessGroups g =
         ProcessGroups::create({p / model_ranks, l.pp, l.sp, l.tp}, MpiCommunicator::world());
     const LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get(), g.sp.get());
-    options.num_blocks = 512;
+    options.scheduler.num_blocks = 512;
     std::vector<GenerationResult> out;
     for (const GenerationRequest& r : mixed_requests()) {
       Engine engine(model, ref_->tokenizer, options);
@@ -104,9 +104,9 @@ class EngineTest : public ::testing::Test {
     ProcessGroups g =
         ProcessGroups::create({p / model_ranks, l.pp, l.sp, l.tp}, MpiCommunicator::world());
     LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get(), g.sp.get(), load);
-    if (options.num_blocks == 0) options.num_blocks = 512;  // room for every request at once
-    if (decode_graphs)
-      model.use_decode_graphs(options.max_sequences, model.config().max_position_embeddings);
+    if (options.scheduler.num_blocks == 0)
+      options.scheduler.num_blocks = 512;  // room for every request at once
+    options.decode_graphs = decode_graphs;
     Engine engine(model, ref_->tokenizer, options);
     const auto requests = mixed_requests();
     std::vector<std::string> streamed(requests.size());
@@ -118,7 +118,7 @@ class EngineTest : public ::testing::Test {
     const std::vector<GenerationResult> got = engine.run();
     EXPECT_GT(engine.stats().steps, 0);
     if (decode_graphs) {  // most steps of the run decode only
-      EXPECT_GT(model.graph_replays(), engine.stats().steps / 2);
+      EXPECT_GT(engine.stats().graph_replays, engine.stats().steps / 2);
     }
     if (!engine.leader()) {
       EXPECT_TRUE(got.empty());
@@ -164,8 +164,8 @@ TEST_F(EngineTest, OneRankBatchesEqualEachRequestAlone) {
 
 TEST_F(EngineTest, SmallBatchesAndChunkedPrefill) {
   EngineOptions o;
-  o.max_sequences = 3;    // requests wait for room
-  o.max_step_tokens = 7;  // prompts prefilled over several steps
+  o.scheduler.max_sequences = 3;    // requests wait for room
+  o.scheduler.max_step_tokens = 7;  // prompts prefilled over several steps
   check({1, 1, 1}, o);
 }
 
@@ -177,11 +177,11 @@ TEST_F(EngineTest, CancelWhileStepsAreInFlight) {
   for (const Layout l : {Layout{1, 2, 1}, Layout{2, 2, 1}, Layout{1, 1, 1}}) {
     if (p % (l.tp * l.pp) != 0) continue;
     SCOPED_TRACE("tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp));
-    ProcessGroups g = ProcessGroups::create({p / (l.tp * l.pp), l.pp, 1, l.tp},
-                                            MpiCommunicator::world());
+    ProcessGroups g =
+        ProcessGroups::create({p / (l.tp * l.pp), l.pp, 1, l.tp}, MpiCommunicator::world());
     LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get(), g.sp.get());
     EngineOptions o;
-    o.num_blocks = 512;
+    o.scheduler.num_blocks = 512;
     Engine engine(model, ref_->tokenizer, o);
     const auto requests = mixed_requests();
     std::vector<int64_t> ids;
@@ -229,9 +229,33 @@ TEST_F(EngineTest, PipelineOneStepAtATime) {
   o.max_in_flight = 1;
   check({1, 2, 1}, o);
 }
+// By default a pipeline prefills a prompt in two chunks per stage, so that the stages work on
+// different chunks at once: an 80-token prompt through PP=2 in 4 steps of 20 tokens (then one
+// token a step), on the engine's path, with the tokens of the one-rank run.
+TEST_F(EngineTest, PipelinePrefillsAPromptInTwoChunksPerStageByDefault) {
+  const int p = ref_->world->size();
+  if (p % 2 != 0) GTEST_SKIP() << "PP=2 does not divide " << p << " ranks";
+  ProcessGroups g = ProcessGroups::create({p / 2, 2, 1, 1}, MpiCommunicator::world());
+  const LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get());
+  EngineOptions o;
+  o.scheduler.num_blocks = 64;
+  Engine engine(model, ref_->tokenizer, o);
+  GenerationRequest r;
+  for (int t = 0; t < 80; ++t) r.prompt.push_back(int32_t((t * 37 + 5) % 256));
+  r.max_tokens = 3;
+  r.ignore_eos = true;
+  if (engine.leader()) engine.submit(r);
+  const std::vector<GenerationResult> got = engine.run();
+  std::vector<int64_t> step_tokens;
+  for (const EngineSpan& s : engine.stats().spans) step_tokens.push_back(s.tokens);
+  EXPECT_EQ(step_tokens, (std::vector<int64_t>{20, 20, 20, 20, 1, 1}));
+  if (engine.leader()) {
+    EXPECT_EQ(got.at(0).tokens, Generator(ref_->model, ref_->tokenizer).generate(r).tokens);
+  }
+}
 TEST_F(EngineTest, FourStagesSmallChunks) {
   EngineOptions o;
-  o.prefill_chunk = 5;
+  o.scheduler.prefill_chunk = 5;
   check({1, 4, 1}, o);
 }
 TEST_F(EngineTest, TensorAndPipeline) {
@@ -294,8 +318,8 @@ TEST_F(EngineTest, EightWayTensorParallel) {
 // request still ends with the tokens it has alone.
 TEST_F(EngineTest, PreemptionKeepsEveryRequestsTokens) {
   EngineOptions o;
-  o.num_blocks = 12;  // 192 tokens for 64 requests of up to 64 positions each
-  o.max_sequences = 16;
+  o.scheduler.num_blocks = 12;  // 192 tokens for 64 requests of up to 64 positions each
+  o.scheduler.max_sequences = 16;
   check({1, 1, 1}, o);
   if (ref_->world->rank() == 0) {
     EXPECT_GT(last_metrics_.preemptions, 0);
@@ -304,8 +328,8 @@ TEST_F(EngineTest, PreemptionKeepsEveryRequestsTokens) {
 
 TEST_F(EngineTest, PreemptionUnderPipelineAndTensorParallel) {
   EngineOptions o;
-  o.num_blocks = 12;
-  o.max_sequences = 16;
+  o.scheduler.num_blocks = 12;
+  o.scheduler.max_sequences = 16;
   check({2, 2, 1}, o);
 }
 
@@ -325,7 +349,7 @@ TEST(EnginePrefixCache, SharedSystemPromptIsComputedOnce) {
     requests.push_back(q);
   }
   EngineOptions o;
-  o.num_blocks = 64;
+  o.scheduler.num_blocks = 64;
   Engine engine(ref.model, ref.tokenizer, o);
   for (const GenerationRequest& q : requests) engine.submit(q);
   const std::vector<GenerationResult> got = engine.run();
@@ -337,7 +361,7 @@ TEST(EnginePrefixCache, SharedSystemPromptIsComputedOnce) {
   EXPECT_EQ(m.cached_tokens, 7 * 48);
   EXPECT_EQ(m.prefill_tokens, prompt_tokens - 7 * 48);
   EngineOptions no_cache = o;
-  no_cache.prefix_caching = false;
+  no_cache.scheduler.prefix_caching = false;
   Generator alone(ref.model, ref.tokenizer, no_cache);
   ASSERT_EQ(got.size(), requests.size());
   for (size_t i = 0; i < requests.size(); ++i)

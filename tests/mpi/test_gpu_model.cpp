@@ -13,6 +13,7 @@
 #include "parallel/process_groups.h"
 #include "runtime/generator.h"
 #include "runtime/llama_model.h"
+#include "runtime/single_sequence.h"
 #include "tests/mpi/random_model.h"
 
 namespace tessera {
@@ -41,14 +42,16 @@ LoadOptions on_gpu() {
 
 void expect_same_run(const LlamaModel& reference, const LlamaModel& model, const Tokenizer& tok,
                      const std::vector<int32_t>& prompt, bool all_logits) {
-  SequenceKvCache ref_cache = reference.make_cache(64), cache = model.make_cache(64);
-  EXPECT_EQ(cache.pool().keys(0).device(), test_gpu());
-  const Tensor all = reference.forward(prompt, ref_cache, -1);
+  const Tensor all = sequence_logits(reference, prompt, -1);
   const Tensor want = all_logits ? all : all.rows(all.dim(0) - 1, all.dim(0));
-  const Tensor mine = model.forward(prompt, cache, all_logits ? -1 : 1);
+  RunnerOptions o;
+  o.num_blocks = 4;
+  ModelRunner runner(model, o);
+  EXPECT_EQ(runner.pool().keys(0).device(), test_gpu());
+  const Tensor mine = SingleSequence(runner).feed(prompt, all_logits ? -1 : 1);
   ASSERT_EQ(mine.defined(), model.stage().last());
   if (model.stage().last()) {
-    const Tensor got = model.gather_logits(mine);
+    const Tensor got = gather_vocab_shards(mine, model.tp());
     EXPECT_TRUE(got.device().is_cpu());
     ASSERT_EQ(got.shape(), want.shape());
     EXPECT_LE(relative_max_diff(want, got), 1e-4f);
@@ -100,15 +103,13 @@ TEST(GpuModel, RandomModelsAreOneModelOnEveryDeviceAndLayout) {
   const LlamaModel gpu = LlamaModel::random(c, 42, local.get(), local.get(), nullptr, on_gpu());
   const LlamaModel other_seed = LlamaModel::random(c, 43, local.get(), local.get());
   const std::vector<int32_t> prompt = {1, 2, 3, 200, 100};
-  SequenceKvCache a = cpu.make_cache(16), b = gpu.make_cache(16), d = other_seed.make_cache(16);
-  const Tensor want = cpu.forward(prompt, a, -1);
-  EXPECT_LE(relative_max_diff(want, gpu.forward(prompt, b, -1)), 1e-5f);
-  EXPECT_GT(relative_max_diff(want, other_seed.forward(prompt, d, -1)), 0.1f);
+  const Tensor want = sequence_logits(cpu, prompt);
+  EXPECT_LE(relative_max_diff(want, sequence_logits(gpu, prompt)), 1e-5f);
+  EXPECT_GT(relative_max_diff(want, sequence_logits(other_seed, prompt)), 0.1f);
   const int p = MpiCommunicator::world()->size();
   ProcessGroups g = ProcessGroups::create({p / 2, 1, 1, 2}, MpiCommunicator::world());
   const LlamaModel tp2 = LlamaModel::random(c, 42, g.tp.get(), g.pp.get(), nullptr, on_gpu());
-  SequenceKvCache e = tp2.make_cache(16);
-  EXPECT_LE(relative_max_diff(want, tp2.gather_logits(tp2.forward(prompt, e, -1))), 1e-4f);
+  EXPECT_LE(relative_max_diff(want, sequence_logits(tp2, prompt)), 1e-4f);
 }
 
 // bf16 weights and activations (float32 accumulation, float32 attention states and KV cache)
@@ -117,8 +118,7 @@ TEST(GpuModel, Bf16DriftsFromFloat32ByRoundingOnly) {
   ReferenceModel ref(gpu_test_config(), "tessera_gpu_bf16.h5", 7);
   const int p = ref.world->size();
   const std::vector<int32_t> prompt = {5, 77, 200, 3, 3, 150, 42, 9, 255, 17, 64, 1, 2};
-  SequenceKvCache ref_cache = ref.model.make_cache(64);
-  const Tensor want = ref.model.forward(prompt, ref_cache, -1);
+  const Tensor want = sequence_logits(ref.model, prompt);
   struct Layout {
     int tp, pp;
   };
@@ -130,10 +130,8 @@ TEST(GpuModel, Bf16DriftsFromFloat32ByRoundingOnly) {
     LoadOptions o = on_gpu();
     o.dtype = DType::kBF16;
     const LlamaModel model = LlamaModel::load(ref.reader, g.tp.get(), g.pp.get(), nullptr, o);
-    SequenceKvCache cache = model.make_cache(64);
-    const Tensor mine = model.forward(prompt, cache, -1);
+    const Tensor got = sequence_logits(model, prompt);
     if (!model.stage().last()) continue;
-    const Tensor got = model.gather_logits(mine);
     ASSERT_EQ(got.shape(), want.shape());
     const float drift = relative_max_diff(want, got);
     int same_top = 0;

@@ -11,8 +11,10 @@
 #include "io/model_store.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
+#include "parallel/sp_split.h"
 #include "runtime/generator.h"
 #include "runtime/llama_model.h"
+#include "runtime/single_sequence.h"
 #include "tests/mpi/random_model.h"
 
 namespace tessera {
@@ -36,7 +38,8 @@ ModelConfig test_config(bool qwen) {
 
 ReferenceModel reference_model(bool qwen) {
   return ReferenceModel(test_config(qwen),
-                        std::string("tessera_tp_") + (qwen ? "qwen" : "llama") + ".h5", qwen ? 2 : 1);
+                        std::string("tessera_tp_") + (qwen ? "qwen" : "llama") + ".h5",
+                        qwen ? 2 : 1);
 }
 
 void check_against_one_rank(bool qwen) {
@@ -56,12 +59,10 @@ void check_against_one_rank(bool qwen) {
       EXPECT_EQ(model.shard().heads.kv.size(), tp <= 2 ? 2 / tp : 1);
       EXPECT_EQ(model.shard().layers, stage_layers(5, pp, g.coord.pp));
 
-      SequenceKvCache ref_cache = reference.make_cache(64), cache = model.make_cache(64);
-      const Tensor want = reference.forward(prompt, ref_cache, -1);
-      const Tensor mine = model.prefill(prompt, cache, /*microbatch=*/4, -1);
-      ASSERT_EQ(mine.defined(), model.stage().last());
+      const Tensor want = sequence_logits(reference, prompt);
+      const Tensor got = sequence_logits(model, prompt, -1, /*chunk=*/4);
+      ASSERT_EQ(got.defined(), model.stage().last());
       if (model.stage().last()) {
-        const Tensor got = model.gather_logits(mine);
         ASSERT_EQ(got.shape(), want.shape());
         EXPECT_LE(relative_max_diff(want, got), 1e-4f);
       }
@@ -110,10 +111,13 @@ TEST(ModelParallel, EachRankReadsOnlyItsShare) {
         const int64_t layer = std::stoll(s.name.substr(7));
         if (layer < layers.first || layer >= layers.last) continue;
         const int64_t numel = shape_numel(s.shape);
-        if (suffix.find("layernorm") != std::string::npos) expected += numel;
-        else if (suffix.find("k_proj") != std::string::npos || suffix.find("v_proj") != std::string::npos)
+        if (suffix.find("layernorm") != std::string::npos)
+          expected += numel;
+        else if (suffix.find("k_proj") != std::string::npos ||
+                 suffix.find("v_proj") != std::string::npos)
           expected += numel / c.num_kv_heads * kv_share;
-        else expected += numel / tp;  // q, o, gate, up, down: a 1/tp slice
+        else
+          expected += numel / tp;  // q, o, gate, up, down: a 1/tp slice
       }
       EXPECT_EQ(reader.bytes_read(), expected * 4);
     }
@@ -130,8 +134,7 @@ TEST(ModelParallel, SequenceParallelMatchesOneRank) {
   const Tokenizer& tok = ref.tokenizer;
   const LlamaModel& reference = ref.model;
   const std::vector<int32_t> prompt = {5, 77, 200, 3, 3, 150, 42, 9, 255, 17, 64, 1, 2};  // 13
-  SequenceKvCache ref_cache = reference.make_cache(64);
-  const Tensor all = reference.forward(prompt, ref_cache, -1);
+  const Tensor all = sequence_logits(reference, prompt);
   const Tensor want = all.rows(all.dim(0) - 1, all.dim(0));
   for (int sp = 2; sp <= p; sp *= 2)
     for (int tp = 1; tp * sp <= p && tp <= 2; tp *= 2)
@@ -141,11 +144,15 @@ TEST(ModelParallel, SequenceParallelMatchesOneRank) {
         ProcessGroups g =
             ProcessGroups::create({p / (tp * sp * pp), pp, sp, tp}, MpiCommunicator::world());
         const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), g.sp.get());
-        SequenceKvCache cache = model.make_cache(64);
-        const Tensor mine = model.forward(prompt, cache, 1);
-        EXPECT_EQ(cache.rows(), model.sp_chunk(13, g.coord.sp).size());  // only its own tokens
+        RunnerOptions o;
+        o.num_blocks = 4;
+        ModelRunner runner(model, o);
+        SingleSequence sequence(runner);
+        const Tensor mine = sequence.feed(prompt, 1);
+        // Only its own tokens.
+        EXPECT_EQ(sequence.rows_held(g.coord.sp), sp_prompt_chunk(13, sp, g.coord.sp).size());
         if (model.stage().last()) {
-          EXPECT_LE(relative_max_diff(want, model.gather_logits(mine)), 1e-4f);
+          EXPECT_LE(relative_max_diff(want, gather_vocab_shards(mine, model.tp())), 1e-4f);
         }
 
         GenerationRequest req;
@@ -170,7 +177,8 @@ TEST(ModelParallel, SequenceParallelMatchesOneRank) {
         req.sampling.temperature = 0.9f;
         req.sampling.top_k = 50;
         req.sampling.seed = 5;
-        EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
+        EXPECT_EQ(Generator(model, tok).generate(req).tokens,
+                  Generator(reference, tok).generate(req).tokens);
       }
 }
 
@@ -181,17 +189,23 @@ TEST(ModelParallel, WeightedStagesMatchOneRank) {
   const Tokenizer& tok = ref.tokenizer;
   const LlamaModel& reference = ref.model;
   ProcessGroups g = ProcessGroups::create({p / 2, 2, 1, 1}, MpiCommunicator::world());
-  const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), nullptr, LoadOptions{{1.0, 4.0}, Device::cpu()});
+  const LlamaModel model = LlamaModel::load(reader, g.tp.get(), g.pp.get(), nullptr,
+                                            LoadOptions{{1.0, 4.0}, Device::cpu()});
   EXPECT_EQ(model.shard().layers.size(), g.coord.pp == 0 ? 1 : 4);  // 5 layers as 1 + 4
   GenerationRequest req;
   req.prompt = {5, 77, 200, 3};
   req.max_tokens = 10;
   req.ignore_eos = true;
-  EXPECT_EQ(Generator(model, tok).generate(req).tokens, Generator(reference, tok).generate(req).tokens);
+  EXPECT_EQ(Generator(model, tok).generate(req).tokens,
+            Generator(reference, tok).generate(req).tokens);
 }
 
-TEST(ModelParallel, LlamaGqaMatchesOneRank) { check_against_one_rank(false); }
-TEST(ModelParallel, Qwen2BiasTiedMatchesOneRank) { check_against_one_rank(true); }
+TEST(ModelParallel, LlamaGqaMatchesOneRank) {
+  check_against_one_rank(false);
+}
+TEST(ModelParallel, Qwen2BiasTiedMatchesOneRank) {
+  check_against_one_rank(true);
+}
 
 }  // namespace
 }  // namespace tessera

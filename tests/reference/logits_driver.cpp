@@ -9,6 +9,7 @@
 
 #include "runtime/model_bundle.h"
 #include "runtime/sampler.h"
+#include "runtime/single_sequence.h"
 
 int main(int argc, char** argv) {
   if (argc != 5) {
@@ -23,10 +24,13 @@ int main(int argc, char** argv) {
     for (std::string tok; std::getline(ss, tok, ',');) ids.push_back(std::stoi(tok));
     const int steps = std::stoi(argv[3]);
     const auto& cfg = bundle.model->config();
-    tessera::SequenceKvCache cache = bundle.model->make_cache(int64_t(ids.size()) + steps + 1);
+    tessera::RunnerOptions o;
+    o.num_blocks = (int64_t(ids.size()) + steps + o.block_size) / o.block_size;
+    tessera::ModelRunner runner(*bundle.model, o);
+    tessera::SingleSequence sequence(runner);
     std::ofstream out(argv[4], std::ios::binary);
     tessera::Sampler greedy(tessera::SamplingParams{});
-    tessera::Tensor logits = bundle.model->forward(ids, cache, -1);
+    tessera::Tensor logits = sequence.feed(ids, -1);
     std::vector<int32_t> generated;
     for (int s = 0;; ++s) {
       out.write(static_cast<const char*>(logits.raw()), std::streamsize(logits.nbytes()));
@@ -34,7 +38,7 @@ int main(int argc, char** argv) {
       const int32_t next = greedy.sample(last, cfg.vocab_size, {});
       generated.push_back(next);
       if (s + 1 == steps) break;
-      logits = bundle.model->forward({next}, cache, 1);
+      logits = sequence.feed({next}, 1);
     }
     std::printf("{\"tokens\": [");
     for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? ", " : "", generated[i]);

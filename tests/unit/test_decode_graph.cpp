@@ -1,9 +1,10 @@
-// Decode steps as CUDA graph replays (LlamaModel::use_decode_graphs) against the same model run
-// kernel by kernel: sequences prefilled, then decode steps whose batches grow and shrink (padded
-// to buckets of 1, 2, 4, 8 rows), on a GPU, or on an emulated one where there is none (the
-// emulator records and replays the launches). With a key capacity the eager plan also uses (one
-// piece per key list) the logits are bitwise the eager ones; with a larger capacity (the key lists
-// split differently) they agree to float32 rounding, and the greedy tokens are the same.
+// Decode steps as CUDA graph replays (RunnerOptions::graph_batch) against the same model run
+// kernel by kernel, through the model runner: sequences prefilled, then decode steps whose batches
+// grow and shrink (padded to buckets of 1, 2, 4, 8 rows), on a GPU, or on an emulated one where
+// there is none (the emulator records and replays the launches). With a key capacity the eager plan
+// also uses (one piece per key list) the logits are bitwise the eager ones; with a larger capacity
+// (the key lists split differently) they agree to float32 rounding, and the greedy tokens are the
+// same.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
 #include "runtime/llama_model.h"
+#include "runtime/model_runner.h"
 #include "tests/gpu_or_emulated.h"
 
 namespace tessera {
@@ -34,21 +36,25 @@ ModelConfig small_config() {
   return c;
 }
 
-// One model and its pool, stepping sequences as an engine would.
+// One model and its runner, stepping sequences with plans as an engine would.
 struct Runner {
   std::unique_ptr<Communicator> tp = make_local_communicator();
   std::unique_ptr<Communicator> pp = make_local_communicator();
   LlamaModel model;
-  KvPool pool;
+  std::unique_ptr<ModelRunner> runner;
   std::vector<std::vector<int32_t>> tables;  // each sequence's blocks
   std::vector<int64_t> lengths;
+  int64_t next_step = 1;
 
   Runner(int64_t graph_keys, int sequences, int blocks_each = 8) {
     LoadOptions o;
     o.device = test_gpu();
     model = LlamaModel::random(small_config(), 11, tp.get(), pp.get(), nullptr, o);
-    if (graph_keys > 0) model.use_decode_graphs(8, graph_keys);
-    pool = KvPool(model.kv_shape(4), blocks_each * sequences);
+    RunnerOptions r;
+    r.block_size = 4;
+    r.num_blocks = blocks_each * sequences;
+    if (graph_keys > 0) r.graph_batch = 8, r.graph_keys = graph_keys;
+    runner = std::make_unique<ModelRunner>(model, r);
     for (int s = 0; s < sequences; ++s) {  // blocks of 4 keys, interleaved in the pool
       std::vector<int32_t> t;
       for (int b = 0; b < blocks_each; ++b) t.push_back(int32_t(b * sequences + s));
@@ -59,17 +65,24 @@ struct Runner {
   // One step: sequence ids[i] takes tokens[i]; returns the logits of each sequence's last row.
   std::vector<float> step(const std::vector<int>& ids,
                           const std::vector<std::vector<int32_t>>& toks) {
-    std::vector<BatchRows> batch;
-    std::vector<int32_t> flat;
+    StepPlan plan;
+    plan.id = next_step++;
     for (size_t i = 0; i < ids.size(); ++i) {
       const int s = ids[i];
-      batch.push_back({&pool, tables[size_t(s)].data(), lengths[size_t(s)], lengths[size_t(s)],
-                       int64_t(toks[i].size()), 1});
-      flat.insert(flat.end(), toks[i].begin(), toks[i].end());
+      SequenceWork w;
+      w.seq = s;
+      w.position = lengths[size_t(s)];
+      w.tokens = toks[i];
+      w.start = w.position == 0;
+      KvShare share;
+      share.rows = w.position;
+      if (w.start) share.blocks = tables[size_t(s)];  // the whole table once
+      w.kv = {share};
+      w.logits = 1;
+      plan.work.push_back(w);
+      lengths[size_t(s)] += int64_t(toks[i].size());
     }
-    const Tensor logits = model.forward_stage(flat, batch, Tensor());
-    for (size_t i = 0; i < ids.size(); ++i) lengths[size_t(ids[i])] += int64_t(toks[i].size());
-    return logits.to_f32_vector();
+    return runner->execute(plan).logits.to_f32_vector();
   }
 };
 
@@ -120,9 +133,9 @@ float run_both(Runner& eager, Runner& graphs, bool exact, int prompt) {
 TEST(DecodeGraphs, ReplaysGiveTheEagerLogitsBitwise) {
   Runner eager(0, 5), graphs(32, 5);  // 32 keys: one piece per key list, as the eager plan
   run_both(eager, graphs, true, 3);
-  EXPECT_EQ(eager.model.graph_replays(), 0);
-  EXPECT_EQ(graphs.model.graph_replays(), 7);    // every decode step
-  EXPECT_EQ(graphs.model.graphs_captured(), 4);  // buckets 4 (3 rows), 1, 8 (5 rows), 2
+  EXPECT_EQ(eager.runner->graph_replays(), 0);
+  EXPECT_EQ(graphs.runner->graph_replays(), 7);    // every decode step
+  EXPECT_EQ(graphs.runner->graphs_captured(), 4);  // buckets 4 (3 rows), 1, 8 (5 rows), 2
 }
 
 TEST(DecodeGraphs, ALargerKeyCapacityAgreesToRounding) {
@@ -132,7 +145,7 @@ TEST(DecodeGraphs, ALargerKeyCapacityAgreesToRounding) {
   const float worst = run_both(eager, graphs, false, 300);
   EXPECT_GT(worst, 0.0f) << "the pieces should differ";
   EXPECT_LE(worst, 1e-5f);
-  EXPECT_EQ(graphs.model.graph_replays(), 7);
+  EXPECT_EQ(graphs.runner->graph_replays(), 7);
 }
 
 TEST(DecodeGraphs, StepsThatDoNotFitRunKernelByKernel) {
@@ -140,11 +153,11 @@ TEST(DecodeGraphs, StepsThatDoNotFitRunKernelByKernel) {
   std::vector<int32_t> prompt(30, 5);
   graphs.step({0}, {prompt});
   graphs.step({0}, {{1}});  // 31 keys: fits
-  EXPECT_EQ(graphs.model.graph_replays(), 1);
+  EXPECT_EQ(graphs.runner->graph_replays(), 1);
   graphs.step({0}, {{1}});  // 32 keys: fits
-  EXPECT_EQ(graphs.model.graph_replays(), 2);
+  EXPECT_EQ(graphs.runner->graph_replays(), 2);
   graphs.step({1}, {{1, 2}});  // two tokens: a prefill
-  EXPECT_EQ(graphs.model.graph_replays(), 2);
+  EXPECT_EQ(graphs.runner->graph_replays(), 2);
 }
 #else
 TEST(DecodeGraphs, NeedTheCudaBackend) {

@@ -35,9 +35,9 @@ struct TinyEngine {
     c.head_dim = 8;
     c.max_position_embeddings = 256;
     model = LlamaModel::random(c, 7, tp.get(), pp.get());
-    options.num_blocks = 64;
-    options.block_size = 4;
-    options.max_sequences = 4;
+    options.scheduler.num_blocks = 64;
+    options.scheduler.block_size = 4;
+    options.scheduler.max_sequences = 4;
   }
 };
 

@@ -4,15 +4,17 @@
 // included), reference counts must balance, nothing may leak, and every request must finish.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <random>
 #include <set>
 
 #include "kernels/error.h"
+#include "parallel/sp_split.h"
 #include "runtime/block_allocator.h"
 #include "runtime/scheduler.h"
-#include "parallel/sp_split.h"
 
 namespace tessera {
 namespace {
@@ -95,7 +97,10 @@ struct Shadow {  // what a sequence has been given and what the test expects of 
 class SchedulerSimulation {
  public:
   SchedulerSimulation(const SchedulerOptions& o, unsigned seed)
-      : o_(o), s_(o), g_(seed), kv_(size_t(o.sp), std::vector<Slot>(size_t(o.num_blocks * o.block_size))) {}
+      : o_(o),
+        s_(o),
+        g_(seed),
+        kv_(size_t(o.sp), std::vector<Slot>(size_t(o.num_blocks * o.block_size))) {}
 
   // The positions SP rank r holds for a sequence, in row order.
   std::vector<int64_t> positions_held(const Shadow& q, int r, int64_t length) const {
@@ -124,6 +129,7 @@ class SchedulerSimulation {
   // Executes a plan on the shadow cache as every rank would: copies, then each sequence's reads
   // (its rows must hold its own tokens) and writes.
   void execute(const StepPlan& plan) {
+    for (int64_t id : plan.release) tables_.erase(id);
     copies_ += int64_t(plan.copies.size());
     for (const BlockCopy& c : plan.copies)
       for (int64_t i = 0; i < o_.block_size; ++i)
@@ -143,20 +149,32 @@ class SchedulerSimulation {
         ASSERT_EQ(w.tokens[i], q.known[size_t(w.position) + i]);
       ASSERT_EQ(int64_t(w.kv.size()), int64_t(o_.sp));
       const int64_t end = w.position + int64_t(w.tokens.size());
+      // The tables as a rank keeps them: whole in a sequence's first step, then only changes.
+      ASSERT_TRUE(w.start || tables_.count(w.seq)) << "sequence " << w.seq << " unknown to ranks";
+      std::vector<std::vector<int32_t>>& tables = tables_[w.seq];
+      tables.resize(size_t(o_.sp));
       for (int r = 0; r < o_.sp; ++r) {
         const KvShare& share = w.kv[size_t(r)];
+        if (!w.start) {
+          ASSERT_LE(int64_t(share.blocks.size()), int64_t(w.tokens.size()) / o_.block_size + 1)
+              << "a running sequence's plan resends its table";
+          appended_ += int64_t(share.blocks.size());
+          replaced_ += int64_t(share.replaced.size());
+        }
+        apply_share(share, w.start, tables[size_t(r)]);
+        const std::vector<int32_t>& table = tables[size_t(r)];
         const auto before = positions_held(q, r, w.position);
         const auto after = positions_held(q, r, end);
         ASSERT_EQ(share.rows, int64_t(before.size())) << "rows of sequence " << w.seq;
-        ASSERT_GE(int64_t(share.blocks.size()) * o_.block_size, int64_t(after.size()));
+        ASSERT_GE(int64_t(table.size()) * o_.block_size, int64_t(after.size()));
         for (size_t row = 0; row < after.size(); ++row) {
-          Slot& slot = kv_[size_t(r)][size_t(share.blocks[row / size_t(o_.block_size)] *
-                                               o_.block_size + int64_t(row % size_t(o_.block_size)))];
+          Slot& slot = kv_[size_t(r)][size_t(table[row / size_t(o_.block_size)] * o_.block_size +
+                                             int64_t(row % size_t(o_.block_size)))];
           const Slot mine{q.known[size_t(after[row])], after[row], w.seq, plan.id};
           if (row < before.size())
             ASSERT_EQ(slot, mine) << "sequence " << w.seq << " reads position " << after[row]
                                   << " (step " << plan.id << ", block "
-                                  << share.blocks[row / size_t(o_.block_size)]
+                                  << table[row / size_t(o_.block_size)]
                                   << ") from a slot holding token " << slot.token << " at "
                                   << slot.position << ", written by sequence " << slot.writer
                                   << " in step " << slot.step;
@@ -211,7 +229,8 @@ class SchedulerSimulation {
         if (s_.blocks_for(int64_t(prompt.size()), int64_t(prompt.size()) + outputs) * 2 >
                 o_.num_blocks ||
             int64_t(prompt.size()) + outputs > max_tokens) {
-          EXPECT_THROW(add(added + 1000, std::vector<int32_t>(size_t(max_tokens) + 1, 1), 1), Error);
+          EXPECT_THROW(add(added + 1000, std::vector<int32_t>(size_t(max_tokens) + 1, 1), 1),
+                       Error);
           continue;
         }
         add(added++, prompt, outputs);
@@ -246,11 +265,13 @@ class SchedulerSimulation {
   std::map<int64_t, Shadow> shadow_;
   int finished_ = 0;
   int64_t copies_ = 0, restarts_ = 0;
+  int64_t appended_ = 0, replaced_ = 0;  // blocks running sequences' plans appended, replaced
+  std::map<int64_t, std::vector<std::vector<int32_t>>> tables_;  // as the ranks hold them
 };
 
 TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
   std::mt19937 g(2024);
-  int64_t preemptions = 0, cached = 0, copies = 0;
+  int64_t preemptions = 0, cached = 0, copies = 0, appended = 0;
   for (int trial = 0; trial < 300; ++trial) {
     SchedulerOptions o;
     o.block_size = std::vector<int64_t>{1, 2, 4, 16}[g() % 4];
@@ -258,6 +279,7 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     o.max_sequences = 1 + int64_t(g() % 12);
     o.max_step_tokens = 1 + int64_t(g() % 64);
     o.prefill_chunk = g() % 2 ? 0 : 1 + int64_t(g() % 16);
+    o.prompt_chunks = g() % 3 ? 1 : 2 + int(g() % 4);
     o.groups = 1 + int(g() % 3);
     o.sp = g() % 4 == 0 ? 2 + int(g() % 2) : 1;
     o.prefix_caching = g() % 3 != 0;
@@ -272,11 +294,13 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     preemptions += m.preemptions;
     cached += m.cached_tokens;
     copies += sim.copies_;
+    appended += sim.appended_;
   }
   // The workloads did exercise what they are for.
   EXPECT_GT(preemptions, 0);
   EXPECT_GT(cached, 0);
   EXPECT_GT(copies, 0);
+  EXPECT_GT(appended, 0);  // tables grown by their new blocks only
 }
 
 // Two sequences forked from one share its blocks; the first to write into the shared partial
@@ -298,6 +322,7 @@ TEST(Scheduler, ForkedSequencesCopyTheSharedBlockOnWrite) {
   // The first to write position 6 copies the shared block; the other then holds it alone.
   EXPECT_EQ(p.copies.size(), 1u);
   sim.execute(p);
+  EXPECT_EQ(sim.replaced_, 1) << "the running sequence's plan replaces the copied entry";
   sim.s_.check_invariants();
   sim.complete(p);
   // Different tokens from here on (the shadow gives each sequence its own), same prefix blocks.
@@ -371,6 +396,48 @@ TEST(Scheduler, StaticBatchesAdmitOnlyIntoAnEmptyEngine) {
         overlapped |= steps.at(r).first <= steps.at(e).second;
     EXPECT_EQ(overlapped, !static_batches);
   }
+}
+
+// Plans carry a sequence's block table once: with 64 sequences of 4096 tokens decoding, a step's
+// plan is a few kilobytes instead of every table again (the figures print; the README cites
+// them). "Whole tables" is the same plan with each table sent whole, as plans were before.
+TEST(Scheduler, DecodePlansCarryNewBlocksNotWholeTables) {
+  SchedulerOptions o;
+  o.block_size = 16;
+  o.num_blocks = 64 * (4096 / 16 + 8);
+  o.max_sequences = 64;
+  o.max_step_tokens = 4096;
+  Scheduler s(o);
+  std::map<int64_t, std::vector<int32_t>> tables;  // as the ranks hold them
+  for (int64_t id = 0; id < 64; ++id) s.add(id, std::vector<int32_t>(4095, int32_t(id)), {}, 4200);
+  std::vector<int64_t> incremental, whole;
+  while (incremental.size() < 20) {
+    const StepPlan p = s.schedule();
+    ASSERT_FALSE(p.work.empty());
+    StepPlan resent = p;  // every table whole
+    bool decode = true;
+    for (SequenceWork& w : resent.work) {
+      std::vector<int32_t>& t = tables[w.seq];
+      apply_share(w.kv[0], w.start, t);
+      decode &= w.tokens.size() == 1;
+      w.kv[0].blocks = t;
+      w.kv[0].replaced.clear();
+    }
+    if (decode && p.work.size() == 64) {
+      incremental.push_back(int64_t(p.encode().size()));
+      whole.push_back(int64_t(resent.encode().size()));
+    }
+    for (const SequenceWork& w : p.work)
+      if (w.sample) s.append(w.seq, 1);
+  }
+  std::sort(incremental.begin(), incremental.end());
+  std::sort(whole.begin(), whole.end());
+  std::printf(
+      "plan bytes per decode step, 64 sequences of 4096 tokens (median of %zu): %lld "
+      "(whole tables: %lld)\n",
+      incremental.size(), (long long)incremental[incremental.size() / 2],
+      (long long)whole[whole.size() / 2]);
+  EXPECT_LT(incremental.back() * 8, whole.front());  // (the rest: ids, positions, sampling)
 }
 
 }  // namespace

@@ -16,7 +16,15 @@ StepPlan sample_plan() {
   a.seq = 12;
   a.position = 0;
   a.tokens = {1, 2, 3, 50000};
-  a.kv = {{0, {4, 5}}, {2, {9}}};
+  KvShare first, second;  // a start's whole table; a running one's new block and a copy
+  first.blocks = {4, 5};
+  second.rows = 2;
+  second.blocks = {9};
+  second.replaced = {TableEntry{1, 11}};
+  a.kv = {first, second};
+  a.start = true;
+  a.context = {8, 8};
+  a.logits = -1;
   SequenceWork b;
   b.seq = 7;
   b.position = 99;
@@ -46,6 +54,14 @@ TEST(StepPlan, RoundTrips) {
   EXPECT_EQ(q.work[0].kv[1].rows, 2);
   EXPECT_EQ(q.work[0].kv[0].blocks, (std::vector<int32_t>{4, 5}));
   EXPECT_EQ(q.work[0].kv[1].blocks, (std::vector<int32_t>{9}));
+  ASSERT_EQ(q.work[0].kv[1].replaced.size(), 1u);
+  EXPECT_EQ(q.work[0].kv[1].replaced[0].index, 1);
+  EXPECT_EQ(q.work[0].kv[1].replaced[0].block, 11);
+  EXPECT_TRUE(q.work[0].kv[0].replaced.empty());
+  EXPECT_TRUE(q.work[0].start);
+  EXPECT_EQ(q.work[0].context, (std::vector<int32_t>{8, 8}));
+  EXPECT_EQ(q.work[0].logits, -1);
+  EXPECT_EQ(q.work[1].logits, 0);
   ASSERT_EQ(q.copies.size(), 1u);
   EXPECT_EQ(q.copies[0].sp_rank, 1);
   EXPECT_EQ(q.copies[0].src, 8);
