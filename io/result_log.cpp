@@ -37,7 +37,18 @@ std::string record_key(const std::string& id, bool duplicate, int64_t line) {
   return duplicate ? id + "#line " + std::to_string(line) : id;
 }
 
+bool ResultLog::is_stream(const std::string& path) {
+  struct stat st;
+  return path == "-" || (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode));
+}
+
 ResultLog::ResultLog(const std::string& path, bool overwrite) : path_(path) {
+  if (is_stream(path)) {  // written as records finish, never read back
+    streaming_ = true;
+    fd_ = path == "-" ? ::dup(STDOUT_FILENO) : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    TESSERA_CHECK_IO(fd_ >= 0, path << ": cannot open for writing: " << std::strerror(errno));
+    return;
+  }
   int64_t keep = 0;  // bytes of whole records
   if (!overwrite) {
     std::ifstream in(path, std::ios::binary);
@@ -86,6 +97,7 @@ void ResultLog::append(const std::string& record_json) {
     TESSERA_CHECK_IO(n > 0, path_ << ": write failed: " << std::strerror(errno));
     written += size_t(n);
   }
+  if (streaming_) return;
   TESSERA_CHECK_IO(::fdatasync(fd_) == 0, path_ << ": sync failed: " << std::strerror(errno));
 }
 

@@ -101,9 +101,9 @@ class RecordChannel {
   // The writer: appends every record that has arrived.
   void poll() {
     if (!writer()) return;
-    for (Arrival a; (a = arrived(kRecord)).source >= 0;) {
+    while (const std::optional<MpiCommunicator::Arrival> a = comm_->arrived(kRecord)) {
       std::string record;
-      comm_->recv_bytes(record, a.source, kRecord);
+      comm_->recv_bytes(record, a->source, kRecord);
       put(record);
     }
   }
@@ -120,14 +120,14 @@ class RecordChannel {
     }
     // Any tag: a replica's records come before its totals (MPI keeps one sender's order).
     for (int left = senders_; left > 0;) {
-      const Arrival a = arrived(MPI_ANY_TAG);
-      if (a.source < 0) {
+      const std::optional<MpiCommunicator::Arrival> a = comm_->arrived(MpiCommunicator::kAnyTag);
+      if (!a) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         continue;
       }
       std::string bytes;
-      comm_->recv_bytes(bytes, a.source, a.tag);
-      if (a.tag == kRecord) {
+      comm_->recv_bytes(bytes, a->source, a->tag);
+      if (a->tag == kRecord) {
         put(bytes);
         continue;
       }
@@ -143,16 +143,6 @@ class RecordChannel {
 
  private:
   static constexpr int kRecord = 1, kDone = 2;
-  struct Arrival {
-    int source = -1, tag = 0;
-  };
-  // A message with `tag` (or any) that has arrived: its sender (-1: none yet) and tag.
-  Arrival arrived(int tag) const {
-    int flag = 0;
-    MPI_Status st;
-    MPI_Iprobe(MPI_ANY_SOURCE, tag, comm_->comm(), &flag, &st);
-    return flag ? Arrival{st.MPI_SOURCE, st.MPI_TAG} : Arrival{};
-  }
   ResultLog* log_;
   bool leader_;
   std::unique_ptr<MpiCommunicator> comm_;  // private: its tags meet no one else's
@@ -178,14 +168,19 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
                       const BatchOptions& o, ResultLog* log) {
   BatchTotals totals;
   RecordChannel channel(log, engine.leader());
-  std::ifstream in;
+  std::ifstream file;
+  std::istream* in = &file;  // the file, or standard input for "-"
   std::map<std::string, int64_t> first_line;  // id -> the line that used it first
-  int64_t line_no = 0, total = 0, finished = 0, index = -1;
+  int64_t line_no = 0, total = -1, finished = 0, index = -1;  // total -1: unknown (a stream)
   bool fed_all = false;
+  const bool from_stdin = o.input == "-";
   if (engine.leader()) {
-    total = (count_requests(o.input) + o.shards - 1 - o.shard) / o.shards;  // this shard's
-    in.open(o.input);
-    TESSERA_CHECK(in, o.input << ": cannot open the input file");
+    if (!from_stdin) {
+      total = (count_requests(o.input) + o.shards - 1 - o.shard) / o.shards;  // this shard's
+      file.open(o.input);
+      TESSERA_CHECK(file, o.input << ": cannot open the input file");
+    }
+    if (from_stdin) in = &std::cin;
     TESSERA_ASSERT(!channel.writer() || log, "the writer writes the results");
     if (channel.writer() && (log->records_read() > 0 || log->dropped_partial_line()))
       std::fprintf(stderr, "tessera: resuming %s: %lld records there%s; the other requests run\n",
@@ -203,7 +198,7 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
     // Submits the next request (error records for bad lines on the way); false at the end.
     engine.set_feeder([&]() -> bool {
       std::string line;
-      while (std::getline(in, line)) {
+      while (std::getline(*in, line)) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         // Every shard reads every line (to know the ids of all), and runs its own.
@@ -271,12 +266,15 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         const int64_t done_now = all_finished - log->records_read();
         const double per_request = done_now > 0 ? elapsed / double(done_now) : 0;
         const double eta = per_request * double(std::max<int64_t>(0, total - all_finished));
+        const std::string of = total >= 0 ? "/" + std::to_string(total) : "";
+        const std::string left = total < 0        ? ""
+                                 : done_now > 0 ? ", ETA " + std::to_string(int64_t(eta)) + " s"
+                                                : ", ETA unknown";
         std::fprintf(stderr,
-                     "%stessera: %lld/%lld requests done (%lld running, %lld waiting), %.1f "
-                     "generated tokens/s, %.0f s elapsed, ETA %s%s",
-                     tty ? "\r\033[K" : "", (long long)all_finished, (long long)total,
-                     (long long)m.running, (long long)m.waiting, rate, elapsed,
-                     done_now > 0 ? (std::to_string(int64_t(eta)) + " s").c_str() : "unknown",
+                     "%stessera: %lld%s requests done (%lld running, %lld waiting), %.1f "
+                     "generated tokens/s, %.0f s elapsed%s%s",
+                     tty ? "\r\033[K" : "", (long long)all_finished, of.c_str(),
+                     (long long)m.running, (long long)m.waiting, rate, elapsed, left.c_str(),
                      tty ? "" : "\n");
         std::fflush(stderr);
       });
@@ -306,9 +304,11 @@ int run_generate(const Args& args) {
       ("system", po::value(&system), "system message for --chat")
       ("input,i", po::value(&input), "JSONL file: one request per line ({\"id\", \"prompt\" or "
                                      "\"messages\", optional max_tokens, temperature, top_p, "
-                                     "top_k, min_p, seed, stop})")
+                                     "top_k, min_p, seed, stop}); - reads standard input")
       ("output,o", po::value(&output), "JSONL file for the results (with --input), appended as "
-                                       "requests finish; a job run again resumes it")
+                                       "requests finish; a job run again resumes it. - (or "
+                                       "any path that is not a regular file, such as a pipe) "
+                                       "streams the records as they finish, with no resume")
       ("overwrite", po::bool_switch(&overwrite), "start --output afresh instead of resuming it")
       ("resume", po::bool_switch(), "resume --output (the default): only requests without a "
                                     "record there run")
@@ -359,12 +359,21 @@ int run_generate(const Args& args) {
                 "--prompt runs on one (--dp 1)");
   // The results file is checked (and a partial last line dropped) before any model is loaded.
   std::unique_ptr<ResultLog> log;
-  int world_rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  const int world_rank = MpiCommunicator::world()->rank();
+  const bool stream = vm.count("input") && ResultLog::is_stream(output);
+  const std::string output_name = output == "-" ? "standard output" : output;
   if (vm.count("input")) {
     TESSERA_CHECK(!(overwrite && vm["resume"].as<bool>()),
                   "give --overwrite or --resume, not both");
+    TESSERA_CHECK(!(stream && vm["resume"].as<bool>()),
+                  "--resume: " << output_name << " is a stream, which cannot be read back");
+    TESSERA_CHECK(input != "-" || run_options.layout.dp == 1,
+                  "--input - (standard input) reaches world rank 0 only: run one replica (--dp 1)");
     if (world_rank == 0) log = std::make_unique<ResultLog>(output, overwrite);
+    if (world_rank == 0 && stream)
+      std::fprintf(stderr,
+                   "tessera: the records go to %s as they finish (a stream: nothing to resume)\n",
+                   output_name.c_str());
   }
   ModelRun run = ModelRun::start(run_options, vm);
   ModelBundle& bundle = run.bundle;
@@ -386,7 +395,8 @@ int run_generate(const Args& args) {
                    "tessera: %lld requests (%lld had records already), %lld errors, %lld prompt "
                    "and %lld generated tokens in %.1f s; results in %s\n",
                    (long long)t.requests, (long long)t.resumed, (long long)t.errors,
-                   (long long)t.prompt_tokens, (long long)t.generated_tokens, wall, output.c_str());
+                   (long long)t.prompt_tokens, (long long)t.generated_tokens, wall,
+                   output_name.c_str());
       print_speed("prompt", t.prompt_tokens, wall);
       print_speed("generated", t.generated_tokens, wall);
       print_communication(groups, share);

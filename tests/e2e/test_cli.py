@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -409,6 +410,47 @@ def test_resume_drops_a_partial_line_and_runs_only_what_is_missing(tessera, tiny
     assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(out),
                "--overwrite").returncode == 0
     assert len(out.read_text().splitlines()) == 10
+
+
+def test_batch_jobs_in_a_pipeline_of_shell_tools(tessera, tiny_model, tmp_path):
+    """-i - and -o - (and outputs that are not regular files) stream: requests from a producer
+    process, records into a consumer process as they finish, equal to a file-to-file run."""
+    lines = "".join(json.dumps({"id": f"p{i}", "prompt": "hello " * (1 + i % 3), "max_tokens": 4,
+                                "ignore_eos": True}) + "\n" for i in range(6))
+    inp, whole = tmp_path / "in.jsonl", tmp_path / "whole.jsonl"
+    inp.write_text(lines)
+    assert run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o",
+               str(whole)).returncode == 0
+    want = {json.loads(l)["id"]: json.loads(l) for l in whole.read_text().splitlines()}
+    consumer = [sys.executable, "-c",
+                "import sys, json\n"
+                "ids = [json.loads(l)['id'] for l in sys.stdin]\n"
+                "print(len(ids), ' '.join(sorted(ids)))\n"]
+    for output, extra in [("-", []), ("/dev/stdout", []), ("/dev/stdout", ["--overwrite"])]:
+        producer = subprocess.Popen(["cat", str(inp)], stdout=subprocess.PIPE)
+        job = subprocess.Popen([tessera, "generate", "-m", tiny_model, "-i", "-", "-o", output]
+                               + extra, stdin=producer.stdout, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        producer.stdout.close()
+        tee = subprocess.run(["tee", str(tmp_path / "piped.jsonl")], stdin=job.stdout,
+                             capture_output=True, text=True, timeout=120)
+        err = job.stderr.read()
+        assert job.wait(timeout=120) == 0, err
+        assert "as they finish (a stream: nothing to resume)" in err
+        got = {json.loads(l)["id"]: json.loads(l) for l in tee.stdout.splitlines()}
+        assert got == want, output
+        counted = subprocess.run(consumer, input=tee.stdout, capture_output=True, text=True)
+        assert counted.stdout.split()[0] == "6"
+    # A named pipe is a stream too: a reader at the other end gets the records.
+    fifo = tmp_path / "records.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    res = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(fifo))
+    assert res.returncode == 0, res.stderr
+    assert {json.loads(l)["id"]: json.loads(l) for l in reader.communicate(timeout=60)[0]
+            .splitlines()} == want
+    refused = run(tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", "-", "--resume")
+    assert_one_line_error(refused, "--resume", "is a stream")
 
 
 # ---- the default model ----------------------------------------------------------------------
