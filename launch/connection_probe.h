@@ -1,9 +1,13 @@
-// Whether an HTTP client is still there while its request waits for the engine. cpp-httplib
-// does not hand its handlers the connection's socket, so the probe finds it among this
-// process's descriptors by its two endpoints (Linux: /proc/self/fd), once per request, and then
-// asks the kernel whether the peer has closed it.
+// An HTTP request's connection, seen from its handler. cpp-httplib does not hand its handlers the
+// connection's socket, so the probe finds it among this process's descriptors by its two
+// endpoints (Linux: /proc/self/fd), once per request. Then it asks the kernel whether the client
+// has finished sending (a FIN: it closed the connection, or only its sending half, as `nc -N`
+// and some HTTP/1.0 tools do, still reading the answer) or has gone (a reset), and writes to the
+// socket itself where cpp-httplib 0.11 will not: once it has read the end of the client's data it
+// takes the connection for dead and writes nothing.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace tessera::cli {
@@ -14,8 +18,21 @@ class ConnectionProbe {
   // them). When no such socket is found, closed() is always false.
   ConnectionProbe(const std::string& remote_addr, int remote_port, int local_port);
   bool found() const { return fd_ >= 0; }
-  // The peer closed (or reset) the connection.
-  bool closed() const;
+  // The client sent a FIN: it sends nothing more (it may still read).
+  bool finished_sending() const;
+  // The connection was reset: nobody reads what is written (a client that had closed its socket
+  // answers anything written to it with a reset).
+  bool reset() const;
+  // Takes no more requests from the connection: the server sees the end of its data and closes
+  // it once the current answer is written (a body it refused is never read).
+  void stop_reading() const;
+  // Sends nothing more: what cpp-httplib writes after a response written here goes nowhere.
+  void stop_writing() const;
+  // Bytes the server has written to the connection so far (0 where it cannot tell).
+  uint64_t bytes_written() const;
+  // Writes all of `bytes` to the connection; false when it cannot (reset, no socket found, or
+  // the client read nothing for 30 s).
+  bool send(const std::string& bytes) const;
 
  private:
   int fd_ = -1;

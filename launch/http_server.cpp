@@ -31,11 +31,60 @@ std::string sse(const std::string& data) {
   return "data: " + data + "\n\n";
 }
 
+// Marks a response tessera wrote itself (to a client that finished sending: see
+// ConnectionProbe), so that nothing writes it again.
+constexpr const char* kWrittenHere = "X-Tessera-Written";
+// Whether this connection thread's request had its body refused unread (pre-routing to logger:
+// one request at a time per thread): its connection then closes.
+thread_local bool refused_body = false;
+// Bytes written to this connection thread's connection before cpp-httplib writes a response.
+thread_local uint64_t written_before = 0;
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+  }
+  return "";
+}
+
+// The status line and headers of `res` as HTTP/1.1 sends them, closing the connection after;
+// with the body's length, or chunked, or (an HTTP/1.0 client's stream) delimited by the close.
+enum class Framing { kLength, kChunked, kClose };
+std::string head_of(const httplib::Response& res, Framing framing) {
+  std::string out =
+      "HTTP/1.1 " + std::to_string(res.status) + " " + reason_phrase(res.status) + "\r\n";
+  for (const auto& [name, value] : res.headers)
+    if (name != "Connection" && name != "Keep-Alive" && name != "Content-Length" &&
+        name != "Transfer-Encoding" && name != kWrittenHere)
+      out += name + ": " + value + "\r\n";  // (the framing is this function's)
+  if (framing == Framing::kChunked) out += "Transfer-Encoding: chunked\r\n";
+  if (framing == Framing::kLength)
+    out += "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
+  return out + "Connection: close\r\n\r\n";
+}
+
 // What a streamed answer has sent of each choice so far.
 struct StreamCursor {
   std::vector<size_t> text, tokens;
   std::vector<bool> finished;
-  bool roles_sent = false, closed = false;
+  bool roles_sent = false, closed = false, finished_all = false;
   uint64_t seen = 0;
   ServingJob::State state;  // the job's, brought up to date by each wait
 };
@@ -55,6 +104,25 @@ struct HttpServer::Impl {
   int port = -1;
 
   Impl(HttpServerOptions o, ServingMetrics& m) : options(std::move(o)), metrics(m) {}
+
+  // A Content-Length that is not a number of bytes (400) or above --max-body-bytes (413) gets its
+  // answer now, and the connection closes (its body is never read).
+  bool refuse_declared_length(const httplib::Request& req, httplib::Response& res) const {
+    if (!req.has_header("Content-Length")) return false;
+    const std::string v = req.get_header_value("Content-Length");
+    const bool digits =
+        !v.empty() && v.size() <= 19 && v.find_first_not_of("0123456789") == std::string::npos;
+    if (digits && std::stoull(v) <= options.max_body_bytes) return false;
+    res.set_header("Connection", "close");
+    refused_body = true;  // (the logger closes the connection once this is written)
+    if (!digits)
+      send_error(res, 400, "Content-Length '" + v.substr(0, 40) + "' is not a number of bytes");
+    else
+      send_error(res, 413,
+                 "the request body is too large: " + v + " bytes, more than --max-body-bytes (" +
+                     std::to_string(options.max_body_bytes) + ")");
+    return true;
+  }
 
   bool authorised(const httplib::Request& req, httplib::Response& res) {
     if (options.api_key.empty()) return true;
@@ -96,7 +164,7 @@ struct HttpServer::Impl {
     auto probe =
         std::make_shared<ConnectionProbe>(req.remote_addr, req.remote_port, req.local_port);
     if (!api.stream) {
-      answer_whole(job, answer, *probe, res);
+      answer_whole(job, answer, *probe, req.version == "HTTP/1.1", res);
       return;
     }
     auto cursor = std::make_shared<StreamCursor>();
@@ -107,31 +175,72 @@ struct HttpServer::Impl {
     const int64_t prompt_tokens = api.prompt_tokens;
     RequestBroker* broker = c.broker;
     const Tokenizer* tokenizer = c.tokenizer;
+    // The stream is written here, not by cpp-httplib, which stops writing once the client has
+    // finished sending (a half-closed client reads on); it ends the connection.
+    res.status = 200;
+    res.set_header("Content-Type", "text/event-stream");
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [=](size_t, httplib::DataSink& sink) {
-          return stream_step(*job, answer, *tokenizer, include_usage, prompt_tokens, *cursor,
-                             *probe, sink);
-        },
-        [=](bool success) {
-          if (!success || cursor->closed) broker->cancel(job);  // the client went away
-        });
+    stream_here(*probe, req.version == "HTTP/1.1", res, [&](httplib::DataSink& sink) {
+      return stream_step(
+          *job, answer, *tokenizer, include_usage, prompt_tokens, *cursor,
+          [&] { return probe->reset(); }, sink);
+    });
+    if (!cursor->finished_all) broker->cancel(job);  // the client went away
   }
 
-  // A whole answer: waits for every choice, watching for the client leaving.
+  // A stream written by tessera to the connection, chunk by chunk, until `step` ends it (or the
+  // client has gone); then res is marked written.
+  void stream_here(const ConnectionProbe& probe, bool chunked, httplib::Response& res,
+                   const std::function<bool(httplib::DataSink&)>& step) {
+    bool ok = probe.send(head_of(res, chunked ? Framing::kChunked : Framing::kClose)), done = false;
+    httplib::DataSink sink;
+    sink.write = [&](const char* data, size_t n) {
+      char size[24];
+      std::snprintf(size, sizeof size, "%zx\r\n", n);
+      const std::string bytes(data, n);
+      return ok = ok && probe.send(chunked ? size + bytes + "\r\n" : bytes);
+    };
+    sink.done = [&] {
+      done = true;
+      if (chunked) ok = ok && probe.send("0\r\n\r\n");
+    };
+    sink.is_writable = [&] { return ok && !probe.reset(); };
+    while (ok && !done && step(sink)) {
+    }
+    probe.stop_writing();  // (cpp-httplib's own answer for res goes nowhere)
+    res.set_header(kWrittenHere, "1");
+  }
+
+  // After cpp-httplib wrote a response, or did not: if the client finished sending before it
+  // could (a half-closed connection), nothing of it was sent, and it is written here.
+  void write_if_unwritten(const httplib::Request& req, const httplib::Response& res) const {
+    if (res.has_header(kWrittenHere)) return;
+    const ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
+    if (probe.bytes_written() != written_before || !probe.finished_sending()) return;
+    probe.send(head_of(res, Framing::kLength) + (req.method == "HEAD" ? "" : res.body));
+  }
+
+  // A whole answer: waits for every choice, watching for the client leaving. A client that
+  // finished sending may only have half-closed its connection (it still reads) or have closed it;
+  // an HTTP/1.1 client is then sent an interim 100 (Continue), which it skips if it reads, and
+  // which a closed socket answers with a reset.
   void answer_whole(const std::shared_ptr<ServingJob>& job, const ApiAnswer& answer,
-                    const ConnectionProbe& probe, httplib::Response& res) {
+                    const ConnectionProbe& probe, bool http11, httplib::Response& res) {
     ServingJob::State state;
     uint64_t seen = 0;
+    bool asked = false;  // whether the client was sent a 100 (Continue)
     while (true) {
       job->wait(seen, kPollSeconds, state);
       if (state.ended()) break;
-      if (probe.closed()) {
+      if (probe.reset()) {
         context.broker->cancel(job);
         res.status = 499;  // (nobody reads it)
         return;
+      }
+      if (!asked && http11 && probe.finished_sending()) {
+        asked = true;
+        probe.send("HTTP/1.1 100 Continue\r\n\r\n");
       }
     }
     if (!state.error.empty()) {
@@ -148,7 +257,7 @@ struct HttpServer::Impl {
   // Returns false when the client has gone.
   static bool stream_step(ServingJob& job, const ApiAnswer& answer, const Tokenizer& tokenizer,
                           bool include_usage, int64_t prompt_tokens, StreamCursor& cur,
-                          const ConnectionProbe& probe, httplib::DataSink& sink) {
+                          const std::function<bool()>& client_left, httplib::DataSink& sink) {
     std::string out;
     if (!cur.roles_sent) {
       cur.roles_sent = true;
@@ -190,10 +299,11 @@ struct HttpServer::Impl {
       return false;
     }
     if (end) {
+      cur.finished_all = true;
       sink.done();
       return true;
     }
-    if (out.empty() && probe.closed()) {
+    if (out.empty() && client_left()) {
       cur.closed = true;
       return false;
     }
@@ -258,13 +368,26 @@ struct HttpServer::Impl {
         });
     // Requests that reach the routes carry an X-Request-Id; the logger runs once the answer is
     // written (also for requests refused before routing, such as a 413, which carry none).
-    server.set_pre_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // (Before the body is read: a body that will not be taken is refused at once, instead of
+      // read in full or waited for until the read timeout.)
+      if (refuse_declared_length(req, res)) return httplib::Server::HandlerResponse::Handled;
       res.set_header("X-Request-Id", std::to_string(next_request.fetch_add(1)));
       in_flight.fetch_add(1);
       return httplib::Server::HandlerResponse::Unhandled;
     });
-    server.set_logger([this](const httplib::Request&, const httplib::Response& res) {
+    server.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.has_header(kWrittenHere))  // (cpp-httplib writes it next)
+        written_before =
+            ConnectionProbe(req.remote_addr, req.remote_port, req.local_port).bytes_written();
+    });
+    server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      write_if_unwritten(req, res);
       metrics.record_http(res.status);
+      if (refused_body) {
+        refused_body = false;
+        ConnectionProbe(req.remote_addr, req.remote_port, req.local_port).stop_reading();
+      }
       if (res.has_header("X-Request-Id")) in_flight.fetch_sub(1);
     });
   }

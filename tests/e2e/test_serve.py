@@ -314,7 +314,7 @@ def test_clients_that_leave_mid_stream_free_their_blocks(server):
                     break
                 usage = json.loads(line[6:]).get("usage")
                 if leave and events == 3:
-                    conn.sock.close()  # mid-stream
+                    r.close()  # mid-stream (the stream owns the connection: it ends with it)
                     conn.close()
                     return "left"
         conn.close()
@@ -464,6 +464,112 @@ def test_bad_requests_get_clear_4xx_and_the_server_goes_on(tessera, serve_model)
         assert r.usage.completion_tokens == 10
         assert s.wait_metric("tessera_kv_blocks_used", 0) == 0
         assert s.metric('tessera_http_responses_total{code="400"}') >= 20
+    finally:
+        assert s.stop() == 0
+
+
+def raw_exchange(port, request, half_close):
+    """Sends raw request bytes, half-closes the socket (shutdown(SHUT_WR), as nc -N does) when
+    asked, and returns everything the server sends until it closes, and the seconds it took."""
+    import socket
+    t0 = time.time()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(request)
+    if half_close:
+        sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(30)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    return data, time.time() - t0
+
+
+def post_bytes(body, version="HTTP/1.1", extra=b""):
+    return (b"POST /v1/completions " + version.encode() + b"\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n" + extra +
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def test_half_closed_clients_are_answered(tessera, serve_model):
+    """A client that shuts down its sending half after the request (nc -N, HTTP/1.0 tools, health
+    checkers) is answered: health, errors, whole answers (after an interim 100 Continue) and
+    streams; answers equal those of an ordinary client. A client that closes its socket is
+    still taken for gone (the 100 Continue comes back as a reset) and its request cancelled."""
+    s = Server(tessera, serve_model[1], 2, "--tp", "2", "--api-key", "sesame")
+    try:
+        for version in (b"HTTP/1.1", b"HTTP/1.0"):
+            data, _ = raw_exchange(s.port, b"GET /health " + version + b"\r\nHost: x\r\n\r\n",
+                                   True)
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b'{"status":"ok"}'), data
+        data, _ = raw_exchange(s.port, post_bytes(b'{"prompt": "a"}'), True)
+        assert data.startswith(b"HTTP/1.1 401 ") and b"API key" in data, data
+        auth = b"Authorization: Bearer sesame\r\n"
+        body = {"model": MODEL, "prompt": "hello world", "max_tokens": 8, "ignore_eos": True}
+        want = json.loads(s.post("/v1/completions", body,
+                                 {"Authorization": "Bearer sesame"})[1])["choices"][0]["text"]
+        data, _ = raw_exchange(s.port, post_bytes(json.dumps(body).encode(), extra=auth), True)
+        # (an interim 100 Continue first when the answer took long enough to see the FIN)
+        data = data.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+        head, _, answer = data.partition(b"\r\n\r\n")
+        assert b"Content-Length: %d" % len(answer) in head
+        assert json.loads(answer)["choices"][0]["text"] == want
+        # HTTP/1.0: no interim answer, the same text.
+        data, _ = raw_exchange(s.port, post_bytes(json.dumps(body).encode(), "HTTP/1.0", auth),
+                               True)
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+        assert json.loads(data.partition(b"\r\n\r\n")[2])["choices"][0]["text"] == want
+        # A stream: chunked (HTTP/1.1) or delimited by the close (HTTP/1.0), the same text.
+        streamed = dict(body, stream=True)
+        for version in ("HTTP/1.1", "HTTP/1.0"):
+            data, _ = raw_exchange(s.port, post_bytes(json.dumps(streamed).encode(), version,
+                                                      auth), True)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in head, data
+            if version == "HTTP/1.1":
+                assert b"Transfer-Encoding: chunked" in head
+                events, at = b"", 0
+                while True:
+                    end = rest.index(b"\r\n", at)
+                    size = int(rest[at:end], 16)
+                    if size == 0:
+                        break
+                    events += rest[end + 2:end + 2 + size]
+                    at = end + 4 + size
+            else:
+                assert b"Transfer-Encoding" not in head
+                events = rest
+            chunks = [json.loads(e[6:]) for e in events.decode().split("\n\n")
+                      if e.startswith("data: {")]
+            assert "".join(c["choices"][0]["text"] for c in chunks) == want, version
+            assert events.rstrip().endswith(b"data: [DONE]")
+        assert s.wait_metric("tessera_kv_blocks_used", 0) == 0
+        assert (s.metric('tessera_requests_finished_total{finish_reason="cancelled"}') or 0) == 0
+    finally:
+        assert s.stop() == 0
+
+
+def test_declared_bodies_too_large_or_malformed_are_refused_at_once(tessera, serve_model):
+    """A Content-Length above --max-body-bytes is answered 413, a negative or non-numeric one
+    400, at once and without reading (or waiting for) the body; the server goes on."""
+    s = Server(tessera, serve_model[1], 1, "--max-body-bytes", "65536")
+    try:
+        for length, status, words in [(b"999999999", b"413", b"more than --max-body-bytes"),
+                                      (b"-5", b"400", b"is not a number of bytes"),
+                                      (b"12abc", b"400", b"is not a number of bytes")]:
+            request = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       b"application/json\r\nContent-Length: " + length + b"\r\n\r\n")
+            data, seconds = raw_exchange(s.port, request, False)
+            assert data.startswith(b"HTTP/1.1 " + status), data
+            assert words in data and b"Connection: close" in data
+            assert seconds < 3, seconds  # not the 30 s read timeout
+        assert s.post("/v1/completions", {"model": MODEL, "prompt": "a", "max_tokens": 2})[0] == 200
     finally:
         assert s.stop() == 0
 
