@@ -42,7 +42,8 @@ bool ResultLog::is_stream(const std::string& path) {
   return path == "-" || (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode));
 }
 
-ResultLog::ResultLog(const std::string& path, bool overwrite) : path_(path) {
+ResultLog::ResultLog(const std::string& path, bool overwrite)
+    : path_(path == "-" ? "standard output" : path) {
   if (is_stream(path)) {  // written as records finish, never read back
     streaming_ = true;
     fd_ = path == "-" ? ::dup(STDOUT_FILENO) : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);

@@ -1,11 +1,15 @@
 // tessera generate: one prompt streamed to stdout, or a JSONL batch of requests to a JSONL file.
 #include <chrono>
+#include <condition_variable>
+#include <csignal>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -151,6 +155,60 @@ class RecordChannel {
   std::set<std::string> done_;
 };
 
+// The request lines of a batch: a file, read as the engine has room; or standard input, read by a
+// thread of its own, so that the engine never waits on it (a producer may wait for some records
+// before it writes more requests).
+class RequestLines {
+ public:
+  enum class Got { kLine, kNone, kEnd };  // a line; none yet (standard input); no more
+  explicit RequestLines(const std::string& path) {
+    if (path != "-") {
+      file_.open(path);
+      TESSERA_CHECK(file_, path << ": cannot open the input file");
+      return;
+    }
+    auto shared = std::make_shared<Queue>();
+    queue_ = shared;
+    std::thread([shared] {  // (detached: it may sit in a read when the job ends)
+      for (std::string line; std::getline(std::cin, line);) {
+        std::lock_guard<std::mutex> lock(shared->mutex);
+        shared->lines.push_back(std::move(line));
+        shared->ready.notify_all();
+      }
+      std::lock_guard<std::mutex> lock(shared->mutex);
+      shared->ended = true;
+      shared->ready.notify_all();
+    })
+        .detach();
+  }
+  bool streaming() const { return queue_ != nullptr; }
+  Got next(std::string& line) {
+    if (!queue_) return std::getline(file_, line) ? Got::kLine : Got::kEnd;
+    std::lock_guard<std::mutex> lock(queue_->mutex);
+    if (queue_->lines.empty()) return queue_->ended ? Got::kEnd : Got::kNone;
+    line = std::move(queue_->lines.front());
+    queue_->lines.pop_front();
+    return Got::kLine;
+  }
+  // Until a line or the end arrives, `seconds` at most.
+  void wait(double seconds) {
+    if (!queue_) return;
+    std::unique_lock<std::mutex> lock(queue_->mutex);
+    queue_->ready.wait_for(lock, std::chrono::duration<double>(seconds),
+                           [&] { return queue_->ended || !queue_->lines.empty(); });
+  }
+
+ private:
+  struct Queue {
+    std::mutex mutex;
+    std::condition_variable ready;
+    std::deque<std::string> lines;
+    bool ended = false;
+  };
+  std::ifstream file_;
+  std::shared_ptr<Queue> queue_;  // standard input's
+};
+
 struct BatchOptions {
   std::string input, output;
   bool overwrite = false;             // start afresh instead of resuming
@@ -168,19 +226,14 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
                       const BatchOptions& o, ResultLog* log) {
   BatchTotals totals;
   RecordChannel channel(log, engine.leader());
-  std::ifstream file;
-  std::istream* in = &file;  // the file, or standard input for "-"
-  std::map<std::string, int64_t> first_line;  // id -> the line that used it first
+  std::unique_ptr<RequestLines> lines;
+  std::map<std::string, int64_t> first_line;                  // id -> the line that used it first
   int64_t line_no = 0, total = -1, finished = 0, index = -1;  // total -1: unknown (a stream)
   bool fed_all = false;
-  const bool from_stdin = o.input == "-";
   if (engine.leader()) {
-    if (!from_stdin) {
+    if (o.input != "-")
       total = (count_requests(o.input) + o.shards - 1 - o.shard) / o.shards;  // this shard's
-      file.open(o.input);
-      TESSERA_CHECK(file, o.input << ": cannot open the input file");
-    }
-    if (from_stdin) in = &std::cin;
+    lines = std::make_unique<RequestLines>(o.input);
     TESSERA_ASSERT(!channel.writer() || log, "the writer writes the results");
     if (channel.writer() && (log->records_read() > 0 || log->dropped_partial_line()))
       std::fprintf(stderr, "tessera: resuming %s: %lld records there%s; the other requests run\n",
@@ -198,7 +251,8 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
     // Submits the next request (error records for bad lines on the way); false at the end.
     engine.set_feeder([&]() -> bool {
       std::string line;
-      while (std::getline(*in, line)) {
+      RequestLines::Got got;
+      while ((got = lines->next(line)) == RequestLines::Got::kLine) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         // Every shard reads every line (to know the ids of all), and runs its own.
@@ -245,13 +299,16 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
           write_error(id, error_record(id, line_no, e.what()), id, e.what());
         }
       }
+      if (got == RequestLines::Got::kNone) return true;  // (more may come)
       fed_all = true;
       return false;
     });
-    // The writer takes the other replicas' records between steps.
-    if (channel.writer() && o.replicas > 1)
+    // Between steps: the writer takes the other replicas' records; an engine with nothing to
+    // do waits a little for standard input instead of spinning.
+    if ((channel.writer() && o.replicas > 1) || lines->streaming())
       engine.set_service([&](bool idle) {
-        channel.poll();
+        if (channel.writer() && o.replicas > 1) channel.poll();
+        if (idle && !fed_all) lines->wait(0.05);
         return !(idle && fed_all);
       });
     // Progress: done/total, generated tokens/s, ETA; in place on a terminal, else plain lines.
@@ -267,7 +324,7 @@ BatchTotals run_batch(ModelBundle& bundle, Engine& engine, const RequestDefaults
         const double per_request = done_now > 0 ? elapsed / double(done_now) : 0;
         const double eta = per_request * double(std::max<int64_t>(0, total - all_finished));
         const std::string of = total >= 0 ? "/" + std::to_string(total) : "";
-        const std::string left = total < 0        ? ""
+        const std::string left = total < 0      ? ""
                                  : done_now > 0 ? ", ETA " + std::to_string(int64_t(eta)) + " s"
                                                 : ", ETA unknown";
         std::fprintf(stderr,
@@ -369,11 +426,15 @@ int run_generate(const Args& args) {
                   "--resume: " << output_name << " is a stream, which cannot be read back");
     TESSERA_CHECK(input != "-" || run_options.layout.dp == 1,
                   "--input - (standard input) reaches world rank 0 only: run one replica (--dp 1)");
-    if (world_rank == 0) log = std::make_unique<ResultLog>(output, overwrite);
-    if (world_rank == 0 && stream)
+    if (world_rank == 0 && stream) {
+      // (said first: opening a named pipe waits for its reader)
       std::fprintf(stderr,
                    "tessera: the records go to %s as they finish (a stream: nothing to resume)\n",
                    output_name.c_str());
+      // A reader that goes away fails the write with one line, instead of killing the rank.
+      std::signal(SIGPIPE, SIG_IGN);
+    }
+    if (world_rank == 0) log = std::make_unique<ResultLog>(output, overwrite);
   }
   ModelRun run = ModelRun::start(run_options, vm);
   ModelBundle& bundle = run.bundle;

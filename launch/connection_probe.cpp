@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -117,22 +119,30 @@ bool ConnectionProbe::reset() const {
   return (poll_now(fd_, 0) & (POLLHUP | POLLERR)) != 0;
 }
 
-void ConnectionProbe::stop_reading() const {
-  if (fd_ >= 0) ::shutdown(fd_, SHUT_RD);
-}
-
-void ConnectionProbe::stop_writing() const {
-  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+void ConnectionProbe::finish(double seconds) const {
+  if (fd_ < 0) return;
+  ::shutdown(fd_, SHUT_WR);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  char sink[16384];
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{fd_, POLLIN, 0};
+    if (left.count() <= 0 || poll(&p, 1, int(left.count())) <= 0) return;
+    const ssize_t n = ::recv(fd_, sink, sizeof sink, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return;  // closed (or reset)
+  }
 }
 
 uint64_t ConnectionProbe::bytes_written() const {
-  // Acknowledged, plus still queued: retransmissions count once.
+  // One snapshot of the kernel's counts: sent (without retransmissions), plus not yet sent.
   tcp_info info{};
   socklen_t len = sizeof info;
-  int queued = 0;
-  if (fd_ < 0 || getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
-      ioctl(fd_, SIOCOUTQ, &queued) != 0)
-    return 0;
+  if (fd_ < 0 || getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return 0;
+  if (len >= offsetof(tcp_info, tcpi_bytes_retrans) + sizeof info.tcpi_bytes_retrans)
+    return info.tcpi_bytes_sent - info.tcpi_bytes_retrans + info.tcpi_notsent_bytes;
+  int queued = 0;  // (a kernel before 4.19: acknowledged plus queued, read one after the other)
+  ioctl(fd_, SIOCOUTQ, &queued);
   return uint64_t(info.tcpi_bytes_acked) + uint64_t(queued);
 }
 

@@ -15,7 +15,8 @@ namespace tessera::cli {
 class ConnectionProbe {
  public:
   // The connection from remote_addr:remote_port to local_port (as cpp-httplib's Request has
-  // them). When no such socket is found, closed() is always false.
+  // them). When no such socket is found, found() is false, and so is every question below; send
+  // fails.
   ConnectionProbe(const std::string& remote_addr, int remote_port, int local_port);
   bool found() const { return fd_ >= 0; }
   // The client sent a FIN: it sends nothing more (it may still read).
@@ -23,11 +24,11 @@ class ConnectionProbe {
   // The connection was reset: nobody reads what is written (a client that had closed its socket
   // answers anything written to it with a reset).
   bool reset() const;
-  // Takes no more requests from the connection: the server sees the end of its data and closes
-  // it once the current answer is written (a body it refused is never read).
-  void stop_reading() const;
-  // Sends nothing more: what cpp-httplib writes after a response written here goes nowhere.
-  void stop_writing() const;
+  // Ends the connection after its answer (a lingering close): sends nothing more (what
+  // cpp-httplib would write next goes nowhere), then reads and drops what the client still sends
+  // (a refused body, a pipelined request) until it closes, for `seconds` at most, so that the
+  // client reads the answer instead of a reset; cpp-httplib then sees the end and closes.
+  void finish(double seconds) const;
   // Bytes the server has written to the connection so far (0 where it cannot tell).
   uint64_t bytes_written() const;
   // Writes all of `bytes` to the connection; false when it cannot (reset, no socket found, or

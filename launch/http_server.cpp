@@ -27,6 +27,10 @@ void send_error(httplib::Response& res, int status, const std::string& message,
   res.set_content(error_body(message, type, code), "application/json");
 }
 
+ConnectionProbe probe_of(const httplib::Request& req) {
+  return ConnectionProbe(req.remote_addr, req.remote_port, req.local_port);
+}
+
 std::string sse(const std::string& data) {
   return "data: " + data + "\n\n";
 }
@@ -84,7 +88,7 @@ std::string head_of(const httplib::Response& res, Framing framing) {
 struct StreamCursor {
   std::vector<size_t> text, tokens;
   std::vector<bool> finished;
-  bool roles_sent = false, closed = false, finished_all = false;
+  bool roles_sent = false, finished_all = false;
   uint64_t seen = 0;
   ServingJob::State state;  // the job's, brought up to date by each wait
 };
@@ -161,8 +165,7 @@ struct HttpServer::Impl {
     answer.created = int64_t(std::time(nullptr));
     answer.model = c.limits.model_name;
     answer.logprobs = api.logprobs;
-    auto probe =
-        std::make_shared<ConnectionProbe>(req.remote_addr, req.remote_port, req.local_port);
+    auto probe = std::make_shared<ConnectionProbe>(probe_of(req));
     if (!api.stream) {
       answer_whole(job, answer, *probe, req.version == "HTTP/1.1", res);
       return;
@@ -175,22 +178,38 @@ struct HttpServer::Impl {
     const int64_t prompt_tokens = api.prompt_tokens;
     RequestBroker* broker = c.broker;
     const Tokenizer* tokenizer = c.tokenizer;
-    // The stream is written here, not by cpp-httplib, which stops writing once the client has
-    // finished sending (a half-closed client reads on); it ends the connection.
-    res.status = 200;
-    res.set_header("Content-Type", "text/event-stream");
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
-    stream_here(*probe, req.version == "HTTP/1.1", res, [&](httplib::DataSink& sink) {
-      return stream_step(
-          *job, answer, *tokenizer, include_usage, prompt_tokens, *cursor,
-          [&] { return probe->reset(); }, sink);
-    });
-    if (!cursor->finished_all) broker->cancel(job);  // the client went away
+    if (probe->found()) {
+      // The stream is written here, not by cpp-httplib, which stops writing once the client has
+      // finished sending (a half-closed client reads on); it ends the connection.
+      res.status = 200;
+      res.set_header("Content-Type", "text/event-stream");
+      stream_here(*probe, req.version == "HTTP/1.1", res, [&](httplib::DataSink& sink) {
+        return stream_step(
+            *job, answer, *tokenizer, include_usage, prompt_tokens, *cursor,
+            [&] { return probe->reset(); }, sink);
+      });
+      if (!cursor->finished_all) broker->cancel(job);  // the client went away
+      return;
+    }
+    // (no socket found: cpp-httplib writes the stream, which ends when the client stops sending)
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [=](size_t, httplib::DataSink& sink) {
+          return stream_step(
+              *job, answer, *tokenizer, include_usage, prompt_tokens, *cursor,
+              [&] { return probe->finished_sending(); }, sink);
+        },
+        [=](bool) {
+          if (!cursor->finished_all) broker->cancel(job);  // the client went away
+        });
   }
 
   // A stream written by tessera to the connection, chunk by chunk, until `step` ends it (or the
-  // client has gone); then res is marked written.
+  // client has gone); then the connection ends and res is marked written. Once the client has
+  // finished sending, an SSE comment goes out (once): a client that only half-closed skips it,
+  // a closed socket answers it with a reset, which ends the stream even before its first event.
   void stream_here(const ConnectionProbe& probe, bool chunked, httplib::Response& res,
                    const std::function<bool(httplib::DataSink&)>& step) {
     bool ok = probe.send(head_of(res, chunked ? Framing::kChunked : Framing::kClose)), done = false;
@@ -206,9 +225,16 @@ struct HttpServer::Impl {
       if (chunked) ok = ok && probe.send("0\r\n\r\n");
     };
     sink.is_writable = [&] { return ok && !probe.reset(); };
-    while (ok && !done && step(sink)) {
+    bool pinged = false;
+    while (ok && !done) {
+      if (!pinged && probe.finished_sending()) {
+        pinged = true;
+        const std::string comment = ": the client finished sending\n\n";
+        sink.write(comment.data(), comment.size());
+      }
+      if (!step(sink)) break;
     }
-    probe.stop_writing();  // (cpp-httplib's own answer for res goes nowhere)
+    probe.finish(1.0);  // (cpp-httplib's own answer for res goes nowhere)
     res.set_header(kWrittenHere, "1");
   }
 
@@ -216,7 +242,7 @@ struct HttpServer::Impl {
   // could (a half-closed connection), nothing of it was sent, and it is written here.
   void write_if_unwritten(const httplib::Request& req, const httplib::Response& res) const {
     if (res.has_header(kWrittenHere)) return;
-    const ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
+    const ConnectionProbe probe = probe_of(req);
     if (probe.bytes_written() != written_before || !probe.finished_sending()) return;
     probe.send(head_of(res, Framing::kLength) + (req.method == "HEAD" ? "" : res.body));
   }
@@ -253,8 +279,8 @@ struct HttpServer::Impl {
     res.set_content(answer_body(answer, *context.tokenizer, state.results), "application/json");
   }
 
-  // One call of the stream's content provider: sends what is new (waiting a little for it).
-  // Returns false when the client has gone.
+  // One step of a stream: sends what is new (waiting a little for it) to the sink. Returns false
+  // when the client has gone.
   static bool stream_step(ServingJob& job, const ApiAnswer& answer, const Tokenizer& tokenizer,
                           bool include_usage, int64_t prompt_tokens, StreamCursor& cur,
                           const std::function<bool()>& client_left, httplib::DataSink& sink) {
@@ -294,20 +320,13 @@ struct HttpServer::Impl {
     else if (end && include_usage)
       out += sse(usage_chunk(answer, prompt_tokens, completion_tokens));
     if (end) out += "data: [DONE]\n\n";
-    if (!out.empty() && !sink.write(out.data(), out.size())) {
-      cur.closed = true;
-      return false;
-    }
+    if (!out.empty() && !sink.write(out.data(), out.size())) return false;
     if (end) {
       cur.finished_all = true;
       sink.done();
       return true;
     }
-    if (out.empty() && client_left()) {
-      cur.closed = true;
-      return false;
-    }
-    return true;
+    return !(out.empty() && client_left());
   }
 
   void routes() {
@@ -368,6 +387,12 @@ struct HttpServer::Impl {
         });
     // Requests that reach the routes carry an X-Request-Id; the logger runs once the answer is
     // written (also for requests refused before routing, such as a 413, which carry none).
+    // A client that asked for a 100 (Continue) before its body is refused the same way, before
+    // it sends the body.
+    server.set_expect_100_continue_handler(
+        [this](const httplib::Request& req, httplib::Response& res) {
+          return refuse_declared_length(req, res) ? res.status : 100;
+        });
     server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       // (Before the body is read: a body that will not be taken is refused at once, instead of
       // read in full or waited for until the read timeout.)
@@ -378,15 +403,14 @@ struct HttpServer::Impl {
     });
     server.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.has_header(kWrittenHere))  // (cpp-httplib writes it next)
-        written_before =
-            ConnectionProbe(req.remote_addr, req.remote_port, req.local_port).bytes_written();
+        written_before = probe_of(req).bytes_written();
     });
     server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       write_if_unwritten(req, res);
       metrics.record_http(res.status);
-      if (refused_body) {
+      if (refused_body) {  // a lingering close: the client reads the refusal, not a reset
         refused_body = false;
-        ConnectionProbe(req.remote_addr, req.remote_port, req.local_port).stop_reading();
+        probe_of(req).finish(2.0);
       }
       if (res.has_header("X-Request-Id")) in_flight.fetch_sub(1);
     });

@@ -50,7 +50,8 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("pp-weights", po::value(&pp_weights),
        "relative layer shares of the stages, e.g. 2,2,1,1 (default: even)")
       ("microbatch", po::value(&engine.scheduler.prefill_chunk)->default_value(0),
-       "tokens of a prompt per step with --pp (0: two chunks per stage; >= the prompt: one)")
+       "tokens of a prompt per step with --pp (0: two chunks per stage, of 64 tokens at least; "
+       ">= the prompt: one)")
       ("max-context", po::value(&max_context)->default_value(0),
        "cap the context window at this many tokens (0: the model's)")
       ("kv-cache-memory", po::value(&kv.memory)->default_value(kv.memory),
@@ -85,14 +86,14 @@ void ModelRunOptions::add_to(po::options_description& desc) {
 }
 
 ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
-  SchedulerOptions& sched = o.engine.scheduler;
-  TESSERA_CHECK(sched.prefill_chunk >= 0, "--microbatch must be >= 0");
-  TESSERA_CHECK(sched.block_size >= 1, "--block-size must be at least 1");
+  const SchedulerOptions& flags = o.engine.scheduler;  // (as given)
+  TESSERA_CHECK(flags.prefill_chunk >= 0, "--microbatch must be >= 0");
+  TESSERA_CHECK(flags.block_size >= 1, "--block-size must be at least 1");
   TESSERA_CHECK(o.kv_dtype == "f32" || o.kv_dtype == "f16",
                 "--kv-cache-dtype must be f32 or f16, got '" << o.kv_dtype << "'");
   o.engine.kv_dtype = dtype_from_name(o.kv_dtype);
-  TESSERA_CHECK(sched.max_sequences >= 1, "--max-batch must be at least 1");
-  TESSERA_CHECK(sched.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
+  TESSERA_CHECK(flags.max_sequences >= 1, "--max-batch must be at least 1");
+  TESSERA_CHECK(flags.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
   TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
   const std::vector<double> weights = parse_weights(o.pp_weights);
@@ -120,21 +121,21 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
                  (long long)m.config().num_layers, double(run.bundle.weight_bytes_read) / 1e6,
                  run.bundle.load_seconds);
   EngineOptions& e = run.engine;
-  SchedulerOptions& kv = e.scheduler;
+  SchedulerOptions& sched = e.scheduler;
   e.max_context = o.max_context;
-  kv.prefix_caching = !vm["no-prefix-caching"].as<bool>();
-  const KvPoolShape shape = m.kv_shape(kv.block_size, e.kv_dtype);
-  kv.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
+  sched.prefix_caching = !vm["no-prefix-caching"].as<bool>();
+  const KvPoolShape shape = m.kv_shape(sched.block_size, e.kv_dtype);
+  sched.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
   e.fail_at_step = injected_failure_step(run.groups.world->rank());
   e.decode_graphs = !load.device.is_cpu() && !vm["no-cuda-graphs"].as<bool>();
   if (run.rank0)
     std::fprintf(stderr,
                  "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %s, %.1f MB "
                  "on rank 0)%s\n",
-                 (long long)kv.num_blocks, (long long)kv.block_size,
-                 (long long)(kv.num_blocks * kv.block_size), o.kv_dtype.c_str(),
-                 double(kv.num_blocks * shape.bytes_per_block()) / 1e6,
-                 kv.prefix_caching ? ", prefix caching" : "");
+                 (long long)sched.num_blocks, (long long)sched.block_size,
+                 (long long)(sched.num_blocks * sched.block_size), o.kv_dtype.c_str(),
+                 double(sched.num_blocks * shape.bytes_per_block()) / 1e6,
+                 sched.prefix_caching ? ", prefix caching" : "");
   return run;
 }
 

@@ -83,7 +83,7 @@ Tensor DecodeGraphs::run(const StepInputs& in, const Tensor& hidden, KvPool& poo
     }
     if (!g.graph) {
       // Nothing captured ran, so every rank still issues the same collectives in the same order.
-      slot.reset();
+      graphs_.erase(bucket);
       failed_.insert(bucket);
       return Tensor();
     }
@@ -94,6 +94,7 @@ Tensor DecodeGraphs::run(const StepInputs& in, const Tensor& hidden, KvPool& poo
   g.graph->replay();
   tp.watch_queued_work("a decode step's CUDA graph (its TP collectives)");
   ++replays_;
+  g.inputs.forget_tables();  // (kept for the next step, which rewrites them)
   // The outputs are copied out of the graph's buffers (the next replay overwrites them).
   if (!model_.stage().last()) return g.x.rows(0, n).clone();
   Tensor logits =
@@ -110,7 +111,7 @@ Tensor DecodeGraphs::run(const StepInputs& in, const Tensor& hidden, KvPool& poo
 
 double DecodeGraphs::time_replays(int64_t bucket, int times) const {
   const auto it = graphs_.find(bucket);
-  TESSERA_CHECK(it != graphs_.end() && it->second->graph,
+  TESSERA_CHECK(it != graphs_.end() && it->second && it->second->graph,
                 "no decode graph for " << bucket << " sequences");
   synchronize(model_.device());
   const auto t0 = std::chrono::steady_clock::now();

@@ -30,7 +30,7 @@ RunnerOptions runner_options(const LlamaModel& model, const EngineOptions& o, in
   r.num_blocks = o.scheduler.num_blocks;
   r.block_size = o.scheduler.block_size;
   r.kv_dtype = o.kv_dtype;
-  if (o.decode_graphs && !model.device().is_cpu()) {
+  if (o.decode_graphs) {
     r.graph_batch = o.scheduler.max_sequences;
     // Every sequence's keys fit its context window and the pool.
     r.graph_keys = std::min(window, o.scheduler.num_blocks * o.scheduler.block_size);
@@ -248,9 +248,9 @@ SampledTokens Engine::compute(const StepPlan& plan) {
   }
   TESSERA_CHECK(options_.fail_at_step <= 0 || plan.id != options_.fail_at_step,
                 "injected failure at step " << plan.id << " (fail_at_step)");
-  EngineSpan span{plan.id, now_seconds(), 0, plan.tokens()};
   StepOutput out = runner_.execute(plan);
-  span.end = now_seconds();
+  // (the busy time: computing, not waiting for the stages before and after)
+  const EngineSpan span{plan.id, out.compute_begin, out.compute_end, plan.tokens()};
   stats_.busy_seconds += span.end - span.begin;
   if (options_.record_spans) stats_.spans.push_back(span);
   ++stats_.steps;

@@ -55,7 +55,7 @@ struct GenerationResult {
 struct EngineOptions {
   // Batching, chunking and the KV cache's blocks: num_blocks (> 0, the same on every rank) and
   // block_size; max_sequences, max_step_tokens, prefix_caching, static_batches; prefill_chunk, a
-  // prompt's tokens per step (0: with pipeline stages, two chunks per stage of at least 16
+  // prompt's tokens per step (0: with pipeline stages, two chunks per stage of at least 64
   // tokens; >= the prompt: no chunks). Its groups, sp and prompt_chunks are the engine's to set,
   // from the model's layout and max_in_flight.
   SchedulerOptions scheduler;
@@ -71,7 +71,7 @@ struct EngineOptions {
 // What one rank did during run(): for the utilisation figure and the timeline.
 struct EngineSpan {
   int64_t step = 0;
-  double begin = 0, end = 0;  // seconds since run() started
+  double begin = 0, end = 0;  // steady-clock seconds (one clock for the ranks of a node)
   int64_t tokens = 0;         // rows of the step's batch
 };
 

@@ -1,9 +1,18 @@
 #include "runtime/model_runner.h"
 
+#include <chrono>
+
 #include "parallel/sp_split.h"
 #include "runtime/decode_graphs.h"
 
 namespace tessera {
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 ModelRunner::ModelRunner(const LlamaModel& model, const RunnerOptions& options)
     : model_(model), options_(options) {
@@ -13,7 +22,7 @@ ModelRunner::ModelRunner(const LlamaModel& model, const RunnerOptions& options)
   rank_.sp_size = model.shard().sp_size;
   rank_.block_size = options.block_size;
   pool_ = KvPool(model.kv_shape(options.block_size, options.kv_dtype), options.num_blocks);
-  if (options.graph_batch > 0 && !model.device().is_cpu())
+  if (options.graph_batch > 0)  // (used where they can be: DecodeGraphs::fits)
     graphs_ = std::make_unique<DecodeGraphs>(model, options.graph_batch, options.graph_keys);
 }
 
@@ -65,6 +74,7 @@ Tensor ModelRunner::logits_of(const Tensor& x, const StepInputs& in) const {
     at += s.logits;
   }
   const Tensor logits = model_.head(wanted);
+  if (logits.dtype() == DType::kF32) return logits;
   Tensor out = Tensor::empty(logits.shape(), DType::kF32, logits.device());
   ops::convert(logits, out);
   return out;
@@ -109,19 +119,21 @@ StepOutput ModelRunner::finish_last_stage(const StepPlan& plan, const StepInputs
     }
     out.sampled = sample_with_logprobs(model_, to_sample, rows);
   }
-  const ModelShard& shard = model_.shard();
-  if (!model_.stage().first() && shard.tp_rank == 0 && shard.sp_rank == 0 && !rows.empty()) {
-    std::vector<int32_t> message = {int32_t(plan.id & 0x7fffffff)};
-    size_t row = 0;
-    for (const SequenceWork& w : plan.work)
-      if (w.sample) {
-        append_sampled(message, out.sampled.tokens[row], out.sampled.logprobs[row],
-                       w.sampling.logprobs);
-        ++row;
-      }
-    model_.stage().send_to_first(Tensor::from_i32(message, {int64_t(message.size())}));
-  }
   return out;
+}
+
+void ModelRunner::send_sampled(const StepPlan& plan, const SampledTokens& sampled) const {
+  const ModelShard& shard = model_.shard();
+  if (model_.stage().first() || shard.tp_rank != 0 || shard.sp_rank != 0 || sampled.tokens.empty())
+    return;
+  std::vector<int32_t> message = {int32_t(plan.id & 0x7fffffff)};
+  size_t row = 0;
+  for (const SequenceWork& w : plan.work)
+    if (w.sample) {
+      append_sampled(message, sampled.tokens[row], sampled.logprobs[row], w.sampling.logprobs);
+      ++row;
+    }
+  model_.stage().send_to_first(Tensor::from_i32(message, {int64_t(message.size())}));
 }
 
 StepOutput ModelRunner::execute(const StepPlan& plan) {
@@ -138,15 +150,21 @@ StepOutput ModelRunner::execute(const StepPlan& plan) {
     hidden = Tensor::empty({in.rows, model_.config().hidden_size}, model_.dtype(), model_.device());
     stage.receive(hidden);
   }
+  const double begin = now_seconds();
   Tensor out;
   if (graphs_ && graphs_->fits(in)) out = graphs_->run(in, hidden, pool_);
   if (!out.defined()) out = run_eagerly(in, hidden);
-  if (!stage.last()) {
+  StepOutput done;
+  if (stage.last()) done = finish_last_stage(plan, in, out);
+  done.compute_begin = begin;
+  done.compute_end = now_seconds();
+  if (stage.last()) {
+    send_sampled(plan, done.sampled);
+  } else {
     stage.send_plan(plan.encode());
     stage.send(out);
-    return {};
   }
-  return finish_last_stage(plan, in, out);
+  return done;
 }
 
 SampledTokens ModelRunner::receive_sampled(const StepPlan& plan) const {

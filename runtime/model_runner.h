@@ -39,12 +39,16 @@ struct RunnerOptions {
   int64_t graph_keys = 0;
 };
 
-// What the last stage computed for a step.
+// What a step computed on this rank.
 struct StepOutput {
-  SampledTokens sampled;  // the sampled sequences' tokens, in plan order
-  Tensor logits;          // (rows, vocab / tp) f32 on the host: the last `logits` rows of each
-                          // sequence that asked for logits (SequenceWork::logits), in plan
-                          // order; undefined when none did
+  SampledTokens sampled;  // the last stage's: the sampled sequences' tokens, in plan order
+  Tensor logits;          // the last stage's, when some sequence asked for logits
+                          // (SequenceWork::logits): (rows, vocab / tp) f32 on the host, each
+                          // sequence's last `logits` rows (a sampled one's last row at least),
+                          // in plan order; else undefined
+  // When this rank computed the step (steady-clock seconds): from its input's arrival to its
+  // output, without the waits for the stages before and after.
+  double compute_begin = 0, compute_end = 0;
 };
 
 class ModelRunner {
@@ -64,6 +68,9 @@ class ModelRunner {
   // The leader of a pipeline: the tokens of `plan` (the oldest step it has in flight) from the
   // last stage.
   SampledTokens receive_sampled(const StepPlan& plan) const;
+  // Forgets a sequence, as a plan's release would (for plans made outside an engine, by
+  // SingleSequence; every rank calls it alike).
+  void forget(int64_t seq) { sequences_.erase(seq); }
 
   // Decode steps that were graph replays, and graphs captured, so far.
   int64_t graph_replays() const;
@@ -83,6 +90,8 @@ class ModelRunner {
   // The last stage's logits (in.logits, vocab / tp) f32 on the device, from the residual stream.
   Tensor logits_of(const Tensor& x, const StepInputs& in) const;
   StepOutput finish_last_stage(const StepPlan& plan, const StepInputs& in, const Tensor& logits);
+  // The last stage of a pipeline, its TP and SP rank 0: the step's tokens to the leader.
+  void send_sampled(const StepPlan& plan, const SampledTokens& sampled) const;
 
   const LlamaModel& model_;
   RunnerOptions options_;

@@ -36,7 +36,10 @@
 
 namespace tessera {
 
-inline constexpr int64_t kMinPromptChunk = 16;
+// The least a prompt is cut to by prompt_chunks: with many short prompts in flight the pipeline is
+// already full, and smaller chunks only add steps (measured: 8 chat prompts of ~30 tokens at
+// PP=2 decoded 5% slower when cut into chunks of 16; a 361-token prompt is cut as before).
+inline constexpr int64_t kMinPromptChunk = 64;
 
 struct SchedulerOptions {
   int64_t num_blocks = 0;          // per SP rank (every rank's pool has this many)

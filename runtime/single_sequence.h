@@ -15,6 +15,9 @@ class SingleSequence {
  public:
   // The runner's pool must hold the sequence's longest length (on the SP rank holding the most).
   explicit SingleSequence(ModelRunner& runner, int64_t id = 0);
+  ~SingleSequence() { runner_.forget(id_); }
+  SingleSequence(const SingleSequence&) = delete;
+  SingleSequence& operator=(const SingleSequence&) = delete;
   // Feeds `tokens` after those so far. Returns on the last stage the logits (f32 on the host,
   // this rank's vocabulary shard) of the last `logits` of them (-1: all); elsewhere undefined.
   // With sequence parallelism the first feed is the prompt (split over the SP group) and each

@@ -23,7 +23,9 @@ void add_sequence(StepInputs& in, const RankShare& rank, int64_t seq, int64_t po
   TESSERA_ASSERT(!in.sp_prompt() && (!s.sp_prompt || in.sequences.empty()),
                  "a sequence-parallel prompt is a step of its own");
   if (s.sp_prompt) {
-    TESSERA_ASSERT(s.logits <= 1, "a sequence-parallel prompt has one row of logits at most");
+    TESSERA_CHECK(s.logits <= 1, "a sequence-parallel prompt gives the logits of its last token "
+                                 "only, not of its last "
+                                     << s.logits);
     const Range mine = sp_prompt_chunk(n, rank.sp_size, rank.sp_rank);
     s.rows = mine.size();
     s.position = first_token = mine.begin;
@@ -64,6 +66,12 @@ void StepInputs::upload(KvPool& pool, int64_t heads, DType q_dtype, int64_t keys
   if (!attention.empty())
     device.attention =
         ops::prepare_paged_attention(attention, rows, heads, pool.keys(0), keys_capacity, q_dtype);
+}
+
+void StepInputs::forget_tables() {
+  for (SequenceRows& s : sequences) s.blocks = nullptr;
+  for (ops::PagedSequence& a : attention) a.blocks = nullptr;
+  for (ops::PagedSequence& a : device.attention.sequences) a.blocks = nullptr;
 }
 
 void StepInputs::refill(const StepInputs& other) {

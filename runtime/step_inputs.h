@@ -52,6 +52,9 @@ struct StepInputs {
   // Rewrites `device` in place with other's rows, which must have the same shape (rows and
   // sequences of as many rows each).
   void refill(const StepInputs& other);
+  // Drops the host pointers into the sequences' block tables (which a later plan may free), for
+  // inputs kept past their step; `device` stays as it is.
+  void forget_tables();
 };
 
 // The pieces of a step's inputs that depend on where this rank sits.

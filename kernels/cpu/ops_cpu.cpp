@@ -575,6 +575,11 @@ void convert(const Tensor& src, Tensor& dst) {
 
 void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
                   float offset, float scale) {
+  if (scale == 0.0f) {  // offset + 0 * x is offset, -inf included: no numbers to draw (ops::fill)
+    const std::vector<float> v(static_cast<size_t>(out.numel()), offset);
+    convert_from_f32(out.dtype(), v.data(), out.raw(), v.size());
+    return;
+  }
   const int64_t cols = out.ndim() == 1 ? out.dim(0) : out.dim(-1);
   const int64_t rows = out.numel() / std::max<int64_t>(1, cols);
   std::vector<float> v(static_cast<size_t>(out.numel()));

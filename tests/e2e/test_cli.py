@@ -453,6 +453,28 @@ def test_batch_jobs_in_a_pipeline_of_shell_tools(tessera, tiny_model, tmp_path):
     assert_one_line_error(refused, "--resume", "is a stream")
 
 
+def test_a_producer_that_waits_for_each_record_is_served(tessera, tiny_model):
+    """Requests from standard input are read beside the engine, not by it: a producer that sends
+    the next request only after the record of the last one arrives gets them one by one (the
+    engine used to wait for the next line with the first request unanswered: a deadlock)."""
+    import select
+    job = subprocess.Popen([tessera, "generate", "-m", tiny_model, "-i", "-", "-o", "-"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for i in range(3):
+            job.stdin.write((json.dumps({"id": f"q{i}", "prompt": "hello", "max_tokens": 3})
+                             + "\n").encode())
+            job.stdin.flush()
+            ready, _, _ = select.select([job.stdout], [], [], 60)
+            assert ready, f"no record for request {i} while the producer waits for it"
+            assert json.loads(job.stdout.readline())["id"] == f"q{i}"
+        job.stdin.close()
+        assert job.wait(timeout=60) == 0, job.stderr.read().decode()
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+
 # ---- the default model ----------------------------------------------------------------------
 
 def test_default_model_answers_in_english(tessera, default_model):

@@ -498,9 +498,11 @@ def post_bytes(body, version="HTTP/1.1", extra=b""):
 
 def test_half_closed_clients_are_answered(tessera, serve_model):
     """A client that shuts down its sending half after the request (nc -N, HTTP/1.0 tools, health
-    checkers) is answered: health, errors, whole answers (after an interim 100 Continue) and
-    streams; answers equal those of an ordinary client. A client that closes its socket is
-    still taken for gone (the 100 Continue comes back as a reset) and its request cancelled."""
+    checkers) is answered: health, errors, whole answers (after an interim 100 Continue when
+    the FIN was seen while the answer ran) and streams; answers equal those of an ordinary
+    client, and nothing is cancelled. (Clients that close their socket are still taken for gone:
+    test_a_stream_whose_client_closes_before_its_first_token_is_cancelled, and the closed
+    non-streamed client of the SIGTERM test.)"""
     s = Server(tessera, serve_model[1], 2, "--tp", "2", "--api-key", "sesame")
     try:
         for version in (b"HTTP/1.1", b"HTTP/1.0"):
@@ -563,13 +565,53 @@ def test_declared_bodies_too_large_or_malformed_are_refused_at_once(tessera, ser
         for length, status, words in [(b"999999999", b"413", b"more than --max-body-bytes"),
                                       (b"-5", b"400", b"is not a number of bytes"),
                                       (b"12abc", b"400", b"is not a number of bytes")]:
-            request = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                       b"application/json\r\nContent-Length: " + length + b"\r\n\r\n")
-            data, seconds = raw_exchange(s.port, request, False)
-            assert data.startswith(b"HTTP/1.1 " + status), data
-            assert words in data and b"Connection: close" in data
-            assert seconds < 3, seconds  # not the 30 s read timeout
+            for expect in (b"", b"Expect: 100-continue\r\n"):  # (curl asks before big bodies)
+                request = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                           b"application/json\r\n" + expect + b"Content-Length: " + length +
+                           b"\r\n\r\n")
+                data, seconds = raw_exchange(s.port, request, False)
+                assert data.startswith(b"HTTP/1.1 " + status), data  # (no 100 Continue first)
+                assert words in data and b"Connection: close" in data
+                assert seconds < 3, seconds  # not the 30 s read timeout
+        # A refused body that arrives anyway is read and dropped: the client gets the 413.
+        big = b"x" * 200_000
+        data, _ = raw_exchange(s.port, post_bytes(big), False)
+        assert data.startswith(b"HTTP/1.1 413"), data[:200]
         assert s.post("/v1/completions", {"model": MODEL, "prompt": "a", "max_tokens": 2})[0] == 200
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_stream_whose_client_closes_before_its_first_token_is_cancelled(tessera,
+                                                                         default_model):
+    """With one request at a time, a second streamed request waits; its client closes the
+    socket before the first token: the SSE comment sent once its FIN is seen comes back as a
+    reset, and the request is cancelled while the first still runs."""
+    import http.client
+    import socket
+    s = Server(tessera, default_model, 1, "--max-batch", "1")
+    try:
+        first = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+        first.request("POST", "/v1/completions", json.dumps(
+            {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 150, "stream": True,
+             "ignore_eos": True}), {"Content-Type": "application/json"})
+        r = first.getresponse()
+        assert r.readline().startswith(b"data: ")
+        waiting = socket.create_connection(("127.0.0.1", s.port))
+        waiting.sendall(post_bytes(json.dumps({"model": MODEL, "prompt": "Hello", "max_tokens": 50,
+                                               "stream": True}).encode()))
+        head = b""
+        while b"\r\n\r\n" not in head:  # it reads the answer's head (nothing left unread)
+            head += waiting.recv(1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        time.sleep(0.5)
+        waiting.close()
+        assert s.wait_metric('tessera_requests_finished_total{finish_reason="cancelled"}', 1,
+                             seconds=5) == 1
+        assert s.metric('tessera_requests_finished_total{finish_reason="length"}') is None, \
+            "the first request finished before the second was cancelled: too slow to tell"
+        rest = r.read().decode()
+        assert rest.rstrip().endswith("data: [DONE]")
     finally:
         assert s.stop() == 0
 

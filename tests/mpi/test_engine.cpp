@@ -229,30 +229,42 @@ TEST_F(EngineTest, PipelineOneStepAtATime) {
   o.max_in_flight = 1;
   check({1, 2, 1}, o);
 }
-// By default a pipeline prefills a prompt in two chunks per stage, so that the stages work on
-// different chunks at once: an 80-token prompt through PP=2 in 4 steps of 20 tokens (then one
-// token a step), on the engine's path, with the tokens of the one-rank run.
+// By default a pipeline prefills a long prompt in two chunks per stage (of at least
+// kMinPromptChunk tokens), so that the stages work on different chunks at once: a 400-token
+// prompt through PP=2 in 4 steps of 100 tokens (then one token a step), on the engine's path,
+// with the tokens of the one-rank run; a prompt shorter than two chunks' minimum is not cut.
 TEST_F(EngineTest, PipelinePrefillsAPromptInTwoChunksPerStageByDefault) {
   const int p = ref_->world->size();
   if (p % 2 != 0) GTEST_SKIP() << "PP=2 does not divide " << p << " ranks";
+  ModelConfig c = engine_config();
+  c.max_position_embeddings = 512;
   ProcessGroups g = ProcessGroups::create({p / 2, 2, 1, 1}, MpiCommunicator::world());
-  const LlamaModel model = LlamaModel::load(ref_->reader, g.tp.get(), g.pp.get());
-  EngineOptions o;
-  o.scheduler.num_blocks = 64;
-  Engine engine(model, ref_->tokenizer, o);
-  GenerationRequest r;
-  for (int t = 0; t < 80; ++t) r.prompt.push_back(int32_t((t * 37 + 5) % 256));
-  r.max_tokens = 3;
-  r.ignore_eos = true;
-  if (engine.leader()) engine.submit(r);
-  const std::vector<GenerationResult> got = engine.run();
-  std::vector<int64_t> step_tokens;
-  for (const EngineSpan& s : engine.stats().spans) step_tokens.push_back(s.tokens);
-  EXPECT_EQ(step_tokens, (std::vector<int64_t>{20, 20, 20, 20, 1, 1}));
-  if (engine.leader()) {
-    EXPECT_EQ(got.at(0).tokens, Generator(ref_->model, ref_->tokenizer).generate(r).tokens);
+  const LlamaModel model = LlamaModel::random(c, 5, g.tp.get(), g.pp.get());
+  const std::unique_ptr<Communicator> local = make_local_communicator();
+  const LlamaModel one_rank = LlamaModel::random(c, 5, local.get(), local.get());
+  for (const int prompt : {400, 100}) {
+    SCOPED_TRACE("a prompt of " + std::to_string(prompt));
+    EngineOptions o;
+    o.scheduler.num_blocks = 64;
+    Engine engine(model, ref_->tokenizer, o);
+    GenerationRequest r;
+    for (int t = 0; t < prompt; ++t) r.prompt.push_back(int32_t((t * 37 + 5) % 256));
+    r.max_tokens = 3;
+    r.ignore_eos = true;
+    if (engine.leader()) engine.submit(r);
+    const std::vector<GenerationResult> got = engine.run();
+    std::vector<int64_t> step_tokens;
+    for (const EngineSpan& s : engine.stats().spans) step_tokens.push_back(s.tokens);
+    const std::vector<int64_t> want = prompt == 400
+                                          ? std::vector<int64_t>{100, 100, 100, 100, 1, 1}
+                                          : std::vector<int64_t>{kMinPromptChunk, 36, 1, 1};
+    EXPECT_EQ(step_tokens, want);
+    if (engine.leader()) {
+      EXPECT_EQ(got.at(0).tokens, Generator(one_rank, ref_->tokenizer).generate(r).tokens);
+    }
   }
 }
+
 TEST_F(EngineTest, FourStagesSmallChunks) {
   EngineOptions o;
   o.scheduler.prefill_chunk = 5;
