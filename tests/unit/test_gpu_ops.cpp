@@ -217,8 +217,9 @@ TEST_P(GpuOps, RepetitionPenaltyAndTopKMatchTheCpu) {
   ops::repetition_penalty(glogits, on_gpu(ids), on_gpu(offsets), 1.3f);
   const std::vector<float> penalised = glogits.to(Device::cpu()).to_f32_vector();
   for (int64_t i = 0; i < rows * vocab; ++i)  // (NaN stays NaN)
-    if (!std::isnan(logits.data<float>()[i]) || !std::isnan(penalised[size_t(i)]))
+    if (!std::isnan(logits.data<float>()[i]) || !std::isnan(penalised[size_t(i)])) {
       ASSERT_EQ(penalised[size_t(i)], logits.data<float>()[i]) << "penalised logit " << i;
+    }
   for (const int k : {1, 7, 300}) {
     Tensor values = Tensor::empty({rows, k}, DType::kF32), got = on_gpu(values);
     Tensor top = Tensor::empty({rows, k}, DType::kI32), gtop = on_gpu(top);
