@@ -19,16 +19,7 @@ OUT=build/bench/old_new
 mkdir -p "$OUT"
 ROMAN="The Roman Empire was the post-Republican state of ancient Rome. It is generally understood to mean the period and territory ruled by the Romans following Octavian's assumption of sole rule under the Principate in 27 BC. It included territory in Europe, North Africa, and Western Asia, and was ruled by emperors. The fall of the Western Roman Empire in 476 AD conventionally marks the end of classical antiquity and the beginning of the Middle Ages. Rome had expanded its rule to most of the Mediterranean and beyond, and became one of the largest empires in the ancient world. Summarise this history in a few sentences:"
 LONG=$(for i in $(seq 1 40); do printf 'The Roman Empire ruled the Mediterranean for centuries. '; done)
-python3 - "$OUT/requests.jsonl" <<'PY'
-import json, sys
-prompts = ["Tell me about the sea.", "What is a cat?", "Name three colours.", "Why is the sky blue?",
-           "Write a haiku about rain.", "Explain gravity simply.", "What do bees make?",
-           "Describe a forest."]
-with open(sys.argv[1], "w") as f:
-    for i, p in enumerate(prompts):
-        f.write(json.dumps({"id": str(i), "messages": [{"role": "user", "content": p}],
-                            "max_tokens": 48, "ignore_eos": True}) + "\n")
-PY
+python3 scripts/chat_requests.py "$OUT/requests.jsonl"
 tokens_per_s() { sed -n "s/^$1: .*(\([0-9.]*\) tokens\/s)/\1/p"; }
 measure() {  # binary -> "prefill decode batching pp_decode pp_prefill"
   local t=$1 gen bench pp ppf

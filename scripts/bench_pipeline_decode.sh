@@ -13,16 +13,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
 OUT=build/bench/pipeline_decode
 mkdir -p "$OUT"
-python3 - "$OUT/requests.jsonl" <<'PY'
-import json, sys
-prompts = ["Tell me about the sea.", "What is a cat?", "Name three colours.", "Why is the sky blue?",
-           "Write a haiku about rain.", "Explain gravity simply.", "What do bees make?",
-           "Describe a forest."]
-with open(sys.argv[1], "w") as f:
-    for i, p in enumerate(prompts):
-        f.write(json.dumps({"id": str(i), "messages": [{"role": "user", "content": p}],
-                            "max_tokens": 48, "ignore_eos": True}) + "\n")
-PY
+python3 scripts/chat_requests.py "$OUT/requests.jsonl"
 run() {  # label, ranks, extra flags
   for i in 1 2 3; do
     out=$(mpirun --bind-to core -np "$2" build/launch/tessera generate --model "$MODEL" \
