@@ -17,7 +17,7 @@ python3 scripts/chat_requests.py "$OUT/requests.jsonl"
 run() {  # label, ranks, extra flags
   for i in 1 2 3; do
     out=$(mpirun --bind-to core -np "$2" build/launch/tessera generate --model "$MODEL" \
-          --input "$OUT/requests.jsonl" --output "$OUT/out_$2_$i.jsonl" \
+          --input "$OUT/requests.jsonl" --output "$OUT/out_$2_$i.jsonl" --overwrite \
           --trace "$OUT/trace_$2_$i.json" ${@:3} 2>&1 >/dev/null)
     tps=$(echo "$out" | sed -n 's/^generated: .*(\([0-9.]*\) tokens\/s)/\1/p')
     busy=$(echo "$out" | sed -n 's/^busy: \(.*\) of .*/\1/p')
