@@ -25,7 +25,7 @@ size_t held_back(const std::string& text, const std::vector<std::string>& stops)
   return hold;
 }
 
-RunnerOptions runner_options(const LlamaModel& model, const EngineOptions& o, int64_t window) {
+RunnerOptions runner_options(const EngineOptions& o, int64_t window) {
   RunnerOptions r;
   r.num_blocks = o.scheduler.num_blocks;
   r.block_size = o.scheduler.block_size;
@@ -58,11 +58,10 @@ struct Engine::Sequence {
 
 Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOptions options)
     : model_(model),
-      runner_(model,
-              runner_options(model, options, model.config().context_window(options.max_context))),
+      window_(model.config().context_window(options.max_context)),
+      runner_(model, runner_options(options, window_)),
       tokenizer_(tokenizer),
-      options_(options),
-      window_(model.config().context_window(options.max_context)) {
+      options_(options) {
   const ModelShard& s = model.shard();
   leader_ = model.stage().first() && s.tp_rank == 0 && s.sp_rank == 0;
   TESSERA_CHECK(options_.max_in_flight >= 0, "max_in_flight must be >= 0");

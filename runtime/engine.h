@@ -152,10 +152,10 @@ class Engine {
   SampledTokens compute(const StepPlan& plan);
 
   const LlamaModel& model_;
+  int64_t window_;  // (before runner_, which is made with it)
   ModelRunner runner_;
   const Tokenizer& tokenizer_;
   EngineOptions options_;
-  int64_t window_;
   bool leader_;
   int max_in_flight_;
   // leader state

@@ -82,11 +82,11 @@ Tensor ModelRunner::logits_of(const Tensor& x, const StepInputs& in) const {
 
 Tensor ModelRunner::run_eagerly(StepInputs& in, const Tensor& hidden) {
   in.upload(pool_, model_.shard().heads.q.size(), model_.dtype());
-  Tensor x = Tensor::empty({in.rows, model_.config().hidden_size}, model_.dtype(), model_.device());
-  if (model_.stage().first())
+  Tensor x = hidden;  // (received for this step in the model's dtype: the residual stream itself)
+  if (model_.stage().first()) {
+    x = Tensor::empty({in.rows, model_.config().hidden_size}, model_.dtype(), model_.device());
     model_.embed(in.tokens, x);
-  else
-    ops::convert(hidden, x);
+  }
   model_.forward(x, in, pool_);
   return model_.stage().last() ? logits_of(x, in) : x;
 }

@@ -38,11 +38,9 @@ Tensor SingleSequence::feed(const std::vector<int32_t>& tokens, int64_t logits) 
     TESSERA_CHECK(need <= runner_.pool().num_blocks(), "the sequence needs "
                                                            << need << " KV blocks; the pool has "
                                                            << runner_.pool().num_blocks());
+    // Its blocks are 0, 1, ... in order: the first feed sends them all (blocks_ is 0 then),
+    // later ones only those it gains.
     for (int64_t b = blocks_[size_t(r)]; b < need; ++b) k.blocks.push_back(int32_t(b));
-    if (w.start) {  // the whole table
-      k.blocks.clear();
-      for (int64_t b = 0; b < need; ++b) k.blocks.push_back(int32_t(b));
-    }
     blocks_[size_t(r)] = std::max(blocks_[size_t(r)], need);
     w.kv.push_back(std::move(k));
   }
