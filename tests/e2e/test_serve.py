@@ -320,7 +320,10 @@ def test_clients_that_leave_mid_stream_free_their_blocks(server):
         conn.close()
         return usage["completion_tokens"]
 
-    before = server.metric('tessera_requests_finished_total{finish_reason="cancelled"}') or 0
+    def finished(reason):
+        return server.metric(f'tessera_requests_finished_total{{finish_reason="{reason}"}}') or 0
+
+    before = {r: finished(r) for r in ("cancelled", "length")}
     out = [None] * 16
     threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, stream(i, i % 2 == 0)))
                for i in range(16)]
@@ -331,8 +334,13 @@ def test_clients_that_leave_mid_stream_free_their_blocks(server):
     assert out[0::2] == ["left"] * 8
     assert out[1::2] == [200] * 8, out
     assert server.wait_metric("tessera_kv_blocks_used", 0) == 0
-    cancelled = server.metric('tessera_requests_finished_total{finish_reason="cancelled"}')
-    assert cancelled == before + 8
+    # A leaver is cancelled, unless the server had written its last token before the client read
+    # its third event (on a loaded machine a client thread can lag a whole tiny-model generation
+    # behind): then it finished by length. Either way every request ended and its blocks are back.
+    cancelled = finished("cancelled") - before["cancelled"]
+    by_length = finished("length") - before["length"]
+    assert by_length >= 8 and cancelled + by_length == 16, (cancelled, by_length)
+    assert cancelled >= 1, "no client that left was cancelled"
 
 
 def test_health_says_loading_until_every_rank_has_loaded_and_deadlines_hold(tessera):
