@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstring>
+#include <vector>
 
 #include "kernels/dtype.h"
 #include "kernels/error.h"
@@ -55,12 +56,6 @@ constexpr std::array<GgmlTypeTraits, 42> kTraits = {{
     {"Q1_0", 128, 18},     // 41
 }};
 
-inline float load_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return half_to_float(h);
-}
-
 }  // namespace
 
 const GgmlTypeTraits* ggml_type_traits(uint32_t type) {
@@ -74,55 +69,30 @@ std::string ggml_type_name(uint32_t type) {
   return std::string(t->name);
 }
 
-bool ggml_can_dequantize(uint32_t type) {
+std::optional<DType> dtype_of_ggml(uint32_t type) {
   switch (GgmlType(type)) {
-    case GgmlType::kF32:
-    case GgmlType::kF16:
-    case GgmlType::kBF16:
-    case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ4_1:
-      return true;
+    case GgmlType::kF32: return DType::kF32;
+    case GgmlType::kF16: return DType::kF16;
+    case GgmlType::kBF16: return DType::kBF16;
+    case GgmlType::kQ8_0: return DType::kQ8_0;
+    case GgmlType::kQ4_0: return DType::kQ4_0;
+    case GgmlType::kQ4_1: return DType::kQ4_1;
+    case GgmlType::kQ5_0: return DType::kQ5_0;
+    case GgmlType::kQ5_1: return DType::kQ5_1;
+    case GgmlType::kQ4_K: return DType::kQ4_K;
+    case GgmlType::kQ5_K: return DType::kQ5_K;
+    case GgmlType::kQ6_K: return DType::kQ6_K;
   }
-  return false;
+  return std::nullopt;
 }
 
-void dequantize_q8_0(const void* src, float* dst, int64_t n) {
-  TESSERA_ASSERT(n % 32 == 0, "Q8_0 length " << n << " is not a multiple of 32");
-  const auto* p = static_cast<const uint8_t*>(src);
-  for (int64_t b = 0; b < n / 32; ++b, p += 34, dst += 32) {
-    const float d = load_f16(p);
-    const auto* q = reinterpret_cast<const int8_t*>(p + 2);
-    for (int i = 0; i < 32; ++i) dst[i] = float(q[i]) * d;
-  }
+uint32_t ggml_of_dtype(DType type) {
+  for (uint32_t id = 0; id < 64; ++id)
+    if (dtype_of_ggml(id) == type) return id;
+  TESSERA_FAIL(dtype_name(type) << " has no GGML type");
 }
 
-void dequantize_q4_0(const void* src, float* dst, int64_t n) {
-  TESSERA_ASSERT(n % 32 == 0, "Q4_0 length " << n << " is not a multiple of 32");
-  const auto* p = static_cast<const uint8_t*>(src);
-  for (int64_t b = 0; b < n / 32; ++b, p += 18, dst += 32) {
-    const float d = load_f16(p);
-    const uint8_t* qs = p + 2;
-    for (int j = 0; j < 16; ++j) {
-      dst[j] = float(int(qs[j] & 0x0f) - 8) * d;
-      dst[j + 16] = float(int(qs[j] >> 4) - 8) * d;
-    }
-  }
-}
-
-void dequantize_q4_1(const void* src, float* dst, int64_t n) {
-  TESSERA_ASSERT(n % 32 == 0, "Q4_1 length " << n << " is not a multiple of 32");
-  const auto* p = static_cast<const uint8_t*>(src);
-  for (int64_t b = 0; b < n / 32; ++b, p += 20, dst += 32) {
-    const float d = load_f16(p);
-    const float m = load_f16(p + 2);
-    const uint8_t* qs = p + 4;
-    for (int j = 0; j < 16; ++j) {
-      dst[j] = float(qs[j] & 0x0f) * d + m;
-      dst[j + 16] = float(qs[j] >> 4) * d + m;
-    }
-  }
-}
+bool ggml_can_dequantize(uint32_t type) { return dtype_of_ggml(type).has_value(); }
 
 void ggml_dequantize(uint32_t type, const void* src, float* dst, int64_t n) {
   const GgmlTypeTraits* t = ggml_type_traits(type);
@@ -130,36 +100,21 @@ void ggml_dequantize(uint32_t type, const void* src, float* dst, int64_t n) {
   TESSERA_CHECK(n >= 0 && n % t->block_size == 0,
                 "cannot dequantize " << n << " elements of " << t->name
                                      << ": not a multiple of its block size " << t->block_size);
-  switch (GgmlType(type)) {
-    case GgmlType::kF32:
-      if (n > 0) std::memcpy(dst, src, size_t(n) * 4);
-      return;
-    case GgmlType::kF16: {  // src may be only byte-aligned (general.alignment can be 1)
-      const auto* p = static_cast<const uint8_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = load_f16(p + 2 * i);
-      return;
-    }
-    case GgmlType::kBF16: {
-      const auto* p = static_cast<const uint8_t*>(src);
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t b;
-        std::memcpy(&b, p + 2 * i, 2);
-        dst[i] = bf16_to_float(b);
-      }
-      return;
-    }
-    case GgmlType::kQ8_0:
-      dequantize_q8_0(src, dst, n);
-      return;
-    case GgmlType::kQ4_0:
-      dequantize_q4_0(src, dst, n);
-      return;
-    case GgmlType::kQ4_1:
-      dequantize_q4_1(src, dst, n);
-      return;
+  const std::optional<DType> dt = dtype_of_ggml(type);
+  TESSERA_CHECK(dt.has_value(), "dequantizing GGML type "
+                                    << t->name
+                                    << " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, "
+                                       "Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+  // (F16 and BF16 may be only byte-aligned: general.alignment can be 1; convert_to_f32 reads
+  // them as 16-bit words, so they go through an aligned copy)
+  if (!dtype_is_quantized(*dt) && reinterpret_cast<uintptr_t>(src) % dtype_size(*dt) != 0) {
+    std::vector<uint8_t> aligned(dtype_bytes(*dt, n) + 8);
+    uint8_t* a = aligned.data() + (8 - reinterpret_cast<uintptr_t>(aligned.data()) % 8) % 8;
+    std::memcpy(a, src, dtype_bytes(*dt, n));
+    convert_to_f32(*dt, a, dst, size_t(n));
+    return;
   }
-  TESSERA_FAIL("dequantizing GGML type " << t->name << " is not supported (supported: F32, F16, "
-                                         << "BF16, Q8_0, Q4_0, Q4_1)");
+  convert_to_f32(*dt, src, dst, size_t(n));
 }
 
 }  // namespace tessera

@@ -1,20 +1,18 @@
-// GGML tensor types as stored in GGUF files, and their dequantization to float32.
+// GGML tensor types as stored in GGUF files: their ids, names and block sizes, which of them tessera
+// keeps (as the DType of the same layout, kernels/quant.h), and their decoding to float32.
 //
 // Every GGML type packs elements in blocks: `block_size` elements take `type_size` bytes, and a
-// row's length (ne[0]) must be a multiple of block_size. The block layouts decoded here:
-//   F32, F16, BF16: one element per block (4, 2, 2 bytes, little endian).
-//   Q8_0 (34 bytes / 32): f16 d, int8 q[32];          x[i] = q[i] * d
-//   Q4_0 (18 bytes / 32): f16 d, u8 qs[16];           x[j] = (lo(qs[j]) - 8) * d,
-//                                                     x[j + 16] = (hi(qs[j]) - 8) * d
-//   Q4_1 (20 bytes / 32): f16 d, f16 m, u8 qs[16];    x[j] = lo(qs[j]) * d + m,
-//                                                     x[j + 16] = hi(qs[j]) * d + m
-// Every other type is known by name and size (so files holding it can be opened and checked),
-// but dequantizing it throws.
+// row's length (ne[0]) must be a multiple of block_size. Kept and decoded: F32, F16, BF16, Q8_0,
+// Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. Every other type is known by name and size (so files
+// holding it can be opened and checked), but reading it throws.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+
+#include "kernels/dtype.h"
 
 namespace tessera {
 
@@ -24,7 +22,12 @@ enum class GgmlType : uint32_t {
   kF16 = 1,
   kQ4_0 = 2,
   kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
   kBF16 = 30,
 };
 
@@ -38,17 +41,15 @@ struct GgmlTypeTraits {
 const GgmlTypeTraits* ggml_type_traits(uint32_t type);
 // "Q6_K", or "unknown(99)" for an unknown id.
 std::string ggml_type_name(uint32_t type);
-// True for the types ggml_dequantize decodes.
+// The tessera type of the same layout (f32, f16, bf16 or a quantized format), or none.
+std::optional<DType> dtype_of_ggml(uint32_t type);
+// The GGML id of a tessera type that has one.
+uint32_t ggml_of_dtype(DType type);
+// True for the types ggml_dequantize decodes (those dtype_of_ggml knows).
 bool ggml_can_dequantize(uint32_t type);
 
 // Decodes n elements (a multiple of the type's block size) from src to dst. Throws
 // tessera::Error for an unsupported type or a bad n.
 void ggml_dequantize(uint32_t type, const void* src, float* dst, int64_t n);
-
-// The per-type decoders (n a multiple of 32), exposed for tests and for callers that dispatch
-// themselves.
-void dequantize_q8_0(const void* src, float* dst, int64_t n);
-void dequantize_q4_0(const void* src, float* dst, int64_t n);
-void dequantize_q4_1(const void* src, float* dst, int64_t n);
 
 }  // namespace tessera

@@ -1,37 +1,61 @@
 #include "kernels/dtype.h"
 
+#include <iterator>
+
 #include "kernels/error.h"
+#include "kernels/quant.h"
 
 namespace tessera {
 
-size_t dtype_size(DType dt) {
-  switch (dt) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-    case DType::kU8: return 1;
-  }
-  TESSERA_ASSERT(false, "unknown dtype " << int(dt));
+namespace {
+
+struct DTypeTraits {
+  std::string_view name;
+  int64_t block_elements;
+  size_t block_bytes;
+};
+
+// Indexed by DType.
+constexpr DTypeTraits kTraits[] = {
+    {"f32", 1, 4},     {"f16", 1, 2},     {"bf16", 1, 2},    {"i32", 1, 4},
+    {"i64", 1, 8},     {"u8", 1, 1},      {"q8_0", 32, 34},  {"q4_0", 32, 18},
+    {"q4_1", 32, 20},  {"q5_0", 32, 22},  {"q5_1", 32, 24},  {"q4_k", 256, 144},
+    {"q5_k", 256, 176}, {"q6_k", 256, 210},
+};
+static_assert(std::size(kTraits) == size_t(DType::kQ6_K) + 1);
+
+const DTypeTraits& traits(DType dt) {
+  TESSERA_ASSERT(size_t(dt) < std::size(kTraits), "unknown dtype " << int(dt));
+  return kTraits[size_t(dt)];
 }
 
-std::string_view dtype_name(DType dt) {
-  switch (dt) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
-    case DType::kI32: return "i32";
-    case DType::kI64: return "i64";
-    case DType::kU8: return "u8";
-  }
-  TESSERA_ASSERT(false, "unknown dtype " << int(dt));
+}  // namespace
+
+size_t dtype_size(DType dt) {
+  TESSERA_ASSERT(!dtype_is_quantized(dt),
+                 dtype_name(dt) << " has no size per element (blocks of "
+                                << dtype_block_elements(dt) << ")");
+  return traits(dt).block_bytes;
 }
+
+int64_t dtype_block_elements(DType dt) { return traits(dt).block_elements; }
+size_t dtype_block_bytes(DType dt) { return traits(dt).block_bytes; }
+
+size_t dtype_bytes(DType dt, int64_t n) {
+  const DTypeTraits& t = traits(dt);
+  TESSERA_CHECK(n >= 0 && n % t.block_elements == 0,
+                n << " elements of " << t.name << " are not whole blocks of " << t.block_elements);
+  return size_t(n / t.block_elements) * t.block_bytes;
+}
+
+std::string_view dtype_name(DType dt) { return traits(dt).name; }
 
 DType dtype_from_name(std::string_view name) {
-  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kI32, DType::kI64, DType::kU8})
-    if (dtype_name(dt) == name) return dt;
-  TESSERA_FAIL("unknown dtype '" << name << "' (expected f32, f16, bf16, i32, i64 or u8)");
+  for (size_t i = 0; i < std::size(kTraits); ++i)
+    if (kTraits[i].name == name) return DType(i);
+  TESSERA_FAIL("unknown dtype '" << name
+                                 << "' (expected f32, f16, bf16, i32, i64, u8, q8_0, q4_0, q4_1, "
+                                    "q5_0, q5_1, q4_k, q5_k or q6_k)");
 }
 
 float half_to_float(uint16_t h) {
@@ -98,7 +122,8 @@ void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
       return;
     }
     default:
-      TESSERA_FAIL("cannot convert " << dtype_name(from) << " to f32");
+      TESSERA_CHECK(dtype_is_quantized(from), "cannot convert " << dtype_name(from) << " to f32");
+      dequantize(from, src, dst, int64_t(n));
   }
 }
 

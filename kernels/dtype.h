@@ -10,10 +10,26 @@
 
 namespace tessera {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kU8 };
+// Plain element types, then the quantized weight formats (GGML's block layouts, kernels/quant.h):
+// a quantized tensor's shape counts elements, and its rows are whole blocks of them.
+enum class DType : uint8_t {
+  kF32, kF16, kBF16, kI32, kI64, kU8,
+  kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ4_K, kQ5_K, kQ6_K,
+};
+inline constexpr DType kQuantizedDTypes[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1,
+                                             DType::kQ5_0, DType::kQ5_1, DType::kQ4_K,
+                                             DType::kQ5_K, DType::kQ6_K};
 
+inline bool dtype_is_quantized(DType dt) { return dt >= DType::kQ8_0; }
+// Bytes of one element of a plain type (a quantized type has none: see dtype_bytes).
 size_t dtype_size(DType dt);
-std::string_view dtype_name(DType dt);  // "f32", "f16", "bf16", "i32", "i64", "u8"
+// Elements per block (32 or 256 for the quantized formats, 1 for plain types) and its bytes.
+int64_t dtype_block_elements(DType dt);
+size_t dtype_block_bytes(DType dt);
+// Bytes of n elements (for a quantized type n must be whole blocks; throws naming the numbers).
+size_t dtype_bytes(DType dt, int64_t n);
+// "f32", "f16", "bf16", "i32", "i64", "u8", "q8_0", "q4_0", ..., "q4_k", "q5_k", "q6_k"
+std::string_view dtype_name(DType dt);
 DType dtype_from_name(std::string_view name);  // throws on an unknown name
 
 // IEEE half <-> float, exact for every half value; float -> half rounds to nearest even.
@@ -29,7 +45,8 @@ inline uint16_t float_to_bf16(float f) {
   return uint16_t(u >> 16);
 }
 
-// Converts n elements of type `from` at src to float32 at dst (from must be f32, f16 or bf16).
+// Converts n elements of type `from` at src to float32 at dst (f32, f16, bf16, or a quantized
+// format: whole blocks, dequantized).
 void convert_to_f32(DType from, const void* src, float* dst, size_t n);
 // Converts n float32 values to type `to` (f32, f16 or bf16).
 void convert_from_f32(DType to, const float* src, void* dst, size_t n);

@@ -156,7 +156,7 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
                  "rows [" << begin << ", " << end << ") of " << shape_str(shape_));
   const int64_t row = shape_[0] == 0 ? 0 : numel() / shape_[0];
   Tensor t = *this;
-  t.offset_ += size_t(begin * row) * dtype_size(dtype_);
+  t.offset_ += dtype_bytes(dtype_, begin * row);  // (a quantized row is whole blocks)
   t.shape_[0] = end - begin;
   return t;
 }

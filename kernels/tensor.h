@@ -49,7 +49,7 @@ class Tensor {
   int ndim() const { return int(shape_.size()); }
   int64_t dim(int i) const;  // negative counts from the end
   int64_t numel() const { return shape_numel(shape_); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return dtype_bytes(dtype_, numel()); }
   DType dtype() const { return dtype_; }
   Device device() const { return storage_ ? storage_->device() : Device::cpu(); }
 
@@ -65,7 +65,7 @@ class Tensor {
   Tensor rows(int64_t begin, int64_t end) const;  // [begin, end) along dim 0, a view
   Tensor to(Device device) const;                 // copy to another device (or a clone)
   Tensor clone() const { return to(device()); }
-  std::vector<float> to_f32_vector() const;       // host copy as float32 (f32/f16/bf16)
+  std::vector<float> to_f32_vector() const;       // host copy as float32 (dequantized)
 
  private:
   template <typename T>

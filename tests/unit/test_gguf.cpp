@@ -16,6 +16,7 @@
 #include "io/gguf.h"
 #include "kernels/dtype.h"
 #include "kernels/error.h"
+#include "kernels/quant.h"
 
 namespace tessera {
 namespace {
@@ -331,24 +332,24 @@ TEST_F(GgufTest, Q4_1ByHand) {
   }
   // The standalone decoders agree with the file path.
   std::vector<float> direct(32);
-  dequantize_q4_1(block.data(), direct.data(), 32);
+  dequantize(DType::kQ4_1, block.data(), direct.data(), 32);
   EXPECT_EQ(direct, v);
 }
 
 TEST_F(GgufTest, UnsupportedTypeNamesTensorAndType) {
   GgufBuilder b;
-  b.tensor("blk.0.ffn_down.weight", {256}, 14, std::string(210, '\0'));  // Q6_K
+  b.tensor("blk.0.ffn_down.weight", {256}, 10, std::string(84, '\0'));  // Q2_K
   const std::string path = write(b.build());
   const GgufFile g = GgufFile::open(path);
   const GgufTensorInfo& t = g.at("blk.0.ffn_down.weight");
-  EXPECT_EQ(t.nbytes, 210u);
-  EXPECT_EQ(GgufFile::type_name(t.ggml_type), "Q6_K");
+  EXPECT_EQ(t.nbytes, 84u);
+  EXPECT_EQ(GgufFile::type_name(t.ggml_type), "Q2_K");
   try {
     g.read_f32(t);
-    FAIL() << "Q6_K decoded";
+    FAIL() << "Q2_K decoded";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("Q6_K"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("Q2_K"), std::string::npos) << msg;
     EXPECT_NE(msg.find("blk.0.ffn_down.weight"), std::string::npos) << msg;
     EXPECT_NE(msg.find(path), std::string::npos) << msg;
   }
