@@ -6,6 +6,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "io/ggml_quant.h"
 #include "io/gguf.h"
 #include "io/llama_tensors.h"
 #include "io/model_store.h"
@@ -37,8 +38,7 @@ T get_or(const json& j, const std::string& key, T fallback) {
 }
 
 DType stored_dtype(const std::string& option, DType source) {
-  if (option == "auto")
-    return (source == DType::kF16 || source == DType::kBF16) ? source : DType::kF32;
+  if (option == "auto") return source;
   TESSERA_CHECK(option == "f32" || option == "f16" || option == "bf16",
                 "--dtype must be auto, f32, f16 or bf16, not '" << option << "'");
   return dtype_from_name(option);
@@ -85,7 +85,11 @@ bool split_layer(const std::string& name, const std::string& prefix, int64_t& la
 class CheckedWriter {
  public:
   CheckedWriter(ModelWriter& w, const ModelConfig& c, std::string where, const ConvertOptions& o)
-      : writer_(w), where_(std::move(where)), options_(o) {
+      : writer_(w),
+        where_(std::move(where)),
+        options_(o),
+        layers_(c.num_layers),
+        tied_(c.tie_word_embeddings) {
     for (TensorSpec& s : llama_tensor_specs(c)) specs_.emplace(s.name, std::move(s));
   }
   // The shape of canonical tensor `name`, after checking that it belongs to this model.
@@ -100,12 +104,26 @@ class CheckedWriter {
     TESSERA_CHECK(!written_.count(name), where_ << ": tensor '" << source_name << "' appears twice");
     return it->second.shape;
   }
+  // One tensor of the source, as float32 values of a source of type `source`.
   void write(const std::string& name, const std::vector<float>& values, DType source) {
-    const DType dt = stored_dtype(options_.dtype, source);
-    writer_.write_weight(name, specs_.at(name).shape, values.data(), dt);
-    written_.insert(name);
-    ++report_.tensors;
-    report_.bytes_written += values.size() * dtype_size(dt);
+    const Shape& shape = specs_.at(name).shape;
+    const DType dt = stored(name, shape, source);
+    writer_.write_weight(name, shape, values.data(), dt);
+    written(name, shape, dt);
+  }
+  // One tensor of the source as its bytes of type `source` (a GGUF tensor): kept byte for byte
+  // when it is stored as it is.
+  void write_bytes(const std::string& name, const std::vector<uint8_t>& bytes, DType source) {
+    const Shape& shape = specs_.at(name).shape;
+    const DType dt = stored(name, shape, source);
+    if (dt == source) {
+      writer_.write_weight_bytes(name, shape, bytes.data(), dt);
+    } else {
+      std::vector<float> values(static_cast<size_t>(shape_numel(shape)));
+      convert_to_f32(source, bytes.data(), values.data(), values.size());
+      writer_.write_weight(name, shape, values.data(), dt);
+    }
+    written(name, shape, dt);
   }
   void finish(ConvertReport& report) {
     for (const auto& [name, spec] : specs_)
@@ -117,9 +135,24 @@ class CheckedWriter {
   }
 
  private:
+  DType stored(const std::string& name, const Shape& shape, DType source) const {
+    if (!options_.quantize.empty() && shape.size() == 2)
+      return quantize_format(options_.quantize, name, layers_, shape[1], tied_);
+    const DType dt = stored_dtype(options_.dtype, source);
+    // (a quantized 1-d tensor, which GGUF writers do not make, is kept as float32)
+    return dtype_is_quantized(dt) && shape.size() != 2 ? DType::kF32 : dt;
+  }
+  void written(const std::string& name, const Shape& shape, DType dt) {
+    written_.insert(name);
+    ++report_.tensors;
+    report_.bytes_written += dtype_bytes(dt, shape_numel(shape));
+  }
+
   ModelWriter& writer_;
   std::string where_;
   const ConvertOptions& options_;
+  int64_t layers_;
+  bool tied_;
   std::map<std::string, TensorSpec> specs_;
   std::set<std::string> written_;
   ConvertReport report_;
@@ -173,15 +206,20 @@ ConvertReport convert_gguf(const std::string& input, const std::string& output,
     TESSERA_CHECK(!name.empty(), input << ": unknown tensor '" << t.name
                                        << "' (tessera knows the Llama-family tensors only)");
     const Shape& shape = checked.expect(name, t.name, t.shape);
-    std::vector<float> values = gguf.read_f32(t);
+    const std::optional<DType> type = dtype_of_ggml(t.ggml_type);
+    TESSERA_CHECK(type.has_value(), input << ": tensor " << t.name << " has type "
+                                          << ggml_type_name(t.ggml_type)
+                                          << ", which tessera cannot read (it reads F32, F16, "
+                                             "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+    const std::span<const uint8_t> raw = gguf.raw(t);  // (its size follows from shape and type)
+    std::vector<uint8_t> bytes(raw.begin(), raw.end());
     if (permuted && (rest == "attn_q.weight" || rest == "attn_k.weight" ||
                      rest == "attn_q.bias" || rest == "attn_k.bias")) {
       const int64_t heads = rest.rfind("attn_q", 0) == 0 ? c.num_heads : c.num_kv_heads;
-      unpermute_rope_rows(values.data(), heads, c.head_dim, shape.size() == 2 ? shape[1] : 1);
+      unpermute_rope_rows(bytes.data(), heads, c.head_dim,
+                          dtype_bytes(*type, shape.size() == 2 ? shape[1] : 1));
     }
-    checked.write(name, values, t.ggml_type == 1    ? DType::kF16
-                                : t.ggml_type == 30 ? DType::kBF16
-                                                    : DType::kF32);
+    checked.write_bytes(name, bytes, *type);
   }
   checked.finish(rep);
   return rep;
@@ -268,17 +306,51 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
 
 }  // namespace
 
-void unpermute_rope_rows(float* data, int64_t heads, int64_t head_dim, int64_t cols) {
+void unpermute_rope_rows(uint8_t* data, int64_t heads, int64_t head_dim, size_t row_bytes) {
   // GGUF row 2*i + p of a head came from Hugging Face row p * head_dim/2 + i.
   const int64_t half = head_dim / 2;
-  std::vector<float> tmp(static_cast<size_t>(head_dim * cols));
+  std::vector<uint8_t> tmp(size_t(head_dim) * row_bytes);
   for (int64_t h = 0; h < heads; ++h) {
-    float* block = data + h * head_dim * cols;
+    uint8_t* block = data + size_t(h * head_dim) * row_bytes;
     for (int64_t i = 0; i < half; ++i)
       for (int64_t p = 0; p < 2; ++p)
-        std::copy_n(block + (2 * i + p) * cols, cols, tmp.data() + (p * half + i) * cols);
+        std::copy_n(block + size_t(2 * i + p) * row_bytes, row_bytes,
+                    tmp.data() + size_t(p * half + i) * row_bytes);
     std::copy(tmp.begin(), tmp.end(), block);
   }
+}
+
+void unpermute_rope_rows(float* data, int64_t heads, int64_t head_dim, int64_t cols) {
+  unpermute_rope_rows(reinterpret_cast<uint8_t*>(data), heads, head_dim,
+                      size_t(cols) * sizeof(float));
+}
+
+DType quantize_format(const std::string& scheme, const std::string& name, int64_t layers,
+                      int64_t row, bool tied_embeddings) {
+  DType want;
+  if (scheme == "q4_k_m") {
+    int64_t layer = -1;
+    std::string rest;
+    split_layer(name, "layers.", layer, rest);
+    // llama.cpp's use_more_bits: the first and last eighth of the layers, and every third between
+    const bool more_bits = layer >= 0 && (layer < layers / 8 || layer >= 7 * layers / 8 ||
+                                          (layer - layers / 8) % 3 == 2);
+    const bool head = name == "lm_head.weight" || (tied_embeddings && name == "embed_tokens.weight");
+    const bool sensitive = rest == "self_attn.v_proj.weight" || rest == "mlp.down_proj.weight";
+    want = head || (sensitive && more_bits) ? DType::kQ6_K : DType::kQ4_K;
+  } else {
+    const DType dt = dtype_from_name(scheme);  // (throws for an unknown name; checked below too)
+    TESSERA_CHECK(dtype_is_quantized(dt), "--quantize " << scheme << " is not a quantized format");
+    want = dt;
+  }
+  if (row % dtype_block_elements(want) == 0) return want;
+  switch (want) {  // the nearest format whose blocks fit
+    case DType::kQ4_K: want = DType::kQ5_0; break;
+    case DType::kQ5_K: want = DType::kQ5_1; break;
+    case DType::kQ6_K: want = DType::kQ8_0; break;
+    default: return DType::kF16;
+  }
+  return row % dtype_block_elements(want) == 0 ? want : DType::kF16;
 }
 
 ModelConfig config_from_hf(const json& j, const std::string& where) {
@@ -439,7 +511,15 @@ TokenizerData tokenizer_from_gguf(const json& md, const std::string& where) {
 ConvertReport convert_model(const std::string& input, const std::string& output,
                             const ConvertOptions& options) {
   TESSERA_CHECK(fs::exists(input), input << ": no such file or folder");
-  stored_dtype(options.dtype, DType::kF32);  // validates the option before any work
+  stored_dtype(options.dtype, DType::kF32);  // validates the options before any work
+  if (!options.quantize.empty()) {
+    try {
+      quantize_format(options.quantize, "embed_tokens.weight", 1, 256, false);
+    } catch (const Error&) {
+      TESSERA_FAIL("--quantize must be q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k or q4_k_m, "
+                   "not '" << options.quantize << "'");
+    }
+  }
   ConvertReport rep;
   try {
     rep = fs::is_directory(input) ? convert_hf(input, output, options)

@@ -13,11 +13,24 @@
 namespace tessera {
 
 struct ConvertOptions {
-  // Stored weight type: "auto" keeps f16/bf16 sources as they are and stores everything else
-  // (f32, dequantized Q8_0/Q4_0/Q4_1) as f32; or force "f32", "f16", "bf16".
+  // Stored weight type: "auto" keeps every tensor in the source's type (f32, f16, bf16, or a
+  // GGUF's quantized blocks, byte for byte); "f32", "f16" or "bf16" converts (dequantizes) all.
   std::string dtype = "auto";
+  // Empty, or a format to quantize the matrices to with tessera's quantizer (kernels/quant.h):
+  // q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, or the mix q4_k_m (quantize_format below).
+  // 1-d tensors (norms, biases) stay as dtype says.
+  std::string quantize;
   bool quiet = false;
 };
+
+// The format --quantize `scheme` gives the matrix `name` (canonical) of a model of `layers`
+// layers whose rows have `row` elements. A single format gives every matrix that format; q4_k_m
+// (llama.cpp's mix) gives q6_k to the LM head (the embedding when it is tied) and to v_proj and
+// down_proj in the first and last eighth of the layers and every third between, q4_k elsewhere.
+// Rows that are not whole blocks take the nearest format that fits: q4_k -> q5_0, q5_k -> q5_1,
+// q6_k -> q8_0, a 32-element format -> f16. Throws naming the scheme when it is unknown.
+DType quantize_format(const std::string& scheme, const std::string& name, int64_t layers,
+                      int64_t row, bool tied_embeddings);
 
 struct ConvertReport {
   ModelConfig config;
@@ -34,7 +47,8 @@ ModelConfig config_from_hf(const nlohmann::json& config_json, const std::string&
 ModelConfig config_from_gguf(const nlohmann::json& metadata, const std::string& where);
 TokenizerData tokenizer_from_gguf(const nlohmann::json& metadata, const std::string& where);
 // Undoes llama.cpp's q/k permutation for interleaved RoPE: rows (heads, head_dim) of a weight
-// (or bias) with `cols` columns, in place.
+// (or bias) with `cols` columns, in place; or rows of row_bytes bytes each (quantized rows).
 void unpermute_rope_rows(float* data, int64_t heads, int64_t head_dim, int64_t cols);
+void unpermute_rope_rows(uint8_t* data, int64_t heads, int64_t head_dim, size_t row_bytes);
 
 }  // namespace tessera

@@ -53,4 +53,15 @@ void ModelConfig::validate() const {
                       << ", " << rope_scaling.original_max_position << ")");
 }
 
+ModelDims layout_dims(const ModelConfig& c) {
+  ModelDims d;
+  d.layers = c.num_layers;
+  d.heads = c.num_heads;
+  d.kv_heads = c.num_kv_heads;
+  d.head_dim = c.head_dim;
+  d.ffn = c.intermediate_size;
+  d.vocab = c.vocab_size;
+  return d;
+}
+
 }  // namespace tessera

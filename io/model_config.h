@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/ops.h"
+#include "parallel/layout.h"
 
 namespace tessera {
 
@@ -32,6 +33,10 @@ struct ModelConfig {
   // below 0): the model's, or the cap where it is smaller.
   int64_t context_window(int64_t max_context = 0) const;
 };
+
+// The sizes that constrain a layout (parallel/layout.h), with unblocked (plain) weights;
+// io/model_store.h's layout_dims adds a model file's storage blocks.
+ModelDims layout_dims(const ModelConfig& c);
 
 // Architectures tessera runs; anything else is refused by name at import.
 bool is_supported_architecture(const std::string& arch);

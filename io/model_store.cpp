@@ -10,6 +10,8 @@
 #include <map>
 #include <utility>
 
+#include "kernels/quant.h"
+
 namespace tessera {
 namespace {
 
@@ -84,6 +86,15 @@ void set_attr_num(hid_t obj, const char* name, T value) {
                 "cannot write attribute " << name);
 }
 
+void set_attr_ints(hid_t obj, const char* name, const std::vector<int64_t>& values) {
+  const hsize_t n = values.size();
+  H5Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  H5Handle attr(H5Acreate2(obj, name, H5T_NATIVE_INT64, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                H5Aclose);
+  TESSERA_CHECK(attr.ok() && H5Awrite(attr.get(), H5T_NATIVE_INT64, values.data()) >= 0,
+                "cannot write attribute " << name);
+}
+
 bool has_attr(hid_t obj, const char* name) { return H5Aexists(obj, name) > 0; }
 
 std::string get_attr_string(hid_t obj, const char* name, const std::string& where) {
@@ -103,6 +114,18 @@ std::string get_attr_string(hid_t obj, const char* name, const std::string& wher
                 where << ": cannot read attribute '" << name << "'");
   out.resize(std::strlen(out.c_str()));
   return out;
+}
+
+std::vector<int64_t> get_attr_ints(hid_t obj, const char* name, const std::string& where) {
+  TESSERA_CHECK(has_attr(obj, name), where << ": attribute '" << name << "' is missing");
+  H5Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+  H5Handle space(H5Aget_space(attr.get()), H5Sclose);
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  TESSERA_CHECK(n >= 0 && n <= 8, where << ": attribute '" << name << "' has " << n << " values");
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  TESSERA_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, v.data()) >= 0,
+                where << ": cannot read attribute '" << name << "' as integers");
+  return v;
 }
 
 double get_attr_double(hid_t obj, const char* name, const std::string& where) {
@@ -281,37 +304,64 @@ void ModelWriter::write_tokenizer(const TokenizerData& t) {
 
 void ModelWriter::write_weight(const std::string& name, const Shape& shape, const float* values,
                                DType stored) {
-  TESSERA_CHECK(stored == DType::kF32 || stored == DType::kF16 || stored == DType::kBF16,
-                "weights are stored as f32, f16 or bf16, not " << dtype_name(stored));
+  const int64_t n = shape_numel(shape);
+  TESSERA_CHECK(stored == DType::kF32 || stored == DType::kF16 || stored == DType::kBF16 ||
+                    dtype_is_quantized(stored),
+                "weights are stored as f32, f16, bf16 or a quantized format, not "
+                    << dtype_name(stored));
+  TESSERA_CHECK(!dtype_is_quantized(stored) || shape.size() == 2,
+                "weight " << name << " " << shape_str(shape) << " cannot be stored as "
+                          << dtype_name(stored) << ": only matrices are quantized");
+  if (stored == DType::kF32) return write_weight_bytes(name, shape, values, stored);
+  std::vector<uint8_t> bytes(dtype_bytes(stored, n));
+  if (dtype_is_quantized(stored)) {
+    try {
+      quantize(stored, values, bytes.data(), n);
+    } catch (const Error& e) {
+      TESSERA_FAIL("weight " << name << ": " << e.what());
+    }
+  } else {
+    convert_from_f32(stored, values, bytes.data(), size_t(n));
+  }
+  write_weight_bytes(name, shape, bytes.data(), stored);
+}
+
+void ModelWriter::write_weight_bytes(const std::string& name, const Shape& shape,
+                                     const void* bytes, DType stored) {
   TESSERA_CHECK(!shape.empty() && shape.size() <= 2,
                 "weight " << name << " has shape " << shape_str(shape) << " (1-d or 2-d only)");
   const int64_t n = shape_numel(shape);
   TESSERA_CHECK(n > 0, "weight " << name << " is empty");
+  const bool quantized = dtype_is_quantized(stored);
+  const int64_t row = shape.size() == 2 ? shape[1] : 1;
+  TESSERA_CHECK(!quantized || (shape.size() == 2 && row % dtype_block_elements(stored) == 0),
+                "weight " << name << " " << shape_str(shape) << ": rows of " << row
+                          << " are not whole " << dtype_name(stored) << " blocks of "
+                          << dtype_block_elements(stored));
+  // A quantized weight is a u8 dataset of its rows' bytes.
+  const int64_t row_bytes = int64_t(dtype_bytes(stored, row));
   std::vector<hsize_t> dims(shape.begin(), shape.end());
+  if (quantized) dims[1] = hsize_t(row_bytes);
   H5Handle space(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose);
   // Chunks of whole rows, about 1 MiB each, with a Fletcher32 checksum per chunk.
-  const int64_t row = shape.size() == 2 ? shape[1] : 1;
-  const int64_t rows_per_chunk =
-      std::clamp<int64_t>((1 << 20) / int64_t(dtype_size(stored) * size_t(row)), 1, shape[0]);
+  const int64_t rows_per_chunk = std::clamp<int64_t>((1 << 20) / row_bytes, 1, shape[0]);
   std::vector<hsize_t> chunk = dims;
   chunk[0] = hsize_t(rows_per_chunk);
   H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_chunk(dcpl.get(), int(chunk.size()), chunk.data());
   H5Pset_fletcher32(dcpl.get());
-  const hid_t type = native_type(stored);
+  const hid_t type = quantized ? H5T_NATIVE_UINT8 : native_type(stored);
   H5Handle ds(H5Dcreate2(impl_->weights.get(), name.c_str(), type, space.get(), H5P_DEFAULT,
                          dcpl.get(), H5P_DEFAULT),
               H5Dclose);
   TESSERA_CHECK(ds.ok(), impl_->partial << ": cannot create dataset " << name);
   set_attr_string(ds.get(), "dtype", std::string(dtype_name(stored)));
-  std::vector<uint16_t> half;
-  const void* src = values;
-  if (stored != DType::kF32) {
-    half.resize(size_t(n));
-    convert_from_f32(stored, values, half.data(), size_t(n));
-    src = half.data();
+  if (quantized) {
+    set_attr_ints(ds.get(), "shape", {shape[0], shape[1]});
+    set_attr_num<int64_t>(ds.get(), "block_elements", dtype_block_elements(stored));
+    set_attr_num<int64_t>(ds.get(), "block_bytes", int64_t(dtype_block_bytes(stored)));
   }
-  TESSERA_CHECK_IO(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, src) >= 0,
+  TESSERA_CHECK_IO(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes) >= 0,
                    impl_->partial << ": cannot write dataset " << name);
 }
 
@@ -413,8 +463,18 @@ ModelReader::ModelReader(const std::string& path) : impl_(std::make_unique<Impl>
           for (int i = 0; i < nd; ++i) info.shape.push_back(int64_t(dims[i]));
           info.dtype = dtype_from_name(get_attr_string(ds.get(), "dtype", name));
           TESSERA_CHECK(info.dtype == DType::kF32 || info.dtype == DType::kF16 ||
-                            info.dtype == DType::kBF16,
+                            info.dtype == DType::kBF16 || dtype_is_quantized(info.dtype),
                         "/weights/" << name << " has dtype " << dtype_name(info.dtype));
+          if (dtype_is_quantized(info.dtype)) {  // u8 rows of blocks: the shape counts elements
+            const std::vector<int64_t> shape = get_attr_ints(ds.get(), "shape", name);
+            TESSERA_CHECK(nd == 2 && shape.size() == 2 && shape[0] == int64_t(dims[0]) &&
+                              shape[1] > 0 && shape[1] % dtype_block_elements(info.dtype) == 0 &&
+                              dtype_bytes(info.dtype, shape[1]) == dims[1],
+                          "/weights/" << name << ": " << dims[0] << " x " << dims[1]
+                                      << " bytes do not hold " << dtype_name(info.dtype)
+                                      << " blocks of its shape");
+            info.shape = shape;
+          }
           scan->impl->infos[name] = info;
           return 0;
         } catch (const std::exception& e) {
@@ -485,43 +545,57 @@ Tensor ModelReader::read_weight(const std::string& name) const {
 }
 
 Tensor ModelReader::read_weight_slice(const std::string& name, int64_t r0, int64_t r1, int64_t c0,
-                                      int64_t c1) const {
+                                      int64_t c1, As as) const {
   const WeightInfo info = weight_info(name);
   const bool two_d = info.shape.size() == 2;
   TESSERA_CHECK(0 <= r0 && r0 <= r1 && r1 <= info.shape[0] &&
                     (two_d ? (0 <= c0 && c0 <= c1 && c1 <= info.shape[1]) : (c0 == 0 && c1 == 0)),
                 impl_->path << ": slice [" << r0 << ", " << r1 << ") x [" << c0 << ", " << c1
                             << ") is outside weight " << name << " " << shape_str(info.shape));
-  Shape out_shape = two_d ? Shape{r1 - r0, c1 - c0} : Shape{r1 - r0};
-  Tensor out = Tensor::empty(out_shape, DType::kF32);
-  if (out.numel() == 0) return out;
-  H5Handle ds(H5Dopen2(impl_->weights.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
-  TESSERA_CHECK(ds.ok(), impl_->path << ": cannot open weight " << name);
-  H5Handle fspace(H5Dget_space(ds.get()), H5Sclose);
-  hsize_t start[2] = {hsize_t(r0), hsize_t(c0)};
-  hsize_t count[2] = {hsize_t(r1 - r0), hsize_t(c1 - c0)};
-  H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
-  H5Handle mspace(H5Screate_simple(two_d ? 2 : 1, count, nullptr), H5Sclose);
-  const size_t n = size_t(out.numel());
-  herr_t status;
-  if (info.dtype == DType::kF32) {
-    status = H5Dread(ds.get(), H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), H5P_DEFAULT,
-                     out.data<float>());
-  } else {
-    std::vector<uint16_t> half(n);
-    status = H5Dread(ds.get(), H5T_NATIVE_UINT16, mspace.get(), fspace.get(), H5P_DEFAULT,
-                     half.data());
-    if (status >= 0) convert_to_f32(info.dtype, half.data(), out.data<float>(), n);
+  const int64_t block = dtype_block_elements(info.dtype);
+  TESSERA_CHECK(c0 % block == 0 && c1 % block == 0,
+                impl_->path << ": columns [" << c0 << ", " << c1 << ") of weight " << name
+                            << " cut its " << dtype_name(info.dtype) << " blocks of " << block
+                            << " elements");
+  const Shape shape = two_d ? Shape{r1 - r0, c1 - c0} : Shape{r1 - r0};
+  Tensor stored = Tensor::empty(shape, info.dtype);
+  if (stored.numel() > 0) {
+    H5Handle ds(H5Dopen2(impl_->weights.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+    TESSERA_CHECK(ds.ok(), impl_->path << ": cannot open weight " << name);
+    H5Handle fspace(H5Dget_space(ds.get()), H5Sclose);
+    // A quantized weight's columns are bytes: block b starts at b * block_bytes.
+    const bool quantized = dtype_is_quantized(info.dtype);
+    const auto col = [&](int64_t c) { return quantized ? int64_t(dtype_bytes(info.dtype, c)) : c; };
+    hsize_t start[2] = {hsize_t(r0), hsize_t(col(c0))};
+    hsize_t count[2] = {hsize_t(r1 - r0), hsize_t(col(c1) - col(c0))};
+    H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr);
+    H5Handle mspace(H5Screate_simple(two_d ? 2 : 1, count, nullptr), H5Sclose);
+    const hid_t type = quantized ? H5T_NATIVE_UINT8 : native_type(info.dtype);
+    if (H5Dread(ds.get(), type, mspace.get(), fspace.get(), H5P_DEFAULT, stored.raw()) < 0) {
+      const std::string why = hdf5_error_text();
+      TESSERA_FAIL(impl_->path << ": cannot read weight " << name << ": "
+                               << (why.find("checksum") != std::string::npos
+                                       ? "checksum mismatch (the file is corrupt)"
+                                       : why));
+    }
+    impl_->bytes_read += stored.nbytes();
   }
-  if (status < 0) {
-    const std::string why = hdf5_error_text();
-    TESSERA_FAIL(impl_->path << ": cannot read weight " << name << ": "
-                             << (why.find("checksum") != std::string::npos
-                                     ? "checksum mismatch (the file is corrupt)"
-                                     : why));
-  }
-  impl_->bytes_read += n * dtype_size(info.dtype);
+  if (as == As::kStored || info.dtype == DType::kF32) return stored;
+  Tensor out = Tensor::empty(shape, DType::kF32);
+  convert_to_f32(info.dtype, stored.raw(), out.data<float>(), size_t(out.numel()));
   return out;
+}
+
+ModelDims layout_dims(const ModelReader& reader) {
+  ModelDims d = layout_dims(reader.config());
+  for (const WeightInfo& w : reader.weights()) {
+    const bool o = w.name.find("self_attn.o_proj.weight") != std::string::npos;
+    const bool down = w.name.find("mlp.down_proj.weight") != std::string::npos;
+    InputBlocks* blocks = o ? &d.attention_output : down ? &d.ffn_down : nullptr;
+    if (blocks && dtype_block_elements(w.dtype) > blocks->elements)
+      *blocks = {w.name, std::string(dtype_name(w.dtype)), dtype_block_elements(w.dtype)};
+  }
+  return d;
 }
 
 }  // namespace tessera

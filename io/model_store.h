@@ -1,4 +1,4 @@
-// The tessera model file (HDF5). Layout, format version 1:
+// The tessera model file (HDF5). Layout, format version 2:
 //
 //   /                 attributes: format = "tessera-model", format_version, architecture and every
 //                     hyper-parameter of ModelConfig, source (what it was converted from),
@@ -11,9 +11,15 @@
 //                     stop_ids (i32), chat_template (u8)
 //   /weights/<name>   one dataset per tensor, unsharded, row-major; linear weights are
 //                     (out_features, in_features). Attribute dtype = f32 | f16 | bf16 (f16 and bf16
-//                     are stored as 16-bit integers). Chunked by row blocks with the HDF5
+//                     are stored as 16-bit integers), or a quantized format q8_0 | q4_0 | q4_1 |
+//                     q5_0 | q5_1 | q4_k | q5_k | q6_k (kernels/quant.h: GGML's block layouts):
+//                     then the dataset is u8 (rows, row bytes), each row its in_features / B
+//                     blocks as they are, with attributes shape = (rows, in_features) (i64) and
+//                     block_elements = B, block_bytes. Chunked by row blocks with the HDF5
 //                     Fletcher32 filter: every chunk's checksum is verified by every read,
 //                     whole or partial.
+//
+// Version 1 (before quantized weights) is refused with a line that says to convert again.
 //
 // Canonical weight names: embed_tokens.weight (vocab, hidden), norm.weight (hidden),
 // lm_head.weight (vocab, hidden; absent when tied), rope_freqs.weight (head_dim/2; optional
@@ -33,12 +39,13 @@
 
 namespace tessera {
 
-inline constexpr int kModelFormatVersion = 1;
+inline constexpr int kModelFormatVersion = 2;
 
 struct WeightInfo {
   std::string name;
-  Shape shape;
+  Shape shape;  // elements (a quantized weight's logical shape)
   DType dtype;  // as stored
+  uint64_t bytes() const { return dtype_bytes(dtype, shape_numel(shape)); }
 };
 
 class ModelWriter {
@@ -52,9 +59,13 @@ class ModelWriter {
 
   void write_config(const ModelConfig& config, const std::string& source);
   void write_tokenizer(const TokenizerData& tokenizer);
-  // values are float32; they are stored as `stored` (f32, f16 or bf16).
+  // values are float32; they are stored as `stored` (f32, f16, bf16, or a quantized format:
+  // a 2-d weight whose rows are whole blocks, quantized by kernels/quant.h).
   void write_weight(const std::string& name, const Shape& shape, const float* values,
                     DType stored);
+  // bytes are the weight already in `stored` (as a GGUF file holds it): kept as they are.
+  void write_weight_bytes(const std::string& name, const Shape& shape, const void* bytes,
+                          DType stored);
   void finish();
 
  private:
@@ -76,12 +87,14 @@ class ModelReader {
   std::vector<WeightInfo> weights() const;  // sorted by name
   bool has_weight(const std::string& name) const;
   WeightInfo weight_info(const std::string& name) const;
-  // Reads a whole weight as float32 (converting f16/bf16), on the CPU.
+  // Reads a whole weight as float32 (converting f16/bf16, dequantizing), on the CPU.
   Tensor read_weight(const std::string& name) const;
   // Reads the hyperslab rows [r0, r1) x columns [c0, c1) of a 2-d weight (or elements [r0, r1) of
-  // a 1-d one; c0 = c1 = 0 then). Only those bytes' chunks are read.
+  // a 1-d one; c0 = c1 = 0 then), as float32 or as stored. Only those bytes' chunks are read.
+  // The columns of a quantized weight must be whole blocks (throws naming the block size).
+  enum class As { kFloat32, kStored };
   Tensor read_weight_slice(const std::string& name, int64_t r0, int64_t r1, int64_t c0,
-                           int64_t c1) const;
+                           int64_t c1, As as = As::kFloat32) const;
   // Bytes of weight data this reader has requested from the file so far.
   uint64_t bytes_read() const;
 
@@ -89,5 +102,9 @@ class ModelReader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The sizes that constrain a layout of the file's model: its config's, and the largest blocks
+// any layer stores its o_proj and down_proj weights in.
+ModelDims layout_dims(const ModelReader& reader);
 
 }  // namespace tessera

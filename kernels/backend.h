@@ -33,6 +33,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
+  // Whether linear() and embedding() take weights of type `weight` as they are, with activations
+  // of type `activations` (else the model keeps them converted, ops::resident_weight_dtype).
+  virtual bool computes_on(DType weight, DType activations) const = 0;
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
   virtual void add_inplace(Tensor& a, const Tensor& b) = 0;

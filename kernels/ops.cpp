@@ -17,6 +17,9 @@ Backend& on(const Tensor& t) { return backend_for(t.device().type); }
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   on(x).linear(x, w, bias, y);
 }
+DType resident_weight_dtype(Device d, DType stored, DType act) {
+  return backend_for(d.type).computes_on(stored, act) ? stored : act;
+}
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
   on(x).rms_norm(x, weight, eps, y);
 }

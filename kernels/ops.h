@@ -15,8 +15,14 @@
 namespace tessera::ops {
 
 // y(m, n) = x(m, k) @ w(n, k)^T (+ bias(n) when given). w is the (out_features, in_features)
-// matrix as stored in the model file.
+// matrix as stored in the model file, of a type the device computes on (resident_weight_dtype):
+// on the CPU also f16, bf16 and the quantized formats (kernels/quant.h), read as they are.
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
+
+// The type a weight stored as `stored` is kept in on device d whose activations are `act`: as
+// stored where d's backend computes on it (the CPU: f32, f16, bf16, every quantized format), else
+// act (converted or dequantized once, at load: a GPU keeps its weights in its activations' type).
+DType resident_weight_dtype(Device d, DType stored, DType act);
 
 // y(m, d) = x / sqrt(mean(x^2) + eps) * weight(d), row by row. y may alias x.
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
@@ -28,7 +34,8 @@ void add_inplace(Tensor& a, const Tensor& b);
 // on a GPU (the same arithmetic as the two ops: the norm reads x as stored).
 void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps, Tensor& y);
 
-// out(n, d) = table(vocab, d)[ids[i]]; an id outside the table throws.
+// out(n, d) = table(vocab, d)[ids[i]] (f32; a table of another type the device computes on is
+// decoded row by row); an id outside the table throws.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
 
 // out(m, f) = silu(gate(m, f)) * up(m, f). out may alias gate.

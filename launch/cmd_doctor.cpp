@@ -194,11 +194,7 @@ int run_doctor(const Args& args) {
       if (reports[size_t(r)]["model_bytes"] != reports[0]["model_bytes"])
         verdict = "rank " + std::to_string(r) + " sees " + model + " with another size than rank 0";
     if (verdict.empty()) {
-      const ModelReader reader(model);
-      const ModelConfig& c = reader.config();
-      const auto problem = layout_problem(
-          layout, size,
-          ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
+      const auto problem = layout_problem(layout, size, layout_dims(ModelReader(model)));
       if (problem) verdict = *problem;
     }
   }

@@ -1,5 +1,7 @@
 // tessera inspect: a model file's configuration, tokenizer and tensor table.
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "io/model_store.h"
 #include "launch/options.h"
@@ -38,19 +40,27 @@ int run_inspect(const Args& args) {
   std::printf("tokenizer:           %s%s%s, %zu tokens, %zu merges, bos %d, eos %d, chat template %s\n",
               t.model.c_str(), t.pre.empty() ? "" : " / ", t.pre.c_str(), t.tokens.size(),
               t.merges.size(), t.bos_id, t.eos_id, t.chat_template.empty() ? "no" : "yes");
-  std::printf("\n%-48s %-16s %-5s %12s\n", "tensor", "shape", "dtype", "bytes");
+  std::printf("\n%-48s %-16s %-6s %12s\n", "tensor", "shape", "format", "bytes");
   uint64_t total = 0, params = 0;
+  std::map<std::string, uint64_t> by_format;  // parameters
   const bool verify = vm["verify"].as<bool>();
   for (const WeightInfo& w : r.weights()) {
-    const uint64_t bytes = uint64_t(shape_numel(w.shape)) * dtype_size(w.dtype);
+    const uint64_t bytes = w.bytes();
     total += bytes;
     params += uint64_t(shape_numel(w.shape));
-    std::printf("%-48s %-16s %-5s %12llu\n", w.name.c_str(), shape_str(w.shape).c_str(),
+    by_format[std::string(dtype_name(w.dtype))] += uint64_t(shape_numel(w.shape));
+    std::printf("%-48s %-16s %-6s %12llu\n", w.name.c_str(), shape_str(w.shape).c_str(),
                 std::string(dtype_name(w.dtype)).c_str(), (unsigned long long)bytes);
-    if (verify) r.read_weight(w.name);
+    if (verify) r.read_weight_slice(w.name, 0, w.shape[0], 0, w.shape.size() == 2 ? w.shape[1] : 0,
+                                    ModelReader::As::kStored);
   }
-  std::printf("\n%zu tensors, %.2f M parameters, %.1f MB\n", r.weights().size(), double(params) / 1e6,
-              double(total) / 1e6);
+  std::printf("\n%zu tensors, %.2f M parameters, %.1f MB, %.2f bits per weight\n",
+              r.weights().size(), double(params) / 1e6, double(total) / 1e6,
+              params ? 8.0 * double(total) / double(params) : 0.0);
+  std::printf("formats:");
+  for (const auto& [format, n] : by_format)
+    std::printf(" %s %.1f%%", format.c_str(), 100.0 * double(n) / double(params));
+  std::printf(" (of the parameters)\n");
   if (verify) std::printf("verified: every chunk checksum matches\n");
   return 0;
 }

@@ -18,5 +18,6 @@ int run_tokenize(const Args& args);
 int run_plan(const Args& args);
 int run_bench(const Args& args);
 int run_bench_gpu(const Args& args);
+int run_perplexity(const Args& args);
 
 }  // namespace tessera::cli

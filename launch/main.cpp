@@ -21,6 +21,7 @@ Commands:
   serve      an OpenAI-compatible HTTP endpoint on rank 0 (/v1/completions, /v1/chat/completions)
   doctor     under mpirun or srun: can every rank run this model and layout? (hosts, devices,
              the model file, free memory, each group's all-reduce latency and bandwidth)
+  perplexity how well a model predicts a text (teacher forcing), on any layout
   bench      a fixed workload with continuous and with static batching: throughput, TTFT, KV use
   bench-gpu  one GPU's copy bandwidth and GEMM rate, and decode and prefill of a random model
              of a published shape against them
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
   tessera::cli::Args args(argv + 2, argv + argc);
   // Commands that run a model are SPMD programs: every rank runs them. The others are local tools.
   const bool needs_mpi = command == "generate" || command == "bench" || command == "serve" ||
-                         command == "doctor";
+                         command == "doctor" || command == "perplexity";
   if (needs_mpi) {
     // serve's connection threads never call MPI: only the main thread does.
     int provided = 0;
@@ -114,6 +115,8 @@ int main(int argc, char** argv) {
   try {
     if (command == "generate") {
       code = tessera::cli::run_generate(args);
+    } else if (command == "perplexity") {
+      code = tessera::cli::run_perplexity(args);
     } else if (command == "doctor") {
       code = tessera::cli::run_doctor(args);
     } else if (command == "serve") {

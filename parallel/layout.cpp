@@ -6,6 +6,30 @@
 
 namespace tessera {
 
+namespace {
+
+// Why tp ranks would cut a row-parallel weight's blocks, if they would (one rank holds whole
+// rows, which a model file stores as whole blocks).
+std::optional<std::string> cut_blocks(int tp, const ModelDims& m) {
+  if (tp == 1) return std::nullopt;
+  const struct {
+    const InputBlocks& blocks;
+    int64_t features;
+  } weights[] = {{m.attention_output, m.heads * m.head_dim}, {m.ffn_down, m.ffn}};
+  for (const auto& w : weights) {
+    const int64_t share = w.features / tp;
+    if (share % w.blocks.elements == 0) continue;
+    std::ostringstream os;
+    os << "tp " << tp << " would cut the " << w.blocks.format << " blocks (" << w.blocks.elements
+       << " elements) of " << w.blocks.tensor << ": each rank's " << share << " of its "
+       << w.features << " input features are not whole blocks";
+    return os.str();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<std::string> layout_problem(const GridShape& g, int world, const ModelDims& m) {
   std::ostringstream os;
   if (g.dp < 1 || g.pp < 1 || g.sp < 1 || g.tp < 1) {
@@ -25,6 +49,8 @@ std::optional<std::string> layout_problem(const GridShape& g, int world, const M
     os << "tp " << g.tp << " does not divide the vocabulary of " << m.vocab;
   } else if (g.pp > m.layers) {
     os << "pp " << g.pp << " is more pipeline stages than the model's " << m.layers << " layers";
+  } else if (const auto cut = cut_blocks(g.tp, m)) {
+    os << *cut;
   } else {
     return std::nullopt;
   }

@@ -10,9 +10,25 @@
 
 namespace tessera {
 
-// The sizes of a model that constrain its layout (taken from its config).
+// The blocks a row-parallel weight is stored in: each TP rank's share of its input features
+// must be whole blocks (1 element for plain types).
+struct InputBlocks {
+  std::string tensor;  // one weight with these blocks, to name in a refusal
+  std::string format;  // "q4_k", ...
+  int64_t elements = 1;
+};
+
+// The sizes of a model that constrain its layout (its config, and its file's storage formats).
+// io/model_config.h and io/model_store.h make them (layout_dims).
 struct ModelDims {
-  int64_t layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0;
+  int64_t layers = 0;
+  int64_t heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t ffn = 0;
+  int64_t vocab = 0;
+  InputBlocks attention_output;  // o_proj: input features are query heads * head_dim
+  InputBlocks ffn_down;          // down_proj: input features are the FFN's
 };
 
 // Empty when the layout works; otherwise why not, as one sentence.

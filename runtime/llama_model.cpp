@@ -43,15 +43,22 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
   s.ffn = even_shard(c.intermediate_size, s.tp_size, s.tp_rank);
   s.vocab = even_shard(c.vocab_size, s.tp_size, s.tp_rank);
 
-  // Only this rank's slice of each tensor, in the model's dtype on its device.
+  // Only this rank's slice of each tensor on its device: matrices as stored where the device
+  // computes on that (quantized blocks on the CPU), else and for vectors in the model's dtype.
+  const auto matrix_dtype = [&](const std::string& name) {
+    return ops::resident_weight_dtype(m.device_, src.stored(name), m.act_);
+  };
   const auto whole = [&](const std::string& name) {
     return src.read(name, Range{0, c.hidden_size}, Range{}, m.act_, m.device_);
   };
-  const auto rows = [&](const std::string& name, Range rg) {
+  const auto bias_rows = [&](const std::string& name, Range rg) {
     return src.read(name, rg, Range{}, m.act_, m.device_);
   };
+  const auto rows = [&](const std::string& name, Range rg) {
+    return src.read(name, rg, Range{}, matrix_dtype(name), m.device_);
+  };
   const auto cols = [&](const std::string& name, Range rg, int64_t out_features) {
-    return src.read(name, Range{0, out_features}, rg, m.act_, m.device_);
+    return src.read(name, Range{0, out_features}, rg, matrix_dtype(name), m.device_);
   };
   const int64_t hd = c.head_dim;
   const Range q_rows{s.heads.q.begin * hd, s.heads.q.end * hd};
@@ -69,7 +76,7 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
   for (int64_t i = s.layers.first; i < s.layers.last; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     auto bias = [&](const char* n, Range rg) {
-      return c.attention_bias ? rows(p + n, rg) : Tensor();
+      return c.attention_bias ? bias_rows(p + n, rg) : Tensor();
     };
     LlamaLayer l;
     l.input_norm = whole(p + "input_layernorm.weight");

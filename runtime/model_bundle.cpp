@@ -7,11 +7,9 @@
 namespace tessera {
 namespace {
 
-// Whether the layout of groups can run a model of config c (checked before any weight is read).
-void check_runnable(const ModelConfig& c, const ProcessGroups& groups) {
-  check_layout(
-      groups.shape, groups.world->size(),
-      ModelDims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size});
+// Whether the layout of groups can run a model of these sizes (checked before any weight is read).
+void check_runnable(const ModelDims& dims, const ProcessGroups& groups) {
+  check_layout(groups.shape, groups.world->size(), dims);
 }
 
 }  // namespace
@@ -20,8 +18,7 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
                               const LoadOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   ModelReader reader(path);
-  const ModelConfig& c = reader.config();
-  check_runnable(c, groups);
+  check_runnable(layout_dims(reader), groups);
   ModelBundle b;
   b.path = path;
   b.tokenizer = std::make_unique<Tokenizer>(reader.read_tokenizer());
@@ -38,7 +35,7 @@ ModelBundle ModelBundle::load(const std::string& path, ProcessGroups& groups,
 ModelBundle ModelBundle::random(const ModelConfig& c, const std::string& name,
                                 ProcessGroups& groups, const LoadOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
-  check_runnable(c, groups);
+  check_runnable(layout_dims(c), groups);
   ModelBundle b;
   b.path = "random weights of " + name;
   b.tokenizer = std::make_unique<Tokenizer>(stand_in_tokenizer(c.vocab_size));

@@ -42,9 +42,7 @@ std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o)
       if ((world / tp) % pp != 0) continue;
       LayoutPlan p;
       p.layout = GridShape{world / (tp * pp), pp, 1, tp};
-      const ModelDims dims{c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size,
-                           c.vocab_size};
-      if (auto problem = layout_problem(p.layout, world, dims)) {
+      if (auto problem = layout_problem(p.layout, world, layout_dims(c))) {
         p.why_not = *problem;
         plans.push_back(p);
         continue;

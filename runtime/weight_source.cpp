@@ -51,11 +51,11 @@ Shape FileWeights::checked_shape(const std::string& name) const {
 Tensor FileWeights::read(const std::string& name, Range rows, Range cols, DType dtype,
                          Device device) const {
   const Shape sh = checked_shape(name);
-  if (sh.size() == 1)
-    return placed(reader_.read_weight_slice(name, rows.begin, rows.end, 0, 0), dtype, device);
-  if (cols.size() == 0) cols = Range{0, sh[1]};
-  return placed(reader_.read_weight_slice(name, rows.begin, rows.end, cols.begin, cols.end), dtype,
-                device);
+  if (sh.size() == 1) cols = Range{0, 0};
+  if (sh.size() == 2 && cols.size() == 0) cols = Range{0, sh[1]};
+  const auto as = dtype == stored(name) ? ModelReader::As::kStored : ModelReader::As::kFloat32;
+  return placed(reader_.read_weight_slice(name, rows.begin, rows.end, cols.begin, cols.end, as),
+                dtype, device);
 }
 
 Tensor FileWeights::read_whole_f32(const std::string& name) const {

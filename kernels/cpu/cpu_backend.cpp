@@ -8,6 +8,9 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
+  bool computes_on(DType weight, DType activations) const override {
+    return activations == DType::kF32 && ops::cpu::computes_on(weight);
+  }
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
     ops::cpu::linear(x, w, bias, y);
   }

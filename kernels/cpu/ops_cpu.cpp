@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/ops_cpu.h"
 #include "kernels/dtype.h"
+#include "kernels/cpu/quant_linear.h"
 #include "kernels/cpu/skinny_gemm.h"
 
 namespace tessera::ops::cpu {
@@ -49,10 +50,16 @@ inline __m256 exp256(__m256 x) {
 
 }  // namespace
 
+bool computes_on(DType weight) {
+  return weight == DType::kF32 || weight == DType::kF16 || weight == DType::kBF16 ||
+         dtype_is_quantized(weight);
+}
+
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   check_cpu_f32(x, "linear input");
-  check_cpu_f32(w, "linear weight");
   check_cpu_f32(y, "linear output");
+  TESSERA_ASSERT(w.defined() && w.device().is_cpu() && computes_on(w.dtype()),
+                 "linear weight of " << dtype_name(w.dtype()) << " on " << w.device().str());
   const int64_t k = x.dim(-1), m = x.numel() / k, n = w.dim(0);
   TESSERA_ASSERT(w.ndim() == 2 && w.dim(1) == k,
                  "linear: input " << shape_str(x.shape()) << " vs weight " << shape_str(w.shape()));
@@ -68,19 +75,26 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   }();
   (void)single_threaded_blas;
   const float* px = x.data<float>();
-  const float* pw = w.data<float>();
   float* py = y.data<float>();
+  // A decode batch against quantized weights: x's activation blocks, made once for every thread.
+  std::vector<ActivationBlock> act;
+  if (dtype_is_quantized(w.dtype()) && m <= kSkinnyMaxRows && integer_kernels_available()) {
+    act.resize(size_t(m * k / 32));
+    for (int64_t r = 0; r < m; ++r) quantize_activations(px + r * k, k, act.data() + r * k / 32);
+  }
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
     const int64_t per = (n + threads - 1) / threads;
     const int64_t n0 = std::min(n, t * per), n1 = std::min(n, n0 + per);
     if (n1 > n0) {
-      if (m <= kSkinnyMaxRows) {  // decode batches: stream the weight once, no packing
-        skinny_gemm_nt(px, m, k, pw, n0, n1, py, n);
+      if (w.dtype() != DType::kF32) {  // weights as stored (kernels/cpu/quant_linear.h)
+        weight_rows_linear(px, act.empty() ? nullptr : act.data(), m, k, w, n0, n1, py, n);
+      } else if (m <= kSkinnyMaxRows) {  // decode batches: stream the weight once, no packing
+        skinny_gemm_nt(px, m, k, w.data<float>(), n0, n1, py, n);
       } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n1 - n0), int(k), 1.0f,
-                    px, int(k), pw + n0 * k, int(k), 0.0f, py + n0, int(n));
+                    px, int(k), w.data<float>() + n0 * k, int(k), 0.0f, py + n0, int(n));
       }
     }
   }
@@ -126,16 +140,19 @@ void add_inplace(Tensor& a, const Tensor& b) {
 }
 
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
-  check_cpu_f32(table, "embedding table");
+  TESSERA_ASSERT(table.defined() && table.device().is_cpu() && computes_on(table.dtype()),
+                 "embedding table of " << dtype_name(table.dtype()) << " on "
+                                       << table.device().str());
   check_cpu_f32(out, "embedding output");
   const int64_t vocab = table.dim(0), d = table.dim(1);
   TESSERA_ASSERT(out.numel() == int64_t(ids.size()) * d, "embedding output shape");
-  const float* t = table.data<float>();
+  const size_t row_bytes = dtype_bytes(table.dtype(), d);
+  const auto* t = static_cast<const uint8_t*>(table.raw());
   float* o = out.data<float>();
   for (size_t i = 0; i < ids.size(); ++i) {
     TESSERA_CHECK(ids[i] >= 0 && ids[i] < vocab,
                   "token id " << ids[i] << " is outside the vocabulary (size " << vocab << ")");
-    std::copy_n(t + int64_t(ids[i]) * d, d, o + int64_t(i) * d);
+    convert_to_f32(table.dtype(), t + size_t(ids[i]) * row_bytes, o + int64_t(i) * d, size_t(d));
   }
 }
 

@@ -7,6 +7,9 @@
 
 namespace tessera::ops::cpu {
 
+// Linear weights and embedding tables the CPU computes on as they are: f32, f16, bf16 and the
+// quantized formats (kernels/cpu/quant_linear.h).
+bool computes_on(DType weight);
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 void add_inplace(Tensor& a, const Tensor& b);

@@ -21,6 +21,9 @@ class Graph final : public DeviceGraph {
 
 class CudaBackend final : public Backend {
  public:
+  bool computes_on(DType weight, DType activations) const override {
+    return weight == activations;  // f32 or bf16 weights, like the activations (cuBLAS)
+  }
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
     cuda::linear(x, w, bias, y);
   }

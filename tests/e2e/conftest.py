@@ -20,6 +20,10 @@ def pytest_addoption(parser):
     parser.addoption("--tessera", required=True, help="the tessera binary")
     parser.addoption("--default-model", default="", help="converted default model (.h5)")
     parser.addoption("--default-gguf", default="", help="the default model's GGUF")
+    parser.addoption("--default-model-f32", default="",
+                     help="the default model dequantized to float32 (.h5)")
+    parser.addoption("--default-model-q4-k-m", default="",
+                     help="the default model requantized to q4_k_m by tessera (.h5)")
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +37,24 @@ def default_model(request):
     if not path or not os.path.exists(path):
         pytest.fail("the default model is needed (scripts/fetch_model.sh makes it)")
     return path
+
+
+def _model_option(request, option, how):
+    path = request.config.getoption(option)
+    if not path or not os.path.exists(path):
+        pytest.fail(f"{option} is needed ({how})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_model_f32(request):
+    return _model_option(request, "--default-model-f32", "scripts/fetch_model.sh f32 makes it")
+
+
+@pytest.fixture(scope="session")
+def default_model_q4_k_m(request):
+    return _model_option(request, "--default-model-q4-k-m",
+                         "scripts/fetch_model.sh q4_k_m makes it")
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +76,14 @@ def records_by_key(path):
     return recs
 
 
-def make_hf_checkpoint(out_dir, max_positions=64, seed=0):
+def make_hf_checkpoint(out_dir, max_positions=64, seed=0, hidden=32, ffn=64, layers=2):
     import torch
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=2, num_attention_heads=4,
+    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=hidden, intermediate_size=ffn,
+                                   num_hidden_layers=layers, num_attention_heads=4,
                                    num_key_value_heads=2, max_position_embeddings=max_positions,
                                    bos_token_id=0, eos_token_id=1)
     model = transformers.LlamaForCausalLM(cfg)
