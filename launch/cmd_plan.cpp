@@ -3,13 +3,11 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "io/convert.h"
 #include "launch/options.h"
 #include "runtime/plan.h"
 
 namespace tessera::cli {
-namespace {
-
-}  // namespace
 
 int run_plan(const Args& args) {
   po::options_description desc("Options");
@@ -20,8 +18,11 @@ int run_plan(const Args& args) {
        "a preset (configs/*.json, Hugging Face config.json form) or a tessera model file")
       ("nodes", po::value(&o.nodes)->default_value(1), "nodes")
       ("gpus-per-node", po::value(&o.gpus_per_node)->default_value(8), "GPUs per node (one rank each)")
-      ("gpu-memory", po::value(&memory)->default_value("80GiB"), "memory per GPU (80GiB, 141GB, ...)")
-      ("weight-bytes", po::value(&o.weight_bytes)->default_value(2), "bytes per weight (2: bf16)")
+      ("gpu-memory", po::value(&memory)->default_value("80GiB"),
+       "memory per rank (80GiB, 141GB, ...): a GPU's, or a CPU rank's share of its node")
+      ("weights", po::value(&o.weights)->default_value("bf16"),
+       "how the weights are held: f32, f16, bf16, or as tessera convert --quantize makes them "
+       "(q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m), kept so by CPU ranks")
       ("kv-bytes", po::value(&o.kv_bytes)->default_value(2), "bytes per KV-cache element")
       ("reserve", po::value(&o.reserve)->default_value(0.10, "0.10"),
        "share of GPU memory kept for activations and the runtime")
@@ -35,13 +36,22 @@ int run_plan(const Args& args) {
   TESSERA_CHECK(o.reserve >= 0 && o.reserve < 1, "--reserve must be in [0, 1)");
   o.gpu_memory = parse_bytes(memory, "--gpu-memory");
   const ModelConfig c = load_model_config(model);
+  if (o.weights != "f32" && o.weights != "f16" && o.weights != "bf16") {
+    try {
+      quantize_format(o.weights, "embed_tokens.weight", 1, 256, false);
+    } catch (const Error&) {
+      TESSERA_FAIL("--weights must be f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, "
+                   "q6_k or q4_k_m, not '" << o.weights << "'");
+    }
+  }
   const auto plans = plan_layouts(c, o);
   const LayoutPlan* best = recommend(plans);
   std::printf("model: %s, %.2f B parameters (%s), %lld layers, %lld/%lld heads\n", model.c_str(),
               double(total_parameters(c)) / 1e9, c.architecture.c_str(),
               (long long)c.num_layers, (long long)c.num_heads, (long long)c.num_kv_heads);
-  std::printf("cluster: %d node(s) x %d GPU(s) x %.1f GiB, %.0f%% reserved\n\n", o.nodes,
-              o.gpus_per_node, double(o.gpu_memory) / double(1ull << 30), 100 * o.reserve);
+  std::printf("cluster: %d node(s) x %d GPU(s) x %.1f GiB, %.0f%% reserved; weights %s\n\n",
+              o.nodes, o.gpus_per_node, double(o.gpu_memory) / double(1ull << 30),
+              100 * o.reserve, o.weights.c_str());
   std::printf("%-4s %-4s %-4s %16s %18s  %s\n", "tp", "pp", "dp", "weights/rank GiB",
               "KV tokens/replica", "fits");
   for (const LayoutPlan& p : plans) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "io/convert.h"
+#include "io/llama_tensors.h"
 #include "parallel/layout.h"
 
 namespace tessera {
@@ -13,20 +15,60 @@ int64_t total_parameters(const ModelConfig& c) {
   return c.num_layers * layer + c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2) + h;
 }
 
+namespace {
+
+// The format a tensor is held in under `weights` (a plain dtype, or a --quantize scheme).
+DType held_format(const std::string& weights, const std::string& name, const Shape& shape,
+                  const ModelConfig& c) {
+  if (weights == "f32" || weights == "f16" || weights == "bf16") return dtype_from_name(weights);
+  if (shape.size() != 2) return DType::kF32;
+  return quantize_format(weights, name, c.num_layers, shape[1], c.tie_word_embeddings);
+}
+
+}  // namespace
+
 RankLoad rank_load(const ModelConfig& c, const GridShape& g, int stage, const PlanOptions& o) {
   const int64_t h = c.hidden_size, tp = g.tp;
   const LayerRange layers = stage_layers(c.num_layers, g.pp, stage);
   const int64_t kv_heads = tp <= c.num_kv_heads ? c.num_kv_heads / tp : 1;
   const int64_t q = c.q_size() / tp, kv = kv_heads * c.head_dim;
-  // Per layer: q and o sliced by heads, k and v by KV heads (replicated past them), the MLP by
-  // features, the two norms whole.
-  const int64_t layer = q * h * 2 + kv * h * 2 + 3 * (c.intermediate_size / tp) * h + 2 * h +
-                        (c.attention_bias ? q + 2 * kv : 0);
+  const bool first = stage == 0, last = stage == g.pp - 1;
   RankLoad r;
-  r.parameters = layers.size() * layer;
-  const int64_t vocab_rows = c.vocab_size / tp * h;
-  if (stage == 0) r.parameters += vocab_rows;                                     // embedding
-  if (stage == g.pp - 1) r.parameters += h + (c.tie_word_embeddings && stage == 0 ? 0 : vocab_rows);
+  double bytes = 0;
+  for (const TensorSpec& t : llama_tensor_specs(c)) {
+    const std::string layer_part = layer_suffix(t.name);
+    int64_t n = 0;  // this rank's elements of the tensor
+    if (!layer_part.empty()) {
+      const int64_t layer = std::stoll(t.name.substr(7, t.name.find('.', 7) - 7));
+      if (layer < layers.first || layer >= layers.last) continue;
+      // q and o sliced by heads, k and v by KV heads (replicated past them), the MLP by
+      // features, the norms whole
+      if (layer_part == "self_attn.q_proj.weight" || layer_part == "self_attn.o_proj.weight")
+        n = q * h;
+      else if (layer_part == "self_attn.k_proj.weight" || layer_part == "self_attn.v_proj.weight")
+        n = kv * h;
+      else if (layer_part == "self_attn.q_proj.bias")
+        n = q;
+      else if (layer_part == "self_attn.k_proj.bias" || layer_part == "self_attn.v_proj.bias")
+        n = kv;
+      else if (layer_part.rfind("mlp.", 0) == 0)
+        n = c.intermediate_size / tp * h;
+      else
+        n = h;  // the norms
+    } else if (t.name == "embed_tokens.weight") {
+      // the first stage's embedding; the last stage's head when tied (once if both)
+      n = first || (last && c.tie_word_embeddings) ? c.vocab_size / tp * h : 0;
+    } else if (t.name == "lm_head.weight") {
+      n = last ? c.vocab_size / tp * h : 0;
+    } else if (t.name == "norm.weight") {
+      n = last ? h : 0;
+    }
+    if (n == 0) continue;
+    r.parameters += n;
+    const DType f = held_format(o.weights, t.name, t.shape, c);
+    bytes += double(n) * double(dtype_block_bytes(f)) / double(dtype_block_elements(f));
+  }
+  r.weight_bytes = int64_t(bytes);
   r.kv_bytes_per_token = 2 * layers.size() * kv * o.kv_bytes;  // K and V
   return r;
 }
@@ -50,7 +92,7 @@ std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o)
       p.kv_tokens = INT64_MAX;
       for (int s = 0; s < pp; ++s) {
         const RankLoad r = rank_load(c, p.layout, s, o);
-        const int64_t weights = r.parameters * o.weight_bytes;
+        const int64_t weights = r.weight_bytes;
         p.weight_bytes = std::max(p.weight_bytes, weights);
         p.kv_tokens = std::min(p.kv_tokens, std::max<int64_t>(0, usable - weights) /
                                                 std::max<int64_t>(1, r.kv_bytes_per_token));

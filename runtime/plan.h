@@ -15,8 +15,11 @@ namespace tessera {
 struct PlanOptions {
   int nodes = 1;
   int gpus_per_node = 8;
-  uint64_t gpu_memory = 80ull << 30;  // bytes per GPU
-  int weight_bytes = 2;               // bf16
+  uint64_t gpu_memory = 80ull << 30;  // bytes per rank (a GPU's, or a CPU rank's share of a node)
+  // How the weights are held: f32, f16, bf16, or a quantized format or mix as `tessera convert
+  // --quantize` makes it (q8_0, ..., q4_k_m: matrices quantized, vectors f32). A GPU holds
+  // quantized files' weights as bf16 today; the CPU keeps them as stored.
+  std::string weights = "bf16";
   int kv_bytes = 2;                   // bf16 KV cache
   double reserve = 0.10;              // share of GPU memory kept for activations and the runtime
   int64_t context = 0;                // tokens one sequence must be able to hold (0: the model's)
@@ -24,6 +27,7 @@ struct PlanOptions {
 
 struct RankLoad {
   int64_t parameters = 0;       // this rank's share of the weights
+  int64_t weight_bytes = 0;     // their bytes in PlanOptions::weights (each tensor's format)
   int64_t kv_bytes_per_token = 0;
 };
 

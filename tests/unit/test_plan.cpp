@@ -27,7 +27,7 @@ TEST(Plan, Llama3_70BTp8) {
   const ModelConfig c = llama3_70b();
   PlanOptions o;  // 80 GiB, bf16, 10% reserved
   const RankLoad r = rank_load(c, {1, 1, 1, 8}, 0, o);
-  // per layer / 8: q, o 8388608 each; k, v one KV head: 131072 each; MLP 88080384; norms 16384
+  // per layer / 8: q, o 8388608 each; k, v one KV head: 1048576 each; MLP 88080384; norms 16384
   //   = 106971136; 80 layers + embedding and head rows 16032 * 8192 each + final norm
   EXPECT_EQ(r.parameters, 80LL * 106971136 + 2LL * 131334144 + 8192);  // 8820367360
   EXPECT_EQ(r.kv_bytes_per_token, 2 * 80 * 128 * 2);                   // 40960
@@ -53,6 +53,28 @@ TEST(Plan, Llama3_70BTp2Pp4StagesDiffer) {
   EXPECT_EQ(rank_load(c, {1, 4, 1, 2}, 1, o).parameters, layers);
   EXPECT_EQ(rank_load(c, {1, 4, 1, 2}, 3, o).parameters, layers + 64128LL * 8192 + 8192);
   EXPECT_EQ(rank_load(c, {1, 4, 1, 2}, 1, o).kv_bytes_per_token, 2 * 20 * 4 * 128 * 2);
+}
+
+TEST(Plan, WeightBytesFollowTheFormat) {
+  // TP=8 rank of Llama-3-70B: matrices per layer / 8: q, o 8388608; k, v 1048576; MLP 88080384
+  // (106954752 in all), norms 16384; embedding and head 16032 * 8192 each, final norm 8192.
+  const ModelConfig c = llama3_70b();
+  PlanOptions o;
+  const int64_t matrices = 80LL * 106954752, vectors = 80LL * 16384 + 8192,
+                vocab = 2LL * 16032 * 8192;
+  o.weights = "f32";
+  EXPECT_EQ(rank_load(c, {1, 1, 1, 8}, 0, o).weight_bytes, 4 * (matrices + vectors + vocab));
+  o.weights = "q8_0";  // 34 bytes per 32 matrix elements, vectors f32
+  EXPECT_EQ(rank_load(c, {1, 1, 1, 8}, 0, o).weight_bytes,
+            (matrices + vocab) / 32 * 34 + 4 * vectors);
+  // q4_k_m: q6_k (210 bytes / 256) for the head and for v_proj and down_proj in the layers with
+  // more bits (the first and last 10 of 80, and every third of those between: 10 + 10 + 20),
+  // q4_k (144 / 256) elsewhere.
+  o.weights = "q4_k_m";
+  const int64_t v = 1048576, down = 88080384 / 3;
+  const int64_t q6 = 40 * (v + down) + vocab / 2, q4 = matrices + vocab - q6;
+  EXPECT_EQ(rank_load(c, {1, 1, 1, 8}, 0, o).weight_bytes,
+            q6 / 256 * 210 + q4 / 256 * 144 + 4 * vectors);
 }
 
 TEST(Plan, RecommendsTpInsideANodeAndRefusesWhatCannotRun) {
