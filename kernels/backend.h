@@ -37,6 +37,10 @@ class Backend {
   // of type `activations` (else the model keeps them converted, ops::resident_weight_dtype).
   virtual bool computes_on(DType weight, DType activations) const = 0;
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
+  // (by default, each part's linear in turn)
+  virtual void linear_group(const Tensor& x, const std::vector<ops::LinearPart>& parts) {
+    for (const ops::LinearPart& p : parts) linear(x, *p.w, p.bias, *p.y);
+  }
   virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
   virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
   virtual void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps,

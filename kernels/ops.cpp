@@ -17,6 +17,9 @@ Backend& on(const Tensor& t) { return backend_for(t.device().type); }
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   on(x).linear(x, w, bias, y);
 }
+void linear_group(const Tensor& x, const std::vector<LinearPart>& parts) {
+  on(x).linear_group(x, parts);
+}
 DType resident_weight_dtype(Device d, DType stored, DType act) {
   return backend_for(d.type).computes_on(stored, act) ? stored : act;
 }

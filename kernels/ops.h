@@ -19,6 +19,16 @@ namespace tessera::ops {
 // on the CPU also f16, bf16 and the quantized formats (kernels/quant.h), read as they are.
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
 
+// Several linears of one input (the q, k and v projections; gate and up): y = x @ w^T (+ bias)
+// for each part, as one op, so that a device can spread all their rows over its threads at once
+// (the CPU: one parallel region, and x's activation blocks made once).
+struct LinearPart {
+  const Tensor* w;
+  const Tensor* bias;  // or null
+  Tensor* y;
+};
+void linear_group(const Tensor& x, const std::vector<LinearPart>& parts);
+
 // The type a weight stored as `stored` is kept in on device d whose activations are `act`: as
 // stored where d's backend computes on it (the CPU: f32, f16, bf16, every quantized format), else
 // act (converted or dequantized once, at load: a GPU keeps its weights in its activations' type).

@@ -28,6 +28,14 @@ void ColumnParallelLinear::forward(const Tensor& x, Tensor& y) const {
   ops::linear(x, weight_, bias_.defined() ? &bias_ : nullptr, y);
 }
 
+void column_parallel_forward(
+    const Tensor& x, const std::vector<std::pair<const ColumnParallelLinear*, Tensor*>>& layers) {
+  std::vector<ops::LinearPart> parts;
+  for (const auto& [layer, y] : layers)
+    parts.push_back({&layer->weight(), layer->bias().defined() ? &layer->bias() : nullptr, y});
+  ops::linear_group(x, parts);
+}
+
 RowParallelLinear::RowParallelLinear(Tensor weight, Communicator* tp)
     : weight_(std::move(weight)), tp_(tp) {}
 

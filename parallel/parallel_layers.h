@@ -4,6 +4,7 @@
 //   vocab-parallel embedding: each rank holds a slice of the vocabulary's rows; one all-reduce.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "parallel/communicator.h"
@@ -25,6 +26,11 @@ class ColumnParallelLinear {
   Tensor weight_;  // (out / tp, in)
   Tensor bias_;    // (out / tp) or undefined
 };
+
+// Several column-parallel layers of one input (q, k and v; gate and up) as one op
+// (ops::linear_group): ys[i] = layers[i] applied to x.
+void column_parallel_forward(const Tensor& x,
+                             const std::vector<std::pair<const ColumnParallelLinear*, Tensor*>>& layers);
 
 class RowParallelLinear {
  public:

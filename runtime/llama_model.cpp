@@ -138,9 +138,7 @@ void LlamaModel::attention(const LlamaLayer& w, int64_t layer, const Tensor& x,
                            const StepInputs& in, KvPool& pool, Buffers& b, Tensor& out) const {
   const int64_t n = x.dim(0), hd = config_.head_dim, heads = shard_.heads.q.size();
   const float scale = 1.0f / std::sqrt(float(hd));
-  w.q.forward(x, b.q);  // the whole batch in one matmul each
-  w.k.forward(x, b.k);
-  w.v.forward(x, b.v);
+  column_parallel_forward(x, {{&w.q, &b.q}, {&w.k, &b.k}, {&w.v, &b.v}});  // the whole batch
   ops::rope_inplace(b.q, in.device.positions, rope_inv_freq_);
   ops::rope_inplace(b.k, in.device.positions, rope_inv_freq_);
   if (act_ != DType::kF32) {  // the cache and ring attention take float32 keys and values
@@ -168,8 +166,7 @@ void LlamaModel::attention(const LlamaLayer& w, int64_t layer, const Tensor& x,
 }
 
 void LlamaModel::mlp(const LlamaLayer& w, const Tensor& x, Buffers& b, Tensor& out) const {
-  w.gate.forward(x, b.gate);
-  w.up.forward(x, b.up);
+  column_parallel_forward(x, {{&w.gate, &b.gate}, {&w.up, &b.up}});
   ops::swiglu(b.gate, b.up, b.gate);
   w.down.forward(b.gate, out);
 }

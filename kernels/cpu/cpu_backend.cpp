@@ -12,7 +12,10 @@ class CpuBackend final : public Backend {
     return activations == DType::kF32 && ops::cpu::computes_on(weight);
   }
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
-    ops::cpu::linear(x, w, bias, y);
+    ops::cpu::linear_group(x, {{&w, bias, &y}});
+  }
+  void linear_group(const Tensor& x, const std::vector<ops::LinearPart>& parts) override {
+    ops::cpu::linear_group(x, parts);
   }
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
     ops::cpu::rms_norm(x, weight, eps, y);

@@ -11,6 +11,7 @@ namespace tessera::ops::cpu {
 // quantized formats (kernels/cpu/quant_linear.h).
 bool computes_on(DType weight);
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
+void linear_group(const Tensor& x, const std::vector<LinearPart>& parts);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 void add_inplace(Tensor& a, const Tensor& b);
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/skinny_gemm.h"
@@ -87,7 +88,8 @@ struct Format<DType::kQ8_0> {
     d[0] = f16(b);
     m0[0] = m1[0] = 0;
   }
-  TESSERA_AVX2 static Codes codes(const uint8_t* b, int) {
+  template <int>
+  TESSERA_AVX2 static Codes codes(const uint8_t* b) {
     const auto* q = reinterpret_cast<const __m128i*>(b + 2);
     return {_mm256_cvtepi8_epi16(_mm_loadu_si128(q)), _mm256_cvtepi8_epi16(_mm_loadu_si128(q + 1))};
   }
@@ -102,7 +104,8 @@ struct Format<DType::kQ4_0> {
     d[0] = f16(b);
     m0[0] = m1[0] = -8 * d[0];
   }
-  TESSERA_AVX2 static Codes codes(const uint8_t* b, int) { return nibbles(b + 2); }
+  template <int>
+  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles(b + 2); }
 };
 
 template <>
@@ -114,7 +117,8 @@ struct Format<DType::kQ4_1> {
     d[0] = f16(b);
     m0[0] = m1[0] = f16(b + 2);
   }
-  TESSERA_AVX2 static Codes codes(const uint8_t* b, int) { return nibbles(b + 4); }
+  template <int>
+  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles(b + 4); }
 };
 
 template <>
@@ -126,7 +130,8 @@ struct Format<DType::kQ5_0> {
     d[0] = f16(b);
     m0[0] = m1[0] = -16 * d[0];
   }
-  TESSERA_AVX2 static Codes codes(const uint8_t* b, int) { return nibbles_and_fifth(b + 6, b + 2); }
+  template <int>
+  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 6, b + 2); }
 };
 
 template <>
@@ -138,7 +143,8 @@ struct Format<DType::kQ5_1> {
     d[0] = f16(b);
     m0[0] = m1[0] = f16(b + 2);
   }
-  TESSERA_AVX2 static Codes codes(const uint8_t* b, int) { return nibbles_and_fifth(b + 8, b + 4); }
+  template <int>
+  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 8, b + 4); }
 };
 
 // q4_k and q5_k: sub-block j (chunk j) has code nibble j % 2 of qs[32 (j / 2) + l] (and bit j of
@@ -165,22 +171,22 @@ struct KFormat {
     _mm256_storeu_ps(m0, min);
     _mm256_storeu_ps(m1, min);
   }
-  TESSERA_AVX2 static Codes codes(const uint8_t* b, int j) {
+  template <int j>
+  TESSERA_AVX2 static Codes codes(const uint8_t* b) {
     const uint8_t* qs = b + (kFifthBit ? 48 : 16) + 32 * (j / 2);
     Codes c{bytes_16(qs), bytes_16(qs + 16)};
     const __m256i nibble = _mm256_set1_epi16(15);
-    if (j % 2) {
+    if constexpr (j % 2) {
       c.lo = _mm256_srli_epi16(c.lo, 4);
       c.hi = _mm256_srli_epi16(c.hi, 4);
     } else {
       c.lo = _mm256_and_si256(c.lo, nibble);
       c.hi = _mm256_and_si256(c.hi, nibble);
     }
-    if (kFifthBit) {  // bit j of qh[l], as 16
-      const __m128i shift = _mm_cvtsi32_si128(j);
+    if constexpr (kFifthBit) {  // bit j of qh[l], as 16
       const __m256i one = _mm256_set1_epi16(1);
-      const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(bytes_16(b + 16), shift), one);
-      const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(bytes_16(b + 32), shift), one);
+      const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(bytes_16(b + 16), j), one);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes_16(b + 32), j), one);
       c.lo = _mm256_or_si256(c.lo, _mm256_slli_epi16(lo, 4));
       c.hi = _mm256_or_si256(c.hi, _mm256_slli_epi16(hi, 4));
     }
@@ -207,15 +213,17 @@ struct Format<DType::kQ6_K> {
       m0[j] = m1[j] = 0;
     }
   }
-  TESSERA_AVX2 static Codes codes(const uint8_t* b, int j) {
-    const int h = j / 4, t = j % 4;
+  template <int j>
+  TESSERA_AVX2 static Codes codes(const uint8_t* b) {
+    constexpr int h = j / 4, t = j % 4;
     const uint8_t* ql = b + 64 * h + 32 * (t % 2);
     const uint8_t* qh = b + 128 + 32 * h;
-    const __m128i nibble_shift = _mm_cvtsi32_si128(4 * (t / 2)), high_shift = _mm_cvtsi32_si128(2 * t);
     const __m256i nibble = _mm256_set1_epi16(15), two = _mm256_set1_epi16(3);
     const auto code = [&](int half) {
-      const __m256i low = _mm256_and_si256(_mm256_srl_epi16(bytes_16(ql + 16 * half), nibble_shift), nibble);
-      const __m256i high = _mm256_and_si256(_mm256_srl_epi16(bytes_16(qh + 16 * half), high_shift), two);
+      const __m256i low =
+          _mm256_and_si256(_mm256_srli_epi16(bytes_16(ql + 16 * half), 4 * (t / 2)), nibble);
+      const __m256i high =
+          _mm256_and_si256(_mm256_srli_epi16(bytes_16(qh + 16 * half), 2 * t), two);
       return _mm256_sub_epi16(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi16(32));
     };
     const auto* s = reinterpret_cast<const int8_t*>(b + 192);
@@ -223,6 +231,14 @@ struct Format<DType::kQ6_K> {
             _mm256_mullo_epi16(code(1), _mm256_set1_epi16(s[2 * j + 1]))};
   }
 };
+
+// fn(std::integral_constant<int, j>) for j = 0 .. J - 1, unrolled (chunk indices as constants).
+template <int J, class Fn>
+TESSERA_AVX2 void each_chunk(Fn&& fn) {
+  [&]<int... j>(std::integer_sequence<int, j...>) {
+    (fn(std::integral_constant<int, j>{}), ...);
+  }(std::make_integer_sequence<int, J>{});
+}
 
 TESSERA_AVX2 float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -257,10 +273,11 @@ TESSERA_AVX2 void integer_tile(const ActivationBlock* act, int64_t act_stride, i
     float d[C][J], m0[C][J], m1[C][J];
     for (int c = 0; c < C; ++c)
       Fmt::scales(rows + size_t(c) * row_bytes + size_t(b) * Fmt::kBytes, d[c], m0[c], m1[c]);
-    for (int j = 0; j < J; ++j) {
+    each_chunk<J>([&](auto chunk) {
+      constexpr int j = decltype(chunk)::value;
       Codes codes[C];
       for (int c = 0; c < C; ++c)
-        codes[c] = Fmt::codes(rows + size_t(c) * row_bytes + size_t(b) * Fmt::kBytes, j);
+        codes[c] = Fmt::template codes<j>(rows + size_t(c) * row_bytes + size_t(b) * Fmt::kBytes);
       for (int r = 0; r < R; ++r) {
         const ActivationBlock& a = act[r * act_stride + b * J + j];
         const __m256i qlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q));
@@ -273,7 +290,7 @@ TESSERA_AVX2 void integer_tile(const ActivationBlock* act, int64_t act_stride, i
           if constexpr (Fmt::kOffsets) offsets[r][c] += m0[c][j] * a.s[0] + m1[c][j] * a.s[1];
         }
       }
-    }
+    });
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum(acc[r][c]) + offsets[r][c];
@@ -318,8 +335,9 @@ TESSERA_AVX2 void decode_row(const uint8_t* row, int64_t k, float* out) {
     const uint8_t* block = row + size_t(b) * Fmt::kBytes;
     float d[J], m0[J], m1[J];
     Fmt::scales(block, d, m0, m1);
-    for (int j = 0; j < J; ++j) {
-      const Codes c = Fmt::codes(block, j);
+    each_chunk<J>([&](auto chunk) {
+      constexpr int j = decltype(chunk)::value;
+      const Codes c = Fmt::template codes<j>(block);
       float* o = out + (b * J + j) * 32;
       const __m256 scale = _mm256_set1_ps(d[j]);
       const __m256i halves[2] = {c.lo, c.hi};
@@ -330,7 +348,7 @@ TESSERA_AVX2 void decode_row(const uint8_t* row, int64_t k, float* out) {
         _mm256_storeu_ps(o + 16 * h, _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo8), scale, offset));
         _mm256_storeu_ps(o + 16 * h + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi8), scale, offset));
       }
-    }
+    });
   }
 }
 

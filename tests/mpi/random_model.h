@@ -38,10 +38,12 @@ inline std::string byte_token(int b) {
 }
 
 // Rank 0 writes `config` with normal(0, 1/sqrt(in)) weights and norms near 1 to a temporary
-// file named after `name` and its own pid (tests of several world sizes may run at once); every
-// rank returns that path after a barrier.
+// file named after `name` and its own pid (tests of several world sizes may run at once), its
+// matrices stored as `matrices` (f32, or a quantized format); every rank returns that path after
+// a barrier.
 inline std::string write_random_model(Communicator& world, const ModelConfig& c,
-                                      const std::string& name, unsigned seed) {
+                                      const std::string& name, unsigned seed,
+                                      DType matrices = DType::kF32) {
   std::string path =
       (std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_" + name)).string();
   world.broadcast_bytes(path, 0);
@@ -60,7 +62,7 @@ inline std::string write_random_model(Communicator& world, const ModelConfig& c,
       const bool norm = s.name.find("norm") != std::string::npos;
       const float scale = s.shape.size() == 2 ? 1.0f / std::sqrt(float(s.shape[1])) : 0.2f;
       for (float& x : v) x = (norm ? 1.0f : 0.0f) + scale * std::normal_distribution<float>()(g);
-      w.write_weight(s.name, s.shape, v.data(), DType::kF32);
+      w.write_weight(s.name, s.shape, v.data(), s.shape.size() == 2 ? matrices : DType::kF32);
     }
     w.finish();
   }
@@ -71,9 +73,10 @@ inline std::string write_random_model(Communicator& world, const ModelConfig& c,
 // A random model file and its one-rank run, which every parallel layout is compared against.
 // The file is removed when every rank is done with it.
 struct ReferenceModel {
-  ReferenceModel(const ModelConfig& config, const std::string& name, unsigned seed)
+  ReferenceModel(const ModelConfig& config, const std::string& name, unsigned seed,
+                 DType matrices = DType::kF32)
       : world(MpiCommunicator::world()),
-        path(write_random_model(*world, config, name, seed)),
+        path(write_random_model(*world, config, name, seed, matrices)),
         reader(path),
         tokenizer(reader.read_tokenizer()),
         local(make_local_communicator()),

@@ -83,12 +83,22 @@ void check_against_one_rank(bool qwen) {
     }
 }
 
+// A model whose matrices are quantized in blocks of 32 that every TP rank's share of o_proj's
+// and down_proj's input features holds whole (up to TP = 8): q4_1 matrices, float32 vectors.
+ModelConfig quantized_config() {
+  ModelConfig c = test_config(false);
+  c.head_dim = 32;
+  c.intermediate_size = 256;
+  return c;
+}
+
 // Each rank reads only its hyperslabs: exactly its share of every tensor, counted from the
-// canonical table independently of the loader.
-TEST(ModelParallel, EachRankReadsOnlyItsShare) {
-  ReferenceModel ref = reference_model(false);
+// canonical table independently of the loader (of a float32 file, and of a quantized one: its
+// blocks as stored).
+void check_bytes_read(const ModelConfig& c, DType matrices) {
+  ReferenceModel ref(c, std::string("tessera_bytes_") + std::string(dtype_name(matrices)) + ".h5",
+                     3, matrices);
   const int p = ref.world->size();
-  const ModelConfig c = test_config(false);
   for (int tp = 1; tp <= p; tp *= 2)
     for (int pp = 1; tp * pp <= p && pp <= 4; pp *= 2) {
       SCOPED_TRACE("tp " + std::to_string(tp) + " pp " + std::to_string(pp));
@@ -98,28 +108,67 @@ TEST(ModelParallel, EachRankReadsOnlyItsShare) {
       const LayerRange layers = stage_layers(c.num_layers, pp, g.coord.pp);
       const bool first = g.coord.pp == 0, last = g.coord.pp == pp - 1;
       const int64_t kv_share = tp <= c.num_kv_heads ? c.num_kv_heads / tp : 1;
-      uint64_t expected = 0;  // floats
+      double expected = 0;  // bytes: 4 per vector element, the format's per matrix element
+      const double matrix_bytes =
+          double(dtype_block_bytes(matrices)) / double(dtype_block_elements(matrices));
       for (const TensorSpec& s : llama_tensor_specs(c)) {
         if (!s.required) continue;
         const std::string suffix = layer_suffix(s.name);
+        const double per = s.shape.size() == 2 ? matrix_bytes : 4;
         if (suffix.empty()) {
-          if (s.name == "embed_tokens.weight" && first) expected += s.shape[0] / tp * s.shape[1];
-          if (s.name == "lm_head.weight" && last) expected += s.shape[0] / tp * s.shape[1];
-          if (s.name == "norm.weight" && last) expected += s.shape[0];
+          if (s.name == "embed_tokens.weight" && first) expected += per * double(s.shape[0] / tp * s.shape[1]);
+          if (s.name == "lm_head.weight" && last) expected += per * double(s.shape[0] / tp * s.shape[1]);
+          if (s.name == "norm.weight" && last) expected += 4 * double(s.shape[0]);
           continue;
         }
         const int64_t layer = std::stoll(s.name.substr(7));
         if (layer < layers.first || layer >= layers.last) continue;
         const int64_t numel = shape_numel(s.shape);
         if (suffix.find("layernorm") != std::string::npos)
-          expected += numel;
+          expected += per * double(numel);
         else if (suffix.find("k_proj") != std::string::npos ||
                  suffix.find("v_proj") != std::string::npos)
-          expected += numel / c.num_kv_heads * kv_share;
+          expected += per * double(numel / c.num_kv_heads * kv_share);
         else
-          expected += numel / tp;  // q, o, gate, up, down: a 1/tp slice
+          expected += per * double(numel / tp);  // q, o, gate, up, down: a 1/tp slice
       }
-      EXPECT_EQ(reader.bytes_read(), expected * 4);
+      EXPECT_EQ(double(reader.bytes_read()), expected);
+      EXPECT_EQ(model.weight_bytes(), int64_t(reader.bytes_read()))
+          << "the rank holds exactly what it read (quantized blocks stay quantized)";
+    }
+}
+
+TEST(ModelParallel, EachRankReadsOnlyItsShare) { check_bytes_read(test_config(false), DType::kF32); }
+
+TEST(ModelParallel, EachRankReadsOnlyItsShareOfAQuantizedFile) {
+  check_bytes_read(quantized_config(), DType::kQ4_1);
+}
+
+// Quantized matrices under every tp x pp layout: each rank's activation blocks are the one-rank
+// run's (shares start at block boundaries) and the integer sums per block the same; only the
+// row-parallel partial sums add in another order. A last-bit difference there can move the next
+// layer's int16 rounding of an activation by one step (1/65534 of its block's largest
+// magnitude), so logits agree to 1e-3 x max|logit| (the float32 path: 1e-4), and greedy tokens
+// are identical.
+TEST(ModelParallel, QuantizedWeightsMatchOneRank) {
+  ReferenceModel ref(quantized_config(), "tessera_tp_q4_1.h5", 5, DType::kQ4_1);
+  const int p = ref.world->size();
+  const std::vector<int32_t> prompt = {5, 77, 200, 3, 3, 150, 42, 9, 255, 17, 64};
+  for (int tp = 1; tp <= p; tp *= 2)
+    for (int pp = 1; tp * pp <= p && pp <= 4; pp *= 2) {
+      if (tp * pp == 1) continue;
+      SCOPED_TRACE("tp " + std::to_string(tp) + " pp " + std::to_string(pp));
+      ProcessGroups g = ProcessGroups::create({p / (tp * pp), pp, 1, tp}, MpiCommunicator::world());
+      const LlamaModel model = LlamaModel::load(ref.reader, g.tp.get(), g.pp.get());
+      const Tensor want = sequence_logits(ref.model, prompt);
+      const Tensor got = sequence_logits(model, prompt);
+      if (model.stage().last()) EXPECT_LE(relative_max_diff(want, got), 1e-3f);
+      GenerationRequest req;
+      req.prompt = prompt;
+      req.max_tokens = 16;
+      req.ignore_eos = true;
+      EXPECT_EQ(Generator(model, ref.tokenizer).generate(req).tokens,
+                Generator(ref.model, ref.tokenizer).generate(req).tokens);
     }
 }
 
