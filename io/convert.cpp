@@ -209,8 +209,8 @@ ConvertReport convert_gguf(const std::string& input, const std::string& output,
     const std::optional<DType> type = dtype_of_ggml(t.ggml_type);
     TESSERA_CHECK(type.has_value(), input << ": tensor " << t.name << " has type "
                                           << ggml_type_name(t.ggml_type)
-                                          << ", which tessera cannot read (it reads F32, F16, "
-                                             "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+                                          << ", which tessera cannot read (it reads "
+                                          << ggml_readable_types() << ")");
     const std::span<const uint8_t> raw = gguf.raw(t);  // (its size follows from shape and type)
     std::vector<uint8_t> bytes(raw.begin(), raw.end());
     if (permuted && (rest == "attn_q.weight" || rest == "attn_k.weight" ||
@@ -320,9 +320,11 @@ void unpermute_rope_rows(uint8_t* data, int64_t heads, int64_t head_dim, size_t 
   }
 }
 
-void unpermute_rope_rows(float* data, int64_t heads, int64_t head_dim, int64_t cols) {
-  unpermute_rope_rows(reinterpret_cast<uint8_t*>(data), heads, head_dim,
-                      size_t(cols) * sizeof(float));
+void check_quantize_scheme(const std::string& scheme, const std::string& option) {
+  bool known = scheme == "q4_k_m";
+  for (DType t : kQuantizedDTypes) known |= dtype_name(t) == scheme;
+  TESSERA_CHECK(known, option << " must be q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k or "
+                              << "q4_k_m, not '" << scheme << "'");
 }
 
 DType quantize_format(const std::string& scheme, const std::string& name, int64_t layers,
@@ -339,9 +341,8 @@ DType quantize_format(const std::string& scheme, const std::string& name, int64_
     const bool sensitive = rest == "self_attn.v_proj.weight" || rest == "mlp.down_proj.weight";
     want = head || (sensitive && more_bits) ? DType::kQ6_K : DType::kQ4_K;
   } else {
-    const DType dt = dtype_from_name(scheme);  // (throws for an unknown name; checked below too)
-    TESSERA_CHECK(dtype_is_quantized(dt), "--quantize " << scheme << " is not a quantized format");
-    want = dt;
+    check_quantize_scheme(scheme, "the quantization scheme");
+    want = dtype_from_name(scheme);
   }
   if (row % dtype_block_elements(want) == 0) return want;
   switch (want) {  // the nearest format whose blocks fit
@@ -512,14 +513,7 @@ ConvertReport convert_model(const std::string& input, const std::string& output,
                             const ConvertOptions& options) {
   TESSERA_CHECK(fs::exists(input), input << ": no such file or folder");
   stored_dtype(options.dtype, DType::kF32);  // validates the options before any work
-  if (!options.quantize.empty()) {
-    try {
-      quantize_format(options.quantize, "embed_tokens.weight", 1, 256, false);
-    } catch (const Error&) {
-      TESSERA_FAIL("--quantize must be q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k or q4_k_m, "
-                   "not '" << options.quantize << "'");
-    }
-  }
+  if (!options.quantize.empty()) check_quantize_scheme(options.quantize, "--quantize");
   ConvertReport rep;
   try {
     rep = fs::is_directory(input) ? convert_hf(input, output, options)

@@ -31,6 +31,8 @@ struct ConvertOptions {
 // q6_k -> q8_0, a 32-element format -> f16. Throws naming the scheme when it is unknown.
 DType quantize_format(const std::string& scheme, const std::string& name, int64_t layers,
                       int64_t row, bool tied_embeddings);
+// Throws, naming `option` and the schemes there are, unless `scheme` is one of them.
+void check_quantize_scheme(const std::string& scheme, const std::string& option);
 
 struct ConvertReport {
   ModelConfig config;
@@ -47,8 +49,7 @@ ModelConfig config_from_hf(const nlohmann::json& config_json, const std::string&
 ModelConfig config_from_gguf(const nlohmann::json& metadata, const std::string& where);
 TokenizerData tokenizer_from_gguf(const nlohmann::json& metadata, const std::string& where);
 // Undoes llama.cpp's q/k permutation for interleaved RoPE: rows (heads, head_dim) of a weight
-// (or bias) with `cols` columns, in place; or rows of row_bytes bytes each (quantized rows).
-void unpermute_rope_rows(float* data, int64_t heads, int64_t head_dim, int64_t cols);
+// (or bias) of row_bytes bytes each (whatever their type: quantized rows move whole), in place.
 void unpermute_rope_rows(uint8_t* data, int64_t heads, int64_t head_dim, size_t row_bytes);
 
 }  // namespace tessera

@@ -86,10 +86,11 @@ std::optional<DType> dtype_of_ggml(uint32_t type) {
   return std::nullopt;
 }
 
-uint32_t ggml_of_dtype(DType type) {
-  for (uint32_t id = 0; id < 64; ++id)
-    if (dtype_of_ggml(id) == type) return id;
-  TESSERA_FAIL(dtype_name(type) << " has no GGML type");
+std::string ggml_readable_types() {
+  std::string names;
+  for (uint32_t id = 0; id < kTraits.size(); ++id)
+    if (dtype_of_ggml(id)) names += (names.empty() ? "" : ", ") + std::string(kTraits[id].name);
+  return names;
 }
 
 bool ggml_can_dequantize(uint32_t type) { return dtype_of_ggml(type).has_value(); }
@@ -101,10 +102,8 @@ void ggml_dequantize(uint32_t type, const void* src, float* dst, int64_t n) {
                 "cannot dequantize " << n << " elements of " << t->name
                                      << ": not a multiple of its block size " << t->block_size);
   const std::optional<DType> dt = dtype_of_ggml(type);
-  TESSERA_CHECK(dt.has_value(), "dequantizing GGML type "
-                                    << t->name
-                                    << " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, "
-                                       "Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+  TESSERA_CHECK(dt.has_value(), "dequantizing GGML type " << t->name << " is not supported ("
+                                                          << ggml_readable_types() << " are)");
   // (F16 and BF16 may be only byte-aligned: general.alignment can be 1; convert_to_f32 reads
   // them as 16-bit words, so they go through an aligned copy)
   if (!dtype_is_quantized(*dt) && reinterpret_cast<uintptr_t>(src) % dtype_size(*dt) != 0) {

@@ -43,10 +43,10 @@ const GgmlTypeTraits* ggml_type_traits(uint32_t type);
 std::string ggml_type_name(uint32_t type);
 // The tessera type of the same layout (f32, f16, bf16 or a quantized format), or none.
 std::optional<DType> dtype_of_ggml(uint32_t type);
-// The GGML id of a tessera type that has one.
-uint32_t ggml_of_dtype(DType type);
 // True for the types ggml_dequantize decodes (those dtype_of_ggml knows).
 bool ggml_can_dequantize(uint32_t type);
+// "F32, F16, BF16, Q8_0, ..., Q6_K": the types tessera reads, for messages.
+std::string ggml_readable_types();
 
 // Decodes n elements (a multiple of the type's block size) from src to dst. Throws
 // tessera::Error for an unsupported type or a bad n.

@@ -337,8 +337,8 @@ void GgufFile::read_f32(const GgufTensorInfo& info, float* dst) const {
   TESSERA_CHECK(ggml_can_dequantize(info.ggml_type),
                 "GGUF " << path_ << ": tensor " << info.name << " has type "
                         << ggml_type_name(info.ggml_type)
-                        << ", which tessera cannot read (supported: F32, F16, BF16, Q8_0, "
-                           "Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+                        << ", which tessera cannot read (it reads " << ggml_readable_types()
+                        << ")");
   const GgmlTypeTraits* tr = ggml_type_traits(info.ggml_type);
   const int64_t n = info.numel();
   TESSERA_CHECK(n >= 0 && n % tr->block_size == 0 &&

@@ -58,8 +58,8 @@ hid_t native_type(DType dt) {
     case DType::kI32: return H5T_NATIVE_INT32;
     case DType::kI64: return H5T_NATIVE_INT64;
     case DType::kU8: return H5T_NATIVE_UINT8;
+    default: return H5T_NATIVE_UINT8;  // the quantized formats: rows of blocks as bytes
   }
-  return H5T_NATIVE_FLOAT;
 }
 
 // ---- attributes ----------------------------------------------------------------------------
@@ -305,15 +305,8 @@ void ModelWriter::write_tokenizer(const TokenizerData& t) {
 void ModelWriter::write_weight(const std::string& name, const Shape& shape, const float* values,
                                DType stored) {
   const int64_t n = shape_numel(shape);
-  TESSERA_CHECK(stored == DType::kF32 || stored == DType::kF16 || stored == DType::kBF16 ||
-                    dtype_is_quantized(stored),
-                "weights are stored as f32, f16, bf16 or a quantized format, not "
-                    << dtype_name(stored));
-  TESSERA_CHECK(!dtype_is_quantized(stored) || shape.size() == 2,
-                "weight " << name << " " << shape_str(shape) << " cannot be stored as "
-                          << dtype_name(stored) << ": only matrices are quantized");
   if (stored == DType::kF32) return write_weight_bytes(name, shape, values, stored);
-  std::vector<uint8_t> bytes(dtype_bytes(stored, n));
+  std::vector<uint8_t> bytes(dtype_bytes(stored, n));  // (write_weight_bytes checks the rest)
   if (dtype_is_quantized(stored)) {
     try {
       quantize(stored, values, bytes.data(), n);
@@ -328,6 +321,10 @@ void ModelWriter::write_weight(const std::string& name, const Shape& shape, cons
 
 void ModelWriter::write_weight_bytes(const std::string& name, const Shape& shape,
                                      const void* bytes, DType stored) {
+  TESSERA_CHECK(stored == DType::kF32 || stored == DType::kF16 || stored == DType::kBF16 ||
+                    dtype_is_quantized(stored),
+                "weights are stored as f32, f16, bf16 or a quantized format, not "
+                    << dtype_name(stored));
   TESSERA_CHECK(!shape.empty() && shape.size() <= 2,
                 "weight " << name << " has shape " << shape_str(shape) << " (1-d or 2-d only)");
   const int64_t n = shape_numel(shape);
@@ -401,10 +398,12 @@ ModelReader::ModelReader(const std::string& path) : impl_(std::make_unique<Impl>
   const hid_t f = impl_->file.get();
   TESSERA_CHECK(has_attr(f, "format") && get_attr_string(f, "format", path) == "tessera-model",
                 path << ": not a tessera model file (no format = tessera-model attribute)");
+  // Version 1 (before quantized weights) holds only f32, f16 and bf16 weights, which version 2
+  // stores the same way: both are read.
   const int64_t version = get_attr_int(f, "format_version", path);
-  TESSERA_CHECK(version == kModelFormatVersion,
-                path << ": model format version " << version << ", this tessera reads version "
-                     << kModelFormatVersion << " (convert the model again)");
+  TESSERA_CHECK(version == 1 || version == kModelFormatVersion,
+                path << ": model format version " << version << ", this tessera reads versions 1 "
+                     << "to " << kModelFormatVersion << " (convert the model again)");
   impl_->source = get_attr_string(f, "source", path);
   ModelConfig& c = impl_->config;
   c.architecture = get_attr_string(f, "architecture", path);
@@ -467,6 +466,18 @@ ModelReader::ModelReader(const std::string& path) : impl_(std::make_unique<Impl>
                         "/weights/" << name << " has dtype " << dtype_name(info.dtype));
           if (dtype_is_quantized(info.dtype)) {  // u8 rows of blocks: the shape counts elements
             const std::vector<int64_t> shape = get_attr_ints(ds.get(), "shape", name);
+            H5Handle type(H5Dget_type(ds.get()), H5Tclose);
+            TESSERA_CHECK(H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == 1,
+                          "/weights/" << name << " is " << dtype_name(info.dtype)
+                                      << " but not a dataset of bytes");
+            TESSERA_CHECK(get_attr_int(ds.get(), "block_elements", name) ==
+                                  dtype_block_elements(info.dtype) &&
+                              get_attr_int(ds.get(), "block_bytes", name) ==
+                                  int64_t(dtype_block_bytes(info.dtype)),
+                          "/weights/" << name << ": its block attributes are not "
+                                      << dtype_name(info.dtype) << "'s ("
+                                      << dtype_block_elements(info.dtype) << " elements in "
+                                      << dtype_block_bytes(info.dtype) << " bytes)");
             TESSERA_CHECK(nd == 2 && shape.size() == 2 && shape[0] == int64_t(dims[0]) &&
                               shape[1] > 0 && shape[1] % dtype_block_elements(info.dtype) == 0 &&
                               dtype_bytes(info.dtype, shape[1]) == dims[1],

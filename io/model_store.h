@@ -19,7 +19,7 @@
 //                     Fletcher32 filter: every chunk's checksum is verified by every read,
 //                     whole or partial.
 //
-// Version 1 (before quantized weights) is refused with a line that says to convert again.
+// Version 1 (before quantized weights: f32, f16 and bf16 only, stored as here) is read too.
 //
 // Canonical weight names: embed_tokens.weight (vocab, hidden), norm.weight (hidden),
 // lm_head.weight (vocab, hidden; absent when tied), rope_freqs.weight (head_dim/2; optional

@@ -36,8 +36,9 @@ namespace tessera {
 void dequantize(DType type, const void* src, float* dst, int64_t n);
 
 // Encodes n elements (whole blocks) of src as `type` at dst (dtype_bytes(type, n) bytes). Every
-// element decodes to within half of its step (quant_steps): scales are chosen so that each
-// block's range is covered, then rounded to their stored precision away from shrinking it. Throws
+// element decodes to within half of its step (quant_steps), up to float32 rounding: scales are
+// chosen so that each block's range is covered, then rounded to their stored precision away
+// from shrinking it. Throws
 // naming the element for a value that is not finite, or a block whose scale f16 cannot hold.
 void quantize(DType type, const float* src, void* dst, int64_t n);
 

@@ -1,7 +1,7 @@
 // tessera perplexity: how well a model predicts a text (teacher forcing), on any layout. Every
 // position's log-probability of the text's next token comes from one forward pass over the text
 // (a prefill), or, with --decode-steps, from feeding the text one token per step as decoding does
-// (the decode kernels: on the CPU, quantized weights against int8 activation blocks). Prints the
+// (the decode kernels: on the CPU, quantized weights against int16 activation blocks). Prints the
 // perplexity exp(mean negative log-likelihood); --predictions writes each position's most likely
 // token and the next token's log-probability, so that two models (or layouts, or formats) can be
 // compared position by position.

@@ -36,14 +36,8 @@ int run_plan(const Args& args) {
   TESSERA_CHECK(o.reserve >= 0 && o.reserve < 1, "--reserve must be in [0, 1)");
   o.gpu_memory = parse_bytes(memory, "--gpu-memory");
   const ModelConfig c = load_model_config(model);
-  if (o.weights != "f32" && o.weights != "f16" && o.weights != "bf16") {
-    try {
-      quantize_format(o.weights, "embed_tokens.weight", 1, 256, false);
-    } catch (const Error&) {
-      TESSERA_FAIL("--weights must be f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, "
-                   "q6_k or q4_k_m, not '" << o.weights << "'");
-    }
-  }
+  if (o.weights != "f32" && o.weights != "f16" && o.weights != "bf16")
+    check_quantize_scheme(o.weights, "--weights (f32, f16, bf16 or a quantized format)");
   const auto plans = plan_layouts(c, o);
   const LayoutPlan* best = recommend(plans);
   std::printf("model: %s, %.2f B parameters (%s), %lld layers, %lld/%lld heads\n", model.c_str(),

@@ -77,6 +77,17 @@ std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o)
   const int world = o.nodes * o.gpus_per_node;
   const int64_t context = o.context > 0 ? o.context : c.max_position_embeddings;
   const auto usable = int64_t(double(o.gpu_memory) * (1.0 - o.reserve));
+  // The sizes that constrain a layout, with the blocks `weights` stores o_proj and down_proj in.
+  ModelDims dims = layout_dims(c);
+  for (const TensorSpec& t : llama_tensor_specs(c)) {
+    const std::string part = layer_suffix(t.name);
+    InputBlocks* blocks = part == "self_attn.o_proj.weight" ? &dims.attention_output
+                          : part == "mlp.down_proj.weight"  ? &dims.ffn_down
+                                                            : nullptr;
+    const DType f = held_format(o.weights, t.name, t.shape, c);
+    if (blocks && dtype_block_elements(f) > blocks->elements)
+      *blocks = {t.name, std::string(dtype_name(f)), dtype_block_elements(f)};
+  }
   std::vector<LayoutPlan> plans;
   for (int tp = 1; tp <= o.gpus_per_node; ++tp) {
     if (o.gpus_per_node % tp != 0) continue;
@@ -84,7 +95,7 @@ std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o)
       if ((world / tp) % pp != 0) continue;
       LayoutPlan p;
       p.layout = GridShape{world / (tp * pp), pp, 1, tp};
-      if (auto problem = layout_problem(p.layout, world, layout_dims(c))) {
+      if (auto problem = layout_problem(p.layout, world, dims)) {
         p.why_not = *problem;
         plans.push_back(p);
         continue;

@@ -28,6 +28,6 @@ if [ ! -f "$GGUF" ]; then
   rm -rf "$tmp"
 fi
 if [ ! -f "$H5" ] || [ "$GGUF" -nt "$H5" ] || [ "$TESSERA" -nt "$H5" ]; then
-  "$TESSERA" convert --input "$GGUF" --output "$H5" "${CONVERT[@]}" >&2
+  "$TESSERA" convert --input "$GGUF" --output "$H5" ${CONVERT[@]+"${CONVERT[@]}"} >&2
 fi
 echo "$H5"

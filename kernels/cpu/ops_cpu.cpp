@@ -13,6 +13,7 @@
 #include "kernels/cpu/ops_cpu.h"
 #include "kernels/dtype.h"
 #include "kernels/cpu/quant_linear.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/skinny_gemm.h"
 
 namespace tessera::ops::cpu {
@@ -307,12 +308,6 @@ inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
 #endif
 
 // dots[a] = q . k[a] for A keys (1 or 4): eight lanes over d (then the lanes summed), the tail
@@ -328,7 +323,7 @@ inline void dots(const float* q, const T* const* k, int64_t d, float* out) {
     const __m256 qv = _mm256_loadu_ps(q + i);
     for (int a = 0; a < A; ++a) acc[a] = _mm256_fmadd_ps(qv, load8(k[a] + i), acc[a]);
   }
-  for (int a = 0; a < A; ++a) s[a] = hsum8(acc[a]);
+  for (int a = 0; a < A; ++a) s[a] = hsum256(acc[a]);
 #endif
   for (; i < d; ++i)
     for (int a = 0; a < A; ++a) s[a] = std::fma(q[i], widen(k[a][i]), s[a]);

@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/skinny_gemm.h"
 #include "kernels/dtype.h"
 #include "kernels/quant.h"
@@ -20,23 +22,29 @@ namespace tessera::ops::cpu {
 namespace {
 
 // ---- every format as chunks of 32 ---------------------------------------------------------------
-// A 32-element chunk j of a weight row is, whatever the format, w[i] = D * S[h] * c[i] + M[h]
-// with c[i] a code (at most 6 bits, or q8_0's signed bytes), S[h] an integer scale and M[h] an
-// offset for each half h of 16 elements, and D a float. Its dot product with an activation block
-// (x[i] = d q[i], s[h] = d * sum of q over half h) is then
-//   D * d * sum_i (S[h] c[i]) q[i]  +  M[0] s[0] + M[1] s[1],
+// A 32-element chunk j of a weight row is, whatever the format, w[i] = D * S[h] * c[i] + M with
+// c[i] a code (at most 6 bits, or q8_0's signed bytes), S[h] an integer scale for each half h of
+// 16 elements, an offset M, and D a float. Its dot product with an activation block (x[i] =
+// d q[i], s = d * sum of q) is then
+//   D * d * sum_i (S[h] c[i]) q[i]  +  M s,
 // the first sum in integers: the codes as 16-bit lanes, vpmaddwd against q in pairs. Where the
 // halves share S (every format but q6_k) it goes into the float scale D S; q6_k's codes are
-// multiplied by theirs (|S c| <= 128 * 32 fits 16 bits, and a lane's four products stay below
-// 2^31). Every product D * S[h] * c[i] is exact in float32, so a chunk decoded to float is
-// kernels/quant.h's value, bit for bit.
+// signed (q - 32, so M = 0) and multiplied by their S (|S c| <= 128 * 32 fits 16 bits, and a
+// lane's four products stay below 2^31). Every product D * S[h] * c[i] is exact in float32, so a
+// chunk decoded to float is kernels/quant.h's value (the same number; a zero may differ in sign).
 //
-// Format<F>: kChunks per block, kBytes per block, kOffsets (whether M is ever nonzero); scales(block, scale, m0, m1) gives each chunk's
-// float scale D S and offsets M[0], M[1]; codes(block, j) gives chunk j's codes.
+// Format<F>: kChunks and kBytes per block; kOffsets (whether M is ever nonzero); codes<j>(block)
+// gives chunk j's codes. The 32-element formats place D (f16) at kScaleAt and M (f16) at kMinAt,
+// or derive M = kMinPerScale * D (kMinAt < 0); the 256-element ones unpack theirs with
+// scales(block, stride, d, m): d[j * stride] = chunk j's D S, m[j * stride] = its M.
 
 #if defined(__x86_64__)
 
-#define TESSERA_AVX2 __attribute__((target("avx2,fma,f16c"))) inline
+// Everything to the matching pop_options is compiled for AVX2 (lambdas included, which a target
+// attribute on their function would not reach) and runs only where integer_kernels_available().
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define TESSERA_AVX2 inline
 
 TESSERA_AVX2 float f16(const uint8_t* p) {
   uint16_t h;
@@ -84,10 +92,8 @@ struct Format<DType::kQ8_0> {
   static constexpr bool kOffsets = false;
   static constexpr int kChunks = 1;
   static constexpr size_t kBytes = 34;
-  TESSERA_AVX2 static void scales(const uint8_t* b, float* d, float* m0, float* m1) {
-    d[0] = f16(b);
-    m0[0] = m1[0] = 0;
-  }
+  static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
+  static constexpr float kMinPerScale = 0;
   template <int>
   TESSERA_AVX2 static Codes codes(const uint8_t* b) {
     const auto* q = reinterpret_cast<const __m128i*>(b + 2);
@@ -100,10 +106,8 @@ struct Format<DType::kQ4_0> {
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
   static constexpr size_t kBytes = 18;
-  TESSERA_AVX2 static void scales(const uint8_t* b, float* d, float* m0, float* m1) {
-    d[0] = f16(b);
-    m0[0] = m1[0] = -8 * d[0];
-  }
+  static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
+  static constexpr float kMinPerScale = -8;
   template <int>
   TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles(b + 2); }
 };
@@ -113,10 +117,8 @@ struct Format<DType::kQ4_1> {
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
   static constexpr size_t kBytes = 20;
-  TESSERA_AVX2 static void scales(const uint8_t* b, float* d, float* m0, float* m1) {
-    d[0] = f16(b);
-    m0[0] = m1[0] = f16(b + 2);
-  }
+  static constexpr int kScaleAt = 0, kMinAt = 2;  // f16 D, and M (or -1: M = D * k)
+  static constexpr float kMinPerScale = 0;
   template <int>
   TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles(b + 4); }
 };
@@ -126,10 +128,8 @@ struct Format<DType::kQ5_0> {
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
   static constexpr size_t kBytes = 22;
-  TESSERA_AVX2 static void scales(const uint8_t* b, float* d, float* m0, float* m1) {
-    d[0] = f16(b);
-    m0[0] = m1[0] = -16 * d[0];
-  }
+  static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
+  static constexpr float kMinPerScale = -16;
   template <int>
   TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 6, b + 2); }
 };
@@ -139,10 +139,8 @@ struct Format<DType::kQ5_1> {
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
   static constexpr size_t kBytes = 24;
-  TESSERA_AVX2 static void scales(const uint8_t* b, float* d, float* m0, float* m1) {
-    d[0] = f16(b);
-    m0[0] = m1[0] = f16(b + 2);
-  }
+  static constexpr int kScaleAt = 0, kMinAt = 2;  // f16 D, and M (or -1: M = D * k)
+  static constexpr float kMinPerScale = 0;
   template <int>
   TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 8, b + 4); }
 };
@@ -154,7 +152,8 @@ struct KFormat {
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 8;
   static constexpr size_t kBytes = kFifthBit ? 176 : 144;
-  TESSERA_AVX2 static void scales(const uint8_t* b, float* d, float* m0, float* m1) {
+  // d[j * stride] = chunk j's D S, m[j * stride] = its M.
+  TESSERA_AVX2 static void scales(const uint8_t* b, int stride, float* d, float* m) {
     // The eight 6-bit scales into bytes 0..7 of sc, the mins into those of mn (the packing of
     // kernels/quant.h, four sub-blocks at a time)
     uint32_t w[3];
@@ -163,13 +162,15 @@ struct KFormat {
     const uint64_t sc = (w[0] & low6) | uint64_t((w[2] & low4) | (((w[0] >> 6) & top2) << 4)) << 32;
     const uint64_t mn =
         (w[1] & low6) | uint64_t(((w[2] >> 4) & low4) | (((w[1] >> 6) & top2) << 4)) << 32;
-    const auto floats = [](uint64_t bytes) {
-      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(bytes))));
-    };
-    _mm256_storeu_ps(d, _mm256_mul_ps(floats(sc), _mm256_set1_ps(f16(b))));
-    const __m256 min = _mm256_mul_ps(floats(mn), _mm256_set1_ps(-f16(b + 2)));
-    _mm256_storeu_ps(m0, min);
-    _mm256_storeu_ps(m1, min);
+    const __m256 scs = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(sc))));
+    const __m256 mns = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn))));
+    alignas(32) float ds[8], ms[8];
+    _mm256_store_ps(ds, _mm256_mul_ps(scs, _mm256_set1_ps(f16(b))));
+    _mm256_store_ps(ms, _mm256_mul_ps(mns, _mm256_set1_ps(-f16(b + 2))));
+    for (int j = 0; j < 8; ++j) {
+      d[j * stride] = ds[j];
+      m[j * stride] = ms[j];
+    }
   }
   template <int j>
   TESSERA_AVX2 static Codes codes(const uint8_t* b) {
@@ -206,11 +207,11 @@ struct Format<DType::kQ6_K> {
   static constexpr bool kOffsets = false;
   static constexpr int kChunks = 8;
   static constexpr size_t kBytes = 210;
-  TESSERA_AVX2 static void scales(const uint8_t* b, float* d, float* m0, float* m1) {
+  TESSERA_AVX2 static void scales(const uint8_t* b, int stride, float* d, float* m) {
     const float scale = f16(b + 208);
     for (int j = 0; j < 8; ++j) {
-      d[j] = scale;
-      m0[j] = m1[j] = 0;
+      d[j * stride] = scale;
+      m[j * stride] = 0;
     }
   }
   template <int j>
@@ -240,113 +241,142 @@ TESSERA_AVX2 void each_chunk(Fn&& fn) {
   }(std::make_integer_sequence<int, J>{});
 }
 
-TESSERA_AVX2 float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
+// The scales of block b of C rows (C <= 4): d[j][c] = chunk j's D S, m[j][c] = its M. The
+// 32-element formats' f16 values of all C rows go through one conversion.
+template <DType F, int C>
+TESSERA_AVX2 void block_scales(const uint8_t* rows, size_t row_bytes, float (*d)[4],
+                               float (*m)[4]) {
+  using Fmt = Format<F>;
+  if constexpr (Fmt::kChunks == 1) {
+    __m128i halves = _mm_setzero_si128();  // D of row c in lane c, M in lane 4 + c
+    each_chunk<C>([&](auto tile_row) {
+      constexpr int c = decltype(tile_row)::value;
+      uint16_t h;
+      std::memcpy(&h, rows + size_t(c) * row_bytes + Fmt::kScaleAt, 2);
+      halves = _mm_insert_epi16(halves, h, c);
+      if constexpr (Fmt::kMinAt >= 0) {
+        std::memcpy(&h, rows + size_t(c) * row_bytes + Fmt::kMinAt, 2);
+        halves = _mm_insert_epi16(halves, h, 4 + c);
+      }
+    });
+    const __m256 f = _mm256_cvtph_ps(halves);
+    const __m128 scale = _mm256_castps256_ps128(f);
+    _mm_store_ps(d[0], scale);
+    _mm_store_ps(m[0], Fmt::kMinAt >= 0 ? _mm256_extractf128_ps(f, 1)
+                                        : _mm_mul_ps(scale, _mm_set1_ps(Fmt::kMinPerScale)));
+  } else {
+    for (int c = 0; c < C; ++c) Fmt::scales(rows + size_t(c) * row_bytes, 4, &d[0][c], &m[0][c]);
+  }
 }
 
-// R activation rows (their blocks at act + r * act_stride) against the C weight rows from row n:
-// y[r * ldy + n + c]. Each (row, weight row) pair sums its chunks in order in its own
+// Lane c of v in every lane.
+template <int c>
+TESSERA_AVX2 __m256 lane(__m128 v) {
+  return _mm256_broadcastss_ps(_mm_shuffle_ps(v, v, c * 0x55));
+}
+
+// R activation rows (their blocks at act + r * act_stride) against the C weight rows from row n
+// (C <= 4): y[r * ldy + n + c]. Each (row, weight row) pair sums its chunks in order in its own
 // accumulator, whatever R and C are.
 template <DType F, int R, int C>
 TESSERA_AVX2 void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t blocks,
-                               const uint8_t* w, size_t row_bytes, int64_t n, float* y,
-                               int64_t ldy) {
+                               const uint8_t* w, size_t row_bytes, int64_t n, int64_t n_end,
+                               float* y, int64_t ldy) {
   using Fmt = Format<F>;
   constexpr int J = Fmt::kChunks;
   __m256 acc[R][C];
-  float offsets[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) {
-      acc[r][c] = _mm256_setzero_ps();
-      offsets[r][c] = 0;
-    }
+  __m128 offsets[R];  // row c's in lane c
+  for (int r = 0; r < R; ++r) {
+    offsets[r] = _mm_setzero_ps();
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  }
   const uint8_t* rows = w + size_t(n) * row_bytes;
   for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = rows + size_t(b) * Fmt::kBytes;
     // The weights stream from memory once: ask for every line of the same block two tiles on
     // ahead of time. (Measured on 2026-12-06: the first line of the next tile's blocks only left
     // q6_k's 210-byte blocks at a third of the bandwidth; two tiles on beat one by ~10%.)
-    for (int c = 0; c < C; ++c) {
-      const uint8_t* p = rows + size_t(2 * C + c) * row_bytes + size_t(b) * Fmt::kBytes;
+    for (int c = 0; c < C && n + 2 * C + c < n_end; ++c) {
+      const uint8_t* p = block + size_t(2 * C + c) * row_bytes;
       for (uintptr_t line = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
            line < reinterpret_cast<uintptr_t>(p + Fmt::kBytes); line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T0);
     }
-    float d[C][J], m0[C][J], m1[C][J];
-    for (int c = 0; c < C; ++c)
-      Fmt::scales(rows + size_t(c) * row_bytes + size_t(b) * Fmt::kBytes, d[c], m0[c], m1[c]);
+    alignas(16) float d[J][4], m[J][4];
+    block_scales<F, C>(block, row_bytes, d, m);
     each_chunk<J>([&](auto chunk) {
       constexpr int j = decltype(chunk)::value;
       Codes codes[C];
-      for (int c = 0; c < C; ++c)
-        codes[c] = Fmt::template codes<j>(rows + size_t(c) * row_bytes + size_t(b) * Fmt::kBytes);
+      for (int c = 0; c < C; ++c) codes[c] = Fmt::template codes<j>(block + size_t(c) * row_bytes);
+      const __m128 dj = _mm_load_ps(d[j]);
       for (int r = 0; r < R; ++r) {
         const ActivationBlock& a = act[r * act_stride + b * J + j];
         const __m256i qlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q));
         const __m256i qhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 16));
-        for (int c = 0; c < C; ++c) {
+        const __m128 scale = _mm_mul_ps(dj, _mm_set1_ps(a.d));  // D S d of each weight row
+        each_chunk<C>([&](auto tile_row) {
+          constexpr int c = decltype(tile_row)::value;
           const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(codes[c].lo, qlo),
                                                _mm256_madd_epi16(codes[c].hi, qhi));
-          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d[c][j] * a.d),
-                                      acc[r][c]);
-          if constexpr (Fmt::kOffsets) offsets[r][c] += m0[c][j] * a.s[0] + m1[c][j] * a.s[1];
-        }
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), lane<c>(scale), acc[r][c]);
+        });
+        if constexpr (Fmt::kOffsets)
+          offsets[r] = _mm_fmadd_ps(_mm_load_ps(m[j]), _mm_set1_ps(a.s), offsets[r]);
       }
     });
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum(acc[r][c]) + offsets[r][c];
+  for (int r = 0; r < R; ++r) {
+    alignas(16) float off[4];
+    _mm_store_ps(off, offsets[r]);
+    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum256(acc[r][c]) + off[c];
+  }
 }
 
-// Activation rows r0 .. r0 + R - 1 against weight rows [n0, n1), C at a time (then one).
-template <DType F, int R, int C>
-TESSERA_AVX2 void integer_rows(const ActivationBlock* act, int64_t stride, int64_t blocks,
-                               const uint8_t* w, size_t row_bytes, int64_t n0, int64_t n1,
-                               float* y, int64_t ldy) {
-  int64_t n = n0;
-  for (; n + C <= n1; n += C) integer_tile<F, R, C>(act, stride, blocks, w, row_bytes, n, y, ldy);
-  for (; n < n1; ++n) integer_tile<F, R, 1>(act, stride, blocks, w, row_bytes, n, y, ldy);
-}
-
+// Rows [n0, n1) of w against the m rows of x.
 template <DType F>
 TESSERA_AVX2 void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, const uint8_t* w,
                                  int64_t n0, int64_t n1, float* y, int64_t ldy) {
   const size_t row_bytes = dtype_bytes(F, k);
   const int64_t stride = k / 32, blocks = k / (32 * Format<F>::kChunks);
-  // One row of x against four weight rows at a time (four independent sums in flight); more
-  // rows of x in groups that decode each weight chunk once for the group.
-  if (m == 1) return integer_rows<F, 1, 4>(act, stride, blocks, w, row_bytes, n0, n1, y, ldy);
-  for (int64_t r = 0; r < m; r += 4) {
-    const ActivationBlock* a = act + r * stride;
-    float* yr = y + r * ldy;
-    switch (std::min<int64_t>(4, m - r)) {
-      case 4: integer_rows<F, 4, 1>(a, stride, blocks, w, row_bytes, n0, n1, yr, ldy); break;
-      case 3: integer_rows<F, 3, 1>(a, stride, blocks, w, row_bytes, n0, n1, yr, ldy); break;
-      case 2: integer_rows<F, 2, 2>(a, stride, blocks, w, row_bytes, n0, n1, yr, ldy); break;
-      default: integer_rows<F, 1, 4>(a, stride, blocks, w, row_bytes, n0, n1, yr, ldy); break;
-    }
+  int64_t n = n0;
+  if (m == 1) {  // four weight rows at a time: four independent sums in flight
+    for (; n + 4 <= n1; n += 4)
+      integer_tile<F, 1, 4>(act, stride, blocks, w, row_bytes, n, n1, y, ldy);
+    for (; n < n1; ++n) integer_tile<F, 1, 1>(act, stride, blocks, w, row_bytes, n, n1, y, ldy);
+    return;
   }
+  // Each weight row against every row of x in groups of up to four, while it is in L1: the
+  // weights are read from memory once, and each chunk decoded once a group.
+  for (; n < n1; ++n)
+    for (int64_t r = 0; r < m; r += 4) {
+      const ActivationBlock* a = act + r * stride;
+      float* yr = y + r * ldy;
+      switch (std::min<int64_t>(4, m - r)) {
+        case 4: integer_tile<F, 4, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
+        case 3: integer_tile<F, 3, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
+        case 2: integer_tile<F, 2, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
+        default: integer_tile<F, 1, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
+      }
+    }
 }
 
-// Decodes one quantized row of k elements to float32 (bit-equal to dequantize).
+// Decodes one quantized row of k elements to float32 (dequantize's values; a zero may differ in
+// sign).
 template <DType F>
 TESSERA_AVX2 void decode_row(const uint8_t* row, int64_t k, float* out) {
   using Fmt = Format<F>;
   constexpr int J = Fmt::kChunks;
   for (int64_t b = 0; b < k / (32 * J); ++b) {
     const uint8_t* block = row + size_t(b) * Fmt::kBytes;
-    float d[J], m0[J], m1[J];
-    Fmt::scales(block, d, m0, m1);
+    alignas(16) float d[J][4], m[J][4];
+    block_scales<F, 1>(block, 0, d, m);
     each_chunk<J>([&](auto chunk) {
       constexpr int j = decltype(chunk)::value;
       const Codes c = Fmt::template codes<j>(block);
       float* o = out + (b * J + j) * 32;
-      const __m256 scale = _mm256_set1_ps(d[j]);
+      const __m256 scale = _mm256_set1_ps(d[j][0]), offset = _mm256_set1_ps(m[j][0]);
       const __m256i halves[2] = {c.lo, c.hi};
       for (int h = 0; h < 2; ++h) {
-        const __m256 offset = _mm256_set1_ps(h ? m1[j] : m0[j]);
         const __m256i lo8 = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(halves[h]));
         const __m256i hi8 = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(halves[h], 1));
         _mm256_storeu_ps(o + 16 * h, _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo8), scale, offset));
@@ -372,8 +402,15 @@ TESSERA_AVX2 void quantize_activations_avx2(const float* x, int64_t k, Activatio
     m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
     const float amax = _mm_cvtss_f32(m4);
     ActivationBlock& out = blocks[b];
-    out.d = amax / 32767;
-    const __m256 inv = _mm256_set1_ps(amax > 0 ? 32767 / amax : 0);
+    // (max_ps drops a NaN: a block holding one keeps it in d, so the outputs it reaches are NaN;
+    // a block too small for 32767 / amax to be finite is a zero block)
+    bool nan = false;
+    for (int i = 0; i < 4; ++i)
+      nan |= _mm256_movemask_ps(_mm256_cmp_ps(f[i], f[i], _CMP_UNORD_Q)) != 0;
+    const float inverse = 32767 / amax;
+    const bool zero = !(inverse < std::numeric_limits<float>::infinity());
+    out.d = nan ? std::numeric_limits<float>::quiet_NaN() : zero ? 0.0f : amax / 32767;
+    const __m256 inv = _mm256_set1_ps(nan || zero ? 0.0f : inverse);
     __m256i q[4];
     for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(f[i], inv));  // (nearest)
     // packs interleaves the 128-bit lanes of its operands: the permute puts them back in order
@@ -381,17 +418,15 @@ TESSERA_AVX2 void quantize_activations_avx2(const float* x, int64_t k, Activatio
     const __m256i h1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xD8);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q), h0);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q + 16), h1);
-    const __m256i s0 = _mm256_madd_epi16(h0, ones), s1 = _mm256_madd_epi16(h1, ones);
-    alignas(32) int32_t lanes[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s0);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8), s1);
-    int32_t sums[2] = {0, 0};
-    for (int i = 0; i < 16; ++i) sums[i / 8] += lanes[i];
-    out.s[0] = out.d * float(sums[0]);
-    out.s[1] = out.d * float(sums[1]);
+    const __m256i pairs = _mm256_add_epi32(_mm256_madd_epi16(h0, ones), _mm256_madd_epi16(h1, ones));
+    __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
+    sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0x4e));
+    sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0xb1));
+    out.s = out.d * float(_mm_cvtsi128_si32(sum));
   }
 }
 
+#pragma GCC pop_options
 #endif  // __x86_64__
 
 bool cpu_has_avx2() {
@@ -409,7 +444,7 @@ void decode_rows(const Tensor& w, int64_t r0, int64_t r1, int64_t k, float* out)
   const size_t row_bytes = dtype_bytes(w.dtype(), k);
   const auto* base = static_cast<const uint8_t*>(w.raw());
 #if defined(__x86_64__)
-  if (cpu_has_avx2()) {
+  if (integer_kernels_available()) {
     void (*decode)(const uint8_t*, int64_t, float*) = nullptr;
     switch (w.dtype()) {
       case DType::kQ8_0: decode = decode_row<DType::kQ8_0>; break;
@@ -439,24 +474,12 @@ bool integer_kernels_available() {
 }
 
 void quantize_activations(const float* x, int64_t k, ActivationBlock* blocks) {
+  TESSERA_ASSERT(integer_kernels_available(), "int16 activation blocks are for the AVX2 kernels");
 #if defined(__x86_64__)
-  if (integer_kernels_available()) return quantize_activations_avx2(x, k, blocks);
+  quantize_activations_avx2(x, k, blocks);
+#else
+  (void)x, (void)k, (void)blocks;
 #endif
-  for (int64_t b = 0; b < k / 32; ++b) {
-    const float* v = x + 32 * b;
-    float amax = 0;
-    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[i]));
-    ActivationBlock& out = blocks[b];
-    out.d = amax / 32767;
-    const float inv = amax > 0 ? 32767 / amax : 0;
-    int32_t sums[2] = {0, 0};
-    for (int i = 0; i < 32; ++i) {
-      out.q[i] = int16_t(std::clamp(int(std::nearbyint(v[i] * inv)), -32768, 32767));
-      sums[i / 16] += out.q[i];
-    }
-    out.s[0] = out.d * float(sums[0]);
-    out.s[1] = out.d * float(sums[1]);
-  }
 }
 
 void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, int64_t k,
@@ -478,8 +501,9 @@ void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, i
     }
   }
 #endif
-  // The float path: tiles of weight rows decoded to float32 (about 128 KiB), then the f32 kernels.
-  const int64_t tile = std::max<int64_t>(8, (128 * 1024 / 4) / k);
+  // The float path: tiles of weight rows decoded to float32 (about 512 KiB, and 64 rows at least,
+  // so that OpenBLAS packs x once per 64 weight rows or more), then the f32 kernels.
+  const int64_t tile = std::max<int64_t>(64, (512 * 1024 / 4) / k);
   thread_local std::vector<float> buffer;
   buffer.resize(size_t(std::min(tile, n1 - n0) * k));
   for (int64_t c0 = n0; c0 < n1; c0 += tile) {

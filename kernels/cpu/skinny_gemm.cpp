@@ -1,4 +1,5 @@
 #include "kernels/cpu/skinny_gemm.h"
+#include "kernels/cpu/simd.h"
 
 // GCC 12 warns about its own _mm512_reduce_add_ps (an uninitialised lane it then ignores).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -95,13 +96,6 @@ __attribute__((target("avx512f"))) void skinny512(const float* x, int64_t m, int
       }
     }
   }
-}
-
-__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
 }
 
 // AVX2: tiles of R rows x C weight rows (R * C accumulators), 8 lanes; the scalar tail per

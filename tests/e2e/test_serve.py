@@ -391,7 +391,9 @@ def test_a_full_queue_answers_503_with_retry_after(tessera, serve_model):
             t.join(300)
         codes = sorted(r[0] for r in results)
         assert set(codes) == {200, 503}, codes
-        assert codes.count(200) >= 4
+        # The queue's 2 are always taken; the 2 running beside them only if the engine admitted
+        # some of the burst before the rest arrived (a loaded CI machine took 3 of 12 once).
+        assert codes.count(200) >= 2
         for status, body, headers in results:
             if status == 503:
                 assert headers.get("Retry-After") == "1"

@@ -107,7 +107,8 @@ TEST(ConvertRope, UnpermuteInvertsGgufPermutation) {
   std::iota(w.begin(), w.end(), 0.0f);
   std::vector<float> permuted = gguf_permute(w, heads, hd, cols);
   ASSERT_NE(permuted, w);
-  unpermute_rope_rows(permuted.data(), heads, hd, cols);
+  unpermute_rope_rows(reinterpret_cast<uint8_t*>(permuted.data()), heads, hd,
+                      size_t(cols) * sizeof(float));
   EXPECT_EQ(permuted, w);
 }
 

@@ -7,7 +7,12 @@
 #include <fstream>
 #include <random>
 
+#include <hdf5.h>
+
+#include <cstring>
+
 #include "io/model_store.h"
+#include "kernels/quant.h"
 
 namespace tessera {
 namespace {
@@ -102,6 +107,96 @@ TEST(ModelStore, RoundTripsConfigTokenizerAndWeights) {
   fs::remove(path);
 }
 
+void expect_error_naming(const std::string& path, const std::string& what) {
+  try {
+    ModelReader r(path);
+    FAIL() << "opened " << path;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+// A quantized matrix is its blocks: written from floats (quantized) or as bytes (kept), read as
+// stored (the same bytes) or as float32 (dequantized), sliced only at block boundaries, and
+// counted in bytes read as the blocks' bytes.
+TEST(ModelStore, QuantizedWeightsKeepTheirBlocks) {
+  const std::string path = temp_path("quantized.h5");
+  std::vector<float> w(4 * 512);
+  std::mt19937 g(2);
+  for (float& x : w) x = std::normal_distribution<float>(0, 1)(g);
+  std::vector<uint8_t> blocks(dtype_bytes(DType::kQ8_0, 4 * 64));
+  quantize(DType::kQ8_0, w.data(), blocks.data(), 4 * 64);
+  {
+    ModelWriter wr(path);
+    wr.write_config(tiny_config(), "unit test");
+    wr.write_tokenizer(tiny_tokenizer());
+    wr.write_weight("q4_k", {4, 512}, w.data(), DType::kQ4_K);
+    wr.write_weight_bytes("q8_0", {4, 64}, blocks.data(), DType::kQ8_0);
+    EXPECT_THROW(wr.write_weight("vector", {512}, w.data(), DType::kQ4_K), Error);
+    EXPECT_THROW(wr.write_weight("cut rows", {8, 96}, w.data(), DType::kQ4_K), Error);
+    wr.finish();
+  }
+  ModelReader r(path);
+  EXPECT_EQ(r.weight_info("q4_k").shape, (Shape{4, 512}));
+  EXPECT_EQ(r.weight_info("q4_k").dtype, DType::kQ4_K);
+  EXPECT_EQ(r.weight_info("q4_k").bytes(), 4u * 2u * 144u);
+  std::vector<uint8_t> q4k(4 * 2 * 144);
+  quantize(DType::kQ4_K, w.data(), q4k.data(), 4 * 512);
+  const Tensor stored = r.read_weight_slice("q4_k", 0, 4, 0, 512, ModelReader::As::kStored);
+  EXPECT_EQ(stored.dtype(), DType::kQ4_K);
+  EXPECT_EQ(std::vector<uint8_t>(static_cast<const uint8_t*>(stored.raw()),
+                                 static_cast<const uint8_t*>(stored.raw()) + stored.nbytes()),
+            q4k);
+  std::vector<float> want(w.size());
+  dequantize(DType::kQ4_K, q4k.data(), want.data(), int64_t(w.size()));
+  EXPECT_EQ(r.read_weight("q4_k").to_f32_vector(), want);
+  // Rows 1..3, the second block of 256 columns: its bytes, and only those are read.
+  const uint64_t before = r.bytes_read();
+  const Tensor part = r.read_weight_slice("q4_k", 1, 3, 256, 512, ModelReader::As::kStored);
+  EXPECT_EQ(r.bytes_read() - before, 2u * 144u);
+  EXPECT_EQ(part.shape(), (Shape{2, 256}));
+  for (int row = 0; row < 2; ++row)
+    EXPECT_EQ(std::memcmp(static_cast<const uint8_t*>(part.raw()) + row * 144,
+                          q4k.data() + (1 + row) * 288 + 144, 144),
+              0);
+  try {
+    r.read_weight_slice("q4_k", 0, 4, 0, 128);
+    FAIL() << "a slice cutting a block was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks of 256"), std::string::npos) << e.what();
+  }
+  const Tensor kept = r.read_weight_slice("q8_0", 0, 4, 0, 64, ModelReader::As::kStored);
+  EXPECT_EQ(std::memcmp(kept.raw(), blocks.data(), blocks.size()), 0);
+  fs::remove(path);
+}
+
+// Format version 1 (before quantized weights) stored its weights as version 2 does: read. An
+// unknown version is refused naming it.
+TEST(ModelStore, ReadsFormatVersionOneAndRefusesUnknownVersions) {
+  const std::string path = temp_path("versions.h5");
+  std::vector<float> w(60, 0.5f);
+  {
+    ModelWriter wr(path);
+    wr.write_config(tiny_config(), "unit test");
+    wr.write_tokenizer(tiny_tokenizer());
+    wr.write_weight("a_f32", {6, 10}, w.data(), DType::kF32);
+    wr.finish();
+  }
+  const auto set_version = [&](int64_t v) {
+    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    const hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    H5Aclose(a);
+    H5Fclose(f);
+  };
+  set_version(1);
+  EXPECT_EQ(ModelReader(path).read_weight("a_f32").to_f32_vector(), w);
+  set_version(7);
+  expect_error_naming(path, "model format version 7");
+  fs::remove(path);
+}
+
 TEST(ModelStore, UnfinishedWriteLeavesNoFile) {
   const std::string path = temp_path("unfinished.h5");
   fs::remove(path);
@@ -111,16 +206,6 @@ TEST(ModelStore, UnfinishedWriteLeavesNoFile) {
   }
   EXPECT_FALSE(fs::exists(path));
   EXPECT_FALSE(fs::exists(path + ".partial"));
-}
-
-void expect_error_naming(const std::string& path, const std::string& what) {
-  try {
-    ModelReader r(path);
-    FAIL() << "opened " << path;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-  }
 }
 
 TEST(ModelStore, RefusesMissingForeignAndTruncatedFiles) {

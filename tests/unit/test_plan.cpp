@@ -77,6 +77,31 @@ TEST(Plan, WeightBytesFollowTheFormat) {
             q6 / 256 * 210 + q4 / 256 * 144 + 4 * vectors);
 }
 
+TEST(Plan, RefusesLayoutsThatCutTheWeightsBlocks) {
+  // Qwen2-72B's FFN of 29568 is not whole 256-blocks: q4_k_m keeps its down_proj in q5_0 and
+  // q8_0 blocks of 32, of which TP=8 would give each rank 115.5.
+  std::ifstream in(std::string(TESSERA_TEST_DATA_DIR) + "/../../configs/qwen2-72b.json");
+  const ModelConfig c = config_from_hf(nlohmann::json::parse(in), "qwen2-72b.json");
+  PlanOptions o;
+  o.gpus_per_node = 8;
+  // The plan of TP=tp and one stage on the node's 8 GPUs (8 / tp replicas).
+  const auto tp_alone = [&](int tp) {
+    for (const LayoutPlan& p : plan_layouts(c, o))
+      if (p.layout == GridShape{8 / tp, 1, 1, tp}) return p;
+    ADD_FAILURE() << "no plan for tp " << tp;
+    return LayoutPlan{};
+  };
+  EXPECT_TRUE(tp_alone(8).why_not.empty());  // bf16: no blocks
+  o.weights = "q4_k_m";
+  const LayoutPlan tp8 = tp_alone(8);
+  EXPECT_NE(tp8.why_not.find("tp 8 would cut the q8_0 blocks (32 elements) of "
+                             "layers.0.mlp.down_proj.weight"),
+            std::string::npos)
+      << tp8.why_not;
+  EXPECT_EQ(tp8.weight_bytes, 0);
+  EXPECT_TRUE(tp_alone(4).fits);
+}
+
 TEST(Plan, RecommendsTpInsideANodeAndRefusesWhatCannotRun) {
   const ModelConfig c = llama3_70b();
   PlanOptions o;

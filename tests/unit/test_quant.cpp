@@ -45,7 +45,6 @@ std::vector<std::vector<float>> sample_blocks() {
 
 TEST(Quant, EveryElementDecodesWithinHalfItsStep) {
   for (DType type : kQuantizedDTypes) {
-    int checked = 0;
     for (const std::vector<float>& x : sample_blocks()) {
       std::vector<uint8_t> blocks(dtype_bytes(type, 256));
       quantize(type, x.data(), blocks.data(), 256);
@@ -58,10 +57,8 @@ TEST(Quant, EveryElementDecodesWithinHalfItsStep) {
         const float bound = 0.5f * step[size_t(i)] * (1 + 1e-5f) + 2e-7f * std::fabs(x[size_t(i)]);
         ASSERT_LE(err, bound) << dtype_name(type) << " element " << i << ": " << x[size_t(i)]
                               << " decoded as " << y[size_t(i)] << ", step " << step[size_t(i)];
-        ++checked;
       }
     }
-    EXPECT_EQ(checked, 256 * int(sample_blocks().size())) << dtype_name(type);
   }
 }
 

@@ -8,8 +8,8 @@
 //     k / 32 terms each within 2^-24 relative, with room);
 //   - more rows (prompts): float activations, the weights decoded exactly and multiplied by
 //     OpenBLAS in float32: bound = k * 2^-24 * sum |w[i] x[i]| (the classic dot-product bound).
-// Also: a decode row's output is the same bits whatever it is batched with; an embedding row of
-// a quantized table is its dequantized row exactly.
+// Also: a decode row's output is the same bits whatever it is batched with (up to 16 rows); the
+// embedding op picks and decodes the right rows of a quantized table.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -111,9 +111,11 @@ TEST(QuantLinear, ADecodeRowIsTheSameBitsWhateverItIsBatchedWith) {
         if (r + batch > m) continue;
         Tensor y = Tensor::empty({batch, n}, DType::kF32);
         ops::linear(p.x.rows(r, r + batch), p.w, nullptr, y);
-        for (int64_t c = 0; c < n; ++c)
-          ASSERT_EQ(y.data<float>()[c], all.data<float>()[r * n + c])
-              << dtype_name(type) << " row " << r << " in a batch of " << batch << ", col " << c;
+        for (int64_t i = 0; i < batch; ++i)
+          for (int64_t c = 0; c < n; ++c)
+            ASSERT_EQ(y.data<float>()[i * n + c], all.data<float>()[(r + i) * n + c])
+                << dtype_name(type) << " row " << r + i << " in a batch of " << batch
+                << " from row " << r << ", col " << c;
       }
   }
 }
