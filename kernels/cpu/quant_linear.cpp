@@ -296,33 +296,38 @@ TESSERA_AVX2 void integer_tile(const ActivationBlock* act, int64_t act_stride, i
     // The weights stream from memory once: ask for every line of the same block two tiles on
     // ahead of time. (Measured on 2026-12-06: the first line of the next tile's blocks only left
     // q6_k's 210-byte blocks at a third of the bandwidth; two tiles on beat one by ~10%.)
+    // (a block of 32 elements is at most 34 bytes: one prefetch a block reaches every line; the
+    // larger blocks ask for each of their lines, a constant count)
     for (int c = 0; c < C && n + 2 * C + c < n_end; ++c) {
-      const uint8_t* p = block + size_t(2 * C + c) * row_bytes;
-      for (uintptr_t line = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
-           line < reinterpret_cast<uintptr_t>(p + Fmt::kBytes); line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T0);
+      const char* p = reinterpret_cast<const char*>(block + size_t(2 * C + c) * row_bytes);
+      for (size_t at = 0; at < Fmt::kBytes; at += 64) _mm_prefetch(p + at, _MM_HINT_T0);
+      if constexpr (Fmt::kBytes > 64) _mm_prefetch(p + Fmt::kBytes - 1, _MM_HINT_T0);
     }
     alignas(16) float d[J][4], m[J][4];
     block_scales<F, C>(block, row_bytes, d, m);
     each_chunk<J>([&](auto chunk) {
       constexpr int j = decltype(chunk)::value;
-      Codes codes[C];
-      for (int c = 0; c < C; ++c) codes[c] = Fmt::template codes<j>(block + size_t(c) * row_bytes);
       const __m128 dj = _mm_load_ps(d[j]);
+      __m128 scale[R];  // D S d of each weight row, for each row of x
       for (int r = 0; r < R; ++r) {
         const ActivationBlock& a = act[r * act_stride + b * J + j];
-        const __m256i qlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q));
-        const __m256i qhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 16));
-        const __m128 scale = _mm_mul_ps(dj, _mm_set1_ps(a.d));  // D S d of each weight row
-        each_chunk<C>([&](auto tile_row) {
-          constexpr int c = decltype(tile_row)::value;
-          const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(codes[c].lo, qlo),
-                                               _mm256_madd_epi16(codes[c].hi, qhi));
-          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), lane<c>(scale), acc[r][c]);
-        });
+        scale[r] = _mm_mul_ps(dj, _mm_set1_ps(a.d));
         if constexpr (Fmt::kOffsets)
           offsets[r] = _mm_fmadd_ps(_mm_load_ps(m[j]), _mm_set1_ps(a.s), offsets[r]);
       }
+      // Each weight row's chunk decoded, then used at once (fewer registers held than all C).
+      each_chunk<C>([&](auto tile_row) {
+        constexpr int c = decltype(tile_row)::value;
+        const Codes codes = Fmt::template codes<j>(block + size_t(c) * row_bytes);
+        for (int r = 0; r < R; ++r) {
+          const int16_t* q = act[r * act_stride + b * J + j].q;
+          const __m256i dot = _mm256_add_epi32(
+              _mm256_madd_epi16(codes.lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))),
+              _mm256_madd_epi16(codes.hi,
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 16))));
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), lane<c>(scale[r]), acc[r][c]);
+        }
+      });
     });
   }
   for (int r = 0; r < R; ++r) {
