@@ -81,3 +81,22 @@ def test_a_layout_that_cuts_blocks_is_refused_on_every_rank(tessera, tmp_path):
                          "-p", "hello", "-n", "4"], capture_output=True, text=True, env=MPI_ENV,
                         timeout=120)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_gpu_holds_a_quantized_file_dequantized(tessera, tmp_path):
+    # On the GPU path (the CUDA emulator here) the weights are dequantized once at load to the
+    # activations' type: its float32 text is the CPU's, which multiplies the blocks themselves
+    # (int16 activations: the same greedy tokens on this model).
+    make_hf_checkpoint(str(tmp_path), hidden=64, ffn=128, layers=2)
+    model = str(tmp_path / "q8_0.h5")
+    subprocess.run([tessera, "convert", "-i", str(tmp_path), "-o", model, "--quantize", "q8_0"],
+                   check=True, capture_output=True)
+    args = [tessera, "generate", "-m", model, "-p", "the quick brown", "-n", "12", "--ignore-eos"]
+    cpu = subprocess.run(args + ["--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert cpu.returncode == 0, cpu.stderr
+    emu = subprocess.run(args + ["--device", "emulator", "--dtype", "f32"], capture_output=True,
+                         text=True, timeout=300)
+    if "built without CUDA" in emu.stderr:
+        pytest.skip("this tessera was built without CUDA")
+    assert emu.returncode == 0, emu.stderr
+    assert emu.stdout == cpu.stdout and len(cpu.stdout) > 3, (emu.stdout, cpu.stdout)
