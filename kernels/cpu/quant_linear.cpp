@@ -45,16 +45,15 @@ namespace {
 // attribute on their function would not reach) and runs only where integer_kernels_available().
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
-#define TESSERA_AVX2 inline
 
-TESSERA_AVX2 float f16(const uint8_t* p) {
+inline float f16(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return _cvtsh_ss(h);
 }
 
 // 16 bytes at p as 16-bit lanes.
-TESSERA_AVX2 __m256i bytes_16(const uint8_t* p) {
+inline __m256i bytes_16(const uint8_t* p) {
   return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
@@ -63,13 +62,13 @@ struct Codes {
 };
 
 // The 4-bit codes of 16 bytes: low nibbles are elements 0..15, high nibbles 16..31.
-TESSERA_AVX2 Codes nibbles(const uint8_t* qs) {
+inline Codes nibbles(const uint8_t* qs) {
   const __m256i v = bytes_16(qs);
   return {_mm256_and_si256(v, _mm256_set1_epi16(15)), _mm256_srli_epi16(v, 4)};
 }
 
 // 16 where bit i of the 16-bit word `bits` is set, in lane i.
-TESSERA_AVX2 __m256i bits_as_16(uint32_t bits) {
+inline __m256i bits_as_16(uint32_t bits) {
   const __m256i lane_bit = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
                                              4096, 8192, 16384, -32768);
   const __m256i set =
@@ -78,7 +77,7 @@ TESSERA_AVX2 __m256i bits_as_16(uint32_t bits) {
 }
 
 // The 5-bit codes: nibbles plus bit i of the little-endian u32 at qh.
-TESSERA_AVX2 Codes nibbles_and_fifth(const uint8_t* qs, const uint8_t* qh) {
+inline Codes nibbles_and_fifth(const uint8_t* qs, const uint8_t* qh) {
   uint32_t bits;
   std::memcpy(&bits, qh, 4);
   const Codes n = nibbles(qs);
@@ -99,7 +98,7 @@ struct Format<DType::kQ8_0> {
   static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = 0;
   template <int>
-  TESSERA_AVX2 static Codes codes(const uint8_t* b) {
+  static Codes codes(const uint8_t* b) {
     const auto* q = reinterpret_cast<const __m128i*>(b + 2);
     return {_mm256_cvtepi8_epi16(_mm_loadu_si128(q)), _mm256_cvtepi8_epi16(_mm_loadu_si128(q + 1))};
   }
@@ -114,7 +113,7 @@ struct Format<DType::kQ4_0> {
   static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = -8;
   template <int>
-  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles(b + 2); }
+  static Codes codes(const uint8_t* b) { return nibbles(b + 2); }
 };
 
 template <>
@@ -126,7 +125,7 @@ struct Format<DType::kQ4_1> {
   static constexpr int kScaleAt = 0, kMinAt = 2;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = 0;
   template <int>
-  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles(b + 4); }
+  static Codes codes(const uint8_t* b) { return nibbles(b + 4); }
 };
 
 template <>
@@ -138,7 +137,7 @@ struct Format<DType::kQ5_0> {
   static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = -16;
   template <int>
-  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 6, b + 2); }
+  static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 6, b + 2); }
 };
 
 template <>
@@ -150,7 +149,7 @@ struct Format<DType::kQ5_1> {
   static constexpr int kScaleAt = 0, kMinAt = 2;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = 0;
   template <int>
-  TESSERA_AVX2 static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 8, b + 4); }
+  static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 8, b + 4); }
 };
 
 // q4_k and q5_k: sub-block j (chunk j) has code nibble j % 2 of qs[32 (j / 2) + l] (and bit j of
@@ -162,7 +161,7 @@ struct KFormat {
   static constexpr int kChunks = 8;
   static constexpr size_t kBytes = kFifthBit ? 176 : 144;
   // d[j * stride] = chunk j's D S, m[j * stride] = its M.
-  TESSERA_AVX2 static void scales(const uint8_t* b, int stride, float* d, float* m) {
+  static void scales(const uint8_t* b, int stride, float* d, float* m) {
     // The eight 6-bit scales into bytes 0..7 of sc, the mins into those of mn (the packing of
     // kernels/quant.h, four sub-blocks at a time)
     uint32_t w[3];
@@ -182,7 +181,7 @@ struct KFormat {
     }
   }
   template <int j>
-  TESSERA_AVX2 static Codes codes(const uint8_t* b) {
+  static Codes codes(const uint8_t* b) {
     const uint8_t* qs = b + (kFifthBit ? 48 : 16) + 32 * (j / 2);
     Codes c{bytes_16(qs), bytes_16(qs + 16)};
     const __m256i nibble = _mm256_set1_epi16(15);
@@ -217,7 +216,7 @@ struct Format<DType::kQ6_K> {
   static constexpr bool kOffsets = false;
   static constexpr int kChunks = 8;
   static constexpr size_t kBytes = 210;
-  TESSERA_AVX2 static void scales(const uint8_t* b, int stride, float* d, float* m) {
+  static void scales(const uint8_t* b, int stride, float* d, float* m) {
     const float scale = f16(b + 208);
     for (int j = 0; j < 8; ++j) {
       d[j * stride] = scale;
@@ -225,7 +224,7 @@ struct Format<DType::kQ6_K> {
     }
   }
   template <int j>
-  TESSERA_AVX2 static Codes codes(const uint8_t* b) {
+  static Codes codes(const uint8_t* b) {
     constexpr int h = j / 4, t = j % 4;
     const uint8_t* ql = b + 64 * h + 32 * (t % 2);
     const uint8_t* qh = b + 128 + 32 * h;
@@ -245,7 +244,7 @@ struct Format<DType::kQ6_K> {
 
 // fn(std::integral_constant<int, j>) for j = 0 .. J - 1, unrolled (chunk indices as constants).
 template <int J, class Fn>
-TESSERA_AVX2 void each_chunk(Fn&& fn) {
+inline void each_chunk(Fn&& fn) {
   [&]<int... j>(std::integer_sequence<int, j...>) {
     (fn(std::integral_constant<int, j>{}), ...);
   }(std::make_integer_sequence<int, J>{});
@@ -254,7 +253,7 @@ TESSERA_AVX2 void each_chunk(Fn&& fn) {
 // The scales of block b of C rows (C <= 4): d[j][c] = chunk j's D S, m[j][c] = its M. The
 // 32-element formats' f16 values of all C rows go through one conversion.
 template <DType F, int C>
-TESSERA_AVX2 void block_scales(const uint8_t* rows, size_t row_bytes, float (*d)[4],
+inline void block_scales(const uint8_t* rows, size_t row_bytes, float (*d)[4],
                                float (*m)[4]) {
   using Fmt = Format<F>;
   if constexpr (Fmt::kChunks == 1) {
@@ -281,7 +280,7 @@ TESSERA_AVX2 void block_scales(const uint8_t* rows, size_t row_bytes, float (*d)
 
 // Lane c of v in every lane.
 template <int c>
-TESSERA_AVX2 __m256 lane(__m128 v) {
+inline __m256 lane(__m128 v) {
   return _mm256_broadcastss_ps(_mm_shuffle_ps(v, v, c * 0x55));
 }
 
@@ -289,7 +288,7 @@ TESSERA_AVX2 __m256 lane(__m128 v) {
 // (C <= 4): y[r * ldy + n + c]. Each (row, weight row) pair sums its chunks in order in its own
 // accumulator, whatever R and C are.
 template <DType F, int R, int C>
-TESSERA_AVX2 void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t blocks,
+inline void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t blocks,
                                const uint8_t* w, size_t row_bytes, int64_t n, int64_t n_end,
                                float* y, int64_t ldy) {
   using Fmt = Format<F>;
@@ -350,7 +349,7 @@ TESSERA_AVX2 void integer_tile(const ActivationBlock* act, int64_t act_stride, i
 
 // Rows [n0, n1) of w against the m rows of x.
 template <DType F>
-TESSERA_AVX2 void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, const uint8_t* w,
+inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, const uint8_t* w,
                                  int64_t n0, int64_t n1, float* y, int64_t ldy) {
   const size_t row_bytes = dtype_bytes(F, k);
   const int64_t stride = k / 32, blocks = k / (32 * Format<F>::kChunks);
@@ -380,7 +379,7 @@ TESSERA_AVX2 void integer_linear(const ActivationBlock* act, int64_t m, int64_t 
 // Decodes one quantized row of k elements to float32 (dequantize's values; a zero may differ in
 // sign).
 template <DType F>
-TESSERA_AVX2 void decode_row(const uint8_t* row, int64_t k, float* out) {
+inline void decode_row(const uint8_t* row, int64_t k, float* out) {
   using Fmt = Format<F>;
   constexpr int J = Fmt::kChunks;
   for (int64_t b = 0; b < k / (32 * J); ++b) {
@@ -403,7 +402,7 @@ TESSERA_AVX2 void decode_row(const uint8_t* row, int64_t k, float* out) {
   }
 }
 
-TESSERA_AVX2 void quantize_activations_avx2(const float* x, int64_t k, ActivationBlock* blocks) {
+inline void quantize_activations_avx2(const float* x, int64_t k, ActivationBlock* blocks) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < k / 32; ++b) {
