@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "kernels/cpu/ops_cpu.h"
-#include "kernels/dtype.h"
 #include "kernels/cpu/quant_linear.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/skinny_gemm.h"
+#include "kernels/dtype.h"
 
 namespace tessera::ops::cpu {
 namespace {
@@ -43,8 +43,8 @@ inline __m256 exp256(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 #endif
@@ -89,17 +89,19 @@ void linear_group(const Tensor& x, const std::vector<LinearPart>& parts) {
   }();
   (void)single_threaded_blas;
   const float* px = x.data<float>();
-  // A decode batch against quantized weights: x's activation blocks, made once for every thread
-  // and every part.
+  // Against quantized weights: x's activation blocks, made once for every part (each thread
+  // its share of x's rows) before any thread uses them.
   std::vector<ActivationBlock> act;
-  if (quantized && m <= kSkinnyMaxRows && integer_kernels_available()) {
+  if (quantized && m <= kIntegerMaxRows && integer_kernels_available())
     act.resize(size_t(m * k / 32));
-    for (int64_t r = 0; r < m; ++r) quantize_activations(px + r * k, k, act.data() + r * k / 32);
-  }
-  // Each thread takes an even share of all the parts' rows, one part after another. (Pieces taken
-  // dynamically, tried on 2026-12-06, were 5-10% slower at decode.)
+    // Each thread takes an even share of all the parts' rows, one part after another. (Pieces taken
+    // dynamically, tried on 2026-12-06, were 5-10% slower at decode.)
 #pragma omp parallel
   {
+    if (!act.empty()) {
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < m; ++r) quantize_activations(px + r * k, k, act.data() + r * k / 32);
+    }
     const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
     const int64_t per = (total + threads - 1) / threads;
     const int64_t g0 = std::min(total, t * per), g1 = std::min(total, g0 + per);
@@ -117,8 +119,8 @@ void linear_group(const Tensor& x, const std::vector<LinearPart>& parts) {
       } else if (m <= kSkinnyMaxRows) {  // decode batches: stream the weight once, no packing
         skinny_gemm_nt(px, m, k, w.data<float>(), n0, n1, py, n);
       } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n1 - n0), int(k), 1.0f,
-                    px, int(k), w.data<float>() + n0 * k, int(k), 0.0f, py + n0, int(n));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n1 - n0), int(k), 1.0f, px,
+                    int(k), w.data<float>() + n0 * k, int(k), 0.0f, py + n0, int(n));
       }
     }
   }
@@ -157,8 +159,8 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
 void add_inplace(Tensor& a, const Tensor& b) {
   check_cpu_f32(a, "add target");
   check_cpu_f32(b, "add operand");
-  TESSERA_ASSERT(a.numel() == b.numel(), "add: " << shape_str(a.shape()) << " vs "
-                                                 << shape_str(b.shape()));
+  TESSERA_ASSERT(a.numel() == b.numel(),
+                 "add: " << shape_str(a.shape()) << " vs " << shape_str(b.shape()));
   float* pa = a.data<float>();
   const float* pb = b.data<float>();
   const int64_t n = a.numel();
@@ -166,9 +168,9 @@ void add_inplace(Tensor& a, const Tensor& b) {
 }
 
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
-  TESSERA_ASSERT(table.defined() && table.device().is_cpu() && computes_on(table.dtype()),
-                 "embedding table of " << dtype_name(table.dtype()) << " on "
-                                       << table.device().str());
+  TESSERA_ASSERT(
+      table.defined() && table.device().is_cpu() && computes_on(table.dtype()),
+      "embedding table of " << dtype_name(table.dtype()) << " on " << table.device().str());
   check_cpu_f32(out, "embedding output");
   const int64_t vocab = table.dim(0), d = table.dim(1);
   TESSERA_ASSERT(out.numel() == int64_t(ids.size()) * d, "embedding output shape");
@@ -215,8 +217,8 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
 void rope_inplace(Tensor& x, const Tensor& position_ids, const Tensor& frequencies) {
   check_cpu_f32(x, "rope input");
   check_cpu_f32(frequencies, "rope frequencies");
-  TESSERA_ASSERT(x.ndim() == 3, "rope expects (tokens, heads, head_dim), got "
-                                    << shape_str(x.shape()));
+  TESSERA_ASSERT(x.ndim() == 3,
+                 "rope expects (tokens, heads, head_dim), got " << shape_str(x.shape()));
   const int64_t m = x.dim(0), heads = x.dim(1), d = x.dim(2), half = d / 2;
   TESSERA_ASSERT(position_ids.numel() == m && frequencies.numel() == half &&
                      position_ids.dtype() == DType::kI32,
@@ -257,9 +259,7 @@ void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   cpu::attention_finish(state, out);
 }
 
-
 namespace {
-
 
 // s[j] = e^(s[j] - shift) for j < n, and their sum (added in order, in double). Which code
 // computes entry j depends only on j and n.
@@ -294,7 +294,9 @@ inline void four_rows(RowAt row_at, int64_t j, int64_t n_keys, int64_t d, const 
 }
 
 // K/V rows are float32, or float16 (a KV cache kept in half precision), widened on load.
-inline float widen(float x) { return x; }
+inline float widen(float x) {
+  return x;
+}
 inline float widen(uint16_t h) {
 #if defined(__F16C__)
   return _cvtsh_ss(h);
@@ -304,7 +306,9 @@ inline float widen(uint16_t h) {
 }
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define TESSERA_ATTENTION_SIMD 1
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
@@ -356,8 +360,8 @@ inline void add_weighted(float* o, const float* w, const T* const* v, int64_t d)
 // in L1). scores holds heads x n_keys floats and rescale `heads` floats (scratch).
 template <typename T, typename KeyAt>
 inline void accumulate_heads(const float* q, int64_t heads, int64_t n_keys, int64_t d, float scale,
-                             KeyAt key_at, float* scores, float* rescale, float* mx,
-                             float* sum_out, float* o) {
+                             KeyAt key_at, float* scores, float* rescale, float* mx, float* sum_out,
+                             float* o) {
   // Four keys at a time: four independent dot products keep the FMA units busy where one would
   // wait on its own additions. Which code computes key j depends only on j and n_keys, so a
   // row's scores do not depend on the batch or on where its keys are stored.
@@ -436,10 +440,10 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
   check_cpu_f32(v, "attention v");
   const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
   const int64_t t = k.dim(0), hkv = k.dim(1);
-  TESSERA_ASSERT(k.dim(2) == d && v.shape() == k.shape() && hq % hkv == 0 &&
-                     st.acc.shape() == q.shape() && st.mx.numel() == m * hq,
-                 "attention_accumulate: q " << shape_str(q.shape()) << " k "
-                                            << shape_str(k.shape()));
+  TESSERA_ASSERT(
+      k.dim(2) == d && v.shape() == k.shape() && hq % hkv == 0 && st.acc.shape() == q.shape() &&
+          st.mx.numel() == m * hq,
+      "attention_accumulate: q " << shape_str(q.shape()) << " k " << shape_str(k.shape()));
   const int64_t group = hq / hkv;
   const int64_t per_item = heads_per_item(m, hq, hkv);
   const float* pq = q.data<float>();
@@ -466,8 +470,8 @@ namespace {
 // The pools' elements are T (float, or uint16_t holding float16).
 template <typename T>
 void paged_attention_rows(const float* pq, const T* pk, const T* pv, int64_t m, int64_t hq,
-                          int64_t hkv, int64_t d, int64_t bs, const std::vector<PagedSequence>& seqs,
-                          const std::vector<int32_t>& owner,
+                          int64_t hkv, int64_t d, int64_t bs,
+                          const std::vector<PagedSequence>& seqs, const std::vector<int32_t>& owner,
                           const std::vector<std::vector<int64_t>>& key_offsets, int64_t most_keys,
                           float scale, AttentionState& st) {
   const int64_t group = hq / hkv;
@@ -475,21 +479,21 @@ void paged_attention_rows(const float* pq, const T* pk, const T* pv, int64_t m, 
   float* acc = st.acc.data<float>();
   float* pmx = st.mx.data<float>();
   float* psum = st.sum.data<float>();
-  for_each_work_item(m, hq, per_item, most_keys,
-                     [&](int64_t r, int64_t h, float* scores, float* rescale) {
-    if (owner[size_t(r)] < 0) return;
-    const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
-    const int64_t n_keys = std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
-    if (n_keys == 0) return;
-    const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
-    const int64_t kvh = h / group, s = r * hq + h;
-    auto key_at = [&](int64_t j) {
-      const int64_t at = offsets[j] + kvh * bs * d;
-      return std::pair<const T*, const T*>(pk + at, pv + at);
-    };
-    accumulate_heads<T>(pq + s * d, per_item, n_keys, d, scale, key_at, scores, rescale, pmx + s,
-                        psum + s, acc + s * d);
-  });
+  for_each_work_item(
+      m, hq, per_item, most_keys, [&](int64_t r, int64_t h, float* scores, float* rescale) {
+        if (owner[size_t(r)] < 0) return;
+        const PagedSequence& sq = seqs[size_t(owner[size_t(r)])];
+        const int64_t n_keys = std::clamp<int64_t>(r - sq.row + sq.visible_offset + 1, 0, sq.keys);
+        if (n_keys == 0) return;
+        const int64_t* offsets = key_offsets[size_t(owner[size_t(r)])].data();
+        const int64_t kvh = h / group, s = r * hq + h;
+        auto key_at = [&](int64_t j) {
+          const int64_t at = offsets[j] + kvh * bs * d;
+          return std::pair<const T*, const T*>(pk + at, pv + at);
+        };
+        accumulate_heads<T>(pq + s * d, per_item, n_keys, d, scale, key_at, scores, rescale,
+                            pmx + s, psum + s, acc + s * d);
+      });
 }
 
 }  // namespace
@@ -504,10 +508,10 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
                  "paged attention: the key and value pools must be f32 or f16 tensors on the CPU");
   const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
   const int64_t num_blocks = k_pool.dim(0), hkv = k_pool.dim(1), bs = k_pool.dim(2);
-  TESSERA_ASSERT(k_pool.ndim() == 4 && k_pool.dim(3) == d && v_pool.shape() == k_pool.shape() &&
-                     hq % hkv == 0 && st.acc.shape() == q.shape() && st.mx.numel() == m * hq,
-                 "paged attention: q " << shape_str(q.shape()) << " pool "
-                                       << shape_str(k_pool.shape()));
+  TESSERA_ASSERT(
+      k_pool.ndim() == 4 && k_pool.dim(3) == d && v_pool.shape() == k_pool.shape() &&
+          hq % hkv == 0 && st.acc.shape() == q.shape() && st.mx.numel() == m * hq,
+      "paged attention: q " << shape_str(q.shape()) << " pool " << shape_str(k_pool.shape()));
   // Which sequence each query row belongs to (-1: none), and the longest key list.
   std::vector<int32_t> owner(size_t(m), -1);
   int64_t most_keys = 0;
@@ -537,13 +541,14 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
     paged_attention_rows(q.data<float>(), k_pool.data<uint16_t>(), v_pool.data<uint16_t>(), m, hq,
                          hkv, d, bs, seqs, owner, key_offsets, most_keys, scale, st);
   else
-    paged_attention_rows(q.data<float>(), k_pool.data<float>(), v_pool.data<float>(), m, hq, hkv,
-                         d, bs, seqs, owner, key_offsets, most_keys, scale, st);
+    paged_attention_rows(q.data<float>(), k_pool.data<float>(), v_pool.data<float>(), m, hq, hkv, d,
+                         bs, seqs, owner, key_offsets, most_keys, scale, st);
 }
 
 void attention_merge(AttentionState& st, const AttentionState& other) {
   const int64_t n = st.mx.numel(), d = st.acc.dim(2);
-  TESSERA_ASSERT(other.mx.numel() == n && other.acc.shape() == st.acc.shape(), "attention_merge shapes");
+  TESSERA_ASSERT(other.mx.numel() == n && other.acc.shape() == st.acc.shape(),
+                 "attention_merge shapes");
   float* acc = st.acc.data<float>();
   float* mx = st.mx.data<float>();
   float* sum = st.sum.data<float>();
@@ -662,7 +667,8 @@ void top_k(const Tensor& logits, int k, Tensor& values, Tensor& ids) {
   };
   for (int64_t r = 0; r < rows; ++r) {
     const float* l = logits.data<float>() + r * vocab;
-    for (int64_t v = 0; v < vocab; ++v) c[size_t(v)] = {std::isnan(l[v]) ? -INFINITY : l[v], int32_t(v)};
+    for (int64_t v = 0; v < vocab; ++v)
+      c[size_t(v)] = {std::isnan(l[v]) ? -INFINITY : l[v], int32_t(v)};
     std::partial_sort(c.begin(), c.begin() + k, c.end(), better);
     for (int j = 0; j < k; ++j) {
       values.data<float>()[r * k + j] = c[size_t(j)].first;

@@ -81,7 +81,8 @@ inline Codes nibbles_and_fifth(const uint8_t* qs, const uint8_t* qh) {
   uint32_t bits;
   std::memcpy(&bits, qh, 4);
   const Codes n = nibbles(qs);
-  return {_mm256_or_si256(n.lo, bits_as_16(bits & 0xffff)), _mm256_or_si256(n.hi, bits_as_16(bits >> 16))};
+  return {_mm256_or_si256(n.lo, bits_as_16(bits & 0xffff)),
+          _mm256_or_si256(n.hi, bits_as_16(bits >> 16))};
 }
 
 template <DType>
@@ -89,6 +90,7 @@ struct Format;
 
 template <>
 struct Format<DType::kQ8_0> {
+  static constexpr int kLaneTileRows = 2;
   // (its chunks cost the least integer work per byte: one weight row at a time streams fastest,
   // 22-28 GB/s in a decode step against 17-21 with four, measured on 2026-12-06)
   static constexpr int kRows = 1;
@@ -106,6 +108,7 @@ struct Format<DType::kQ8_0> {
 
 template <>
 struct Format<DType::kQ4_0> {
+  static constexpr int kLaneTileRows = 2;
   static constexpr int kRows = 4;
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
@@ -113,11 +116,14 @@ struct Format<DType::kQ4_0> {
   static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = -8;
   template <int>
-  static Codes codes(const uint8_t* b) { return nibbles(b + 2); }
+  static Codes codes(const uint8_t* b) {
+    return nibbles(b + 2);
+  }
 };
 
 template <>
 struct Format<DType::kQ4_1> {
+  static constexpr int kLaneTileRows = 2;
   static constexpr int kRows = 4;
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
@@ -125,11 +131,14 @@ struct Format<DType::kQ4_1> {
   static constexpr int kScaleAt = 0, kMinAt = 2;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = 0;
   template <int>
-  static Codes codes(const uint8_t* b) { return nibbles(b + 4); }
+  static Codes codes(const uint8_t* b) {
+    return nibbles(b + 4);
+  }
 };
 
 template <>
 struct Format<DType::kQ5_0> {
+  static constexpr int kLaneTileRows = 1;
   static constexpr int kRows = 4;
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
@@ -137,11 +146,14 @@ struct Format<DType::kQ5_0> {
   static constexpr int kScaleAt = 0, kMinAt = -1;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = -16;
   template <int>
-  static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 6, b + 2); }
+  static Codes codes(const uint8_t* b) {
+    return nibbles_and_fifth(b + 6, b + 2);
+  }
 };
 
 template <>
 struct Format<DType::kQ5_1> {
+  static constexpr int kLaneTileRows = 1;
   static constexpr int kRows = 4;
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 1;
@@ -149,13 +161,16 @@ struct Format<DType::kQ5_1> {
   static constexpr int kScaleAt = 0, kMinAt = 2;  // f16 D, and M (or -1: M = D * k)
   static constexpr float kMinPerScale = 0;
   template <int>
-  static Codes codes(const uint8_t* b) { return nibbles_and_fifth(b + 8, b + 4); }
+  static Codes codes(const uint8_t* b) {
+    return nibbles_and_fifth(b + 8, b + 4);
+  }
 };
 
 // q4_k and q5_k: sub-block j (chunk j) has code nibble j % 2 of qs[32 (j / 2) + l] (and bit j of
 // qh[l]); D S = d * its 6-bit scale, M = -dmin * its 6-bit min.
 template <bool kFifthBit>
 struct KFormat {
+  static constexpr int kLaneTileRows = 1;
   static constexpr int kRows = 4;
   static constexpr bool kOffsets = true;
   static constexpr int kChunks = 8;
@@ -168,8 +183,8 @@ struct KFormat {
     std::memcpy(w, b + 4, 12);
     const uint32_t low6 = 0x3f3f3f3fu, low4 = 0x0f0f0f0fu, top2 = 0x03030303u;
     const uint64_t sc = (w[0] & low6) | uint64_t((w[2] & low4) | (((w[0] >> 6) & top2) << 4)) << 32;
-    const uint64_t mn =
-        (w[1] & low6) | uint64_t(((w[2] >> 4) & low4) | (((w[1] >> 6) & top2) << 4)) << 32;
+    const uint64_t mn = (w[1] & low6) | uint64_t(((w[2] >> 4) & low4) | (((w[1] >> 6) & top2) << 4))
+                                            << 32;
     const __m256 scs = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(sc))));
     const __m256 mns = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn))));
     alignas(32) float ds[8], ms[8];
@@ -212,6 +227,7 @@ struct Format<DType::kQ5_K> : KFormat<true> {};
 // here are (q - 32) S (signed, |(q - 32) S| <= 32 * 128), so D = d and there are no offsets.
 template <>
 struct Format<DType::kQ6_K> {
+  static constexpr int kLaneTileRows = 1;
   static constexpr int kRows = 4;
   static constexpr bool kOffsets = false;
   static constexpr int kChunks = 8;
@@ -234,7 +250,8 @@ struct Format<DType::kQ6_K> {
           _mm256_and_si256(_mm256_srli_epi16(bytes_16(ql + 16 * half), 4 * (t / 2)), nibble);
       const __m256i high =
           _mm256_and_si256(_mm256_srli_epi16(bytes_16(qh + 16 * half), 2 * t), two);
-      return _mm256_sub_epi16(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi16(32));
+      return _mm256_sub_epi16(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)),
+                              _mm256_set1_epi16(32));
     };
     const auto* s = reinterpret_cast<const int8_t*>(b + 192);
     return {_mm256_mullo_epi16(code(0), _mm256_set1_epi16(s[2 * j])),
@@ -247,14 +264,14 @@ template <int J, class Fn>
 inline void each_chunk(Fn&& fn) {
   [&]<int... j>(std::integer_sequence<int, j...>) {
     (fn(std::integral_constant<int, j>{}), ...);
-  }(std::make_integer_sequence<int, J>{});
+  }
+  (std::make_integer_sequence<int, J>{});
 }
 
 // The scales of block b of C rows (C <= 4): d[j][c] = chunk j's D S, m[j][c] = its M. The
 // 32-element formats' f16 values of all C rows go through one conversion.
 template <DType F, int C>
-inline void block_scales(const uint8_t* rows, size_t row_bytes, float (*d)[4],
-                               float (*m)[4]) {
+inline void block_scales(const uint8_t* rows, size_t row_bytes, float (*d)[4], float (*m)[4]) {
   using Fmt = Format<F>;
   if constexpr (Fmt::kChunks == 1) {
     __m128i halves = _mm_setzero_si128();  // D of row c in lane c, M in lane 4 + c
@@ -289,8 +306,8 @@ inline __m256 lane(__m128 v) {
 // accumulator, whatever R and C are.
 template <DType F, int R, int C>
 inline void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t blocks,
-                               const uint8_t* w, size_t row_bytes, int64_t n, int64_t n_end,
-                               float* y, int64_t ldy) {
+                         const uint8_t* w, size_t row_bytes, int64_t n, int64_t n_end, float* y,
+                         int64_t ldy) {
   using Fmt = Format<F>;
   constexpr int J = Fmt::kChunks;
   __m256 acc[R][C];
@@ -343,14 +360,130 @@ inline void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t
   for (int r = 0; r < R; ++r) {
     alignas(16) float off[4];
     _mm_store_ps(off, offsets[r]);
-    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum256(acc[r][c]) + off[c];
+    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum256(acc[r][c]) + off[r * C + c];
   }
+}
+
+// (p[0], p[1]) in lanes (0, 1), (2, 3), (4, 5) and (6, 7).
+inline __m256 pair_in_every_lane(const float* p) {
+  int64_t pair;
+  std::memcpy(&pair, p, 8);
+  return _mm256_castsi256_ps(_mm256_set1_epi64x(pair));
+}
+
+// The activation scales of R rows of x for the lane tiles of C weight rows (R * C = 8): for each
+// 32-element chunk i, lanes[i] holds row r's d in lanes r * C .. r * C + C - 1, and
+// lanes[chunks + i] the same of s (rows past `rows` repeat the last row).
+template <int R, int C>
+inline void tile_lanes(const ActivationBlock* act, int64_t act_stride, int rows, int64_t chunks,
+                       __m256* lanes) {
+  static_assert(R * C == 8);
+  for (int64_t i = 0; i < chunks; ++i) {
+    alignas(32) float d[8], s[8];
+    for (int l = 0; l < 8; ++l) {
+      const ActivationBlock& a = act[std::min(l / C, rows - 1) * act_stride + i];
+      d[l] = a.d;
+      s[l] = a.s;
+    }
+    lanes[i] = _mm256_load_ps(d);
+    lanes[chunks + i] = _mm256_load_ps(s);
+  }
+}
+
+// The D S (and M) of chunk j of a block of C (1 or 2) weight rows in lanes c, C + c, 2C + c, ...
+template <DType F, int C>
+struct LaneScales {
+  using Fmt = Format<F>;
+  alignas(16) float d[Fmt::kChunks][4], m[Fmt::kChunks][4];
+  __m256 d_lanes, m_lanes;  // the 32-element formats' (one chunk)
+  LaneScales(const uint8_t* block, size_t row_bytes) {
+    if constexpr (Fmt::kChunks == 1) {
+      const auto both = [&](int at) {  // the f16 at `at` of the C rows, in lanes c mod C
+        uint16_t h0, h1;
+        std::memcpy(&h0, block + at, 2);
+        std::memcpy(&h1, block + (C - 1) * row_bytes + at, 2);
+        return _mm256_cvtph_ps(_mm_set1_epi32(int(uint32_t(h0) | uint32_t(h1) << 16)));
+      };
+      d_lanes = both(Fmt::kScaleAt);
+      if constexpr (Fmt::kMinAt >= 0)
+        m_lanes = both(Fmt::kMinAt);
+      else
+        m_lanes = _mm256_mul_ps(d_lanes, _mm256_set1_ps(Fmt::kMinPerScale));
+    } else {
+      block_scales<F, C>(block, row_bytes, d, m);
+    }
+  }
+  template <int j>
+  __m256 scale() const {
+    return Fmt::kChunks == 1 ? d_lanes : spread(d[j]);
+  }
+  template <int j>
+  __m256 offset() const {
+    return Fmt::kChunks == 1 ? m_lanes : spread(m[j]);
+  }
+  static __m256 spread(const float* v) {
+    return C == 2 ? pair_in_every_lane(v) : _mm256_broadcast_ss(v);
+  }
+};
+
+// R activation rows against the C weight rows from row n (R * C = 8; C = 2 where decoding a
+// chunk costs little, else 1, decoding each chunk once for eight rows of x): the same sums as
+// integer_tile<F, R, C> (each pair's chunks in order, in its own accumulator, the same float
+// operations), with a chunk's scales and offsets of the eight (row, weight row) pairs formed in
+// one vector, lane r * C + c (tile_lanes): fewer instructions per 32 products, for the batched
+// steps and prompts, where the integer work (not memory) bounds the time. Rows of x past `rows`
+// are not computed.
+template <DType F, int R, int C>
+inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, int rows,
+                              const __m256* lanes, int64_t blocks, const uint8_t* w,
+                              size_t row_bytes, int64_t n, float* y, int64_t ldy) {
+  using Fmt = Format<F>;
+  constexpr int J = Fmt::kChunks;
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  __m256 offsets = _mm256_setzero_ps();  // lane r * C + c
+  const uint8_t* wrows = w + size_t(n) * row_bytes;
+  const int64_t chunks = blocks * J;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = wrows + size_t(b) * Fmt::kBytes;
+    const LaneScales<F, C> weight(block, row_bytes);
+    each_chunk<J>([&](auto chunk) {
+      constexpr int j = decltype(chunk)::value;
+      const int64_t i = b * J + j;
+      // D S d of lane r * C + c, in registers (stored and loaded back, they stalled the loop):
+      // lanes 0..3 in both halves of low, lanes 4..7 in those of high
+      const __m256 scale = _mm256_mul_ps(weight.template scale<j>(), lanes[i]);
+      const __m256 low = _mm256_permute2f128_ps(scale, scale, 0x00);
+      const __m256 high = _mm256_permute2f128_ps(scale, scale, 0x11);
+      if constexpr (Fmt::kOffsets)
+        offsets = _mm256_fmadd_ps(weight.template offset<j>(), lanes[chunks + i], offsets);
+      each_chunk<C>([&](auto tile_row) {
+        constexpr int c = decltype(tile_row)::value;
+        const Codes codes = Fmt::template codes<j>(block + size_t(c) * row_bytes);
+        each_chunk<R>([&](auto tile_col) {
+          constexpr int r = decltype(tile_col)::value, l = r * C + c;
+          if (r >= rows) return;
+          const auto* q = reinterpret_cast<const __m256i*>(act[r * act_stride + i].q);
+          const __m256i dot =
+              _mm256_add_epi32(_mm256_madd_epi16(codes.lo, _mm256_loadu_si256(q)),
+                               _mm256_madd_epi16(codes.hi, _mm256_loadu_si256(q + 1)));
+          const __m256 lane_scale = _mm256_permute_ps(l < 4 ? low : high, (l % 4) * 0x55);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), lane_scale, acc[r][c]);
+        });
+      });
+    });
+  }
+  alignas(32) float off[8];
+  _mm256_store_ps(off, offsets);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum256(acc[r][c]) + off[r * C + c];
 }
 
 // Rows [n0, n1) of w against the m rows of x.
 template <DType F>
 inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, const uint8_t* w,
-                                 int64_t n0, int64_t n1, float* y, int64_t ldy) {
+                           int64_t n0, int64_t n1, float* y, int64_t ldy) {
   const size_t row_bytes = dtype_bytes(F, k);
   const int64_t stride = k / 32, blocks = k / (32 * Format<F>::kChunks);
   int64_t n = n0;
@@ -361,19 +494,30 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
     for (; n < n1; ++n) integer_tile<F, 1, 1>(act, stride, blocks, w, row_bytes, n, n1, y, ldy);
     return;
   }
-  // Each weight row against every row of x in groups of up to four, while it is in L1: the
-  // weights are read from memory once, and each chunk decoded once a group.
-  for (; n < n1; ++n)
-    for (int64_t r = 0; r < m; r += 4) {
+  // GEMM blocking: a panel of weight rows (about 192 KiB) stays in L2 while every group of R rows
+  // of x (their activation blocks in L1) meets it C weight rows at a time. The weights are read
+  // from memory once; each chunk is decoded once per group of x's rows.
+  constexpr int C = Format<F>::kLaneTileRows, R = 8 / C;
+  const int64_t panel = std::max<int64_t>(C, int64_t((192 << 10) / row_bytes) / C * C);
+  thread_local std::vector<float> lane_floats;  // tile_lanes of the current rows of x
+  lane_floats.resize(size_t(16 * stride + 8));
+  auto* lanes = reinterpret_cast<__m256*>((reinterpret_cast<uintptr_t>(lane_floats.data()) + 31) &
+                                          ~uintptr_t(31));
+  for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+    const int64_t p1 = std::min(n1, p0 + panel);
+    for (int64_t r = 0; r < m; r += R) {
       const ActivationBlock* a = act + r * stride;
       float* yr = y + r * ldy;
-      switch (std::min<int64_t>(4, m - r)) {
-        case 4: integer_tile<F, 4, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
-        case 3: integer_tile<F, 3, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
-        case 2: integer_tile<F, 2, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
-        default: integer_tile<F, 1, 1>(a, stride, blocks, w, row_bytes, n, n1, yr, ldy); break;
-      }
+      const int rows = int(std::min<int64_t>(R, m - r));
+      tile_lanes<R, C>(a, stride, rows, stride, lanes);
+      for (n = p0; n + C <= p1; n += C)
+        integer_lane_tile<F, R, C>(a, stride, rows, lanes, blocks, w, row_bytes, n, yr, ldy);
+      for (; n < p1; ++n)  // a last weight row of an odd panel: one row of x at a time
+        for (int64_t i = 0; i < rows; ++i)
+          integer_tile<F, 1, 1>(a + i * stride, stride, blocks, w, row_bytes, n, n1, yr + i * ldy,
+                                ldy);
     }
+  }
 }
 
 // Decodes one quantized row of k elements to float32 (dequantize's values; a zero may differ in
@@ -434,7 +578,8 @@ inline void quantize_activations_avx2(const float* x, int64_t k, ActivationBlock
     const __m256i h1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0xD8);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q), h0);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q + 16), h1);
-    const __m256i pairs = _mm256_add_epi32(_mm256_madd_epi16(h0, ones), _mm256_madd_epi16(h1, ones));
+    const __m256i pairs =
+        _mm256_add_epi32(_mm256_madd_epi16(h0, ones), _mm256_madd_epi16(h1, ones));
     __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
     sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0x4e));
     sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0xb1));
@@ -463,15 +608,32 @@ void decode_rows(const Tensor& w, int64_t r0, int64_t r1, int64_t k, float* out)
   if (integer_kernels_available()) {
     void (*decode)(const uint8_t*, int64_t, float*) = nullptr;
     switch (w.dtype()) {
-      case DType::kQ8_0: decode = decode_row<DType::kQ8_0>; break;
-      case DType::kQ4_0: decode = decode_row<DType::kQ4_0>; break;
-      case DType::kQ4_1: decode = decode_row<DType::kQ4_1>; break;
-      case DType::kQ5_0: decode = decode_row<DType::kQ5_0>; break;
-      case DType::kQ5_1: decode = decode_row<DType::kQ5_1>; break;
-      case DType::kQ4_K: decode = decode_row<DType::kQ4_K>; break;
-      case DType::kQ5_K: decode = decode_row<DType::kQ5_K>; break;
-      case DType::kQ6_K: decode = decode_row<DType::kQ6_K>; break;
-      default: break;
+      case DType::kQ8_0:
+        decode = decode_row<DType::kQ8_0>;
+        break;
+      case DType::kQ4_0:
+        decode = decode_row<DType::kQ4_0>;
+        break;
+      case DType::kQ4_1:
+        decode = decode_row<DType::kQ4_1>;
+        break;
+      case DType::kQ5_0:
+        decode = decode_row<DType::kQ5_0>;
+        break;
+      case DType::kQ5_1:
+        decode = decode_row<DType::kQ5_1>;
+        break;
+      case DType::kQ4_K:
+        decode = decode_row<DType::kQ4_K>;
+        break;
+      case DType::kQ5_K:
+        decode = decode_row<DType::kQ5_K>;
+        break;
+      case DType::kQ6_K:
+        decode = decode_row<DType::kQ6_K>;
+        break;
+      default:
+        break;
     }
     if (decode) {
       for (int64_t r = r0; r < r1; ++r) decode(base + size_t(r) * row_bytes, k, out + (r - r0) * k);
@@ -505,15 +667,24 @@ void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, i
   if (act != nullptr && integer_kernels_available()) {
     const auto* wb = static_cast<const uint8_t*>(w.raw());
     switch (w.dtype()) {
-      case DType::kQ8_0: return integer_linear<DType::kQ8_0>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ4_0: return integer_linear<DType::kQ4_0>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ4_1: return integer_linear<DType::kQ4_1>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ5_0: return integer_linear<DType::kQ5_0>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ5_1: return integer_linear<DType::kQ5_1>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ4_K: return integer_linear<DType::kQ4_K>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ5_K: return integer_linear<DType::kQ5_K>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ6_K: return integer_linear<DType::kQ6_K>(act, m, k, wb, n0, n1, y, ldy);
-      default: break;  // f16, bf16: the float path
+      case DType::kQ8_0:
+        return integer_linear<DType::kQ8_0>(act, m, k, wb, n0, n1, y, ldy);
+      case DType::kQ4_0:
+        return integer_linear<DType::kQ4_0>(act, m, k, wb, n0, n1, y, ldy);
+      case DType::kQ4_1:
+        return integer_linear<DType::kQ4_1>(act, m, k, wb, n0, n1, y, ldy);
+      case DType::kQ5_0:
+        return integer_linear<DType::kQ5_0>(act, m, k, wb, n0, n1, y, ldy);
+      case DType::kQ5_1:
+        return integer_linear<DType::kQ5_1>(act, m, k, wb, n0, n1, y, ldy);
+      case DType::kQ4_K:
+        return integer_linear<DType::kQ4_K>(act, m, k, wb, n0, n1, y, ldy);
+      case DType::kQ5_K:
+        return integer_linear<DType::kQ5_K>(act, m, k, wb, n0, n1, y, ldy);
+      case DType::kQ6_K:
+        return integer_linear<DType::kQ6_K>(act, m, k, wb, n0, n1, y, ldy);
+      default:
+        break;  // f16, bf16: the float path
     }
   }
 #endif

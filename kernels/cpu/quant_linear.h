@@ -1,19 +1,22 @@
 // y = x w^T on the CPU for weights kept as stored: f16, bf16 or a quantized format
 // (kernels/quant.h), never a float32 copy of them.
 //
-// Up to kSkinnyMaxRows rows of x (decode batches): each row of x is quantized per 32 elements to
-// int16 with one float scale (ActivationBlock: a relative error of at most 1 / 65534 of the
-// block's largest magnitude, where int8 activations, at 1 / 254, moved the default model's greedy
-// choice at one position in 26), and every weight block is read from memory once for all of them
-// and multiplied with them in integers (AVX2: codes widened to 16 bits, times the sub-block's
-// integer scale, vpmaddwd against the activations), one float multiply-add per 32 elements. A row's result
-// depends only on that row (its own activation blocks, the same order of sums whatever the
-// batch): within steps of up to 16 rows, a sequence's tokens do not depend on what it is batched
-// with.
-// More rows (prompts, and a step that carries a prompt chunk beside decoding rows): the weight
-// rows are decoded to float32 a tile at a time (kernels/quant.h's dequantize values) for
-// OpenBLAS's GEMM, on float activations; a decoding row's result there differs from the integer
-// path's by its activations' int16 rounding (up to 1/65534 of each block's largest magnitude).
+// Up to kIntegerMaxRows rows of x (decode batches, and steps with a few prompt tokens): each row
+// of x is quantized per 32 elements to int16 with one float scale (ActivationBlock: a relative
+// error of at most 1 / 65534 of the block's largest magnitude, where int8 activations, at 1 / 254,
+// moved the default model's greedy choice at one position in 26), and every weight block is
+// multiplied with them in integers (AVX2: codes widened to 16 bits, times the sub-block's integer
+// scale, vpmaddwd against the activations), one float multiply-add per 32 elements. One row of x
+// streams each weight block from memory once; more rows are tiled as a GEMM (a panel of weight
+// rows in L2, eight (row of x, weight row) pairs at a time). A row's result depends only on that
+// row: every (row, weight row) pair sums its chunks in the same order with the same float
+// operations, whatever the tile, so within steps of up to 64 rows a sequence's tokens do not
+// depend on what it is batched with.
+// More rows (prompts): the weight rows are decoded to float32 a tile at a time (kernels/quant.h's
+// dequantize values) for OpenBLAS's GEMM, on float activations, which on this AVX2 machine's FMA
+// units was faster than the integer tiles (measured 2026-12-06: 62-76 against 48-62 GMAC/s on 2
+// cores at 128 rows); a row's result there differs from the integer path's by its activations'
+// int16 rounding (up to 1/65534 of each block's largest magnitude).
 // f16 and bf16 weights take the float path at every size.
 #pragma once
 
@@ -38,9 +41,13 @@ void quantize_activations(const float* x, int64_t k, ActivationBlock* blocks);
 
 // Weight rows [n0, n1) of w (n, k), f16 / bf16 / quantized, against x (m, k) f32: y (m, ldy)
 // columns [n0, n1). Single-threaded (the caller splits the rows among threads); for m up to
-// kSkinnyMaxRows, act holds x's activation blocks (m * k / 32 of them, row by row), else null.
+// kIntegerMaxRows, act holds x's activation blocks (m * k / 32 of them, row by row), else null.
 void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, int64_t k,
                         const Tensor& w, int64_t n0, int64_t n1, float* y, int64_t ldy);
+
+// The most rows of x the integer kernels take (decode batches, and steps of a few prompt tokens);
+// more go the float path.
+inline constexpr int64_t kIntegerMaxRows = 64;
 
 // Whether the integer kernels run here (an AVX2 CPU); elsewhere the float path serves every m.
 bool integer_kernels_available();

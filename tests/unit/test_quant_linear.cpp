@@ -1,14 +1,15 @@
 // The CPU's linear on weights kept as stored (kernels/cpu/quant_linear.h) against a float64
 // matmul over the same weights dequantized (kernels/quant.h), every output element, for every
 // format and batch size:
-//   - up to 16 rows (decode): x is rounded to int16 activation blocks, x[i] = d q[i] + e[i] with
+//   - up to 64 rows (decode batches): x is rounded to int16 activation blocks, x[i] = d q[i] + e[i]
+//   with
 //     |e[i]| <= d / 2 and d = max |x| / 32767 over the 32-element block, so an output may be off
 //     by sum over blocks of d / 2 * sum |w[i]| from the activations, plus float32 rounding of the
 //     per-block products and their sum: bound = that + 4e-6 * sum |w[i] x[i]| (a float32 sum of
 //     k / 32 terms each within 2^-24 relative, with room);
 //   - more rows (prompts): float activations, the weights decoded exactly and multiplied by
 //     OpenBLAS in float32: bound = k * 2^-24 * sum |w[i] x[i]| (the classic dot-product bound).
-// Also: a decode row's output is the same bits whatever it is batched with (up to 16 rows); the
+// Also: a row's output is the same bits whatever it is batched with (up to 64 rows); the
 // embedding op picks and decodes the right rows of a quantized table.
 #include <gtest/gtest.h>
 
@@ -76,12 +77,12 @@ TEST(QuantLinear, EveryFormatAndBatchSizeAgreesWithFloat64OverTheDequantizedWeig
   types.push_back(DType::kF16);
   types.push_back(DType::kBF16);
   for (DType type : types)
-    for (int64_t m : {1, 2, 3, 4, 5, 8, 16, 17, 40}) {
+    for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 16, 17, 40, 64, 65}) {
       const int64_t k = dtype_block_elements(type) == 256 ? 512 : 576, n = 37;
       const Problem p = make(type, n, k, m, uint32_t(m) * 7 + uint32_t(type));
       Tensor y = Tensor::empty({m, n}, DType::kF32);
       ops::linear(p.x, p.w, nullptr, y);
-      const bool int_path = integer && dtype_is_quantized(type) && m <= 16;
+      const bool int_path = integer && dtype_is_quantized(type) && m <= ops::cpu::kIntegerMaxRows;
       double worst = 0;  // error / bound
       for (int64_t r = 0; r < m; ++r)
         for (int64_t c = 0; c < n; ++c) {
@@ -96,18 +97,23 @@ TEST(QuantLinear, EveryFormatAndBatchSizeAgreesWithFloat64OverTheDequantizedWeig
         }
       // The bound is the activations' rounding: the integer path does round them (some output
       // is off by a good part of its bound), the float path does not.
-      if (int_path) EXPECT_GT(worst, 0.01) << dtype_name(type) << " m " << m;
+      if (int_path) {
+        EXPECT_GT(worst, 0.01) << dtype_name(type) << " m " << m;
+      }
     }
 }
 
-TEST(QuantLinear, ADecodeRowIsTheSameBitsWhateverItIsBatchedWith) {
+TEST(QuantLinear, ARowIsTheSameBitsWhateverItIsBatchedWith) {
+  // Up to kIntegerMaxRows rows: one row alone (the decode kernel), and batches whose tiles cut
+  // the rows differently (groups of 4 or 8 rows of x, odd counts of weight rows).
   for (DType type : kQuantizedDTypes) {
-    const int64_t k = dtype_block_elements(type) == 256 ? 512 : 576, n = 37, m = 16;
+    const int64_t k = dtype_block_elements(type) == 256 ? 512 : 576, n = 37;
+    const int64_t m = ops::cpu::kIntegerMaxRows;
     const Problem p = make(type, n, k, m, 11);
     Tensor all = Tensor::empty({m, n}, DType::kF32);
     ops::linear(p.x, p.w, nullptr, all);
-    for (int64_t r : {0, 5, 15})
-      for (int64_t batch : {1, 2, 3, 7}) {
+    for (int64_t r : {0, 5, 15, 40})
+      for (int64_t batch : {1, 2, 3, 7, 9, 17}) {
         if (r + batch > m) continue;
         Tensor y = Tensor::empty({batch, n}, DType::kF32);
         ops::linear(p.x.rows(r, r + batch), p.w, nullptr, y);
@@ -127,7 +133,11 @@ TEST(QuantLinear, EmbeddingRowsOfAQuantizedTableAreItsDequantizedRows) {
     ops::embedding(p.w, {4, 0, 8}, out);
     for (int64_t i = 0; i < 3; ++i)
       for (int64_t j = 0; j < 256; ++j)
-        ASSERT_EQ(out.data<float>()[i * 256 + j], p.wf[size_t((i == 0 ? 4 : i == 1 ? 0 : 8) * 256 + j)])
+        ASSERT_EQ(out.data<float>()[i * 256 + j], p.wf[size_t((i == 0   ? 4
+                                                               : i == 1 ? 0
+                                                                        : 8) *
+                                                                  256 +
+                                                              j)])
             << dtype_name(type);
   }
 }
