@@ -92,10 +92,11 @@ void linear_group(const Tensor& x, const std::vector<LinearPart>& parts) {
   // Against quantized weights: x's activation blocks, made once for every part (each thread
   // its share of x's rows) before any thread uses them.
   std::vector<ActivationBlock> act;
-  if (quantized && m <= kIntegerMaxRows && integer_kernels_available())
+  if (quantized && m <= kIntegerMaxRows && integer_kernels_available()) {
     act.resize(size_t(m * k / 32));
-    // Each thread takes an even share of all the parts' rows, one part after another. (Pieces taken
-    // dynamically, tried on 2026-12-06, were 5-10% slower at decode.)
+  }
+  // Each thread takes an even share of all the parts' rows, one part after another. (Pieces taken
+  // dynamically, tried on 2026-12-06, were 5-10% slower at decode.)
 #pragma omp parallel
   {
     if (!act.empty()) {
