@@ -34,10 +34,12 @@ namespace {
 // chunk decoded to float is kernels/quant.h's value (the same number; a zero may differ in sign).
 //
 // Format<F>: kChunks and kBytes per block; kOffsets (whether M is ever nonzero); kRows, the
-// weight rows a single row of x is multiplied with at once; codes<j>(block)
-// gives chunk j's codes. The 32-element formats place D (f16) at kScaleAt and M (f16) at kMinAt,
-// or derive M = kMinPerScale * D (kMinAt < 0); the 256-element ones unpack theirs with
-// scales(block, stride, d, m): d[j * stride] = chunk j's D S, m[j * stride] = its M.
+// weight rows a single row of x is multiplied with at once; kLaneTileRows, the weight rows (1 or
+// 2) of a lane tile (integer_lane_tile: 2 where decoding a chunk costs little, else 1, each chunk
+// then decoded once for eight rows of x); codes<j>(block) gives chunk j's codes. The 32-element
+// formats place D (f16) at kScaleAt and M (f16) at kMinAt, or derive M = kMinPerScale * D (kMinAt <
+// 0); the 256-element ones unpack theirs with scales(block, stride, d, m): d[j * stride] = chunk
+// j's D S, m[j * stride] = its M.
 
 #if defined(__x86_64__)
 
@@ -90,10 +92,10 @@ struct Format;
 
 template <>
 struct Format<DType::kQ8_0> {
-  static constexpr int kLaneTileRows = 2;
   // (its chunks cost the least integer work per byte: one weight row at a time streams fastest,
   // 22-28 GB/s in a decode step against 17-21 with four, measured on 2026-12-06)
   static constexpr int kRows = 1;
+  static constexpr int kLaneTileRows = 2;
   static constexpr bool kOffsets = false;
   static constexpr int kChunks = 1;
   static constexpr size_t kBytes = 34;
@@ -360,7 +362,7 @@ inline void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t
   for (int r = 0; r < R; ++r) {
     alignas(16) float off[4];
     _mm_store_ps(off, offsets[r]);
-    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum256(acc[r][c]) + off[r * C + c];
+    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum256(acc[r][c]) + off[c];
   }
 }
 
@@ -375,9 +377,9 @@ inline __m256 pair_in_every_lane(const float* p) {
 // 32-element chunk i, lanes[i] holds row r's d in lanes r * C .. r * C + C - 1, and
 // lanes[chunks + i] the same of s (rows past `rows` repeat the last row).
 template <int R, int C>
-inline void tile_lanes(const ActivationBlock* act, int64_t act_stride, int rows, int64_t chunks,
-                       __m256* lanes) {
+inline void tile_lanes(const ActivationBlock* act, int64_t chunks, int rows, __m256* lanes) {
   static_assert(R * C == 8);
+  const int64_t act_stride = chunks;  // x's rows, one after another
   for (int64_t i = 0; i < chunks; ++i) {
     alignas(32) float d[8], s[8];
     for (int l = 0; l < 8; ++l) {
@@ -393,6 +395,7 @@ inline void tile_lanes(const ActivationBlock* act, int64_t act_stride, int rows,
 // The D S (and M) of chunk j of a block of C (1 or 2) weight rows in lanes c, C + c, 2C + c, ...
 template <DType F, int C>
 struct LaneScales {
+  static_assert(C == 1 || C == 2);
   using Fmt = Format<F>;
   alignas(16) float d[Fmt::kChunks][4], m[Fmt::kChunks][4];
   __m256 d_lanes, m_lanes;  // the 32-element formats' (one chunk)
@@ -415,24 +418,29 @@ struct LaneScales {
   }
   template <int j>
   __m256 scale() const {
-    return Fmt::kChunks == 1 ? d_lanes : spread(d[j]);
+    if constexpr (Fmt::kChunks == 1)
+      return d_lanes;
+    else
+      return spread(d[j]);
   }
   template <int j>
   __m256 offset() const {
-    return Fmt::kChunks == 1 ? m_lanes : spread(m[j]);
+    if constexpr (Fmt::kChunks == 1)
+      return m_lanes;
+    else
+      return spread(m[j]);
   }
   static __m256 spread(const float* v) {
     return C == 2 ? pair_in_every_lane(v) : _mm256_broadcast_ss(v);
   }
 };
 
-// R activation rows against the C weight rows from row n (R * C = 8; C = 2 where decoding a
-// chunk costs little, else 1, decoding each chunk once for eight rows of x): the same sums as
-// integer_tile<F, R, C> (each pair's chunks in order, in its own accumulator, the same float
-// operations), with a chunk's scales and offsets of the eight (row, weight row) pairs formed in
-// one vector, lane r * C + c (tile_lanes): fewer instructions per 32 products, for the batched
-// steps and prompts, where the integer work (not memory) bounds the time. Rows of x past `rows`
-// are not computed.
+// R activation rows against the C weight rows from row n (R * C = 8; C = kLaneTileRows): for
+// each row of x the same sums as integer_tile<F, 1, C> (each pair's chunks in order, in its own
+// accumulator, the same float operations, so a row's result is the same bits in either), with a
+// chunk's scales and offsets of the eight (row, weight row) pairs formed in one vector, lane r * C
+// + c (tile_lanes): fewer instructions per 32 products, for the batched steps and prompts, where
+// the integer work (not memory) bounds the time. Rows of x past `rows` are not computed.
 template <DType F, int R, int C>
 inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, int rows,
                               const __m256* lanes, int64_t blocks, const uint8_t* w,
@@ -458,11 +466,11 @@ inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, in
       const __m256 high = _mm256_permute2f128_ps(scale, scale, 0x11);
       if constexpr (Fmt::kOffsets)
         offsets = _mm256_fmadd_ps(weight.template offset<j>(), lanes[chunks + i], offsets);
-      each_chunk<C>([&](auto tile_row) {
-        constexpr int c = decltype(tile_row)::value;
+      each_chunk<C>([&](auto weight_row) {
+        constexpr int c = decltype(weight_row)::value;
         const Codes codes = Fmt::template codes<j>(block + size_t(c) * row_bytes);
-        each_chunk<R>([&](auto tile_col) {
-          constexpr int r = decltype(tile_col)::value, l = r * C + c;
+        each_chunk<R>([&](auto x_row) {
+          constexpr int r = decltype(x_row)::value, l = r * C + c;
           if (r >= rows) return;
           const auto* q = reinterpret_cast<const __m256i*>(act[r * act_stride + i].q);
           const __m256i dot =
@@ -495,8 +503,9 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
     return;
   }
   // GEMM blocking: a panel of weight rows (about 192 KiB) stays in L2 while every group of R rows
-  // of x (their activation blocks in L1) meets it C weight rows at a time. The weights are read
-  // from memory once; each chunk is decoded once per group of x's rows.
+  // of x (their activation blocks: 13 KiB at k = 576, in L1; 72 KiB at k = 4096, in L2) meets it
+  // C weight rows at a time. The weights are read from memory once; each chunk is decoded once
+  // per group of x's rows. (No software prefetch: the panel is reused from L2.)
   constexpr int C = Format<F>::kLaneTileRows, R = 8 / C;
   const int64_t panel = std::max<int64_t>(C, int64_t((192 << 10) / row_bytes) / C * C);
   thread_local std::vector<float> lane_floats;  // tile_lanes of the current rows of x
@@ -509,7 +518,7 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
       const ActivationBlock* a = act + r * stride;
       float* yr = y + r * ldy;
       const int rows = int(std::min<int64_t>(R, m - r));
-      tile_lanes<R, C>(a, stride, rows, stride, lanes);
+      tile_lanes<R, C>(a, stride, rows, lanes);
       for (n = p0; n + C <= p1; n += C)
         integer_lane_tile<F, R, C>(a, stride, rows, lanes, blocks, w, row_bytes, n, yr, ldy);
       for (; n < p1; ++n)  // a last weight row of an odd panel: one row of x at a time

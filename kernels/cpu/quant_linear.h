@@ -10,8 +10,8 @@
 // streams each weight block from memory once; more rows are tiled as a GEMM (a panel of weight
 // rows in L2, eight (row of x, weight row) pairs at a time). A row's result depends only on that
 // row: every (row, weight row) pair sums its chunks in the same order with the same float
-// operations, whatever the tile, so within steps of up to 64 rows a sequence's tokens do not
-// depend on what it is batched with.
+// operations, whatever the tile, so within steps of up to 64 rows (where all of a model's matmul
+// weights are quantized) a sequence's tokens do not depend on what it is batched with.
 // More rows (prompts): the weight rows are decoded to float32 a tile at a time (kernels/quant.h's
 // dequantize values) for OpenBLAS's GEMM, on float activations, which on this AVX2 machine's FMA
 // units was faster than the integer tiles (measured 2026-12-06: 62-76 against 48-62 GMAC/s on 2

@@ -126,6 +126,41 @@ TEST(QuantLinear, ARowIsTheSameBitsWhateverItIsBatchedWith) {
   }
 }
 
+TEST(QuantLinear, ManyWeightRowsAndPartsGiveEachLinearsBits) {
+  // Weights of more rows than one L2 panel of the GEMM tiles holds (about 192 KiB a thread), in
+  // a group of parts of different formats (as q/k/v share one activation quantization and one
+  // parallel region): each part is the same bits as its own linear, and within its bound.
+  const int64_t k = 512;
+  for (int64_t m : {1, 6, 40}) {
+    const Problem big = make(DType::kQ8_0, 1201, k, m, 21);  // 1201 * 544 bytes: 4 panels
+    const Problem q5 = make(DType::kQ5_0, 45, k, m, 22);
+    const Problem q6 = make(DType::kQ6_K, 33, k, m, 23);
+    const Tensor& x = big.x;
+    Tensor y_big = Tensor::empty({m, 1201}, DType::kF32),
+           y_q5 = Tensor::empty({m, 45}, DType::kF32), y_q6 = Tensor::empty({m, 33}, DType::kF32);
+    ops::linear_group(
+        x, {{&big.w, nullptr, &y_big}, {&q5.w, nullptr, &y_q5}, {&q6.w, nullptr, &y_q6}});
+    for (const auto& [p, y] : {std::pair{&big, &y_big}, {&q5, &y_q5}, {&q6, &y_q6}}) {
+      const int64_t n = p->w.dim(0);
+      Tensor alone = Tensor::empty({m, n}, DType::kF32);
+      ops::linear(x, p->w, nullptr, alone);
+      Problem with_x = {p->w, p->wf, x};
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < n; ++c) {
+          const float got = y->data<float>()[r * n + c];
+          ASSERT_EQ(got, alone.data<float>()[r * n + c])
+              << dtype_name(p->w.dtype()) << " m " << m << " row " << r << " col " << c;
+          double want = 0;
+          for (int64_t i = 0; i < k; ++i)
+            want += double(p->wf[size_t(c * k + i)]) * x.data<float>()[r * k + i];
+          ASSERT_LE(std::fabs(got - want),
+                    bound(with_x, r, c, ops::cpu::integer_kernels_available()))
+              << dtype_name(p->w.dtype()) << " m " << m << " row " << r << " col " << c;
+        }
+    }
+  }
+}
+
 TEST(QuantLinear, EmbeddingRowsOfAQuantizedTableAreItsDequantizedRows) {
   for (DType type : {DType::kQ8_0, DType::kQ4_K, DType::kQ6_K, DType::kF16}) {
     const Problem p = make(type, 9, 256, 1, 3);
