@@ -453,6 +453,9 @@ inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, in
   __m256 offsets = _mm256_setzero_ps();  // lane r * C + c
   const uint8_t* wrows = w + size_t(n) * row_bytes;
   const int64_t chunks = blocks * J;
+  // Rows of x past `rows` repeat the last one (computed, not stored): no branch in the loop.
+  const ActivationBlock* x_rows[R];
+  for (int r = 0; r < R; ++r) x_rows[r] = act + std::min(r, rows - 1) * act_stride;
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* block = wrows + size_t(b) * Fmt::kBytes;
     const LaneScales<F, C> weight(block, row_bytes);
@@ -471,8 +474,7 @@ inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, in
         const Codes codes = Fmt::template codes<j>(block + size_t(c) * row_bytes);
         each_chunk<R>([&](auto x_row) {
           constexpr int r = decltype(x_row)::value, l = r * C + c;
-          if (r >= rows) return;
-          const auto* q = reinterpret_cast<const __m256i*>(act[r * act_stride + i].q);
+          const auto* q = reinterpret_cast<const __m256i*>(x_rows[r][i].q);
           const __m256i dot =
               _mm256_add_epi32(_mm256_madd_epi16(codes.lo, _mm256_loadu_si256(q)),
                                _mm256_madd_epi16(codes.hi, _mm256_loadu_si256(q + 1)));
