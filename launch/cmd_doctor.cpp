@@ -2,8 +2,9 @@
 // real. Every rank reports its host, device, whether it can read the model file, and its free
 // memory; the layout is checked against the model; then the communicators of the layout are
 // exercised (all-reduce latency and bandwidth of every TP, PP, SP and DP group) and printed as a
-// table. A mismatch (a rank that cannot read the file, a missing GPU, a layout that cannot work,
-// a rank that never reports) fails with one line.
+// table, after the point-to-point latency and bandwidth between rank 0's host and every other
+// host. A mismatch (a rank that cannot read the file, a missing GPU, a layout that cannot work, a
+// rank that never reports) fails with one line.
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "io/model_store.h"
@@ -137,6 +139,58 @@ GroupFigures exercise(Communicator& c, int64_t bytes, Device device) {
   return f;
 }
 
+struct LinkFigures {
+  double latency_us = 0, gbps = 0;
+};
+
+// Between world ranks 0 and `peer` (the first rank of another host): a ping-pong of 8 bytes
+// (latency: half the mean round trip of 200) and `bytes` sent one way and acknowledged (the best
+// of 5; the acknowledgement's 1 byte is not counted). Both ranks call it; rank 0's figures count.
+LinkFigures exercise_link(MpiCommunicator& world, int peer, int64_t bytes) {
+  constexpr int kTag = 7200;
+  const bool first = world.rank() == 0;
+  const int other = first ? peer : 0;
+  std::string small(8, '\0'), back;
+  const auto ping = [&] {
+    if (first) {
+      world.send_bytes(small, other, kTag);
+      world.recv_bytes(back, other, kTag);
+    } else {
+      world.recv_bytes(back, other, kTag);
+      world.send_bytes(small, other, kTag);
+    }
+  };
+  for (int i = 0; i < 5; ++i) ping();  // warm-up
+  LinkFigures f;
+  constexpr int kRounds = 200;
+  auto a = Clock::now();
+  for (int i = 0; i < kRounds; ++i) ping();
+  f.latency_us = 1e6 * std::chrono::duration<double>(Clock::now() - a).count() / kRounds / 2;
+  const std::string big(static_cast<size_t>(bytes), '\1');
+  const std::string ack(1, '\0');
+  double best = 1e30;
+  for (int i = 0; i < 6; ++i) {
+    a = Clock::now();
+    if (first) {
+      world.send_bytes(big, other, kTag);
+      world.recv_bytes(back, other, kTag);
+    } else {
+      world.recv_bytes(back, other, kTag);
+      world.send_bytes(ack, other, kTag);
+    }
+    const double s = std::chrono::duration<double>(Clock::now() - a).count();
+    if (i > 0) best = std::min(best, s);
+  }
+  f.gbps = double(bytes) / best / 1e9;
+  return f;
+}
+
+std::string fixed(double v, int decimals, const char* unit) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.*f %s", decimals, v, unit);
+  return buf;
+}
+
 }  // namespace
 
 int run_doctor(const Args& args) {
@@ -200,6 +254,39 @@ int run_doctor(const Args& args) {
   }
   world->broadcast_bytes(verdict, 0);
   TESSERA_CHECK(verdict.empty(), verdict);
+
+  // Between hosts: rank 0 against the first rank of every other host, over whatever carries
+  // MPI between them (TCP across real hosts), one pair at a time while the other ranks wait.
+  std::string peers_text;  // "rank host" lines, from rank 0
+  if (rank == 0) {
+    std::vector<std::string> seen = {reports[0]["host"].get<std::string>()};
+    for (int r = 1; r < size; ++r) {
+      const std::string host = reports[size_t(r)]["host"].get<std::string>();
+      if (std::find(seen.begin(), seen.end(), host) != seen.end()) continue;
+      seen.push_back(host);
+      peers_text += std::to_string(r) + " " + host + "\n";
+    }
+  }
+  world->broadcast_bytes(peers_text, 0);
+  std::istringstream peer_lines(peers_text);
+  int peer;
+  std::string peer_host;
+  bool header = false;
+  while (peer_lines >> peer >> peer_host) {
+    if (rank == 0 && !header) {
+      std::printf(
+          "\n%-20s %-20s %-18s %-12s  (MPI point to point: 8 bytes there and back; %s one way)\n",
+          "host of rank 0", "host", "latency", "bandwidth", bytes_text.c_str());
+      header = true;
+    }
+    LinkFigures f;
+    if (rank == 0 || rank == peer) f = exercise_link(*world, peer, bytes);
+    if (rank == 0)
+      std::printf("%-20s %-20s %-18s %-12s\n", reports[0]["host"].get<std::string>().c_str(),
+                  (peer_host + " (rank " + std::to_string(peer) + ")").c_str(),
+                  fixed(f.latency_us, 1, "us").c_str(), fixed(f.gbps, 2, "GB/s").c_str());
+    world->barrier();
+  }
 
   // The groups as a job of this layout makes them: NCCL between GPUs where --comm allows it (its
   // set-up bounded by --nccl-timeout), else MPI; the all-reduces run on the rank's device.

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Test hosts on one machine (root; iproute2): each host a network namespace of its own, joined by
+# veth pairs to a bridge that lives in a namespace of its own, with addresses in 198.18.0.0/15
+# (reserved for network benchmarks). Nothing touches the machine's own interfaces.
+#
+#   scripts/netns_cluster.sh up N [NAME]    N hosts NAME-h1 .. NAME-hN (NAME: tsr by default);
+#                                           prints a hostfile (one "host slots=..." line each)
+#   scripts/netns_cluster.sh down [NAME]    removes every namespace of NAME (and so its links)
+#   scripts/netns_cluster.sh exec HOST CMD  CMD (one shell command) inside HOST's namespace,
+#                                           with HOST as its host name (unshare --uts)
+#   scripts/netns_cluster.sh mpirun NAME MPIRUN-ARGS...
+#                                           mpirun inside NAME-h1, starting the other hosts'
+#                                           daemons through `exec`, over TCP on the hosts' links
+#   scripts/netns_cluster.sh list [NAME]    the hosts of NAME that are up
+#
+# Host i has address 198.18.K.i/24 (K: a subnet of its own per NAME, from its hash) on eth0; the
+# bridge's end of its link is hI in NAME-br (shape it there, or on eth0 inside the host, with tc).
+# Ranks on one host share memory as on a real node; ranks on different hosts see different host
+# names, so Open MPI carries their traffic over TCP.
+set -euo pipefail
+
+die() {
+  echo "netns_cluster.sh: $*" >&2
+  exit 2
+}
+
+subnet_of() {  # NAME -> the third octet of its /24 (1..250)
+  echo $(( $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 250 + 1 ))
+}
+
+hosts_of() {  # NAME -> its host namespaces, in order
+  ip netns list | awk '{print $1}' | grep -E "^$1-h[0-9]+\$" | sort -t h -k2 -n || true
+}
+
+up() {
+  local n=$1 name=$2
+  [[ $n =~ ^[0-9]+$ ]] && (( n >= 1 && n <= 200 )) || die "up wants a host count from 1 to 200, not '$n'"
+  [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+  [ -z "$(hosts_of "$name")" ] && ! ip netns list | grep -q "^$name-br\b" ||
+    die "$name is already up (scripts/netns_cluster.sh down $name first)"
+  local k br=$name-br
+  k=$(subnet_of "$name")
+  ip netns add "$br"
+  ip -n "$br" link set lo up
+  ip -n "$br" link add br0 type bridge
+  ip -n "$br" link set br0 up
+  local i
+  for i in $(seq 1 "$n"); do
+    local host=$name-h$i
+    ip netns add "$host"
+    ip -n "$host" link set lo up
+    # both ends are made inside the bridge's namespace, then one is moved into the host's
+    ip -n "$br" link add "h$i" type veth peer name eth0 netns "$host"
+    ip -n "$br" link set "h$i" master br0 up
+    ip -n "$host" addr add "198.18.$k.$i/24" dev eth0
+    ip -n "$host" link set eth0 up
+  done
+  for i in $(seq 1 "$n"); do  # every host knows the others' names
+    local lines=""
+    local j
+    for j in $(seq 1 "$n"); do lines+="198.18.$k.$j $name-h$j"$'\n'; done
+    mkdir -p "/etc/netns/$name-h$i"
+    printf '127.0.0.1 localhost\n%s' "$lines" >"/etc/netns/$name-h$i/hosts"
+  done
+  local slots
+  slots=$(nproc)
+  for i in $(seq 1 "$n"); do echo "$name-h$i slots=$slots"; done
+}
+
+down() {
+  local name=$1 ns
+  for ns in $(hosts_of "$name"); do
+    ip netns del "$ns"
+    rm -rf "/etc/netns/$ns"
+  done
+  if ip netns list | grep -q "^$name-br\b"; then ip netns del "$name-br"; fi
+}
+
+exec_in() {
+  local host=$1
+  shift
+  ip netns list | grep -q "^$host\b" || die "no host $host (scripts/netns_cluster.sh up first)"
+  # (Open MPI's launcher passes the daemon's command line as one string, as ssh would)
+  exec ip netns exec "$host" unshare --uts sh -c "hostname $host && exec sh -c \"\$0\"" "$*"
+}
+
+mpirun_in() {
+  local name=$1
+  shift
+  local first
+  first=$(hosts_of "$name" | head -1)
+  [ -n "$first" ] || die "$name is not up (scripts/netns_cluster.sh up N $name)"
+  local k
+  k=$(subnet_of "$name")
+  local agent
+  agent="$(cd "$(dirname "$0")" && pwd)/$(basename "$0") exec"
+  exec ip netns exec "$first" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$first" \
+    mpirun --mca plm_rsh_agent "$agent" --mca oob_tcp_if_include "198.18.$k.0/24" \
+    --mca btl_tcp_if_include "198.18.$k.0/24" --mca btl self,vader,tcp "$@"
+}
+
+cmd=${1:-}
+case "$cmd" in
+  up) up "${2:-}" "${3:-tsr}" ;;
+  down) down "${2:-tsr}" ;;
+  exec) [ $# -ge 3 ] || die "exec wants a host and a command"; shift; exec_in "$@" ;;
+  mpirun) [ $# -ge 3 ] || die "mpirun wants a cluster name and mpirun's arguments"; shift; mpirun_in "$@" ;;
+  list) hosts_of "${2:-tsr}" ;;
+  *) die "usage: netns_cluster.sh up N [NAME] | down [NAME] | exec HOST CMD | mpirun NAME ARGS... | list [NAME]" ;;
+esac

@@ -1,0 +1,182 @@
+"""Several hosts for real: ranks on test hosts made by scripts/netns_cluster.sh (a network
+namespace and a host name each, linked through a bridge), so that ranks on different hosts talk
+over TCP and ranks on one host over shared memory, as on a cluster. Needs root and iproute2."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import records_by_key, MPI_ENV
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "netns_cluster.sh")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three test hosts NAME-h1..3, removed at the end (and checked to be gone)."""
+    if os.geteuid() != 0:
+        pytest.fail("the cross-host tests need root (network namespaces)")
+    name = f"tt{os.getpid() % 100000}"
+    up = subprocess.run([SCRIPT, "up", "3", name], capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    hosts = [line.split()[0] for line in up.stdout.splitlines()]
+    assert hosts == [f"{name}-h1", f"{name}-h2", f"{name}-h3"], up.stdout
+    yield name, hosts
+    down = subprocess.run([SCRIPT, "down", name], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in left, left
+    assert not any(d.startswith(name) for d in os.listdir("/etc/netns")
+                   if os.path.isdir("/etc/netns")), "its /etc/netns files are left"
+
+
+def mpirun(cluster, hosts, *args, timeout=300):
+    """mpirun inside the first host, with ranks placed as `hosts` says (e.g. "h1:2,h2:2")."""
+    name, _ = cluster
+    placed = ",".join(f"{name}-{h}" for h in hosts.split(","))
+    return subprocess.run([SCRIPT, "mpirun", name, "-H", placed, "-x", "OMP_NUM_THREADS", *args],
+                          capture_output=True, text=True, env=MPI_ENV, timeout=timeout)
+
+
+def link_bytes(cluster, host):
+    """Bytes received plus sent on a host's link, as its own namespace counts them."""
+    name, _ = cluster
+    out = subprocess.run(["ip", "-n", f"{name}-{host}", "-s", "-j", "link", "show", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    stats = json.loads(out)[0]["stats64"]
+    return stats["rx"]["bytes"] + stats["tx"]["bytes"]
+
+
+def batch(tmp_path, n=6):
+    inp = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": f"q{i}", "prompt": "hello world " * (1 + i % 3),
+                         "max_tokens": 4 + i % 5, "ignore_eos": True}) for i in range(n)]
+    inp.write_text("\n".join(lines) + "\n")
+    return inp
+
+
+def token_ids(path):
+    return {r["id"]: r.get("token_ids") for r in map(json.loads, path.read_text().splitlines())}
+
+
+# (ranks per host, --tp, --pp): TP inside a host and PP across hosts, and TP across hosts
+TINY_LAYOUTS = [("h1:2,h2:2", "2", "2"), ("h1:1,h2:1", "2", "1")]
+# the default model has 9 query heads and 3 key/value heads: TP=3 (not 2)
+DEFAULT_LAYOUTS = [("h1:3,h2:3", "3", "2"), ("h1:1,h2:1,h3:1", "3", "1")]
+
+
+@pytest.mark.parametrize("placement,tp,pp", TINY_LAYOUTS)
+def test_tiny_model_across_hosts_equals_one_rank(cluster, tessera, tiny_model, tmp_path,
+                                                 placement, tp, pp):
+    inp, one, many = batch(tmp_path), tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    r = subprocess.run([tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(one)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    before = link_bytes(cluster, "h2")
+    r = mpirun(cluster, placement, tessera, "generate", "-m", tiny_model, "--tp", tp, "--pp", pp,
+               "-i", str(inp), "-o", str(many))
+    assert r.returncode == 0, r.stderr
+    assert token_ids(many) == token_ids(one)
+    assert link_bytes(cluster, "h2") - before > 10_000, "no traffic crossed h2's link"
+
+
+@pytest.mark.parametrize("placement,tp,pp", DEFAULT_LAYOUTS)
+def test_default_model_across_hosts_equals_one_rank(cluster, tessera, default_model, tmp_path,
+                                                    placement, tp, pp):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n".join([
+        json.dumps({"id": "a", "messages": [{"role": "user", "content": "Name a colour."}],
+                    "max_tokens": 12}),
+        json.dumps({"id": "b", "prompt": "The sun rises in the", "max_tokens": 8,
+                    "temperature": 0.8, "top_k": 40, "seed": 3})]) + "\n")
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    r = subprocess.run([tessera, "generate", "-m", default_model, "-i", str(inp), "-o", str(one)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    before = link_bytes(cluster, "h2")
+    r = mpirun(cluster, placement, tessera, "generate", "-m", default_model, "--tp", tp, "--pp",
+               pp, "-i", str(inp), "-o", str(many))
+    assert r.returncode == 0, r.stderr
+    assert token_ids(many) == token_ids(one)
+    # hidden states of 576 floats cross the link at every layer (TP) or stage (PP) and token
+    assert link_bytes(cluster, "h2") - before > 100_000, "no traffic crossed h2's link"
+
+
+def test_doctor_names_each_host_and_measures_the_links(cluster, tessera, default_model):
+    name, _ = cluster
+    r = mpirun(cluster, "h1:2,h2:1,h3:1", tessera, "doctor", "-m", default_model, "--pp", "2",
+               "--dp", "2", "--bytes", "4MiB", timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [l.split() for l in r.stdout.splitlines()]
+    ranks = {l[0]: l[1] for l in rows if len(l) > 3 and l[0] in "0123" and "cpu" in l}
+    assert ranks == {"0": f"{name}-h1", "1": f"{name}-h1", "2": f"{name}-h2",
+                     "3": f"{name}-h3"}, r.stdout
+    links = {l[1]: l for l in rows if len(l) > 6 and l[0] == f"{name}-h1" and l[2] == "(rank"}
+    assert set(links) == {f"{name}-h2", f"{name}-h3"}, r.stdout
+    for l in links.values():
+        assert float(l[4]) > 0 and l[5] == "us" and float(l[6]) > 0 and l[7] == "GB/s", l
+
+
+def test_a_host_without_the_model_file_is_named(cluster, tessera, default_model, tmp_path):
+    name, _ = cluster
+    good, bad = tmp_path / "h1", tmp_path / "h2"
+    good.mkdir()
+    bad.mkdir()
+    os.symlink(os.path.abspath(default_model), good / "model.h5")
+    cmd = [tessera, "doctor", "-m", "model.h5", "--pp", "2"]
+    r = subprocess.run([SCRIPT, "mpirun", name, "-x", "OMP_NUM_THREADS",
+                        "-np", "1", "-H", f"{name}-h1", "-wdir", str(good), *cmd, ":",
+                        "-np", "1", "-H", f"{name}-h2", "-wdir", str(bad), *cmd],
+                       capture_output=True, text=True, env=MPI_ENV, timeout=120)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tessera: error")]
+    assert lines and all(f"rank 1 on {name}-h2: model.h5 does not exist here" in l
+                         for l in lines), r.stderr
+
+
+def test_a_batch_job_whose_host_is_killed_resumes_with_each_request_once(
+        cluster, tessera, tiny_model, tmp_path):
+    # DP=2, a replica on each host; h2's rank is SIGKILLed once some records are out. The job
+    # ends; the same command again runs only what is missing: every id once, as one rank makes it.
+    name, _ = cluster
+    inp, out, one = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "one.jsonl"
+    lines = [json.dumps({"id": f"q{i}", "prompt": "hello world " * (1 + i % 3),
+                         "max_tokens": 24 + i % 9, "ignore_eos": True}) for i in range(60)]
+    inp.write_text("\n".join(lines) + "\n")
+    r = subprocess.run([tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(one)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    cmd = [SCRIPT, "mpirun", name, "-H", f"{name}-h1:1,{name}-h2:1", "-x", "OMP_NUM_THREADS",
+           tessera, "generate", "-m", tiny_model, "--dp", "2", "--max-batch", "2", "-i", str(inp),
+           "-o", str(out)]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=MPI_ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and job.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    assert job.poll() is None, "the job ended before its host could be killed: " + job.stderr.read()
+    pids = subprocess.run(["ip", "netns", "pids", f"{name}-h2"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    killed = 0
+    for pid in pids:
+        try:
+            if open(f"/proc/{pid}/comm").read().strip() == "tessera":
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    assert killed == 1, pids
+    _, err = job.communicate(timeout=60)
+    assert job.returncode != 0, err
+    done = len(out.read_text().splitlines())
+    assert 6 <= done < 60, done
+    r = subprocess.run(cmd, capture_output=True, text=True, env=MPI_ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ids = [json.loads(l)["id"] for l in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(60)), "an id is missing or twice"
+    assert records_by_key(out) == records_by_key(one)
