@@ -39,7 +39,11 @@ void DeviceOptions::add_to(po::options_description& desc) {
        "has a GPU of its own, else MPI), mpi, or nccl")
       ("nccl-timeout", po::value(&nccl_timeout)->default_value(nccl_timeout),
        "seconds after which an NCCL collective that has not finished (a peer stuck or gone) "
-       "aborts the run with an error naming it");
+       "aborts the run with an error naming it")
+      ("step-timeout", po::value(&step_timeout)->default_value(step_timeout),
+       "seconds an MPI operation of a step (a collective, or hidden states between stages) may "
+       "wait for its peers before the job ends with one line naming it and the ranks and hosts "
+       "it waits for (a rank stopped, or a link down); waits between steps do not count");
   // clang-format on
 }
 

@@ -16,8 +16,9 @@ struct DeviceOptions {
   std::string device = "auto";  // --device: auto (cuda when a GPU is present), cpu, cuda, emulator
   std::string gpu_memory = "0.9";  // --gpu-memory: a fraction of the GPU's free memory, or a size
   std::string dtype = "auto";      // --dtype: auto (bf16 on a GPU, f32 on the CPU), f32, bf16
-  std::string comm = "auto";       // --comm: auto (NCCL when every rank has a GPU of its own), mpi, nccl
-  double nccl_timeout = 600;       // --nccl-timeout: seconds before a stuck collective is an error
+  std::string comm = "auto";  // --comm: auto (NCCL when every rank has a GPU of its own), mpi, nccl
+  double nccl_timeout = 600;  // --nccl-timeout: seconds before a stuck collective is an error
+  double step_timeout = 600;  // --step-timeout: seconds an MPI operation of a step may wait
   void add_to(po::options_description& desc);
 };
 

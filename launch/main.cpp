@@ -9,6 +9,8 @@
 
 #include "kernels/error.h"
 #include "launch/commands.h"
+#include "launch/job_failure.h"
+#include "parallel/mpi_communicator.h"
 
 namespace {
 
@@ -35,34 +37,8 @@ Example:
   tessera generate --model smollm2.h5 --chat --prompt "What is the capital of France?"
 )";
 
-int world_rank() {
-  int init = 0, rank = 0;
-  MPI_Initialized(&init);
-  if (init) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int world_size() {
-  int init = 0, size = 1;
-  MPI_Initialized(&init);
-  if (init) MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
-
 [[noreturn]] void fail(const std::string& message) {
-  const int size = world_size();
-  if (size > 1) {
-    std::fprintf(stderr, "tessera: error on rank %d of %d: %s\n", world_rank(), size,
-                 message.c_str());
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  std::fprintf(stderr, "tessera: error: %s\n", message.c_str());
-  int init = 0, fin = 0;
-  MPI_Initialized(&init);
-  MPI_Finalized(&fin);
-  if (init && !fin) MPI_Finalize();
-  std::exit(1);
+  tessera::cli::end_job_with_error(message);
 }
 
 // SPMD: every rank must run the same command line, or ranks would disagree about what to do
@@ -110,6 +86,7 @@ int main(int argc, char** argv) {
     if (provided < MPI_THREAD_FUNNELED)
       fail("this MPI library cannot run with threads that do not call MPI (MPI_THREAD_FUNNELED)");
     check_same_arguments(argc, argv);
+    tessera::MpiCommunicator::gather_hosts();  // (so that a stuck step can name its peers' hosts)
   }
   int code = 0;
   try {

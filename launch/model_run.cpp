@@ -38,6 +38,7 @@ int64_t injected_failure_step(int world_rank) {
 }  // namespace
 
 void ModelRunOptions::add_to(po::options_description& desc) {
+  // clang-format off
   desc.add_options()
       ("model,m", po::value(&model), "model file (.h5) made by tessera convert")
       ("random", po::value(&random),
@@ -77,6 +78,7 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("max-in-flight", po::value(&engine.max_in_flight)->default_value(0),
        "steps in the pipeline at once, each with its own requests (0: one per stage)")
       ;
+  // clang-format on
   device.add_to(desc);
   desc.add_options()
       ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)")
@@ -96,12 +98,15 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(flags.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
   TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
+  TESSERA_CHECK(o.device.step_timeout > 0,
+                "--step-timeout must be positive, got " << o.device.step_timeout);
   const std::vector<double> weights = parse_weights(o.pp_weights);
   LoadOptions load;
   load.stage_weights = weights;
   load.device = start_device(o.device);  // before the groups: NCCL's are made on the GPU
   const GroupTransport transport = group_transport(o.device, load.device);
-  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport), {}, o.engine};
+  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport), {}, o.engine,
+               false, nullptr};
   run.rank0 = run.groups.world->rank() == 0;
   load.dtype = model_dtype(o.device, load.device);
   TESSERA_CHECK(o.model.empty() != o.random.empty(),
@@ -128,6 +133,7 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   sched.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
   e.fail_at_step = injected_failure_step(run.groups.world->rank());
   e.decode_graphs = !load.device.is_cpu() && !vm["no-cuda-graphs"].as<bool>();
+  run.watchdog = std::make_shared<StepWatchdog>(o.device.step_timeout);
   if (run.rank0)
     std::fprintf(stderr,
                  "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %s, %.1f MB "
@@ -141,6 +147,8 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
 
 double communication_share(ProcessGroups& groups, double seconds) {
   Tensor t = Tensor::from_f32({float(groups.model_communication_seconds()), float(seconds)}, {2});
+  // (at the end of a run: a replica that finished first waits here for the others)
+  const OperationWatch::NotAStep end_of_run;
   groups.world->all_reduce(t, ReduceOp::kSum);
   return t.data<float>()[1] > 0 ? t.data<float>()[0] / t.data<float>()[1] : 0.0;
 }

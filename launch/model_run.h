@@ -2,11 +2,13 @@
 // sizing the KV cache; collective over the world.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "launch/gpu_setup.h"
 #include "launch/kv_budget.h"
 #include "launch/options.h"
+#include "launch/step_watchdog.h"
 #include "parallel/process_groups.h"
 #include "runtime/engine.h"
 #include "runtime/model_bundle.h"
@@ -35,6 +37,7 @@ struct ModelRun {
   ModelBundle bundle;
   EngineOptions engine;  // with the KV pool's size
   bool rank0 = false;
+  std::shared_ptr<StepWatchdog> watchdog;  // --step-timeout, from the end of loading on
   // Checks the layout, loads this rank's shard, sizes the KV cache (the least over ranks), and
   // prints what it did on rank 0.
   static ModelRun start(ModelRunOptions& options, const po::variables_map& vm);

@@ -1,9 +1,12 @@
 #include "parallel/mpi_communicator.h"
 
 #include "kernels/ops.h"
+#include "parallel/operation_watch.h"
 
+#include <unistd.h>
 #include <chrono>
 #include <climits>
+#include <mutex>
 #include <thread>
 
 namespace tessera {
@@ -48,7 +51,12 @@ MPI_Datatype mpi_type(DType dt) {
     case DType::kF16:
     case DType::kBF16:
       return MPI_UINT16_T;  // moved, never reduced
+    default:
+      break;
   }
+  TESSERA_ASSERT(false, "MPI moves no " << dtype_name(dt)
+                                        << " tensors (quantized weights stay "
+                                           "where they are loaded)");
   return MPI_BYTE;
 }
 
@@ -101,10 +109,47 @@ class OnHost {
 
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, bool owned)
+    : comm_(comm), owned_(owned), name_(comm == MPI_COMM_WORLD ? "world" : "group") {
   check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "set_errhandler");
   check_mpi(MPI_Comm_rank(comm_, &rank_), "comm_rank");
   check_mpi(MPI_Comm_size(comm_, &size_), "comm_size");
+  MPI_Group mine, world;  // (local: no communication)
+  check_mpi(MPI_Comm_group(comm_, &mine), "comm_group");
+  check_mpi(MPI_Comm_group(MPI_COMM_WORLD, &world), "comm_group");
+  std::vector<int> ranks(static_cast<size_t>(size_));
+  for (int r = 0; r < size_; ++r) ranks[size_t(r)] = r;
+  world_ranks_.resize(ranks.size());
+  check_mpi(MPI_Group_translate_ranks(mine, size_, ranks.data(), world, world_ranks_.data()),
+            "group_translate_ranks");
+  MPI_Group_free(&mine);
+  MPI_Group_free(&world);
+}
+
+namespace {
+std::mutex hosts_mutex;
+std::vector<std::string> world_hosts;  // (with hosts_mutex held)
+}  // namespace
+
+void MpiCommunicator::gather_hosts() {
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  gethostname(name, sizeof name - 1);
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::vector<char> all(static_cast<size_t>(size) * MPI_MAX_PROCESSOR_NAME);
+  check_mpi(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(),
+                          MPI_MAX_PROCESSOR_NAME, MPI_CHAR, MPI_COMM_WORLD),
+            "allgather");
+  std::lock_guard<std::mutex> lock(hosts_mutex);
+  world_hosts.clear();
+  for (int r = 0; r < size; ++r) world_hosts.emplace_back(&all[size_t(r) * MPI_MAX_PROCESSOR_NAME]);
+}
+
+std::string MpiCommunicator::host_of(int world_rank) {
+  std::lock_guard<std::mutex> lock(hosts_mutex);
+  return world_rank >= 0 && size_t(world_rank) < world_hosts.size()
+             ? world_hosts[size_t(world_rank)]
+             : std::string();
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -149,6 +194,7 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) cons
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   check_reducible(t, "all_reduce");
   OnHost h(t, true);
+  const OperationWatch::Scope watch("all_reduce", *this, t.numel(), dtype_name(t.dtype()));
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, h.raw(), element_count(t, "all_reduce"),
                           mpi_type(t.dtype()), mpi_op(op), comm_),
             "all_reduce");
@@ -162,6 +208,7 @@ void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
                                 << shape_str(out.shape()));
   const MPI_Datatype type = mpi_type(in.dtype());
   OnHost hin(in, true), hout(out, false);
+  const OperationWatch::Scope watch("all_gather", *this, in.numel(), dtype_name(in.dtype()));
   check_mpi(MPI_Allgather(hin.raw(), n, type, hout.raw(), n, type, comm_), "all_gather");
   hout.done();
 }
@@ -173,6 +220,7 @@ void MpiCommunicator::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op)
                  "reduce_scatter: " << shape_str(in.shape()) << " over " << size_ << " ranks into "
                                     << shape_str(out.shape()));
   OnHost hin(in, true), hout(out, false);
+  const OperationWatch::Scope watch("reduce_scatter", *this, in.numel(), dtype_name(in.dtype()));
   check_mpi(
       MPI_Reduce_scatter_block(hin.raw(), hout.raw(), n, mpi_type(in.dtype()), mpi_op(op), comm_),
       "reduce_scatter");
@@ -181,6 +229,7 @@ void MpiCommunicator::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op)
 
 void MpiCommunicator::send(const Tensor& t, int dst, int tag) {
   OnHost h(t, true);
+  const OperationWatch::Scope watch("send", *this, t.numel(), dtype_name(t.dtype()), dst);
   check_mpi(MPI_Send(h.raw(), element_count(t, "send"), mpi_type(t.dtype()), dst, tag, comm_),
             "send");
 }
@@ -188,6 +237,7 @@ void MpiCommunicator::send(const Tensor& t, int dst, int tag) {
 void MpiCommunicator::recv(Tensor& t, int src, int tag) {
   MPI_Status status;
   OnHost h(t, false);
+  const OperationWatch::Scope watch("recv", *this, t.numel(), dtype_name(t.dtype()), src);
   check_mpi(
       MPI_Recv(h.raw(), element_count(t, "recv"), mpi_type(t.dtype()), src, tag, comm_, &status),
       "recv");
@@ -202,6 +252,7 @@ void MpiCommunicator::recv(Tensor& t, int src, int tag) {
 void MpiCommunicator::send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) {
   MPI_Status status;
   OnHost hout(out, true), hin(in, false);
+  const OperationWatch::Scope watch("send_recv", *this, out.numel(), dtype_name(out.dtype()), src);
   check_mpi(MPI_Sendrecv(hout.raw(), element_count(out, "send_recv"), mpi_type(out.dtype()), dst,
                          tag, hin.raw(), element_count(in, "send_recv"), mpi_type(in.dtype()), src,
                          tag, comm_, &status),
@@ -211,6 +262,7 @@ void MpiCommunicator::send_recv(const Tensor& out, int dst, Tensor& in, int src,
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
   OnHost h(t, rank_ == root);
+  const OperationWatch::Scope watch("broadcast", *this, t.numel(), dtype_name(t.dtype()));
   check_mpi(MPI_Bcast(h.raw(), element_count(t, "broadcast"), mpi_type(t.dtype()), root, comm_),
             "broadcast");
   h.done();
@@ -227,11 +279,13 @@ void MpiCommunicator::broadcast_bytes(std::string& bytes, int root) {
   });
   TESSERA_ASSERT(n <= INT_MAX, "broadcast of " << n << " bytes");
   bytes.resize(size_t(n));
+  const OperationWatch::Scope watch("broadcast", *this, n, "bytes");
   check_mpi(MPI_Bcast(bytes.data(), int(n), MPI_BYTE, root, comm_), "broadcast");
 }
 
 void MpiCommunicator::send_bytes(const std::string& bytes, int dst, int tag) {
   TESSERA_ASSERT(bytes.size() <= size_t(INT_MAX), "send of " << bytes.size() << " bytes");
+  const OperationWatch::Scope watch("send", *this, int64_t(bytes.size()), "bytes", dst);
   check_mpi(MPI_Send(bytes.data(), int(bytes.size()), MPI_BYTE, dst, tag, comm_), "send");
 }
 
@@ -246,10 +300,12 @@ void MpiCommunicator::recv_bytes(std::string& bytes, int src, int tag) {
   int n = 0;
   check_mpi(MPI_Get_count(&status, MPI_BYTE, &n), "get_count");
   bytes.resize(size_t(n));
+  const OperationWatch::Scope watch("recv", *this, n, "bytes", status.MPI_SOURCE);
   check_mpi(MPI_Mrecv(bytes.data(), n, MPI_BYTE, &message, MPI_STATUS_IGNORE), "recv");
 }
 
 void MpiCommunicator::barrier() {
+  const OperationWatch::Scope watch("barrier", *this, 0, "elements");
   check_mpi(MPI_Barrier(comm_), "barrier");
 }
 

@@ -7,6 +7,8 @@
 
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "parallel/communicator.h"
 
@@ -27,6 +29,17 @@ class MpiCommunicator final : public Communicator {
   // Collective over this communicator.
   std::unique_ptr<MpiCommunicator> node_local() const;
   MPI_Comm comm() const { return comm_; }
+
+  // What the group is called in messages ("tp", "pp", ...; "world", or "group" until named).
+  const std::string& name() const { return name_; }
+  void set_name(std::string name) { name_ = std::move(name); }
+  // The world rank of this communicator's rank r.
+  int world_rank_of(int r) const { return world_ranks_.at(size_t(r)); }
+
+  // Every world rank's host name, gathered once (collective over the world; launch/ calls it at
+  // start), for messages that name where a peer runs; host_of is "" before that.
+  static void gather_hosts();
+  static std::string host_of(int world_rank);
 
   // A message that has arrived and not been received yet: from whom, with which tag.
   struct Arrival {
@@ -56,6 +69,8 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_;
   bool owned_;
   int rank_ = 0, size_ = 1;
+  std::string name_;
+  std::vector<int> world_ranks_;  // of ranks 0 .. size - 1
 };
 
 }  // namespace tessera

@@ -18,7 +18,8 @@ ProcessGroups ProcessGroups::create(const GridShape& shape, std::unique_ptr<MpiC
   // A group's color is the world rank of its member with that coordinate at zero.
   auto color = [&](GridCoord z) { return grid_rank(shape, z); };
   // The model's groups are timed so a run can report its communication share.
-  const auto model_group = [&](std::unique_ptr<MpiCommunicator> mpi) {
+  const auto model_group = [&](std::unique_ptr<MpiCommunicator> mpi, const char* name) {
+    mpi->set_name(name);
     std::unique_ptr<Communicator> carried;
     if (transport && mpi->size() > 1)
       carried = transport(std::move(mpi));
@@ -26,10 +27,12 @@ ProcessGroups ProcessGroups::create(const GridShape& shape, std::unique_ptr<MpiC
       carried = std::move(mpi);
     return std::make_unique<TimedCommunicator>(std::move(carried));
   };
-  g.tp = model_group(world->split(color({c.dp, c.pp, c.sp, 0}), c.tp));
-  g.sp = model_group(world->split(color({c.dp, c.pp, 0, c.tp}), c.sp));
-  g.pp = model_group(world->split(color({c.dp, 0, c.sp, c.tp}), c.pp));
-  g.dp = world->split(color({0, c.pp, c.sp, c.tp}), c.dp);
+  g.tp = model_group(world->split(color({c.dp, c.pp, c.sp, 0}), c.tp), "tp");
+  g.sp = model_group(world->split(color({c.dp, c.pp, 0, c.tp}), c.sp), "sp");
+  g.pp = model_group(world->split(color({c.dp, 0, c.sp, c.tp}), c.pp), "pp");
+  std::unique_ptr<MpiCommunicator> dp = world->split(color({0, c.pp, c.sp, c.tp}), c.dp);
+  dp->set_name("dp");
+  g.dp = std::move(dp);
   g.world = std::move(world);
   return g;
 }

@@ -10,7 +10,9 @@
 #                                           with HOST as its host name (unshare --uts)
 #   scripts/netns_cluster.sh mpirun NAME MPIRUN-ARGS...
 #                                           mpirun inside NAME-h1, starting the other hosts'
-#                                           daemons through `exec`, over TCP on the hosts' links
+#                                           daemons through `exec`, over TCP on the hosts' links;
+#                                           a daemon cut off from mpirun for 5 s (TCP keepalive)
+#                                           ends its host's ranks
 #   scripts/netns_cluster.sh list [NAME]    the hosts of NAME that are up
 #
 # Host i has address 198.18.K.i/24 (K: a subnet of its own per NAME, from its hash) on eth0; the
@@ -96,7 +98,9 @@ mpirun_in() {
   agent="$(cd "$(dirname "$0")" && pwd)/$(basename "$0") exec"
   exec ip netns exec "$first" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$first" \
     mpirun --mca plm_rsh_agent "$agent" --mca oob_tcp_if_include "198.18.$k.0/24" \
-    --mca btl_tcp_if_include "198.18.$k.0/24" --mca btl self,vader,tcp "$@"
+    --mca btl_tcp_if_include "198.18.$k.0/24" --mca btl self,vader,tcp \
+    --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 \
+    --mca oob_tcp_keepalive_probes 3 "$@"
 }
 
 cmd=${1:-}

@@ -1,10 +1,14 @@
 // The MPI communicator and the process groups, checked against values every rank can compute.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <numeric>
+#include <thread>
 
 #include "kernels/ops.h"
+#include "launch/step_watchdog.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/operation_watch.h"
 #include "parallel/process_groups.h"
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_memory.h"
@@ -18,6 +22,70 @@ std::vector<float> iota_from(float start, size_t n) {
   std::vector<float> v(n);
   std::iota(v.begin(), v.end(), start);
   return v;
+}
+
+// A step's operation is seen while it waits, named with its group and the world ranks (and their
+// hosts) it waits for; the step watchdog reports it once it has waited the timeout, and not
+// before; an operation inside NotAStep is not seen.
+TEST(MpiCommunicator, AWaitingOperationIsWatched) {
+  MpiCommunicator::gather_hosts();
+  auto world = MpiCommunicator::world();
+  const int r = world->rank(), p = world->size();
+  ASSERT_EQ(p % 2, 0) << "the test pairs ranks 2k and 2k + 1";
+  std::unique_ptr<MpiCommunicator> pair = world->split(r / 2, r);  // world ranks 2k, 2k + 1
+  pair->set_name("test pair");
+  EXPECT_FALSE(OperationWatch::current().has_value());
+  std::vector<std::string> reports;
+  std::mutex mu;
+  {
+    // Rank 1 of each pair sends late: rank 0 waits in its receive for 1.2 s.
+    cli::StepWatchdog dog(0.6, [&](const std::string& line) {
+      std::lock_guard<std::mutex> lock(mu);
+      reports.push_back(line);
+    });
+    Tensor t = Tensor::from_i32({7, 8}, {2});
+    std::optional<WaitingOperation> seen;
+    if (pair->rank() == 0) {
+      std::thread look([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        seen = OperationWatch::current();
+      });
+      pair->recv(t, 1, 5);
+      look.join();
+      ASSERT_TRUE(seen.has_value());
+      EXPECT_EQ(seen->what, "recv of 2 i32 in the test pair group");
+      EXPECT_EQ(seen->peers, std::vector<int>{r + 1});
+      EXPECT_GT(seen->seconds, 0.2);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // (the watchdog's next look)
+      std::lock_guard<std::mutex> lock(mu);
+      ASSERT_EQ(reports.size(), 1u);
+      EXPECT_NE(reports[0].find("MPI recv of 2 i32 in the test pair group has waited"),
+                std::string::npos)
+          << reports[0];
+      EXPECT_NE(reports[0].find("(--step-timeout 0.6) for rank " + std::to_string(r + 1) +
+                                " on host " + MpiCommunicator::host_of(r + 1)),
+                std::string::npos)
+          << reports[0];
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+      pair->send(t, 0, 5);
+      std::lock_guard<std::mutex> lock(mu);
+      EXPECT_TRUE(reports.empty()) << reports[0];  // its send did not wait
+    }
+  }
+  EXPECT_FALSE(OperationWatch::current().has_value());
+  {
+    const OperationWatch::NotAStep end_of_run;
+    std::optional<WaitingOperation> seen;
+    std::thread look([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      seen = OperationWatch::current();
+    });
+    if (r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    world->barrier();  // every rank but 0 waits here
+    look.join();
+    EXPECT_FALSE(seen.has_value()) << seen->what;
+  }
 }
 
 TEST(MpiCommunicator, AllReduceSumMaxMin) {
@@ -170,8 +238,8 @@ Tensor random_f32(int64_t n, int seed) {
 
 TEST_F(NcclGroups, CollectivesAgreeWithMpi) {
   auto mpi = MpiCommunicator::world();
-  auto nccl = NcclCommunicator::create(MpiCommunicator::world()->split(0, mpi->rank()),
-                                       {gpu_, 60.0});
+  auto nccl =
+      NcclCommunicator::create(MpiCommunicator::world()->split(0, mpi->rank()), {gpu_, 60.0});
   const int r = mpi->rank(), p = mpi->size();
   const Device gpu = Device::cuda(gpu_);
   Tensor host = random_f32(1000, r);

@@ -116,8 +116,10 @@ void check_bytes_read(const ModelConfig& c, DType matrices) {
         const std::string suffix = layer_suffix(s.name);
         const double per = s.shape.size() == 2 ? matrix_bytes : 4;
         if (suffix.empty()) {
-          if (s.name == "embed_tokens.weight" && first) expected += per * double(s.shape[0] / tp * s.shape[1]);
-          if (s.name == "lm_head.weight" && last) expected += per * double(s.shape[0] / tp * s.shape[1]);
+          if (s.name == "embed_tokens.weight" && first)
+            expected += per * double(s.shape[0] / tp * s.shape[1]);
+          if (s.name == "lm_head.weight" && last)
+            expected += per * double(s.shape[0] / tp * s.shape[1]);
           if (s.name == "norm.weight" && last) expected += 4 * double(s.shape[0]);
           continue;
         }
@@ -138,7 +140,9 @@ void check_bytes_read(const ModelConfig& c, DType matrices) {
     }
 }
 
-TEST(ModelParallel, EachRankReadsOnlyItsShare) { check_bytes_read(test_config(false), DType::kF32); }
+TEST(ModelParallel, EachRankReadsOnlyItsShare) {
+  check_bytes_read(test_config(false), DType::kF32);
+}
 
 TEST(ModelParallel, EachRankReadsOnlyItsShareOfAQuantizedFile) {
   check_bytes_read(quantized_config(), DType::kQ4_1);
@@ -162,7 +166,9 @@ TEST(ModelParallel, QuantizedWeightsMatchOneRank) {
       const LlamaModel model = LlamaModel::load(ref.reader, g.tp.get(), g.pp.get());
       const Tensor want = sequence_logits(ref.model, prompt);
       const Tensor got = sequence_logits(model, prompt);
-      if (model.stage().last()) EXPECT_LE(relative_max_diff(want, got), 1e-3f);
+      if (model.stage().last()) {
+        EXPECT_LE(relative_max_diff(want, got), 1e-3f);
+      }
       GenerationRequest req;
       req.prompt = prompt;
       req.max_tokens = 16;

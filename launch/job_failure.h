@@ -1,0 +1,13 @@
+// How a tessera process ends on an error: one line on stderr ("tessera: error on rank R of N:
+// ..." under several ranks, "tessera: error: ..." alone), then MPI_Abort so that every rank of
+// the job ends (or MPI_Finalize and exit 1 for one rank). Used by main() for what the commands
+// throw, and by the step watchdog's thread for a step that waits forever.
+#pragma once
+
+#include <string>
+
+namespace tessera::cli {
+
+[[noreturn]] void end_job_with_error(const std::string& message);
+
+}  // namespace tessera::cli
