@@ -144,7 +144,7 @@ def test_a_batch_job_whose_host_is_killed_resumes_with_each_request_once(
     name, _ = cluster
     inp, out, one = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "one.jsonl"
     lines = [json.dumps({"id": f"q{i}", "prompt": "hello world " * (1 + i % 3),
-                         "max_tokens": 24 + i % 9, "ignore_eos": True}) for i in range(60)]
+                         "max_tokens": 48 + i % 9, "ignore_eos": True}) for i in range(80)]
     inp.write_text("\n".join(lines) + "\n")
     r = subprocess.run([tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(one)],
                        capture_output=True, text=True, timeout=120)
@@ -154,11 +154,11 @@ def test_a_batch_job_whose_host_is_killed_resumes_with_each_request_once(
            "-o", str(out)]
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=MPI_ENV)
-    deadline = time.time() + 120
+    deadline = time.time() + 120  # (killed early, while both replicas have work left)
     while time.time() < deadline and job.poll() is None:
-        if out.exists() and len(out.read_text().splitlines()) >= 6:
+        if out.exists() and len(out.read_text().splitlines()) >= 2:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert job.poll() is None, "the job ended before its host could be killed: " + job.stderr.read()
     pids = subprocess.run(["ip", "netns", "pids", f"{name}-h2"], capture_output=True, text=True,
                           check=True).stdout.split()
@@ -174,11 +174,11 @@ def test_a_batch_job_whose_host_is_killed_resumes_with_each_request_once(
     _, err = job.communicate(timeout=60)
     assert job.returncode != 0, err
     done = len(out.read_text().splitlines())
-    assert 6 <= done < 60, done
+    assert 2 <= done < 80, done
     r = subprocess.run(cmd, capture_output=True, text=True, env=MPI_ENV, timeout=300)
     assert r.returncode == 0, r.stderr
     ids = [json.loads(l)["id"] for l in out.read_text().splitlines()]
-    assert sorted(ids) == sorted(f"q{i}" for i in range(60)), "an id is missing or twice"
+    assert sorted(ids) == sorted(f"q{i}" for i in range(80)), "an id is missing or twice"
     assert records_by_key(out) == records_by_key(one)
 
 
