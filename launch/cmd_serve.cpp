@@ -4,15 +4,18 @@
 // shuts every rank down.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include <unistd.h>
 
 #include "launch/engine_report.h"
 #include "launch/http_server.h"
+#include "launch/job_failure.h"
 #include "launch/model_run.h"
 #include "launch/options.h"
 #include "parallel/mpi_communicator.h"
@@ -116,12 +119,31 @@ int run_serve(const Args& args) {
                  "loading the model)\n",
                  http.host.c_str(), port, int(getpid()));
   }
+  // A step stuck on a lost rank (--step-timeout): /health says so, every request not ended fails
+  // with that line (a stream with an error event), and the job ends a few seconds later (time
+  // for the connection threads to answer, and for a client to see /health).
+  std::atomic<RequestBroker*> live_broker{nullptr};
+  run_options.on_stuck_step = [&server, &live_broker](const std::string& line) {
+    report_error(line);
+    if (server) {
+      server->fail(line);
+      if (RequestBroker* broker = live_broker.load())
+        broker->close(503, "the server lost a rank: " + line);
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+    }
+    end_job();
+  };
   ModelRun run = ModelRun::start(run_options, vm);
   run.engine.record_spans = false;
   Engine engine(*run.bundle.model, *run.bundle.tokenizer, run.engine);
   report_progress(engine, run_options.stats_interval);
   broker_options.kv_blocks = run.engine.scheduler.num_blocks * run_options.layout.sp;
   RequestBroker broker(broker_options, metrics);
+  live_broker.store(&broker);
+  struct Unpublish {  // (before the broker is destroyed)
+    std::atomic<RequestBroker*>& broker;
+    ~Unpublish() { broker.store(nullptr); }
+  } unpublish{live_broker};
   if (engine.leader()) {
     ServingContext context;
     context.tokenizer = run.bundle.tokenizer.get();

@@ -101,6 +101,8 @@ struct HttpServer::Impl {
   httplib::Server server;
   std::thread thread;
   std::atomic<bool> is_ready{false};
+  std::mutex failure_mu;
+  std::string failure;  // why the server cannot go on (guarded by failure_mu)
   ServingContext context;  // set once, before is_ready
   std::atomic<int64_t> next_id{0};
   std::atomic<int64_t> in_flight{0};  // routed requests whose answer is not yet written
@@ -348,6 +350,15 @@ struct HttpServer::Impl {
                       "application/json");
     });
     server.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      {
+        std::lock_guard<std::mutex> lock(failure_mu);
+        if (!failure.empty()) {
+          res.status = 503;
+          res.set_content(json{{"status", "failed"}, {"error", failure}}.dump(),
+                          "application/json");
+          return;
+        }
+      }
       const bool ready = is_ready.load();
       const bool draining = ready && !context.broker->accepting();
       res.status = ready && !draining ? 200 : 503;
@@ -459,6 +470,11 @@ void HttpServer::start() {
 void HttpServer::ready(const ServingContext& context) {
   impl_->context = context;
   impl_->is_ready.store(true);
+}
+
+void HttpServer::fail(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(impl_->failure_mu);
+  impl_->failure = reason;
 }
 
 void HttpServer::stop() {

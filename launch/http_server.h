@@ -46,6 +46,9 @@ class HttpServer {
   // "loading".
   void start();
   void ready(const ServingContext& context);
+  // The server cannot go on (a rank lost): /health answers 503 {"status": "failed", "error":
+  // reason} from now on. Any thread.
+  void fail(const std::string& reason);
   // Waits (10 s at most) for answers being written, closes the socket and joins the threads.
   void stop();
 

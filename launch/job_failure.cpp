@@ -7,22 +7,47 @@
 
 namespace tessera::cli {
 
-void end_job_with_error(const std::string& message) {
-  int init = 0, fin = 0, rank = 0, size = 1;
+namespace {
+
+struct World {
+  bool running = false;  // MPI initialised and not finalised
+  int rank = 0, size = 1;
+};
+
+World world() {
+  World w;
+  int init = 0, fin = 0;
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
-  if (init && !fin) {
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
+  w.running = init && !fin;
+  if (w.running) {
+    MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &w.size);
   }
-  if (size > 1) {
-    std::fprintf(stderr, "tessera: error on rank %d of %d: %s\n", rank, size, message.c_str());
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  std::fprintf(stderr, "tessera: error: %s\n", message.c_str());
-  if (init && !fin) MPI_Finalize();
+  return w;
+}
+
+}  // namespace
+
+void report_error(const std::string& message) {
+  const World w = world();
+  if (w.size > 1)
+    std::fprintf(stderr, "tessera: error on rank %d of %d: %s\n", w.rank, w.size, message.c_str());
+  else
+    std::fprintf(stderr, "tessera: error: %s\n", message.c_str());
+  std::fflush(stderr);
+}
+
+void end_job() {
+  const World w = world();
+  if (w.size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+  if (w.running) MPI_Finalize();
   std::exit(1);
+}
+
+void end_job_with_error(const std::string& message) {
+  report_error(message);
+  end_job();
 }
 
 }  // namespace tessera::cli

@@ -9,5 +9,9 @@
 namespace tessera::cli {
 
 [[noreturn]] void end_job_with_error(const std::string& message);
+// The two halves of it: the line now, and the end of the job (when something must happen in
+// between, as a server answering its clients).
+void report_error(const std::string& message);
+[[noreturn]] void end_job();
 
 }  // namespace tessera::cli

@@ -133,7 +133,7 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   sched.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
   e.fail_at_step = injected_failure_step(run.groups.world->rank());
   e.decode_graphs = !load.device.is_cpu() && !vm["no-cuda-graphs"].as<bool>();
-  run.watchdog = std::make_shared<StepWatchdog>(o.device.step_timeout);
+  run.watchdog = std::make_shared<StepWatchdog>(o.device.step_timeout, o.on_stuck_step);
   if (run.rank0)
     std::fprintf(stderr,
                  "tessera: KV cache: %lld blocks of %lld tokens per rank (%lld tokens, %s, %.1f MB "

@@ -2,6 +2,7 @@
 // sizing the KV cache; collective over the world.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,6 +28,9 @@ struct ModelRunOptions {
   EngineOptions engine;
   std::string trace;
   double stats_interval = 10;  // seconds between progress lines (0: none)
+  // Called (from the step watchdog's thread) with the line of a step stuck past --step-timeout;
+  // it must end the job (null: end_job_with_error at once).
+  std::function<void(const std::string&)> on_stuck_step;
   // Adds --model, --tp/--pp/--sp/--dp, --pp-weights, --microbatch, the KV-cache and batching
   // flags, --device and --gpu-memory, --max-context and --trace.
   void add_to(po::options_description& desc);

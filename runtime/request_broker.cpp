@@ -105,7 +105,10 @@ void RequestBroker::cancel(const std::shared_ptr<ServingJob>& job) {
 }
 
 void RequestBroker::start(Engine& engine, const std::shared_ptr<ServingJob>& job) {
-  active_[job.get()] = job;
+  {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    active_[job.get()] = job;
+  }
   job->remaining_ = int64_t(job->choices());
   for (size_t i = 0; i < job->choices(); ++i) {
     auto on_text = [job, i](const std::string& text, const GenerationResult& so_far) {
@@ -130,7 +133,10 @@ void RequestBroker::start(Engine& engine, const std::shared_ptr<ServingJob>& job
       metrics_.record_finish(result.finish_reason, result.prompt_tokens, n, ttft,
                              n > 1 ? result.decode_seconds / double(n - 1) : 0,
                              now - job->arrival_);
-      if (--job->remaining_ == 0) active_.erase(job.get());
+      if (--job->remaining_ == 0) {
+        std::lock_guard<std::mutex> lock(active_mu_);
+        active_.erase(job.get());
+      }
     };
     try {
       job->engine_ids_.push_back(engine.submit(job->request(i), on_text, on_done));
@@ -138,7 +144,10 @@ void RequestBroker::start(Engine& engine, const std::shared_ptr<ServingJob>& job
       if (e.kind() != ErrorKind::kInvalidInput) throw;
       job->remaining_ -= int64_t(job->choices() - i);  // never submitted
       fail(engine, job, 400, e.what());
-      if (job->remaining_ == 0) active_.erase(job.get());
+      if (job->remaining_ == 0) {
+        std::lock_guard<std::mutex> lock(active_mu_);
+        active_.erase(job.get());
+      }
       return;
     }
   }
@@ -215,7 +224,10 @@ void RequestBroker::close(int status, const std::string& message) {
     closed_ = true;
     left.swap(inbox_);
   }
-  for (const auto& [key, job] : active_) left.push_back(job);
+  {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    for (const auto& [key, job] : active_) left.push_back(job);
+  }
   for (const auto& job : left)
     job->update([&](ServingJob::State& s) {
       if (s.error.empty() && !s.ended()) {

@@ -80,8 +80,9 @@ class RequestBroker {
 
   // The engine thread's Engine::set_service hook.
   bool serve(Engine& engine, bool idle);
-  // The engine thread, when the engine failed: every job not ended fails with `status` and
-  // `message`, and the broker takes no more, so no connection thread waits for the engine.
+  // When the engine failed (its thread), or is stuck in a step that will not end (another
+  // thread: the step watchdog's): every job not ended fails with `status` and `message`, and the
+  // broker takes no more, so no connection thread waits for the engine.
   void close(int status, const std::string& message);
   int64_t active() const { return int64_t(active_.size()); }  // engine thread
 
@@ -99,7 +100,8 @@ class RequestBroker {
   std::vector<std::shared_ptr<ServingJob>> cancels_;
   bool closed_ = false;  // the engine takes no more jobs (guarded by mu_)
   // engine thread
-  std::map<const ServingJob*, std::shared_ptr<ServingJob>> active_;
+  std::map<const ServingJob*, std::shared_ptr<ServingJob>> active_;  // written under active_mu_
+  std::mutex active_mu_;  // the engine thread's writes of active_, and close() from elsewhere
   bool draining_ = false;
   double drain_deadline_ = 0;
 };

@@ -11,7 +11,7 @@
 #   scripts/netns_cluster.sh mpirun NAME MPIRUN-ARGS...
 #                                           mpirun inside NAME-h1, starting the other hosts'
 #                                           daemons through `exec`, over TCP on the hosts' links;
-#                                           a daemon cut off from mpirun for 5 s (TCP keepalive)
+#                                           a daemon cut off from mpirun for 8 s (TCP keepalive)
 #                                           ends its host's ranks
 #   scripts/netns_cluster.sh list [NAME]    the hosts of NAME that are up
 #
@@ -99,7 +99,7 @@ mpirun_in() {
   exec ip netns exec "$first" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$first" \
     mpirun --mca plm_rsh_agent "$agent" --mca oob_tcp_if_include "198.18.$k.0/24" \
     --mca btl_tcp_if_include "198.18.$k.0/24" --mca btl self,vader,tcp \
-    --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 \
+    --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 1 \
     --mca oob_tcp_keepalive_probes 3 "$@"
 }
 

@@ -243,7 +243,9 @@ def test_a_step_stuck_on_a_host_ends_every_rank_naming_it(cluster, tessera, tiny
             time.sleep(0.1)
         left = tessera_pids(cluster, "h1") + tessera_pids(cluster, "h2")
         assert not left, f"ranks still running {time.time() - t0:.1f} s after the fault: {left}"
-        _, err = job.communicate(timeout=30)
+        # (mpirun itself may wait to tell the cut-off host's daemon until the link is back)
+        subprocess.run(["ip", "-n", f"{name}-br", "link", "set", "h2", "up"], check=True)
+        _, err = job.communicate(timeout=60)
     finally:
         subprocess.run(["ip", "-n", f"{name}-br", "link", "set", "h2", "up"])
         for pid in tessera_pids(cluster, "h2"):
@@ -262,3 +264,69 @@ def test_a_step_stuck_on_a_host_ends_every_rank_naming_it(cluster, tessera, tiny
     ids = [json.loads(l)["id"] for l in out.read_text().splitlines()]
     assert sorted(ids) == sorted(f"q{i}" for i in range(40)), "an id is missing or twice"
     assert records_by_key(out) == records_by_key(one)
+
+
+
+def test_a_server_whose_follower_host_drops_fails_its_requests_and_exits(cluster, tessera,
+                                                                          default_model):
+    # PP=2 across two hosts, the server on the first. Mid-stream the second host's link goes
+    # down: once the step has waited --step-timeout, /health answers 503 naming the lost rank and
+    # host, the stream ends with an error event, and every rank exits; no client waits forever.
+    name, _ = cluster
+    port = 20000 + os.getpid() % 10000
+    in_h1 = ["ip", "netns", "exec", f"{name}-h1"]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [SCRIPT, "mpirun", name, "-H", f"{name}-h1:1,{name}-h2:1", "-x", "OMP_NUM_THREADS",
+         tessera, "serve", "-m", default_model, "--pp", "2", "--port", str(port),
+         "--served-model-name", "m", "--step-timeout", str(STEP_TIMEOUT), "--stats-interval",
+         "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=MPI_ENV)
+    stream = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            h = subprocess.run([*in_h1, "curl", "-s", f"{url}/health"], capture_output=True,
+                               text=True)
+            if '"ok"' in h.stdout:
+                break
+            assert server.poll() is None, server.stderr.read()
+            time.sleep(0.2)
+        body = json.dumps({"model": "m", "prompt": "Once upon a time", "max_tokens": 3000,
+                           "ignore_eos": True, "stream": True})
+        stream = subprocess.Popen([*in_h1, "curl", "-sN", "-X", "POST", f"{url}/v1/completions",
+                                   "-H", "Content-Type: application/json", "-d", body],
+                                  stdout=subprocess.PIPE, text=True)
+        first = [stream.stdout.readline() for _ in range(6)]  # tokens are flowing
+        assert any(l.startswith("data: {") for l in first), first
+        subprocess.run(["ip", "-n", f"{name}-br", "link", "set", "h2", "down"], check=True)
+        t0 = time.time()
+        health = None
+        while time.time() < t0 + STEP_TIMEOUT + 10 and server.poll() is None:
+            h = subprocess.run([*in_h1, "curl", "-s", "-w", " %{http_code}", f"{url}/health"],
+                               capture_output=True, text=True)
+            if h.stdout.endswith(" 503") and "failed" in h.stdout:
+                health = json.loads(h.stdout[:-4])
+                break
+            time.sleep(0.1)
+        assert health is not None, "/health never said the server failed"
+        assert f"rank 1 on host {name}-h2" in health["error"], health
+        rest, _ = stream.communicate(timeout=30)
+        events = [l[6:] for l in rest.splitlines() if l.startswith("data: ")]
+        assert events and events[-1] == "[DONE]" and "lost a rank" in events[-2], events[-3:]
+        while time.time() < t0 + STEP_TIMEOUT + 10 and (tessera_pids(cluster, "h1") or
+                                                         tessera_pids(cluster, "h2")):
+            time.sleep(0.1)
+        left = tessera_pids(cluster, "h1") + tessera_pids(cluster, "h2")
+        assert not left, f"ranks still running {time.time() - t0:.1f} s after the fault: {left}"
+        # (mpirun itself may wait to tell the cut-off host's daemon until the link is back)
+        subprocess.run(["ip", "-n", f"{name}-br", "link", "set", "h2", "up"], check=True)
+        _, err = server.communicate(timeout=60)
+        assert server.returncode != 0
+        assert f"rank 1 on host {name}-h2" in err, err[-2000:]
+    finally:
+        subprocess.run(["ip", "-n", f"{name}-br", "link", "set", "h2", "up"])
+        for p in (server, stream):
+            if p is not None and p.poll() is None:
+                p.kill()
+        for pid in tessera_pids(cluster, "h1") + tessera_pids(cluster, "h2"):
+            os.kill(pid, signal.SIGKILL)
