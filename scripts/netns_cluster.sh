@@ -12,7 +12,9 @@
 #                                           mpirun inside NAME-h1, starting the other hosts'
 #                                           daemons through `exec`, over TCP on the hosts' links;
 #                                           a daemon cut off from mpirun for 8 s (TCP keepalive)
-#                                           ends its host's ranks
+#                                           ends its host's ranks; waiting ranks yield the cores
+#                                           (the hosts share this machine's: a rank spinning in
+#                                           a collective would starve the one computing)
 #   scripts/netns_cluster.sh list [NAME]    the hosts of NAME that are up
 #
 # Host i has address 198.18.K.i/24 (K: a subnet of its own per NAME, from its hash) on eth0; the
@@ -100,7 +102,7 @@ mpirun_in() {
     mpirun --mca plm_rsh_agent "$agent" --mca oob_tcp_if_include "198.18.$k.0/24" \
     --mca btl_tcp_if_include "198.18.$k.0/24" --mca btl self,vader,tcp \
     --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 1 \
-    --mca oob_tcp_keepalive_probes 3 "$@"
+    --mca oob_tcp_keepalive_probes 3 --mca mpi_yield_when_idle 1 "$@"
 }
 
 cmd=${1:-}
