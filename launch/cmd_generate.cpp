@@ -74,6 +74,7 @@ class RecordChannel {
  public:
   RecordChannel(ResultLog* log, bool leader)
       : log_(log), leader_(leader), comm_(MpiCommunicator::world()->split(0, 0)) {
+    comm_->set_name("batch records");
     // The keys of the records already written, from the writer to every rank (the leaders use
     // them).
     std::string keys;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include <unistd.h>
@@ -121,16 +122,19 @@ int run_serve(const Args& args) {
   }
   // A step stuck on a lost rank (--step-timeout): /health says so, every request not ended fails
   // with that line (a stream with an error event), and the job ends a few seconds later (time
-  // for the connection threads to answer, and for a client to see /health).
-  std::atomic<RequestBroker*> live_broker{nullptr};
-  run_options.on_stuck_step = [&server, &live_broker](const std::string& line) {
+  // for the connection threads to answer, and for a client to see /health). The other ranks
+  // that find a stuck step wait a little longer before they end the job, so that rank 0's
+  // clients hear first.
+  std::mutex broker_mu;  // the broker's publication against the watchdog's use of it
+  RequestBroker* live_broker = nullptr;  // (guarded by broker_mu)
+  run_options.on_stuck_step = [&server, &broker_mu, &live_broker](const std::string& line) {
     report_error(line);
     if (server) {
       server->fail(line);
-      if (RequestBroker* broker = live_broker.load())
-        broker->close(503, "the server lost a rank: " + line);
-      std::this_thread::sleep_for(std::chrono::seconds(3));
+      std::lock_guard<std::mutex> lock(broker_mu);
+      if (live_broker) live_broker->close(503, "the server lost a rank: " + line);
     }
+    std::this_thread::sleep_for(std::chrono::seconds(server ? 3 : 4));
     end_job();
   };
   ModelRun run = ModelRun::start(run_options, vm);
@@ -139,11 +143,18 @@ int run_serve(const Args& args) {
   report_progress(engine, run_options.stats_interval);
   broker_options.kv_blocks = run.engine.scheduler.num_blocks * run_options.layout.sp;
   RequestBroker broker(broker_options, metrics);
-  live_broker.store(&broker);
-  struct Unpublish {  // (before the broker is destroyed)
-    std::atomic<RequestBroker*>& broker;
-    ~Unpublish() { broker.store(nullptr); }
-  } unpublish{live_broker};
+  {
+    std::lock_guard<std::mutex> lock(broker_mu);
+    live_broker = &broker;
+  }
+  struct Unpublish {  // (before the broker is destroyed; waits for a watchdog using it)
+    std::mutex& mu;
+    RequestBroker*& broker;
+    ~Unpublish() {
+      std::lock_guard<std::mutex> lock(mu);
+      broker = nullptr;
+    }
+  } unpublish{broker_mu, live_broker};
   if (engine.leader()) {
     ServingContext context;
     context.tokenizer = run.bundle.tokenizer.get();

@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
@@ -14,8 +15,16 @@ struct World {
   int rank = 0, size = 1;
 };
 
+std::atomic<int> remembered_rank{-1}, remembered_size{0};
+
 World world() {
   World w;
+  if (remembered_rank.load() >= 0) {
+    w.running = true;
+    w.rank = remembered_rank.load();
+    w.size = remembered_size.load();
+    return w;
+  }
   int init = 0, fin = 0;
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
@@ -29,6 +38,14 @@ World world() {
 
 }  // namespace
 
+void remember_world() {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  remembered_size.store(size);
+  remembered_rank.store(rank);
+}
+
 void report_error(const std::string& message) {
   const World w = world();
   if (w.size > 1)
@@ -41,7 +58,9 @@ void report_error(const std::string& message) {
 void end_job() {
   const World w = world();
   if (w.size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-  if (w.running) MPI_Finalize();
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (w.running && !fin) MPI_Finalize();
   std::exit(1);
 }
 

@@ -9,6 +9,10 @@
 namespace tessera::cli {
 
 [[noreturn]] void end_job_with_error(const std::string& message);
+// Remembers the world's rank and size (main(), once MPI is initialised), so that the step
+// watchdog's thread names its rank without calling MPI (only MPI_Abort, which Open MPI takes
+// from any thread; MPI_THREAD_FUNNELED does not promise it).
+void remember_world();
 // The two halves of it: the line now, and the end of the job (when something must happen in
 // between, as a server answering its clients).
 void report_error(const std::string& message);

@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
       fail("this MPI library cannot run with threads that do not call MPI (MPI_THREAD_FUNNELED)");
     check_same_arguments(argc, argv);
     tessera::MpiCommunicator::gather_hosts();  // (so that a stuck step can name its peers' hosts)
+    tessera::cli::remember_world();
   }
   int code = 0;
   try {

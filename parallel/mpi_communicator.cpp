@@ -110,7 +110,7 @@ class OnHost {
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, bool owned)
-    : comm_(comm), owned_(owned), name_(comm == MPI_COMM_WORLD ? "world" : "group") {
+    : comm_(comm), owned_(owned), name_(comm == MPI_COMM_WORLD ? "world" : "unnamed") {
   check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "set_errhandler");
   check_mpi(MPI_Comm_rank(comm_, &rank_), "comm_rank");
   check_mpi(MPI_Comm_size(comm_, &size_), "comm_size");
@@ -174,7 +174,9 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::node_local() const {
   MPI_Comm node = MPI_COMM_NULL;
   check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
             "comm_split_type");
-  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(node, true));
+  std::unique_ptr<MpiCommunicator> local(new MpiCommunicator(node, true));
+  local->set_name("node-local");
+  return local;
 }
 
 std::optional<MpiCommunicator::Arrival> MpiCommunicator::arrived(int tag) const {
@@ -252,7 +254,8 @@ void MpiCommunicator::recv(Tensor& t, int src, int tag) {
 void MpiCommunicator::send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) {
   MPI_Status status;
   OnHost hout(out, true), hin(in, false);
-  const OperationWatch::Scope watch("send_recv", *this, out.numel(), dtype_name(out.dtype()), src);
+  const OperationWatch::Scope watch("send_recv", *this, out.numel(), dtype_name(out.dtype()), src,
+                                    dst);
   check_mpi(MPI_Sendrecv(hout.raw(), element_count(out, "send_recv"), mpi_type(out.dtype()), dst,
                          tag, hin.raw(), element_count(in, "send_recv"), mpi_type(in.dtype()), src,
                          tag, comm_, &status),

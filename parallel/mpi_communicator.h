@@ -30,7 +30,7 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<MpiCommunicator> node_local() const;
   MPI_Comm comm() const { return comm_; }
 
-  // What the group is called in messages ("tp", "pp", ...; "world", or "group" until named).
+  // What the group is called in messages ("tp", "pp", ...; "world", or "unnamed" until named).
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }
   // The world rank of this communicator's rank r.

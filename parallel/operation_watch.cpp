@@ -17,7 +17,7 @@ struct Slot {
   const MpiCommunicator* comm = nullptr;
   int64_t elements = 0;
   std::string_view dtype;
-  int peer = -1;
+  int peer = -1, second_peer = -1;
   Clock::time_point since;
 };
 
@@ -34,11 +34,11 @@ Slot& slot() {  // (with slot_mutex held)
 }  // namespace
 
 OperationWatch::Scope::Scope(const char* op, const MpiCommunicator& comm, int64_t elements,
-                             std::string_view dtype, int peer) {
+                             std::string_view dtype, int peer, int second_peer) {
   std::lock_guard<std::mutex> lock(slot_mutex());
   Slot& s = slot();
   if (s.not_a_step > 0) return;
-  s = Slot{0, true, op, &comm, elements, dtype, peer, Clock::now()};
+  s = Slot{0, true, op, &comm, elements, dtype, peer, second_peer, Clock::now()};
 }
 
 OperationWatch::Scope::~Scope() {
@@ -65,6 +65,8 @@ std::optional<WaitingOperation> OperationWatch::current() {
            " in the " + s.comm->name() + " group";
   if (s.peer >= 0) {
     w.peers.push_back(s.comm->world_rank_of(s.peer));
+    if (s.second_peer >= 0 && s.second_peer != s.peer)
+      w.peers.push_back(s.comm->world_rank_of(s.second_peer));
   } else {
     for (int r = 0; r < s.comm->size(); ++r)
       if (r != s.comm->rank()) w.peers.push_back(s.comm->world_rank_of(r));

@@ -26,11 +26,12 @@ struct WaitingOperation {
 class OperationWatch {
  public:
   // The calling thread is in `op` on `comm` from construction to destruction: `elements` of
-  // `dtype`, with the group rank `peer` (a send or receive) or every other member (peer < 0).
+  // `dtype`, with the group ranks `peer` and `second_peer` (a send, a receive, or both at once)
+  // or every other member (peer < 0).
   class Scope {
    public:
     Scope(const char* op, const MpiCommunicator& comm, int64_t elements, std::string_view dtype,
-          int peer = -1);
+          int peer = -1, int second_peer = -1);
     ~Scope();
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;

@@ -32,15 +32,29 @@ subnet_of() {  # NAME -> the third octet of its /24 (1..250)
   echo $(( $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 250 + 1 ))
 }
 
+namespaces() {  # every network namespace's name (the whole list read: no SIGPIPE under pipefail)
+  ip netns list | awk '{print $1}'
+}
+
+ns_exists() {  # NS
+  namespaces | awk -v ns="$1" '$1 == ns {found = 1} END {exit !found}'
+}
+
 hosts_of() {  # NAME -> its host namespaces, in order
-  ip netns list | awk '{print $1}' | grep -E "^$1-h[0-9]+\$" | sort -t h -k2 -n || true
+  namespaces | awk -v name="$1" 'index($1, name "-h") == 1 && substr($1, length(name) + 3) ~ /^[0-9]+$/' |
+    sort -V
+}
+
+check_name() {  # NAME: letters and digits, starting with a letter (namespace and host names)
+  [[ $1 =~ ^[a-z][a-z0-9]{0,15}$ ]] || die "a cluster name is 1-16 lower-case letters and digits, starting with a letter, not '$1'"
 }
 
 up() {
   local n=$1 name=$2
   [[ $n =~ ^[0-9]+$ ]] && (( n >= 1 && n <= 200 )) || die "up wants a host count from 1 to 200, not '$n'"
+  trap 'down "$name"' ERR  # a half-made cluster is removed
   [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-  [ -z "$(hosts_of "$name")" ] && ! ip netns list | grep -q "^$name-br\b" ||
+  [ -z "$(hosts_of "$name")" ] && ! ns_exists "$name-br" ||
     die "$name is already up (scripts/netns_cluster.sh down $name first)"
   local k br=$name-br
   k=$(subnet_of "$name")
@@ -72,20 +86,22 @@ up() {
 }
 
 down() {
-  local name=$1 ns
+  local name=$1 ns pid
   for ns in $(hosts_of "$name"); do
+    for pid in $(ip netns pids "$ns"); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns"
-    rm -rf "/etc/netns/$ns"
   done
-  if ip netns list | grep -q "^$name-br\b"; then ip netns del "$name-br"; fi
+  rm -rf /etc/netns/"$name"-h*  # (also what a reboot left: the namespaces gone, the files not)
+  if ns_exists "$name-br"; then ip netns del "$name-br"; fi
 }
 
 exec_in() {
   local host=$1
   shift
-  ip netns list | grep -q "^$host\b" || die "no host $host (scripts/netns_cluster.sh up first)"
-  # (Open MPI's launcher passes the daemon's command line as one string, as ssh would)
-  exec ip netns exec "$host" unshare --uts sh -c "hostname $host && exec sh -c \"\$0\"" "$*"
+  ns_exists "$host" || die "no host $host (scripts/netns_cluster.sh up first)"
+  # (Open MPI's launcher passes the daemon's command line as one string, as ssh would; the
+  # daemons inherit mpirun's environment, which ssh would not pass: -x still matters elsewhere)
+  exec ip netns exec "$host" unshare --uts sh -c 'hostname "$1" && exec sh -c "$0"' "$*" "$host"
 }
 
 mpirun_in() {
@@ -107,10 +123,11 @@ mpirun_in() {
 
 cmd=${1:-}
 case "$cmd" in
-  up) up "${2:-}" "${3:-tsr}" ;;
-  down) down "${2:-tsr}" ;;
+  up) check_name "${3:-tsr}"; up "${2:-}" "${3:-tsr}" ;;
+  down) check_name "${2:-tsr}"; down "${2:-tsr}" ;;
   exec) [ $# -ge 3 ] || die "exec wants a host and a command"; shift; exec_in "$@" ;;
-  mpirun) [ $# -ge 3 ] || die "mpirun wants a cluster name and mpirun's arguments"; shift; mpirun_in "$@" ;;
-  list) hosts_of "${2:-tsr}" ;;
+  mpirun) [ $# -ge 3 ] || die "mpirun wants a cluster name and mpirun's arguments"; shift
+    check_name "$1"; mpirun_in "$@" ;;
+  list) check_name "${2:-tsr}"; hosts_of "${2:-tsr}" ;;
   *) die "usage: netns_cluster.sh up N [NAME] | down [NAME] | exec HOST CMD | mpirun NAME ARGS... | list [NAME]" ;;
 esac

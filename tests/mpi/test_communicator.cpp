@@ -38,16 +38,17 @@ TEST(MpiCommunicator, AWaitingOperationIsWatched) {
   std::vector<std::string> reports;
   std::mutex mu;
   {
-    // Rank 1 of each pair sends late: rank 0 waits in its receive for 1.2 s.
-    cli::StepWatchdog dog(0.6, [&](const std::string& line) {
+    // Rank 1 of each pair sends late: rank 0 waits in its receive for 3 s.
+    cli::StepWatchdog dog(1.0, [&](const std::string& line) {
       std::lock_guard<std::mutex> lock(mu);
       reports.push_back(line);
     });
     Tensor t = Tensor::from_i32({7, 8}, {2});
     std::optional<WaitingOperation> seen;
+    pair->barrier();  // (both start together)
     if (pair->rank() == 0) {
       std::thread look([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
         seen = OperationWatch::current();
       });
       pair->recv(t, 1, 5);
@@ -55,19 +56,19 @@ TEST(MpiCommunicator, AWaitingOperationIsWatched) {
       ASSERT_TRUE(seen.has_value());
       EXPECT_EQ(seen->what, "recv of 2 i32 in the test pair group");
       EXPECT_EQ(seen->peers, std::vector<int>{r + 1});
-      EXPECT_GT(seen->seconds, 0.2);
+      EXPECT_GT(seen->seconds, 0.1);
       std::this_thread::sleep_for(std::chrono::milliseconds(300));  // (the watchdog's next look)
       std::lock_guard<std::mutex> lock(mu);
       ASSERT_EQ(reports.size(), 1u);
       EXPECT_NE(reports[0].find("MPI recv of 2 i32 in the test pair group has waited"),
                 std::string::npos)
           << reports[0];
-      EXPECT_NE(reports[0].find("(--step-timeout 0.6) for rank " + std::to_string(r + 1) +
+      EXPECT_NE(reports[0].find("(--step-timeout 1) for rank " + std::to_string(r + 1) +
                                 " on host " + MpiCommunicator::host_of(r + 1)),
                 std::string::npos)
           << reports[0];
     } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+      std::this_thread::sleep_for(std::chrono::milliseconds(3000));
       pair->send(t, 0, 5);
       std::lock_guard<std::mutex> lock(mu);
       EXPECT_TRUE(reports.empty()) << reports[0];  // its send did not wait
