@@ -21,6 +21,7 @@
 #include "launch/gpu_setup.h"
 #include "launch/kv_budget.h"
 #include "launch/options.h"
+#include "launch/step_watchdog.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
@@ -150,14 +151,16 @@ LinkFigures exercise_link(MpiCommunicator& world, int peer, int64_t bytes) {
   constexpr int kTag = 7200;
   const bool first = world.rank() == 0;
   const int other = first ? peer : 0;
-  std::string small(8, '\0'), back;
+  // (tensors, whose sends and receives the step watchdog watches: a cut link ends the doctor
+  // with a line naming the host instead of a hang)
+  Tensor small = Tensor::zeros({8}, DType::kU8), small_back = Tensor::zeros({8}, DType::kU8);
   const auto ping = [&] {
     if (first) {
-      world.send_bytes(small, other, kTag);
-      world.recv_bytes(back, other, kTag);
+      world.send(small, other, kTag);
+      world.recv(small_back, other, kTag);
     } else {
-      world.recv_bytes(back, other, kTag);
-      world.send_bytes(small, other, kTag);
+      world.recv(small_back, other, kTag);
+      world.send(small, other, kTag);
     }
   };
   for (int i = 0; i < 5; ++i) ping();  // warm-up
@@ -166,17 +169,16 @@ LinkFigures exercise_link(MpiCommunicator& world, int peer, int64_t bytes) {
   auto a = Clock::now();
   for (int i = 0; i < kRounds; ++i) ping();
   f.latency_us = 1e6 * std::chrono::duration<double>(Clock::now() - a).count() / kRounds / 2;
-  const std::string big(static_cast<size_t>(bytes), '\1');
-  const std::string ack(1, '\0');
+  Tensor big = Tensor::zeros({bytes}, DType::kU8), ack = Tensor::zeros({1}, DType::kU8);
   double best = 1e30;
   for (int i = 0; i < 6; ++i) {
     a = Clock::now();
     if (first) {
-      world.send_bytes(big, other, kTag);
-      world.recv_bytes(back, other, kTag);
+      world.send(big, other, kTag);
+      world.recv(ack, other, kTag);
     } else {
-      world.recv_bytes(back, other, kTag);
-      world.send_bytes(ack, other, kTag);
+      world.recv(big, other, kTag);
+      world.send(ack, other, kTag);
     }
     const double s = std::chrono::duration<double>(Clock::now() - a).count();
     if (i > 0) best = std::min(best, s);
@@ -254,6 +256,10 @@ int run_doctor(const Args& args) {
   }
   world->broadcast_bytes(verdict, 0);
   TESSERA_CHECK(verdict.empty(), verdict);
+
+  // From here on every exchange is watched (--step-timeout): a peer that stops answering ends the
+  // doctor with one line naming it and its host.
+  StepWatchdog watchdog(device.step_timeout);
 
   // Between hosts: rank 0 against the first rank of every other host, over whatever carries
   // MPI between them (TCP across real hosts), one pair at a time while the other ranks wait.
