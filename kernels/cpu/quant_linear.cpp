@@ -303,21 +303,16 @@ inline __m256 lane(__m128 v) {
   return _mm256_broadcastss_ps(_mm_shuffle_ps(v, v, c * 0x55));
 }
 
-// R activation rows (their blocks at act + r * act_stride) against the C weight rows from row n
-// (C <= 4): y[r * ldy + n + c]. Each (row, weight row) pair sums its chunks in order in its own
-// accumulator, whatever R and C are.
-template <DType F, int R, int C>
-inline void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t blocks,
-                         const uint8_t* w, size_t row_bytes, int64_t n, int64_t n_end, float* y,
-                         int64_t ldy) {
+// One row of x (its activation blocks at act) against the C weight rows from row n (C <= 4):
+// y[n + c]. Each weight row sums its chunks in order in its own accumulator, whatever C is.
+template <DType F, int C>
+inline void integer_tile(const ActivationBlock* act, int64_t blocks, const uint8_t* w,
+                         size_t row_bytes, int64_t n, int64_t n_end, float* y) {
   using Fmt = Format<F>;
   constexpr int J = Fmt::kChunks;
-  __m256 acc[R][C];
-  __m128 offsets[R];  // row c's in lane c
-  for (int r = 0; r < R; ++r) {
-    offsets[r] = _mm_setzero_ps();
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-  }
+  __m256 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  __m128 offsets = _mm_setzero_ps();  // weight row c's in lane c
   const uint8_t* rows = w + size_t(n) * row_bytes;
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* block = rows + size_t(b) * Fmt::kBytes;
@@ -336,34 +331,25 @@ inline void integer_tile(const ActivationBlock* act, int64_t act_stride, int64_t
     block_scales<F, C>(block, row_bytes, d, m);
     each_chunk<J>([&](auto chunk) {
       constexpr int j = decltype(chunk)::value;
-      const __m128 dj = _mm_load_ps(d[j]);
-      __m128 scale[R];  // D S d of each weight row, for each row of x
-      for (int r = 0; r < R; ++r) {
-        const ActivationBlock& a = act[r * act_stride + b * J + j];
-        scale[r] = _mm_mul_ps(dj, _mm_set1_ps(a.d));
-        if constexpr (Fmt::kOffsets)
-          offsets[r] = _mm_fmadd_ps(_mm_load_ps(m[j]), _mm_set1_ps(a.s), offsets[r]);
-      }
+      const ActivationBlock& a = act[b * J + j];
+      const __m128 scale = _mm_mul_ps(_mm_load_ps(d[j]), _mm_set1_ps(a.d));  // D S d, lane c
+      if constexpr (Fmt::kOffsets)
+        offsets = _mm_fmadd_ps(_mm_load_ps(m[j]), _mm_set1_ps(a.s), offsets);
       // Each weight row's chunk decoded, then used at once (fewer registers held than all C).
       each_chunk<C>([&](auto tile_row) {
         constexpr int c = decltype(tile_row)::value;
         const Codes codes = Fmt::template codes<j>(block + size_t(c) * row_bytes);
-        for (int r = 0; r < R; ++r) {
-          const int16_t* q = act[r * act_stride + b * J + j].q;
-          const __m256i dot = _mm256_add_epi32(
-              _mm256_madd_epi16(codes.lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))),
-              _mm256_madd_epi16(codes.hi,
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 16))));
-          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), lane<c>(scale[r]), acc[r][c]);
-        }
+        const auto* q = reinterpret_cast<const __m256i*>(a.q);
+        const __m256i dot =
+            _mm256_add_epi32(_mm256_madd_epi16(codes.lo, _mm256_loadu_si256(q)),
+                             _mm256_madd_epi16(codes.hi, _mm256_loadu_si256(q + 1)));
+        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), lane<c>(scale), acc[c]);
       });
     });
   }
-  for (int r = 0; r < R; ++r) {
-    alignas(16) float off[4];
-    _mm_store_ps(off, offsets[r]);
-    for (int c = 0; c < C; ++c) y[r * ldy + n + c] = hsum256(acc[r][c]) + off[c];
-  }
+  alignas(16) float off[4];
+  _mm_store_ps(off, offsets);
+  for (int c = 0; c < C; ++c) y[n + c] = hsum256(acc[c]) + off[c];
 }
 
 // (p[0], p[1]) in lanes (0, 1), (2, 3), (4, 5) and (6, 7).
@@ -436,7 +422,7 @@ struct LaneScales {
 };
 
 // R activation rows against the C weight rows from row n (R * C = 8; C = kLaneTileRows): for
-// each row of x the same sums as integer_tile<F, 1, C> (each pair's chunks in order, in its own
+// each row of x the same sums as integer_tile<F, C> (each pair's chunks in order, in its own
 // accumulator, the same float operations, so a row's result is the same bits in either), with a
 // chunk's scales and offsets of the eight (row, weight row) pairs formed in one vector, lane r * C
 // + c (tile_lanes): fewer instructions per 32 products, for the batched steps and prompts, where
@@ -499,9 +485,8 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
   int64_t n = n0;
   if (m == 1) {  // Format<F>::kRows weight rows at a time: that many independent sums in flight
     constexpr int C = Format<F>::kRows;
-    for (; n + C <= n1; n += C)
-      integer_tile<F, 1, C>(act, stride, blocks, w, row_bytes, n, n1, y, ldy);
-    for (; n < n1; ++n) integer_tile<F, 1, 1>(act, stride, blocks, w, row_bytes, n, n1, y, ldy);
+    for (; n + C <= n1; n += C) integer_tile<F, C>(act, blocks, w, row_bytes, n, n1, y);
+    for (; n < n1; ++n) integer_tile<F, 1>(act, blocks, w, row_bytes, n, n1, y);
     return;
   }
   // GEMM blocking: a panel of weight rows (about 192 KiB) stays in L2 while every group of R rows
@@ -525,8 +510,7 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
         integer_lane_tile<F, R, C>(a, stride, rows, lanes, blocks, w, row_bytes, n, yr, ldy);
       for (; n < p1; ++n)  // a last weight row of an odd panel: one row of x at a time
         for (int64_t i = 0; i < rows; ++i)
-          integer_tile<F, 1, 1>(a + i * stride, stride, blocks, w, row_bytes, n, n1, yr + i * ldy,
-                                ldy);
+          integer_tile<F, 1>(a + i * stride, blocks, w, row_bytes, n, n1, yr + i * ldy);
     }
   }
 }
@@ -611,45 +595,38 @@ bool cpu_has_avx2() {
 #endif
 }
 
+#if defined(__x86_64__)
+// fn(std::integral_constant<DType, F>{}) for the quantized format F of `dtype`, and true; false
+// for any other type. (Where each format's kernels are instantiated, once.)
+template <class Fn>
+bool with_quantized_format(DType dtype, Fn&& fn) {
+  // clang-format off
+  switch (dtype) {
+    case DType::kQ8_0: fn(std::integral_constant<DType, DType::kQ8_0>{}); return true;
+    case DType::kQ4_0: fn(std::integral_constant<DType, DType::kQ4_0>{}); return true;
+    case DType::kQ4_1: fn(std::integral_constant<DType, DType::kQ4_1>{}); return true;
+    case DType::kQ5_0: fn(std::integral_constant<DType, DType::kQ5_0>{}); return true;
+    case DType::kQ5_1: fn(std::integral_constant<DType, DType::kQ5_1>{}); return true;
+    case DType::kQ4_K: fn(std::integral_constant<DType, DType::kQ4_K>{}); return true;
+    case DType::kQ5_K: fn(std::integral_constant<DType, DType::kQ5_K>{}); return true;
+    case DType::kQ6_K: fn(std::integral_constant<DType, DType::kQ6_K>{}); return true;
+    default: return false;
+  }
+  // clang-format on
+}
+#endif
+
 // Rows [r0, r1) of w decoded to float32 at out (row by row, k each).
 void decode_rows(const Tensor& w, int64_t r0, int64_t r1, int64_t k, float* out) {
   const size_t row_bytes = dtype_bytes(w.dtype(), k);
   const auto* base = static_cast<const uint8_t*>(w.raw());
 #if defined(__x86_64__)
   if (integer_kernels_available()) {
-    void (*decode)(const uint8_t*, int64_t, float*) = nullptr;
-    switch (w.dtype()) {
-      case DType::kQ8_0:
-        decode = decode_row<DType::kQ8_0>;
-        break;
-      case DType::kQ4_0:
-        decode = decode_row<DType::kQ4_0>;
-        break;
-      case DType::kQ4_1:
-        decode = decode_row<DType::kQ4_1>;
-        break;
-      case DType::kQ5_0:
-        decode = decode_row<DType::kQ5_0>;
-        break;
-      case DType::kQ5_1:
-        decode = decode_row<DType::kQ5_1>;
-        break;
-      case DType::kQ4_K:
-        decode = decode_row<DType::kQ4_K>;
-        break;
-      case DType::kQ5_K:
-        decode = decode_row<DType::kQ5_K>;
-        break;
-      case DType::kQ6_K:
-        decode = decode_row<DType::kQ6_K>;
-        break;
-      default:
-        break;
-    }
-    if (decode) {
-      for (int64_t r = r0; r < r1; ++r) decode(base + size_t(r) * row_bytes, k, out + (r - r0) * k);
-      return;
-    }
+    const bool decoded = with_quantized_format(w.dtype(), [&](auto format) {
+      for (int64_t r = r0; r < r1; ++r)
+        decode_row<decltype(format)::value>(base + size_t(r) * row_bytes, k, out + (r - r0) * k);
+    });
+    if (decoded) return;
   }
 #endif
   convert_to_f32(w.dtype(), base + size_t(r0) * row_bytes, out, size_t((r1 - r0) * k));
@@ -677,26 +654,10 @@ void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, i
 #if defined(__x86_64__)
   if (act != nullptr && integer_kernels_available()) {
     const auto* wb = static_cast<const uint8_t*>(w.raw());
-    switch (w.dtype()) {
-      case DType::kQ8_0:
-        return integer_linear<DType::kQ8_0>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ4_0:
-        return integer_linear<DType::kQ4_0>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ4_1:
-        return integer_linear<DType::kQ4_1>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ5_0:
-        return integer_linear<DType::kQ5_0>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ5_1:
-        return integer_linear<DType::kQ5_1>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ4_K:
-        return integer_linear<DType::kQ4_K>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ5_K:
-        return integer_linear<DType::kQ5_K>(act, m, k, wb, n0, n1, y, ldy);
-      case DType::kQ6_K:
-        return integer_linear<DType::kQ6_K>(act, m, k, wb, n0, n1, y, ldy);
-      default:
-        break;  // f16, bf16: the float path
-    }
+    const bool done = with_quantized_format(w.dtype(), [&](auto format) {
+      integer_linear<decltype(format)::value>(act, m, k, wb, n0, n1, y, ldy);
+    });
+    if (done) return;  // (else f16, bf16: the float path)
   }
 #endif
   // The float path: tiles of weight rows decoded to float32 (about 512 KiB, and 64 rows at least,
