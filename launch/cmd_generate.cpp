@@ -35,12 +35,6 @@ struct BatchTotals {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
-void print_communication(const ProcessGroups& groups, double share) {
-  if (groups.world->size() > 1)
-    std::fprintf(stderr, "communication: %.1f%% of generation time (mean over %d ranks)\n",
-                 100.0 * share, groups.world->size());
-}
-
 json result_record(const std::string& id, const GenerationResult& r) {
   return json{{"id", id},
               {"text", r.text},
@@ -451,7 +445,7 @@ int run_generate(const Args& args) {
     bo.replicas = groups.shape.dp;
     const BatchTotals t = run_batch(bundle, engine, d, bo, log.get());
     const double wall = engine.stats().run_seconds;
-    const double share = communication_share(groups, wall);
+    const Communication comm = communication_totals(groups, wall, engine.stats());
     if (rank0) {
       std::fprintf(stderr,
                    "tessera: %lld requests (%lld had records already), %lld errors, %lld prompt "
@@ -461,7 +455,7 @@ int run_generate(const Args& args) {
                    output_name.c_str());
       print_speed("prompt", t.prompt_tokens, wall);
       print_speed("generated", t.generated_tokens, wall);
-      print_communication(groups, share);
+      print_communication(groups, comm, bundle.model->wire());
     }
     report_engine(groups, engine.stats(), run_options.trace);
     return fail_on_error && t.errors > 0 ? 3 : 0;
@@ -484,14 +478,15 @@ int run_generate(const Args& args) {
   };
   if (!rank0) print = nullptr;  // one rank writes
   GenerationResult r = gen.generate(req.generation, print);
-  const double share = communication_share(groups, r.prefill_seconds + r.decode_seconds);
+  const Communication comm =
+      communication_totals(groups, r.prefill_seconds + r.decode_seconds, gen.stats());
   if (rank0) {
     std::fputs("\n", stdout);
     std::fflush(stdout);
     std::fprintf(stderr, "finish_reason: %s\n", r.finish_reason.c_str());
     print_speed("prefill", r.prompt_tokens, r.prefill_seconds);
     print_speed("decode", int64_t(r.tokens.size()), r.decode_seconds);
-    print_communication(groups, share);
+    print_communication(groups, comm, bundle.model->wire());
   }
   report_engine(groups, gen.stats(), run_options.trace);
   return 0;

@@ -1,7 +1,7 @@
 #include "launch/model_run.h"
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 
 #include "parallel/mpi_communicator.h"
@@ -66,6 +66,10 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
        "what the KV cache stores: f32 (exact) or f16 (half the memory and the attention's "
        "reads; keys and values rounded to half precision)")
+      ("comm-dtype", po::value(&comm_dtype)->default_value(comm_dtype),
+       "what crosses ranks (the tensor-parallel all-reduce's partial sums, the hidden states "
+       "between pipeline stages): f32 (exact), bf16 (half the bytes), or q8 (blocks of 32 int8 "
+       "with an f16 scale, 0.27 of the bytes; sums still taken in f32), for slow links")
       ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
       ("no-cuda-graphs", po::bool_switch(),
        "on a GPU, launch every kernel of a decode step instead of replaying a CUDA graph "
@@ -80,11 +84,11 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ;
   // clang-format on
   device.add_to(desc);
-  desc.add_options()
-      ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)")
-      ("stats-interval", po::value(&stats_interval)->default_value(stats_interval),
-       "seconds between progress lines on stderr while requests run: running and waiting "
-       "requests, KV blocks, prefix hits, preemptions, tokens/s (0: none)");
+  desc.add_options()("trace", po::value(&trace),
+                     "write a timeline of every rank's steps (Chrome trace JSON)")(
+      "stats-interval", po::value(&stats_interval)->default_value(stats_interval),
+      "seconds between progress lines on stderr while requests run: running and waiting "
+      "requests, KV blocks, prefix hits, preemptions, tokens/s (0: none)");
 }
 
 ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
@@ -103,10 +107,14 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   const std::vector<double> weights = parse_weights(o.pp_weights);
   LoadOptions load;
   load.stage_weights = weights;
+  load.wire = wire_format_from_name(o.comm_dtype);
   load.device = start_device(o.device);  // before the groups: NCCL's are made on the GPU
   const GroupTransport transport = group_transport(o.device, load.device);
-  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport), {}, o.engine,
-               false, nullptr};
+  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport),
+               {},
+               o.engine,
+               false,
+               nullptr};
   run.rank0 = run.groups.world->rank() == 0;
   load.dtype = model_dtype(o.device, load.device);
   TESSERA_CHECK(o.model.empty() != o.random.empty(),
@@ -145,12 +153,30 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   return run;
 }
 
-double communication_share(ProcessGroups& groups, double seconds) {
-  Tensor t = Tensor::from_f32({float(groups.model_communication_seconds()), float(seconds)}, {2});
+Communication communication_totals(ProcessGroups& groups, double seconds,
+                                   const EngineStats& stats) {
+  int64_t tokens = 0;  // that went through this rank's layers
+  for (const EngineSpan& span : stats.spans) tokens += span.tokens;
+  const double bytes = double(groups.model_communication_bytes());
+  Tensor t = Tensor::from_f32({float(groups.model_communication_seconds()), float(seconds),
+                               float(tokens > 0 ? bytes / double(tokens) : 0.0)},
+                              {3});
   // (at the end of a run: a replica that finished first waits here for the others)
   const OperationWatch::NotAStep end_of_run;
   groups.world->all_reduce(t, ReduceOp::kSum);
-  return t.data<float>()[1] > 0 ? t.data<float>()[0] / t.data<float>()[1] : 0.0;
+  Communication c;
+  c.share = t.data<float>()[1] > 0 ? t.data<float>()[0] / t.data<float>()[1] : 0.0;
+  c.bytes_per_token = t.data<float>()[2] / float(groups.world->size());
+  return c;
+}
+
+void print_communication(const ProcessGroups& groups, const Communication& c, WireFormat wire) {
+  if (groups.world->size() > 1)
+    std::fprintf(stderr,
+                 "communication: %.1f%% of generation time (mean over %d ranks); %.2f KB sent per "
+                 "token per rank (--comm-dtype %s)\n",
+                 100.0 * c.share, groups.world->size(), c.bytes_per_token / 1e3,
+                 std::string(wire_format_name(wire)).c_str());
 }
 
 void print_speed(const char* what, int64_t tokens, double seconds) {

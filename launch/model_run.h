@@ -24,7 +24,8 @@ struct ModelRunOptions {
   int64_t max_context = 0;
   KvBudget kv;
   DeviceOptions device;
-  std::string kv_dtype = "f32";  // --kv-cache-dtype: f32 or f16
+  std::string kv_dtype = "f32";    // --kv-cache-dtype: f32 or f16
+  std::string comm_dtype = "f32";  // --comm-dtype: f32, bf16 or q8 (parallel/wire_format.h)
   EngineOptions engine;
   std::string trace;
   double stats_interval = 10;  // seconds between progress lines (0: none)
@@ -47,9 +48,17 @@ struct ModelRun {
   static ModelRun start(ModelRunOptions& options, const po::variables_map& vm);
 };
 
-// The share of `seconds` the ranks spent inside the model's communicators (TP, SP, PP), averaged
-// over all ranks. Collective.
-double communication_share(ProcessGroups& groups, double seconds);
+// What went through the model's communicators (TP, SP, PP), averaged over all ranks: the share
+// of `seconds` spent inside them (waiting included), and the bytes a rank sent per token its
+// layers computed (TimedCommunicator::bytes_sent over the rows of the steps in `stats`).
+// Collective.
+struct Communication {
+  double share = 0;
+  double bytes_per_token = 0;
+};
+Communication communication_totals(ProcessGroups& groups, double seconds, const EngineStats& stats);
+// On rank 0 of several: the line "communication: ...".
+void print_communication(const ProcessGroups& groups, const Communication& c, WireFormat wire);
 void print_speed(const char* what, int64_t tokens, double seconds);
 
 }  // namespace tessera::cli

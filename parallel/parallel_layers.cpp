@@ -4,22 +4,9 @@
 #include <cstring>
 
 #include "kernels/ops.h"
+#include "parallel/wire_format.h"
 
 namespace tessera {
-namespace {
-
-// t = the sum of every TP rank's t; a bf16 t is summed in float32 (the MPI communicator reduces
-// f32, and a bf16 sum over ranks would round at every step).
-void sum_over(Communicator& tp, Tensor& t) {
-  if (tp.size() == 1) return;
-  if (t.dtype() == DType::kF32) return tp.all_reduce(t, ReduceOp::kSum);
-  Tensor wide = Tensor::empty(t.shape(), DType::kF32, t.device());
-  ops::convert(t, wide);
-  tp.all_reduce(wide, ReduceOp::kSum);
-  ops::convert(wide, t);
-}
-
-}  // namespace
 
 ColumnParallelLinear::ColumnParallelLinear(Tensor weight, Tensor bias)
     : weight_(std::move(weight)), bias_(std::move(bias)) {}
@@ -36,12 +23,12 @@ void column_parallel_forward(
   ops::linear_group(x, parts);
 }
 
-RowParallelLinear::RowParallelLinear(Tensor weight, Communicator* tp)
-    : weight_(std::move(weight)), tp_(tp) {}
+RowParallelLinear::RowParallelLinear(Tensor weight, Communicator* tp, WireFormat wire)
+    : weight_(std::move(weight)), tp_(tp), wire_(wire) {}
 
 void RowParallelLinear::forward(const Tensor& x_local, Tensor& y) const {
   ops::linear(x_local, weight_, nullptr, y);
-  sum_over(*tp_, y);
+  all_reduce_sum(*tp_, y, wire_);
 }
 
 VocabParallelEmbedding::VocabParallelEmbedding(Tensor table, int64_t vocab_begin,
@@ -78,7 +65,7 @@ void VocabParallelEmbedding::forward(const std::vector<int32_t>& ids, Tensor& ou
       ops::copy(got.rows(int64_t(k), int64_t(k) + 1), row);
     }
   }
-  sum_over(*tp_, out);
+  all_reduce_sum(*tp_, out, WireFormat::kF32);  // (a lookup: exact)
 }
 
 Tensor gather_vocab_shards(const Tensor& local, Communicator& tp) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/wire_format.h"
 
 namespace tessera {
 
@@ -29,21 +30,22 @@ class ColumnParallelLinear {
 
 // Several column-parallel layers of one input (q, k and v; gate and up) as one op
 // (ops::linear_group): ys[i] = layers[i] applied to x.
-void column_parallel_forward(const Tensor& x,
-                             const std::vector<std::pair<const ColumnParallelLinear*, Tensor*>>& layers);
+void column_parallel_forward(
+    const Tensor& x, const std::vector<std::pair<const ColumnParallelLinear*, Tensor*>>& layers);
 
 class RowParallelLinear {
  public:
   RowParallelLinear() = default;
-  // weight: this rank's columns (out, in / tp).
-  RowParallelLinear(Tensor weight, Communicator* tp);
-  // y(m, out) = sum over TP ranks of x_local(m, in / tp) @ weight^T
+  // weight: this rank's columns (out, in / tp); wire: how the partial sums cross ranks.
+  RowParallelLinear(Tensor weight, Communicator* tp, WireFormat wire = WireFormat::kF32);
+  // y(m, out) = sum over TP ranks of x_local(m, in / tp) @ weight^T (summed in f32)
   void forward(const Tensor& x_local, Tensor& y) const;
   const Tensor& weight() const { return weight_; }
 
  private:
   Tensor weight_;  // (out, in / tp)
   Communicator* tp_ = nullptr;
+  WireFormat wire_ = WireFormat::kF32;
 };
 
 class VocabParallelEmbedding {

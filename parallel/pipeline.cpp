@@ -6,11 +6,11 @@ namespace {
 constexpr int kHiddenTag = 11;
 constexpr int kPlanTag = 12;
 constexpr int kTokensTag = 13;
-}
+}  // namespace
 
-PipelineStage::PipelineStage(Communicator* pp, int64_t n_layers,
-                             const std::vector<double>& weights)
-    : pp_(pp), stage_(pp->rank()), stages_(pp->size()) {
+PipelineStage::PipelineStage(Communicator* pp, int64_t n_layers, const std::vector<double>& weights,
+                             WireFormat wire)
+    : pp_(pp), stage_(pp->rank()), stages_(pp->size()), wire_(wire) {
   if (weights.empty()) {
     layers_ = stage_layers(n_layers, stages_, stage_);
     return;
@@ -24,11 +24,11 @@ PipelineStage::PipelineStage(Communicator* pp, int64_t n_layers,
 }
 
 void PipelineStage::receive(Tensor& x) const {
-  if (!first()) pp_->recv(x, stage_ - 1, kHiddenTag);
+  if (!first()) recv_in(wire_, *pp_, x, stage_ - 1, kHiddenTag);
 }
 
 void PipelineStage::send(const Tensor& x) const {
-  if (!last()) pp_->send(x, stage_ + 1, kHiddenTag);
+  if (!last()) send_in(wire_, *pp_, x, stage_ + 1, kHiddenTag);
 }
 
 int32_t PipelineStage::share_token(int32_t token) const {

@@ -7,6 +7,7 @@
 
 #include "parallel/communicator.h"
 #include "parallel/process_grid.h"
+#include "parallel/wire_format.h"
 
 namespace tessera {
 
@@ -14,8 +15,10 @@ class PipelineStage {
  public:
   PipelineStage() = default;
   // pp: the pipeline group (rank = stage); n_layers: the model's layers, split evenly by
-  // stage_layers, or by weighted_stage_layers when `weights` has one weight per stage.
-  PipelineStage(Communicator* pp, int64_t n_layers, const std::vector<double>& weights = {});
+  // stage_layers, or by weighted_stage_layers when `weights` has one weight per stage; wire: how
+  // hidden states cross stages.
+  PipelineStage(Communicator* pp, int64_t n_layers, const std::vector<double>& weights = {},
+                WireFormat wire = WireFormat::kF32);
   bool first() const { return stage_ == 0; }
   bool last() const { return stage_ == stages_ - 1; }
   int stage() const { return stage_; }
@@ -41,6 +44,7 @@ class PipelineStage {
   Communicator* pp_ = nullptr;
   int stage_ = 0, stages_ = 1;
   LayerRange layers_;
+  WireFormat wire_ = WireFormat::kF32;
 };
 
 }  // namespace tessera

@@ -5,7 +5,8 @@
 namespace tessera {
 
 template <typename F>
-void TimedCommunicator::timed(F&& f) {
+void TimedCommunicator::timed(size_t bytes, F&& f) {
+  if (size() > 1) bytes_ += int64_t(bytes);  // (a group of one sends nothing)
   const auto t0 = std::chrono::steady_clock::now();
   f();
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -13,37 +14,37 @@ void TimedCommunicator::timed(F&& f) {
 }
 
 void TimedCommunicator::all_reduce(Tensor& t, ReduceOp op) {
-  timed([&] { inner_->all_reduce(t, op); });
+  timed(t.nbytes(), [&] { inner_->all_reduce(t, op); });
 }
 void TimedCommunicator::all_gather(const Tensor& in, Tensor& out) {
-  timed([&] { inner_->all_gather(in, out); });
+  timed(in.nbytes(), [&] { inner_->all_gather(in, out); });
 }
 void TimedCommunicator::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
-  timed([&] { inner_->reduce_scatter(in, out, op); });
+  timed(in.nbytes(), [&] { inner_->reduce_scatter(in, out, op); });
 }
 void TimedCommunicator::send(const Tensor& t, int dst, int tag) {
-  timed([&] { inner_->send(t, dst, tag); });
+  timed(t.nbytes(), [&] { inner_->send(t, dst, tag); });
 }
 void TimedCommunicator::recv(Tensor& t, int src, int tag) {
-  timed([&] { inner_->recv(t, src, tag); });
+  timed(0, [&] { inner_->recv(t, src, tag); });
 }
 void TimedCommunicator::send_recv(const Tensor& out, int dst, Tensor& in, int src, int tag) {
-  timed([&] { inner_->send_recv(out, dst, in, src, tag); });
+  timed(out.nbytes(), [&] { inner_->send_recv(out, dst, in, src, tag); });
 }
 void TimedCommunicator::broadcast(Tensor& t, int root) {
-  timed([&] { inner_->broadcast(t, root); });
+  timed(root == rank() ? t.nbytes() : 0, [&] { inner_->broadcast(t, root); });
 }
 void TimedCommunicator::broadcast_bytes(std::string& bytes, int root) {
-  timed([&] { inner_->broadcast_bytes(bytes, root); });
+  timed(root == rank() ? bytes.size() : 0, [&] { inner_->broadcast_bytes(bytes, root); });
 }
 void TimedCommunicator::send_bytes(const std::string& bytes, int dst, int tag) {
-  timed([&] { inner_->send_bytes(bytes, dst, tag); });
+  timed(bytes.size(), [&] { inner_->send_bytes(bytes, dst, tag); });
 }
 void TimedCommunicator::recv_bytes(std::string& bytes, int src, int tag) {
-  timed([&] { inner_->recv_bytes(bytes, src, tag); });
+  timed(0, [&] { inner_->recv_bytes(bytes, src, tag); });
 }
 void TimedCommunicator::barrier() {
-  timed([&] { inner_->barrier(); });
+  timed(0, [&] { inner_->barrier(); });
 }
 
 }  // namespace tessera

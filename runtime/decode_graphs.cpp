@@ -44,6 +44,8 @@ DecodeGraphs::~DecodeGraphs() = default;
 
 bool DecodeGraphs::fits(const StepInputs& in) const {
   if (model_.device().is_cpu() || model_.shard().sp_size > 1) return false;
+  // (a compressed all-reduce encodes on the host: not capturable)
+  if (model_.wire() != WireFormat::kF32 && model_.shard().tp_size > 1) return false;
   if (!model_.tp().graph_capturable() || int64_t(in.sequences.size()) > max_batch_) return false;
   for (const SequenceRows& s : in.sequences)
     if (s.tokens != 1 || s.rows != 1 || s.logits > 1 || s.cached_rows + 1 > max_keys_) return false;

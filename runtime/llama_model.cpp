@@ -32,7 +32,8 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
                 "weights and activations are f32 or bf16, not " << dtype_name(m.act_));
   TESSERA_CHECK(m.act_ == DType::kF32 || !m.device_.is_cpu(),
                 "bf16 weights and activations need a GPU (the CPU computes in f32)");
-  m.stage_ = PipelineStage(pp, c.num_layers, options.stage_weights);
+  m.stage_ = PipelineStage(pp, c.num_layers, options.stage_weights, options.wire);
+  m.wire_ = options.wire;
   ModelShard& s = m.shard_;
   s.layers = m.stage_.layers();
   s.tp_rank = tp->rank();
@@ -86,11 +87,13 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
                                bias("self_attn.k_proj.bias", kv_rows));
     l.v = ColumnParallelLinear(rows(p + "self_attn.v_proj.weight", kv_rows),
                                bias("self_attn.v_proj.bias", kv_rows));
-    l.o = RowParallelLinear(cols(p + "self_attn.o_proj.weight", q_rows, c.hidden_size), tp);
+    l.o = RowParallelLinear(cols(p + "self_attn.o_proj.weight", q_rows, c.hidden_size), tp,
+                            options.wire);
     l.post_norm = whole(p + "post_attention_layernorm.weight");
     l.gate = ColumnParallelLinear(rows(p + "mlp.gate_proj.weight", s.ffn), Tensor());
     l.up = ColumnParallelLinear(rows(p + "mlp.up_proj.weight", s.ffn), Tensor());
-    l.down = RowParallelLinear(cols(p + "mlp.down_proj.weight", s.ffn, c.hidden_size), tp);
+    l.down =
+        RowParallelLinear(cols(p + "mlp.down_proj.weight", s.ffn, c.hidden_size), tp, options.wire);
     m.layers_.push_back(std::move(l));
   }
   std::vector<float> inv_freq = ops::rope_inv_freq(int(hd), c.rope_theta, c.rope_scaling);

@@ -54,6 +54,8 @@ struct LoadOptions {
   std::vector<double> stage_weights;
   Device device = Device::cpu();  // where the weights, activations and KV cache live
   DType dtype = DType::kF32;      // of weights and activations: f32, or bf16 on a GPU
+  // What crosses ranks: the TP all-reduce's partial sums and the hidden states between stages.
+  WireFormat wire = WireFormat::kF32;
 };
 
 class LlamaModel {
@@ -77,6 +79,7 @@ class LlamaModel {
   Communicator& tp() const { return *tp_; }
   Communicator* sp() const { return sp_; }  // null without sequence parallelism
   const PipelineStage& stage() const { return stage_; }
+  WireFormat wire() const { return wire_; }  // LoadOptions::wire
   // The shape of this rank's KV pool: its layers and KV heads.
   KvPoolShape kv_shape(int64_t block_size = 16, DType dtype = DType::kF32) const;
 
@@ -102,6 +105,7 @@ class LlamaModel {
   Device device_ = Device::cpu();
   DType act_ = DType::kF32;  // weights and activations (attention states and the KV cache's
                              // inputs are float32 whatever it is)
+  WireFormat wire_ = WireFormat::kF32;
   Communicator* tp_ = nullptr;
   Communicator* sp_ = nullptr;
   SequenceParallelAttention sp_attention_;

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <numeric>
 #include <thread>
 
@@ -10,6 +12,8 @@
 #include "parallel/mpi_communicator.h"
 #include "parallel/operation_watch.h"
 #include "parallel/process_groups.h"
+#include "parallel/timed_communicator.h"
+#include "parallel/wire_format.h"
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_memory.h"
 #include "parallel/nccl_communicator.h"
@@ -160,6 +164,79 @@ TEST(MpiCommunicator, BroadcastTensorAndBytes) {
 
 // Every factorisation of the world into dp x pp x sp x tp: each group has the members the grid
 // arithmetic says, in its order.
+// Rank q's partial sums for the compressed all-reduce: values every rank can compute.
+std::vector<float> partial_sums(int q, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    v[size_t(i)] = std::sin(float(i * 7 + q * 131)) * (i % 41 == q % 41 ? 300.0f : 2.0f);
+  return v;
+}
+
+std::vector<float> decoded(WireFormat f, const std::vector<float>& x) {
+  std::vector<uint8_t> bytes(size_t(wire_bytes(f, int64_t(x.size()))));
+  wire_encode(f, x.data(), int64_t(x.size()), bytes.data());
+  std::vector<float> y(x.size());
+  wire_decode(f, bytes.data(), int64_t(x.size()), y.data(), false);
+  return y;
+}
+
+// A compressed all-reduce gives every rank the same values: the f32 sum, in rank order, of every
+// rank's decoded partial sums; within the formats' rounding of the exact sum. The bytes a rank
+// sends are the encoded ones.
+TEST(WireFormat, CompressedAllReduceIsOneSumOnEveryRank) {
+  auto world = MpiCommunicator::world();
+  const int r = world->rank(), p = world->size();
+  const int64_t n = 2 * 576 + 45;  // (rows of the default model's hidden size, and a tail)
+  for (WireFormat f : {WireFormat::kF32, WireFormat::kBF16, WireFormat::kQ8}) {
+    TimedCommunicator timed(world->split(0, r));
+    Tensor t = Tensor::from_f32(partial_sums(r, n), {n});
+    all_reduce_sum(timed, t, f);
+    EXPECT_EQ(timed.bytes_sent(), wire_bytes(f, n)) << wire_format_name(f);
+    std::vector<float> expected(size_t(n), 0.0f);
+    std::vector<double> exact(size_t(n), 0.0), rounding(size_t(n), 0.0);
+    for (int q = 0; q < p; ++q) {
+      const std::vector<float> x = partial_sums(q, n), y = decoded(f, x);
+      for (int64_t i = 0; i < n; ++i) {
+        expected[size_t(i)] = q == 0 ? y[size_t(i)] : expected[size_t(i)] + y[size_t(i)];
+        exact[size_t(i)] += x[size_t(i)];
+        rounding[size_t(i)] += std::fabs(double(y[size_t(i)]) - x[size_t(i)]);
+      }
+    }
+    const std::vector<float> got = t.to_f32_vector();
+    for (int64_t i = 0; i < n; ++i) {
+      if (f != WireFormat::kF32)  // (MPI's own f32 sum may take another order)
+        ASSERT_EQ(got[size_t(i)], expected[size_t(i)]) << wire_format_name(f) << " at " << i;
+      ASSERT_NEAR(got[size_t(i)], exact[size_t(i)], rounding[size_t(i)] + 1e-4 * p)
+          << wire_format_name(f) << " at " << i;
+    }
+    Tensor all = Tensor::empty({p, n}, DType::kF32);
+    world->all_gather(t.view({1, n}), all);
+    for (int q = 1; q < p; ++q)
+      ASSERT_EQ(std::memcmp(all.data<float>(), all.data<float>() + q * n, size_t(n) * 4), 0)
+          << wire_format_name(f) << ": rank " << q << " summed otherwise than rank 0";
+  }
+}
+
+// Around the ring in each format: what arrives is the sender's values decoded.
+TEST(WireFormat, PointToPointSendsTheDecodedValues) {
+  auto world = MpiCommunicator::world();
+  const int r = world->rank(), p = world->size();
+  const int next = (r + 1) % p, prev = (r + p - 1) % p;
+  const int64_t n = 576;
+  for (WireFormat f : {WireFormat::kF32, WireFormat::kBF16, WireFormat::kQ8}) {
+    const Tensor out = Tensor::from_f32(partial_sums(r, n), {1, n});
+    Tensor in = Tensor::empty({1, n}, DType::kF32);
+    if (r % 2 == 0) {
+      send_in(f, *world, out, next, 9);
+      recv_in(f, *world, in, prev, 9);
+    } else {
+      recv_in(f, *world, in, prev, 9);
+      send_in(f, *world, out, next, 9);
+    }
+    EXPECT_EQ(in.to_f32_vector(), decoded(f, partial_sums(prev, n))) << wire_format_name(f);
+  }
+}
+
 TEST(ProcessGroups, GroupsMatchGridArithmetic) {
   const int p = MpiCommunicator::world()->size();
   for (int tp = 1; tp <= p; ++tp)
