@@ -1,5 +1,6 @@
 #include "launch/options.h"
 
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -91,6 +92,51 @@ uint64_t parse_bytes(const std::string& text, const std::string& option) {
     TESSERA_CHECK(unit.empty(), option << " unit '" << unit << "' (use MiB, GiB, GB or TiB)");
   TESSERA_CHECK(v > 0, option << " must be positive");
   return uint64_t(v * scale);
+}
+
+namespace {
+
+// The number at the start of text and the unit after it.
+std::pair<double, std::string> number_and_unit(const std::string& text, const std::string& option,
+                                               const char* example) {
+  size_t end = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &end);
+  } catch (const std::exception&) {
+    TESSERA_FAIL(option << " '" << text << "' is not a number with a unit (e.g. " << example
+                        << ")");
+  }
+  TESSERA_CHECK(v > 0 && std::isfinite(v), option << " must be positive, got '" << text << "'");
+  return {v, text.substr(end)};
+}
+
+}  // namespace
+
+double parse_rate(const std::string& text, const std::string& option) {
+  const auto [v, unit] = number_and_unit(text, option, "25Gbit/s");
+  static const std::pair<const char*, double> units[] = {
+      {"Gbit/s", 1e9 / 8}, {"Mbit/s", 1e6 / 8}, {"GB/s", 1e9}, {"MB/s", 1e6}, {"TB/s", 1e12}};
+  for (const auto& [name, scale] : units)
+    if (unit == name) return v * scale;
+  TESSERA_FAIL(option << " unit '" << unit << "' (use Gbit/s, Mbit/s, GB/s, MB/s or TB/s)");
+}
+
+double parse_flops(const std::string& text, const std::string& option) {
+  const auto [v, unit] = number_and_unit(text, option, "600TFLOP/s");
+  static const std::pair<const char*, double> units[] = {
+      {"TFLOP/s", 1e12}, {"GFLOP/s", 1e9}, {"PFLOP/s", 1e15}};
+  for (const auto& [name, scale] : units)
+    if (unit == name) return v * scale;
+  TESSERA_FAIL(option << " unit '" << unit << "' (use GFLOP/s, TFLOP/s or PFLOP/s)");
+}
+
+double parse_seconds(const std::string& text, const std::string& option) {
+  const auto [v, unit] = number_and_unit(text, option, "0.2ms");
+  static const std::pair<const char*, double> units[] = {{"us", 1e-6}, {"ms", 1e-3}, {"s", 1}};
+  for (const auto& [name, scale] : units)
+    if (unit == name) return v * scale;
+  TESSERA_FAIL(option << " unit '" << unit << "' (use us, ms or s)");
 }
 
 }  // namespace tessera::cli

@@ -33,5 +33,11 @@ MemoryAmount parse_memory_amount(const std::string& text, const std::string& opt
 // Writes text to path (a command's --json output); throws naming the path when it cannot.
 void write_text_file(const std::string& path, const std::string& text);
 uint64_t parse_bytes(const std::string& text, const std::string& option);
+// A rate in bytes/s from "25Gbit/s", "100Mbit/s", "450GB/s", "900MB/s", "3TB/s".
+double parse_rate(const std::string& text, const std::string& option);
+// Floating-point operations per second from "600TFLOP/s", "50GFLOP/s".
+double parse_flops(const std::string& text, const std::string& option);
+// Seconds from "10us", "0.2ms", "5ms", "1s".
+double parse_seconds(const std::string& text, const std::string& option);
 
 }  // namespace tessera::cli

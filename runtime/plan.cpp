@@ -1,6 +1,7 @@
 #include "runtime/plan.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "io/convert.h"
 #include "io/llama_tensors.h"
@@ -73,6 +74,76 @@ RankLoad rank_load(const ModelConfig& c, const GridShape& g, int stage, const Pl
   return r;
 }
 
+namespace {
+
+double message_seconds(const Link& link, double bytes) {
+  return link.latency + bytes / link.bandwidth;
+}
+
+double all_reduce_seconds(const Link& link, int p, WireFormat wire, int64_t values) {
+  if (p == 1) return 0;
+  const double rounds = std::ceil(std::log2(double(p)));
+  const double m = double(wire_bytes(wire, values));
+  if (wire == WireFormat::kF32) return rounds * message_seconds(link, m);
+  return rounds * link.latency + double(p - 1) * m / link.bandwidth;
+}
+
+// The node of the first TP rank of stage s of replica 0 (ranks numbered tp fastest).
+int64_t node_of_stage(const GridShape& g, int s, int gpus_per_node) {
+  return int64_t(s) * g.sp * g.tp / gpus_per_node;
+}
+
+}  // namespace
+
+DecodeEstimate decode_estimate(const ModelConfig& c, const GridShape& g, const PlanOptions& o) {
+  const StepModel& m = o.step;
+  TESSERA_CHECK(m.streams >= 1, "the estimate needs at least one stream");
+  const int64_t h = c.hidden_size;
+  const Link& tp_link = g.tp <= o.gpus_per_node ? m.intra_node : m.inter_node;
+  // T_s(b) and its communication, for every stage
+  const auto stages = [&](int64_t b, std::vector<double>& comm) {
+    std::vector<double> t(size_t(g.pp));
+    comm.assign(size_t(g.pp), 0.0);
+    for (int s = 0; s < g.pp; ++s) {
+      const int64_t layers = stage_layers(c.num_layers, g.pp, s).size();
+      double& k = comm[size_t(s)];
+      k = 2.0 * double(layers) * all_reduce_seconds(tp_link, g.tp, m.wire, b * h);
+      if (s == 0) k += all_reduce_seconds(tp_link, g.tp, WireFormat::kF32, b * h);
+      if (s + 1 < g.pp) {
+        const bool across =
+            node_of_stage(g, s, o.gpus_per_node) != node_of_stage(g, s + 1, o.gpus_per_node);
+        k += message_seconds(across ? m.inter_node : m.intra_node,
+                             double(wire_bytes(m.wire, b * h)));
+      }
+      if (s == g.pp - 1 && g.pp > 1) {
+        const bool across = node_of_stage(g, s, o.gpus_per_node) != 0;
+        k += message_seconds(across ? m.inter_node : m.intra_node, 4.0 * double(b + 1));
+      }
+      const RankLoad r = rank_load(c, g, s, o);
+      t[size_t(s)] = std::max(double(r.weight_bytes) / m.memory_bandwidth,
+                              2.0 * double(r.parameters) * double(b) / m.compute_rate) +
+                     k;
+    }
+    return t;
+  };
+  DecodeEstimate e;
+  std::vector<double> comm;
+  const std::vector<double> one = stages(1, comm);
+  for (int s = 0; s < g.pp; ++s) {
+    e.step_seconds += one[size_t(s)];
+    e.comm_seconds += comm[size_t(s)];
+  }
+  const int64_t k = std::min<int64_t>(g.pp, m.streams), b = (m.streams + k - 1) / k;
+  const std::vector<double> t = stages(b, comm);
+  double sum = 0, slowest = 0;
+  for (double x : t) {
+    sum += x;
+    slowest = std::max(slowest, x);
+  }
+  e.tokens_per_second = double(m.streams) / std::max(sum, double(k) * slowest);
+  return e;
+}
+
 std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o) {
   const int world = o.nodes * o.gpus_per_node;
   const int64_t context = o.context > 0 ? o.context : c.max_position_embeddings;
@@ -89,12 +160,13 @@ std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o)
       *blocks = {t.name, std::string(dtype_name(f)), dtype_block_elements(f)};
   }
   std::vector<LayoutPlan> plans;
-  for (int tp = 1; tp <= o.gpus_per_node; ++tp) {
-    if (o.gpus_per_node % tp != 0) continue;
+  for (int tp = 1; tp <= world; ++tp) {
+    if (o.gpus_per_node % tp != 0 && (tp % o.gpus_per_node != 0 || world % tp != 0)) continue;
     for (int pp = 1; tp * pp <= world; ++pp) {
       if ((world / tp) % pp != 0) continue;
       LayoutPlan p;
       p.layout = GridShape{world / (tp * pp), pp, 1, tp};
+      p.tp_across_nodes = tp > o.gpus_per_node;
       if (auto problem = layout_problem(p.layout, world, dims)) {
         p.why_not = *problem;
         plans.push_back(p);
@@ -108,6 +180,7 @@ std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o)
         p.kv_tokens = std::min(p.kv_tokens, std::max<int64_t>(0, usable - weights) /
                                                 std::max<int64_t>(1, r.kv_bytes_per_token));
       }
+      p.decode = decode_estimate(c, p.layout, o);
       p.fits = p.weight_bytes < usable && p.kv_tokens >= context;
       if (p.weight_bytes >= usable)
         p.why_not = "the weights do not fit";
@@ -122,7 +195,7 @@ std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o)
 const LayoutPlan* recommend(const std::vector<LayoutPlan>& plans) {
   const LayoutPlan* best = nullptr;
   for (const LayoutPlan& p : plans) {
-    if (!p.fits) continue;
+    if (!p.fits || p.tp_across_nodes) continue;
     auto key = [](const LayoutPlan& x) {
       return std::tuple(x.layout.tp, -x.layout.pp, x.layout.dp);
     };

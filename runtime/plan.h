@@ -9,8 +9,25 @@
 
 #include "io/model_config.h"
 #include "parallel/process_grid.h"
+#include "parallel/wire_format.h"
 
 namespace tessera {
+
+// A link between two ranks: a message of m bytes takes latency + m / bandwidth.
+struct Link {
+  double bandwidth = 0;  // bytes/s, one way
+  double latency = 0;    // seconds
+};
+
+// What a decode step's estimate assumes (DecodeEstimate).
+struct StepModel {
+  Link intra_node{450e9, 5e-6};        // NVLink-class between a node's GPUs
+  Link inter_node{25e9 / 8, 10e-6};    // a 25 Gbit/s network
+  double memory_bandwidth = 3000e9;    // bytes/s a rank reads its weights at (an H100's HBM)
+  double compute_rate = 600e12;        // multiply-adds x 2 per second (an H100's dense bf16, 60%)
+  WireFormat wire = WireFormat::kF32;  // --comm-dtype
+  int64_t streams = 1;                 // sequences decoding at once
+};
 
 struct PlanOptions {
   int nodes = 1;
@@ -20,32 +37,59 @@ struct PlanOptions {
   // --quantize` makes it (q8_0, ..., q4_k_m: matrices quantized, vectors f32). A GPU holds
   // quantized files' weights as bf16 today; the CPU keeps them as stored.
   std::string weights = "bf16";
-  int kv_bytes = 2;                   // bf16 KV cache
-  double reserve = 0.10;              // share of GPU memory kept for activations and the runtime
-  int64_t context = 0;                // tokens one sequence must be able to hold (0: the model's)
+  int kv_bytes = 2;       // bf16 KV cache
+  double reserve = 0.10;  // share of GPU memory kept for activations and the runtime
+  int64_t context = 0;    // tokens one sequence must be able to hold (0: the model's)
+  StepModel step;
+};
+
+// A decode step of a layout, estimated (decode_estimate). Ranks are placed as the grid numbers
+// them (tp fastest) on nodes of PlanOptions::gpus_per_node: a group whose ranks share a node talks
+// over StepModel::intra_node, else over inter_node. For b sequences of one token each:
+//   a hidden state            m(b) = wire_bytes(wire, b * hidden)
+//   an all-reduce over p      f32: ceil(log2 p) * (latency + m / bandwidth)   (recursive doubling)
+//                             bf16, q8: ceil(log2 p) * latency + (p - 1) * m / bandwidth
+//                             (every rank gathers the others' encoded sums)
+//   stage s                   T_s(b) = max(its rank's weight bytes / memory_bandwidth,
+//                                          2 * its rank's parameters * b / compute_rate)
+//                                      + (2 * its layers + [s = 0]: the embedding, f32) all-reduces
+//                                      + a hidden state to stage s + 1 (latency + m / bandwidth)
+//                                      + on the last stage, the tokens back to stage 0
+// S streams run as k = min(pp, S) steps in flight of b = ceil(S / k) sequences: a round of every
+// stream's next token takes max(sum of T_s(b), k * max of T_s(b)), and tokens/s = S / round.
+// (A roofline: a small batch reads the weights, a large one computes; attention and the KV cache
+// are left out.)
+struct DecodeEstimate {
+  double step_seconds = 0;       // one stream's step: the sum over stages of T_s(1)
+  double comm_seconds = 0;       // of that, in communication
+  double tokens_per_second = 0;  // StepModel::streams streams together
 };
 
 struct RankLoad {
-  int64_t parameters = 0;       // this rank's share of the weights
-  int64_t weight_bytes = 0;     // their bytes in PlanOptions::weights (each tensor's format)
+  int64_t parameters = 0;    // this rank's share of the weights
+  int64_t weight_bytes = 0;  // their bytes in PlanOptions::weights (each tensor's format)
   int64_t kv_bytes_per_token = 0;
 };
 
 struct LayoutPlan {
   GridShape layout;
-  int64_t weight_bytes = 0;     // the busiest rank's
-  int64_t kv_tokens = 0;        // tokens of KV cache each model replica holds (the tightest rank)
-  bool fits = false;            // weights fit and one sequence of `context` tokens fits the cache
-  std::string why_not;          // when it does not fit, or the layout cannot run the model
+  int64_t weight_bytes = 0;      // the busiest rank's
+  int64_t kv_tokens = 0;         // tokens of KV cache each model replica holds (the tightest rank)
+  bool fits = false;             // weights fit and one sequence of `context` tokens fits the cache
+  std::string why_not;           // when it does not fit, or the layout cannot run the model
+  bool tp_across_nodes = false;  // its TP groups span nodes
+  DecodeEstimate decode;         // when the layout can run the model
 };
 
 // The parameters and KV bytes per token of the rank at pipeline stage `stage` of `layout`.
 RankLoad rank_load(const ModelConfig& c, const GridShape& layout, int stage, const PlanOptions& o);
 int64_t total_parameters(const ModelConfig& c);
-// Every layout with tp dividing the GPUs of a node, pp dividing the rest, dp the remainder.
+DecodeEstimate decode_estimate(const ModelConfig& c, const GridShape& layout, const PlanOptions& o);
+// Every layout with tp dividing the GPUs of a node or a multiple of them (TP across nodes), pp
+// dividing the rest, dp the remainder.
 std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o);
-// The recommended plan: fits, the largest tp up to a node, then the fewest stages, then the most
-// replicas; nullptr when nothing fits.
+// The recommended plan: fits, the largest tp up to a node (never across nodes), then the fewest
+// stages, then the most replicas; nullptr when nothing fits.
 const LayoutPlan* recommend(const std::vector<LayoutPlan>& plans);
 
 }  // namespace tessera

@@ -134,5 +134,92 @@ TEST(Plan, RecommendsTpInsideANodeAndRefusesWhatCannotRun) {
   }
 }
 
+// The decode estimate's formula (runtime/plan.h), its terms written out here by hand for
+// Llama-3-70B (80 layers, hidden 8192) on round-number links: a 1 GB/s, 100 us network between
+// nodes of one GPU each, weights read at 1 TB/s.
+PlanOptions one_gpu_nodes(int nodes) {
+  PlanOptions o;
+  o.nodes = nodes;
+  o.gpus_per_node = 1;
+  o.step.inter_node = {1e9, 100e-6};
+  o.step.memory_bandwidth = 1e12;
+  return o;
+}
+
+TEST(Plan, DecodeEstimateTpAcrossNodes) {
+  const ModelConfig c = llama3_70b();
+  PlanOptions o = one_gpu_nodes(2);
+  const GridShape tp2{1, 1, 1, 2};
+  const double weights = double(rank_load(c, tp2, 0, o).weight_bytes) / 1e12;
+  // 2 all-reduces a layer and the embedding's: 161 of 8192 f32, one round each for 2 ranks
+  const double comm = 161 * (100e-6 + 32768 / 1e9);
+  DecodeEstimate e = decode_estimate(c, tp2, o);
+  EXPECT_NEAR(e.step_seconds, weights + comm, 1e-9);
+  EXPECT_NEAR(e.comm_seconds, comm, 1e-9);
+  EXPECT_NEAR(e.tokens_per_second, 1 / (weights + comm), 1e-6);
+  // q8 over 4 ranks: 2 rounds of latency, and each rank gathers 3 encoded sums of 8192 values
+  // (256 blocks of 37 bytes); the embedding stays f32 (2 rounds of 32768 bytes)
+  o = one_gpu_nodes(4);
+  o.step.wire = WireFormat::kQ8;
+  const GridShape tp4{1, 1, 1, 4};
+  const double q8 = 160 * (2 * 100e-6 + 3 * 9472 / 1e9) + 2 * (100e-6 + 32768 / 1e9);
+  e = decode_estimate(c, tp4, o);
+  EXPECT_NEAR(e.comm_seconds, q8, 1e-9);
+  // Inside a node the same layout talks over the node's links
+  o.gpus_per_node = 4;
+  o.nodes = 1;
+  o.step.intra_node = {100e9, 2e-6};
+  e = decode_estimate(c, tp4, o);
+  EXPECT_NEAR(e.comm_seconds, 160 * (2 * 2e-6 + 3 * 9472 / 100e9) + 2 * (2e-6 + 32768 / 100e9),
+              1e-9);
+}
+
+TEST(Plan, DecodeEstimatePpAcrossNodesWithStreams) {
+  const ModelConfig c = llama3_70b();
+  PlanOptions o = one_gpu_nodes(2);
+  const GridShape pp2{1, 2, 1, 1};
+  const double w0 = double(rank_load(c, pp2, 0, o).weight_bytes) / 1e12;
+  const double w1 = double(rank_load(c, pp2, 1, o).weight_bytes) / 1e12;
+  // one stream: stage 0, its hidden state (8192 f32) to stage 1, stage 1, its token back (8 bytes)
+  const double hop = 100e-6 + 32768 / 1e9, back = 100e-6 + 8 / 1e9;
+  DecodeEstimate e = decode_estimate(c, pp2, o);
+  EXPECT_NEAR(e.step_seconds, w0 + hop + w1 + back, 1e-9);
+  EXPECT_NEAR(e.comm_seconds, hop + back, 1e-9);
+  // 8 streams: 2 steps in flight of 4 sequences; a round is the slower of the whole pipeline
+  // and two steps through its slowest stage
+  o.step.streams = 8;
+  const double t0 = w0 + 100e-6 + 4 * 32768 / 1e9, t1 = w1 + 100e-6 + 20 / 1e9;
+  e = decode_estimate(c, pp2, o);
+  EXPECT_NEAR(e.tokens_per_second, 8 / std::max(t0 + t1, 2 * std::max(t0, t1)), 1e-6);
+  // Where arithmetic is slower than the weights' reads (2 flops a parameter and sequence)
+  o.step.compute_rate = 1e12;
+  const double p0 = double(rank_load(c, pp2, 0, o).parameters);
+  const double p1 = double(rank_load(c, pp2, 1, o).parameters);
+  const double c0 = 2 * p0 * 4 / 1e12 + 100e-6 + 4 * 32768 / 1e9;
+  const double c1 = 2 * p1 * 4 / 1e12 + 100e-6 + 20 / 1e9;
+  ASSERT_GT(2 * p0 * 4 / 1e12, w0);
+  EXPECT_NEAR(decode_estimate(c, pp2, o).tokens_per_second,
+              8 / std::max(c0 + c1, 2 * std::max(c0, c1)), 1e-6);
+  o.step.compute_rate = 600e12;
+  // A bf16 hidden state is half the bytes
+  o.step.streams = 1;
+  o.step.wire = WireFormat::kBF16;
+  EXPECT_NEAR(decode_estimate(c, pp2, o).comm_seconds, 100e-6 + 16384 / 1e9 + back, 1e-9);
+}
+
+TEST(Plan, TpAcrossNodesIsListedButNotRecommended) {
+  PlanOptions o = one_gpu_nodes(8);
+  o.gpu_memory = 80ull << 30;
+  const auto plans = plan_layouts(llama3_70b(), o);
+  const auto tp8 = std::find_if(plans.begin(), plans.end(), [](const LayoutPlan& p) {
+    return p.layout == GridShape{1, 1, 1, 8};
+  });
+  ASSERT_NE(tp8, plans.end());
+  EXPECT_TRUE(tp8->tp_across_nodes && tp8->fits);
+  const LayoutPlan* best = recommend(plans);
+  ASSERT_NE(best, nullptr);
+  EXPECT_EQ(best->layout.tp, 1);  // one GPU a node: pipeline stages across them
+}
+
 }  // namespace
 }  // namespace tessera
