@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Decode of the default model across three test hosts (scripts/netns_cluster.sh; root) whose
 # links are shaped to a rate with tc tbf: TP=3 across the hosts against PP=3 across them, one
-# stream and 8 streams, with the communication share (time inside the TP/PP communicators,
-# waiting included, averaged over ranks). The three hosts share this machine's cores: absolute
-# speed is what 3 single-threaded ranks on them give; the comparison between links is the point.
+# stream and 8 streams, with each run's communication share (time inside the TP/PP communicators,
+# waiting included, averaged over ranks), bytes sent per token per rank, and what `tessera plan`
+# estimates for it. --comm-dtype bf16 and q8 are measured on the slow links. The three hosts
+# share this machine's cores: absolute speed is what 3 single-threaded ranks on them give.
 # Added latency and packet loss need netem, which this VM's kernel lacks (notes/platform.md).
+#
+# plan's estimate is calibrated on one rank alone (no links): the rate it reads its weights at
+# (plan's weight bytes x its 1-stream decode tokens/s) and its arithmetic rate (2 x parameters x
+# its 8-stream tokens/s); the links are the shaped rate (unshaped: the veth's 0.69 GB/s) and the
+# veth's 25 us (tessera doctor across the test hosts).
 #
 #   scripts/bench_links.sh [MODEL]     (writes build/bench/links.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=$(realpath "${1:-models/smollm2-135m-instruct.h5}")
+CONFIG=configs/smollm2-135m.json  # (the default model's shape, for plan)
 T=$PWD/build/launch/tessera
 NAME=bl$$
 OUT=build/bench
@@ -38,30 +45,65 @@ EIGHT=$(mktemp)
 for i in $(seq 1 8); do
   echo "{\"id\": \"r$i\", \"prompt\": \"$PROMPT ($i)\", \"max_tokens\": 48, \"ignore_eos\": true}"
 done >"$EIGHT"
-run() {  # --tp/--pp flags... -> "decode-or-generated tok/s | communication share"
+speed_of() { sed -n 's/^\(decode\|generated\): .*(\(.*\) tokens\/s)/\2/p' | tail -1; }
+run() {  # mpirun prefix... -- generate flags... -> "tok/s | comm. share | KB/token/rank"
   local out
-  out=$(scripts/netns_cluster.sh mpirun "$NAME" -H "$NAME-h1:1,$NAME-h2:1,$NAME-h3:1" \
-          -x OMP_NUM_THREADS "$T" generate -m "$MODEL" "$@" --stats-interval 0 2>&1 >/dev/null)
-  local speed comm
-  speed=$(echo "$out" | sed -n 's/^\(decode\|generated\): .*(\(.*\) tokens\/s)/\2/p' | tail -1)
+  out=$("$@" --stats-interval 0 --no-prefix-caching 2>&1 >/dev/null)
+  local comm kb
   comm=$(echo "$out" | sed -n 's/^communication: \([0-9.]*%\).*/\1/p' | tail -1)
-  echo "$speed | ${comm:--}"
+  kb=$(echo "$out" | sed -n 's/^communication: .*; \([0-9.]*\) KB sent per token.*/\1/p' | tail -1)
+  echo "$(echo "$out" | speed_of) | ${comm:--} | ${kb:--}"
+}
+on_hosts() {
+  run scripts/netns_cluster.sh mpirun "$NAME" -H "$NAME-h1:1,$NAME-h2:1,$NAME-h3:1" \
+    -x OMP_NUM_THREADS "$T" generate -m "$MODEL" "$@"
+}
+
+# Calibration: one rank alone, 1 thread
+ONE=$("$T" generate -m "$MODEL" -p "$PROMPT" -n 64 --ignore-eos 2>&1 >/dev/null | speed_of)
+rm -f "$EIGHT.out"
+ONE8=$("$T" generate -m "$MODEL" -i "$EIGHT" -o "$EIGHT.out" --stats-interval 0 2>&1 >/dev/null |
+       speed_of)
+"$T" plan -m "$CONFIG" --nodes 1 --gpus-per-node 1 --weights q4_1 --json "$OUT/plan1.json" \
+  >/dev/null
+read -r MEM FLOPS < <(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
+w=d['layouts'][0]['weight_bytes']; print(f'{w*float(sys.argv[2])/1e9:.3f}GB/s', \
+f'{2*d[\"parameters\"]*float(sys.argv[3])/1e9:.2f}GFLOP/s')" "$OUT/plan1.json" "$ONE" "$ONE8")
+estimate() {  # RATE LAYOUT(tp|pp) DTYPE STREAMS -> plan's tok/s for 3 one-GPU nodes
+  local bw=690MB/s
+  [ "$1" != none ] && bw=$(echo "$1" | sed 's/gbit/Gbit\/s/; s/mbit/Mbit\/s/')
+  "$T" plan -m "$CONFIG" --nodes 3 --gpus-per-node 1 --weights q4_1 --memory-bandwidth "$MEM" \
+    --compute-rate "$FLOPS" --inter-node-bandwidth "$bw" --inter-node-latency 25us \
+    --comm-dtype "$3" --streams "$4" --json "$OUT/plan.json" >/dev/null
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
+k=('tp' if sys.argv[2]=='tp' else 'pp'); \
+print([f\"{l['tokens_per_second']:.0f}\" for l in d['layouts'] if l[k]==3][0])" \
+    "$OUT/plan.json" "$2"
 }
 
 {
   echo "Three test hosts on one $(nproc --all)-core machine, one rank each (1 thread); links shaped with tc tbf; $(date -u +%F)."
+  echo "One rank alone: $ONE tok/s decode (1 stream), $ONE8 tok/s (8 streams): plan calibrated to $MEM, $FLOPS."
   echo
-  echo "| link | layout | 1 stream: decode tok/s | comm. share | 8 streams: output tok/s | comm. share |"
-  echo "|---|---|---|---|---|---|"
-  for rate in none 25gbit 1gbit 100mbit; do
+  echo "| link | layout | --comm-dtype | 1 stream: tok/s (plan) | comm. share | KB/token/rank | 8 streams: tok/s (plan) | comm. share |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for case in "none f32" "25gbit f32" "1gbit f32 bf16 q8" "100mbit f32 bf16 q8"; do
+    # shellcheck disable=SC2086
+    set -- $case
+    rate=$1
+    shift
     shape "$rate"
-    for layout in "--tp 3" "--pp 3"; do
-      # shellcheck disable=SC2086
-      one=$(run $layout -p "$PROMPT" -n 64 --ignore-eos)
-      # shellcheck disable=SC2086
-      rm -f "$EIGHT.out"
-      eight=$(run $layout -i "$EIGHT" -o "$EIGHT.out")
-      echo "| ${rate/none/unshaped (veth)} | ${layout/--/} across hosts | $one | $eight |"
+    for layout in tp pp; do
+      for dtype in "$@"; do
+        one=$(on_hosts "--$layout" 3 --comm-dtype "$dtype" -p "$PROMPT" -n 64 --ignore-eos)
+        rm -f "$EIGHT.out"
+        eight=$(on_hosts "--$layout" 3 --comm-dtype "$dtype" -i "$EIGHT" -o "$EIGHT.out")
+        IFS='|' read -r s1 c1 kb1 <<<"$one"
+        IFS='|' read -r s8 c8 _ <<<"$eight"
+        echo "| ${rate/none/unshaped (veth)} | $layout 3 across hosts | $dtype |" \
+             "${s1// /} ($(estimate "$rate" "$layout" "$dtype" 1)) | ${c1// /} | ${kb1// /} |" \
+             "${s8// /} ($(estimate "$rate" "$layout" "$dtype" 8)) | ${c8// /} |"
+      done
     done
   done
   shape none
