@@ -72,3 +72,23 @@ def test_an_unknown_comm_dtype_is_one_line(tessera, default_model):
                         "int4"], capture_output=True, text=True, env=MPI_ENV, timeout=60)
     assert r.returncode != 0
     assert r.stderr.strip() == "tessera: error: --comm-dtype 'int4' is not one of f32, bf16, q8"
+
+
+def test_plan_estimates_with_the_links_given(tessera, tmp_path):
+    out = tmp_path / "plan.json"
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "llama-3-70b.json")
+    r = subprocess.run([tessera, "plan", "-m", config, "--nodes", "4", "--gpus-per-node", "8",
+                        "--inter-node-bandwidth", "1Gbit/s", "--inter-node-latency", "0.2ms",
+                        "--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "links 1Gbit/s, 0.2ms between nodes" in r.stdout, r.stdout
+    layouts = {(p["tp"], p["pp"]): p for p in json.loads(out.read_text())["layouts"]}
+    # TP across nodes is listed with its estimate, and pays for the slow links
+    assert layouts[(16, 2)]["tp_across_nodes"] and not layouts[(16, 2)]["recommended"]
+    assert layouts[(16, 2)]["comm_seconds"] > 0.9 * layouts[(16, 2)]["step_seconds"]
+    assert layouts[(8, 4)]["comm_seconds"] < 0.5 * layouts[(8, 4)]["step_seconds"]
+    bad = subprocess.run([tessera, "plan", "-m", config, "--inter-node-bandwidth", "1Gbps"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+    assert bad.stderr.strip() == ("tessera: error: --inter-node-bandwidth unit 'Gbps' (use "
+                                  "Gbit/s, Mbit/s, GB/s, MB/s or TB/s)")
