@@ -12,7 +12,7 @@ namespace tessera::cli {
 
 int run_plan(const Args& args) {
   po::options_description desc("Options");
-  std::string model, memory = "80GiB", comm_dtype = "f32";
+  std::string model, memory = "80GiB", comm_dtype = "f32", activations = "bf16";
   std::string inter_rate = "25Gbit/s", inter_latency = "10us", intra_rate = "450GB/s",
               intra_latency = "5us", memory_rate = "3000GB/s", compute_rate = "600TFLOP/s";
   std::string json_path;
@@ -49,6 +49,8 @@ int run_plan(const Args& args) {
        "sequences decoding at once per replica, for the estimated tokens/s")
       ("comm-dtype", po::value(&comm_dtype)->default_value(comm_dtype),
        "what crosses ranks, as tessera generate --comm-dtype: f32, bf16 or q8")
+      ("activations", po::value(&activations)->default_value(activations),
+       "what the hidden states are computed in: bf16 (a GPU's) or f32 (the CPU's)")
       ("json", po::value(&json_path), "also write every layout and its estimate to this file");
   // clang-format on
   po::variables_map vm;
@@ -66,6 +68,9 @@ int run_plan(const Args& args) {
   o.step.memory_bandwidth = parse_rate(memory_rate, "--memory-bandwidth");
   o.step.compute_rate = parse_flops(compute_rate, "--compute-rate");
   o.step.wire = wire_format_from_name(comm_dtype);
+  TESSERA_CHECK(activations == "f32" || activations == "bf16",
+                "--activations must be f32 or bf16, got '" << activations << "'");
+  o.step.activations = dtype_from_name(activations);
   const ModelConfig c = load_model_config(model);
   if (o.weights != "f32" && o.weights != "f16" && o.weights != "bf16")
     check_quantize_scheme(o.weights, "--weights (f32, f16, bf16 or a quantized format)");

@@ -1,7 +1,7 @@
 #include "launch/model_run.h"
 
-#include <algorithm>
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 
 #include "parallel/mpi_communicator.h"
@@ -68,8 +68,9 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "reads; keys and values rounded to half precision)")
       ("comm-dtype", po::value(&comm_dtype)->default_value(comm_dtype),
        "what crosses ranks (the tensor-parallel all-reduce's partial sums, the hidden states "
-       "between pipeline stages): f32 (exact), bf16 (half the bytes), or q8 (blocks of 32 int8 "
-       "with an f16 scale, 0.27 of the bytes; sums still taken in f32), for slow links")
+       "between pipeline stages): f32 (exact), bf16 (half the bytes), or q8 (blocks of 32: the "
+       "largest value in bf16, the others int8 with a scale; 0.29 of the bytes; sums still "
+       "taken in f32), for slow links")
       ("no-prefix-caching", po::bool_switch(), "compute every prompt in full, sharing no blocks")
       ("no-cuda-graphs", po::bool_switch(),
        "on a GPU, launch every kernel of a decode step instead of replaying a CUDA graph "
@@ -84,11 +85,11 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ;
   // clang-format on
   device.add_to(desc);
-  desc.add_options()("trace", po::value(&trace),
-                     "write a timeline of every rank's steps (Chrome trace JSON)")(
-      "stats-interval", po::value(&stats_interval)->default_value(stats_interval),
-      "seconds between progress lines on stderr while requests run: running and waiting "
-      "requests, KV blocks, prefix hits, preemptions, tokens/s (0: none)");
+  desc.add_options()
+      ("trace", po::value(&trace), "write a timeline of every rank's steps (Chrome trace JSON)")
+      ("stats-interval", po::value(&stats_interval)->default_value(stats_interval),
+       "seconds between progress lines on stderr while requests run: running and waiting "
+       "requests, KV blocks, prefix hits, preemptions, tokens/s (0: none)");
 }
 
 ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
@@ -110,11 +111,8 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   load.wire = wire_format_from_name(o.comm_dtype);
   load.device = start_device(o.device);  // before the groups: NCCL's are made on the GPU
   const GroupTransport transport = group_transport(o.device, load.device);
-  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport),
-               {},
-               o.engine,
-               false,
-               nullptr};
+  ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport), {}, o.engine,
+               false, nullptr};
   run.rank0 = run.groups.world->rank() == 0;
   load.dtype = model_dtype(o.device, load.device);
   TESSERA_CHECK(o.model.empty() != o.random.empty(),
@@ -157,7 +155,7 @@ Communication communication_totals(ProcessGroups& groups, double seconds,
                                    const EngineStats& stats) {
   int64_t tokens = 0;  // that went through this rank's layers
   for (const EngineSpan& span : stats.spans) tokens += span.tokens;
-  const double bytes = double(groups.model_communication_bytes());
+  const double bytes = groups.model_communication_bytes();
   Tensor t = Tensor::from_f32({float(groups.model_communication_seconds()), float(seconds),
                                float(tokens > 0 ? bytes / double(tokens) : 0.0)},
                               {3});

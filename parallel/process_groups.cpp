@@ -44,8 +44,8 @@ double ProcessGroups::model_communication_seconds() const {
   return s;
 }
 
-int64_t ProcessGroups::model_communication_bytes() const {
-  int64_t bytes = 0;
+double ProcessGroups::model_communication_bytes() const {
+  double bytes = 0;
   for (const Communicator* c : {tp.get(), sp.get(), pp.get()})
     if (auto* timed = dynamic_cast<const TimedCommunicator*>(c)) bytes += timed->bytes_sent();
   return bytes;

@@ -34,8 +34,9 @@ struct ProcessGroups {
   static ProcessGroups single();
   // Seconds this rank spent inside the TP, SP and PP groups' calls (waiting included).
   double model_communication_seconds() const;
-  // Bytes this rank handed to the TP, SP and PP groups to send (TimedCommunicator::bytes_sent).
-  int64_t model_communication_bytes() const;
+  // Bytes this rank's calls to the TP, SP and PP groups put on the wire
+  // (TimedCommunicator::bytes_sent).
+  double model_communication_bytes() const;
 };
 
 }  // namespace tessera

@@ -1,8 +1,9 @@
 // A communicator that measures the wall time spent inside another one's calls (waiting for
 // peers included), so a run can say what share of its time went to communication, and the bytes
-// this rank hands to them to send: a tensor sent, all-reduced, all-gathered or reduce-scattered
-// counts its bytes once, a broadcast on its root (what a group of two puts on the wire; a larger
-// group's transport may send more, by its algorithm).
+// its calls put on the wire: each call counts this rank's even share of the least any algorithm
+// must send for it (a tensor of m bytes: all-reduce 2 (p - 1) / p m, the ring's; all-gather of
+// m from each rank (p - 1) m; reduce-scatter of m (p - 1) / p m; broadcast (p - 1) / p m; send
+// m), so that the sum over a group's ranks is the call's traffic.
 #pragma once
 
 #include <memory>
@@ -16,7 +17,7 @@ class TimedCommunicator final : public Communicator {
   explicit TimedCommunicator(std::unique_ptr<Communicator> inner) : inner_(std::move(inner)) {}
   double seconds() const { return seconds_; }
   int64_t calls() const { return calls_; }
-  int64_t bytes_sent() const { return bytes_; }
+  double bytes_sent() const { return bytes_; }
 
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
@@ -37,11 +38,11 @@ class TimedCommunicator final : public Communicator {
 
  private:
   template <typename F>
-  void timed(size_t bytes, F&& f);
+  void timed(double bytes, F&& f);
   std::unique_ptr<Communicator> inner_;
   double seconds_ = 0;
   int64_t calls_ = 0;
-  int64_t bytes_ = 0;
+  double bytes_ = 0;
 };
 
 }  // namespace tessera

@@ -6,18 +6,24 @@
 #include <vector>
 
 #include "kernels/ops.h"
-#include "kernels/quant.h"
 
 namespace tessera {
 namespace {
 
-// q8: a block of 32 values is GGML's Q8_0 block of them with the largest magnitude zeroed (an f16
-// scale, 32 int8), then that value in bf16 and its index in the block (a byte).
+// q8: a block of 32 values is [bf16 scale d][32 x int8 q][bf16 kept][u8 index]: the block's
+// largest magnitude is kept (in bf16) at its index, where q is 0, and every other value is d * q,
+// d the smallest bf16 >= the next largest magnitude / 127. Nothing throws: a block with a value
+// that is not finite decodes to NaN (as f32 would carry it on).
 constexpr int64_t kQ8Block = 32;
-const int64_t kQ8BlockBytes = int64_t(dtype_block_bytes(DType::kQ8_0)) + 3;
+constexpr int64_t kQ8BlockBytes = 2 + kQ8Block + 3;
 
-int64_t q8_blocks(int64_t n) {
-  return (n + kQ8Block - 1) / kQ8Block;
+int64_t q8_blocks(int64_t n) { return (n + kQ8Block - 1) / kQ8Block; }
+
+// The smallest bf16 value >= v (v >= 0, or NaN kept).
+uint16_t bf16_at_least(float v) {
+  uint16_t b = float_to_bf16(v);
+  if (bf16_to_float(b) < v) ++b;  // (positive: the next bf16 up)
+  return b;
 }
 
 void q8_encode_block(const float* src, int64_t n, uint8_t* dst) {
@@ -28,15 +34,31 @@ void q8_encode_block(const float* src, int64_t n, uint8_t* dst) {
     if (std::fabs(x[i]) > std::fabs(x[top])) top = i;
   const uint16_t kept = float_to_bf16(x[top]);
   x[top] = 0;
-  quantize(DType::kQ8_0, x, dst, kQ8Block);
-  std::memcpy(dst + kQ8BlockBytes - 3, &kept, 2);
+  float next = 0;
+  for (float v : x) {
+    if (std::isnan(v)) {  // (carried as NaN)
+      next = v;
+      break;
+    }
+    next = std::max(next, std::fabs(v));
+  }
+  const uint16_t d = bf16_at_least(next / 127.0f);
+  const float scale = bf16_to_float(d), inverse = scale > 0 ? 1.0f / scale : 0.0f;
+  std::memcpy(dst, &d, 2);
+  for (int i = 0; i < kQ8Block; ++i) {
+    const float q = std::isfinite(inverse) ? std::nearbyint(x[i] * inverse) : 0.0f;
+    dst[2 + i] = uint8_t(int8_t(std::isfinite(q) ? std::clamp(q, -127.0f, 127.0f) : 0.0f));
+  }
+  std::memcpy(dst + 2 + kQ8Block, &kept, 2);
   dst[kQ8BlockBytes - 1] = uint8_t(top);
 }
 
 void q8_decode_block(const uint8_t* src, float* dst) {
-  dequantize(DType::kQ8_0, src, dst, kQ8Block);
-  uint16_t kept;
-  std::memcpy(&kept, src + kQ8BlockBytes - 3, 2);
+  uint16_t d, kept;
+  std::memcpy(&d, src, 2);
+  std::memcpy(&kept, src + 2 + kQ8Block, 2);
+  const float scale = bf16_to_float(d);
+  for (int i = 0; i < kQ8Block; ++i) dst[i] = scale * float(int8_t(src[2 + i]));
   dst[src[kQ8BlockBytes - 1] % kQ8Block] = bf16_to_float(kept);
 }
 

@@ -80,17 +80,34 @@ double message_seconds(const Link& link, double bytes) {
   return link.latency + bytes / link.bandwidth;
 }
 
-double all_reduce_seconds(const Link& link, int p, WireFormat wire, int64_t values) {
-  if (p == 1) return 0;
-  const double rounds = std::ceil(std::log2(double(p)));
-  const double m = double(wire_bytes(wire, values));
-  if (wire == WireFormat::kF32) return rounds * message_seconds(link, m);
-  return rounds * link.latency + double(p - 1) * m / link.bandwidth;
+double rounds(int p) {
+  return std::ceil(std::log2(double(p)));
 }
 
-// The node of the first TP rank of stage s of replica 0 (ranks numbered tp fastest).
-int64_t node_of_stage(const GridShape& g, int s, int gpus_per_node) {
-  return int64_t(s) * g.sp * g.tp / gpus_per_node;
+// An all-reduce of `values` summed over p ranks, as all_reduce_sum sends them (parallel/
+// wire_format.h): f32 by recursive doubling, a compressed format gathered whole.
+double all_reduce_seconds(const Link& link, int p, WireFormat wire, int64_t values) {
+  if (p == 1) return 0;
+  const double m = double(wire_bytes(wire, values));
+  if (wire == WireFormat::kF32) return rounds(p) * message_seconds(link, m);
+  return rounds(p) * link.latency + double(p - 1) * m / link.bandwidth;
+}
+
+// Bytes of a hidden state of `values` between stages: as computed under f32, else encoded.
+double hidden_bytes(const StepModel& m, int64_t values) {
+  if (m.wire == WireFormat::kF32) return double(values) * double(dtype_size(m.activations));
+  return double(wire_bytes(m.wire, values));
+}
+
+// Whether the first TP ranks of stages a and b sit on different nodes in any replica (ranks
+// numbered tp fastest, then sp, pp, dp; o.gpus_per_node to a node).
+bool across_nodes(const GridShape& g, int a, int b, const PlanOptions& o) {
+  const auto node = [&](int dp, int stage) {
+    return int64_t(dp * g.pp + stage) * g.sp * g.tp / o.gpus_per_node;
+  };
+  for (int d = 0; d < g.dp; ++d)
+    if (node(d, a) != node(d, b)) return true;
+  return false;
 }
 
 }  // namespace
@@ -98,8 +115,13 @@ int64_t node_of_stage(const GridShape& g, int s, int gpus_per_node) {
 DecodeEstimate decode_estimate(const ModelConfig& c, const GridShape& g, const PlanOptions& o) {
   const StepModel& m = o.step;
   TESSERA_CHECK(m.streams >= 1, "the estimate needs at least one stream");
+  TESSERA_CHECK(m.activations == DType::kF32 || m.activations == DType::kBF16,
+                "activations are f32 or bf16, not " << dtype_name(m.activations));
   const int64_t h = c.hidden_size;
   const Link& tp_link = g.tp <= o.gpus_per_node ? m.intra_node : m.inter_node;
+  const auto link_between = [&](int a, int b) -> const Link& {
+    return across_nodes(g, a, b, o) ? m.inter_node : m.intra_node;
+  };
   // T_s(b) and its communication, for every stage
   const auto stages = [&](int64_t b, std::vector<double>& comm) {
     std::vector<double> t(size_t(g.pp));
@@ -108,16 +130,16 @@ DecodeEstimate decode_estimate(const ModelConfig& c, const GridShape& g, const P
       const int64_t layers = stage_layers(c.num_layers, g.pp, s).size();
       double& k = comm[size_t(s)];
       k = 2.0 * double(layers) * all_reduce_seconds(tp_link, g.tp, m.wire, b * h);
-      if (s == 0) k += all_reduce_seconds(tp_link, g.tp, WireFormat::kF32, b * h);
-      if (s + 1 < g.pp) {
-        const bool across =
-            node_of_stage(g, s, o.gpus_per_node) != node_of_stage(g, s + 1, o.gpus_per_node);
-        k += message_seconds(across ? m.inter_node : m.intra_node,
-                             double(wire_bytes(m.wire, b * h)));
+      if (s == 0 && g.tp > 1)  // the plan broadcast over TP, the embedding's f32 all-reduce
+        k += rounds(g.tp) * tp_link.latency +
+             all_reduce_seconds(tp_link, g.tp, WireFormat::kF32, b * h);
+      if (s + 1 < g.pp) {  // the plan, then the hidden state
+        const Link& next = link_between(s, s + 1);
+        k += next.latency + message_seconds(next, hidden_bytes(m, b * h));
       }
-      if (s == g.pp - 1 && g.pp > 1) {
-        const bool across = node_of_stage(g, s, o.gpus_per_node) != 0;
-        k += message_seconds(across ? m.inter_node : m.intra_node, 4.0 * double(b + 1));
+      if (s == g.pp - 1) {
+        if (g.tp > 1) k += rounds(g.tp) * tp_link.latency;  // sampling across the vocabulary
+        if (g.pp > 1) k += message_seconds(link_between(s, 0), 4.0 * double(b + 1));  // tokens
       }
       const RankLoad r = rank_load(c, g, s, o);
       t[size_t(s)] = std::max(double(r.weight_bytes) / m.memory_bandwidth,

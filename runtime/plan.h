@@ -26,6 +26,7 @@ struct StepModel {
   double memory_bandwidth = 3000e9;    // bytes/s a rank reads its weights at (an H100's HBM)
   double compute_rate = 600e12;        // multiply-adds x 2 per second (an H100's dense bf16, 60%)
   WireFormat wire = WireFormat::kF32;  // --comm-dtype
+  DType activations = DType::kBF16;    // the hidden states as computed (a GPU's; the CPU's: f32)
   int64_t streams = 1;                 // sequences decoding at once
 };
 
@@ -44,17 +45,24 @@ struct PlanOptions {
 };
 
 // A decode step of a layout, estimated (decode_estimate). Ranks are placed as the grid numbers
-// them (tp fastest) on nodes of PlanOptions::gpus_per_node: a group whose ranks share a node talks
-// over StepModel::intra_node, else over inter_node. For b sequences of one token each:
-//   a hidden state            m(b) = wire_bytes(wire, b * hidden)
+// them (tp fastest) on nodes of PlanOptions::gpus_per_node: ranks that share a node talk over
+// StepModel::intra_node, else over inter_node (a stage boundary that crosses nodes in any replica
+// counts as crossing). A message of m bytes takes latency + m / bandwidth. For b sequences of one
+// token each:
+//   a hidden state            m(b) = b * hidden values: in `activations` under f32, else encoded
 //   an all-reduce over p      f32: ceil(log2 p) * (latency + m / bandwidth)   (recursive doubling)
 //                             bf16, q8: ceil(log2 p) * latency + (p - 1) * m / bandwidth
 //                             (every rank gathers the others' encoded sums)
 //   stage s                   T_s(b) = max(its rank's weight bytes / memory_bandwidth,
 //                                          2 * its rank's parameters * b / compute_rate)
-//                                      + (2 * its layers + [s = 0]: the embedding, f32) all-reduces
-//                                      + a hidden state to stage s + 1 (latency + m / bandwidth)
-//                                      + on the last stage, the tokens back to stage 0
+//                                      + 2 all-reduces per layer of its layers
+//                                      + stage 0 with TP: the plan's broadcast over TP
+//                                        (ceil(log2 tp) latencies) and the embedding's f32
+//                                        all-reduce
+//                                      + to stage s + 1: the plan (a latency), the hidden state
+//                                      + the last stage: sampling across TP (ceil(log2 tp)
+//                                        latencies), and with PP the tokens back to stage 0
+//                                        (4 (b + 1) bytes)
 // S streams run as k = min(pp, S) steps in flight of b = ceil(S / k) sequences: a round of every
 // stream's next token takes max(sum of T_s(b), k * max of T_s(b)), and tokens/s = S / round.
 // (A roofline: a small batch reads the weights, a large one computes; attention and the KV cache
@@ -85,8 +93,8 @@ struct LayoutPlan {
 RankLoad rank_load(const ModelConfig& c, const GridShape& layout, int stage, const PlanOptions& o);
 int64_t total_parameters(const ModelConfig& c);
 DecodeEstimate decode_estimate(const ModelConfig& c, const GridShape& layout, const PlanOptions& o);
-// Every layout with tp dividing the GPUs of a node or a multiple of them (TP across nodes), pp
-// dividing the rest, dp the remainder.
+// Every layout with tp dividing the GPUs of a node, or a multiple of them that divides the world
+// (TP across nodes), pp dividing the rest, dp the remainder.
 std::vector<LayoutPlan> plan_layouts(const ModelConfig& c, const PlanOptions& o);
 // The recommended plan: fits, the largest tp up to a node (never across nodes), then the fewest
 // stages, then the most replicas; nullptr when nothing fits.

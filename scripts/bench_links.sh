@@ -12,11 +12,13 @@
 # its 8-stream tokens/s); the links are the shaped rate (unshaped: the veth's 0.69 GB/s) and the
 # veth's 25 us (tessera doctor across the test hosts).
 #
-#   scripts/bench_links.sh [MODEL]     (writes build/bench/links.md)
+#   scripts/bench_links.sh [MODEL CONFIG WEIGHTS]     (writes build/bench/links.md)
+# (CONFIG: the model's shape for plan, WEIGHTS: how its file holds them, as plan --weights takes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=$(realpath "${1:-models/smollm2-135m-instruct.h5}")
-CONFIG=configs/smollm2-135m.json  # (the default model's shape, for plan)
+CONFIG=${2:-configs/smollm2-135m.json}
+WEIGHTS=${3:-q4_1}
 T=$PWD/build/launch/tessera
 NAME=bl$$
 OUT=build/bench
@@ -62,9 +64,9 @@ on_hosts() {
 # Calibration: one rank alone, 1 thread
 ONE=$("$T" generate -m "$MODEL" -p "$PROMPT" -n 64 --ignore-eos 2>&1 >/dev/null | speed_of)
 rm -f "$EIGHT.out"
-ONE8=$("$T" generate -m "$MODEL" -i "$EIGHT" -o "$EIGHT.out" --stats-interval 0 2>&1 >/dev/null |
-       speed_of)
-"$T" plan -m "$CONFIG" --nodes 1 --gpus-per-node 1 --weights q4_1 --json "$OUT/plan1.json" \
+ONE8=$("$T" generate -m "$MODEL" -i "$EIGHT" -o "$EIGHT.out" --stats-interval 0 \
+       --no-prefix-caching 2>&1 >/dev/null | speed_of)
+"$T" plan -m "$CONFIG" --nodes 1 --gpus-per-node 1 --weights "$WEIGHTS" --json "$OUT/plan1.json" \
   >/dev/null
 read -r MEM FLOPS < <(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
 w=d['layouts'][0]['weight_bytes']; print(f'{w*float(sys.argv[2])/1e9:.3f}GB/s', \
@@ -72,8 +74,9 @@ f'{2*d[\"parameters\"]*float(sys.argv[3])/1e9:.2f}GFLOP/s')" "$OUT/plan1.json" "
 estimate() {  # RATE LAYOUT(tp|pp) DTYPE STREAMS -> plan's tok/s for 3 one-GPU nodes
   local bw=690MB/s
   [ "$1" != none ] && bw=$(echo "$1" | sed 's/gbit/Gbit\/s/; s/mbit/Mbit\/s/')
-  "$T" plan -m "$CONFIG" --nodes 3 --gpus-per-node 1 --weights q4_1 --memory-bandwidth "$MEM" \
-    --compute-rate "$FLOPS" --inter-node-bandwidth "$bw" --inter-node-latency 25us \
+  "$T" plan -m "$CONFIG" --nodes 3 --gpus-per-node 1 --weights "$WEIGHTS" --activations f32 \
+    --memory-bandwidth "$MEM" --compute-rate "$FLOPS" --inter-node-bandwidth "$bw" \
+    --inter-node-latency 25us \
     --comm-dtype "$3" --streams "$4" --json "$OUT/plan.json" >/dev/null
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
 k=('tp' if sys.argv[2]=='tp' else 'pp'); \
@@ -87,9 +90,9 @@ print([f\"{l['tokens_per_second']:.0f}\" for l in d['layouts'] if l[k]==3][0])" 
   echo
   echo "| link | layout | --comm-dtype | 1 stream: tok/s (plan) | comm. share | KB/token/rank | 8 streams: tok/s (plan) | comm. share |"
   echo "|---|---|---|---|---|---|---|---|"
-  for case in "none f32" "25gbit f32" "1gbit f32 bf16 q8" "100mbit f32 bf16 q8"; do
+  for link in "none f32" "25gbit f32" "1gbit f32 bf16 q8" "100mbit f32 bf16 q8"; do
     # shellcheck disable=SC2086
-    set -- $case
+    set -- $link
     rate=$1
     shift
     shape "$rate"

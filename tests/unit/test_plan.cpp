@@ -151,18 +151,20 @@ TEST(Plan, DecodeEstimateTpAcrossNodes) {
   PlanOptions o = one_gpu_nodes(2);
   const GridShape tp2{1, 1, 1, 2};
   const double weights = double(rank_load(c, tp2, 0, o).weight_bytes) / 1e12;
-  // 2 all-reduces a layer and the embedding's: 161 of 8192 f32, one round each for 2 ranks
-  const double comm = 161 * (100e-6 + 32768 / 1e9);
+  // 2 all-reduces a layer and the embedding's: 161 of 8192 f32 (all-reduces are summed in f32),
+  // one round each for 2 ranks; the plan's broadcast and the sampling: a latency each
+  const double comm = 161 * (100e-6 + 32768 / 1e9) + 2 * 100e-6;
   DecodeEstimate e = decode_estimate(c, tp2, o);
   EXPECT_NEAR(e.step_seconds, weights + comm, 1e-9);
   EXPECT_NEAR(e.comm_seconds, comm, 1e-9);
   EXPECT_NEAR(e.tokens_per_second, 1 / (weights + comm), 1e-6);
   // q8 over 4 ranks: 2 rounds of latency, and each rank gathers 3 encoded sums of 8192 values
-  // (256 blocks of 37 bytes); the embedding stays f32 (2 rounds of 32768 bytes)
+  // (256 blocks of 37 bytes); the embedding stays f32 (2 rounds of 32768 bytes); the plan's
+  // broadcast and the sampling 2 latencies each
   o = one_gpu_nodes(4);
   o.step.wire = WireFormat::kQ8;
   const GridShape tp4{1, 1, 1, 4};
-  const double q8 = 160 * (2 * 100e-6 + 3 * 9472 / 1e9) + 2 * (100e-6 + 32768 / 1e9);
+  const double q8 = 160 * (2 * 100e-6 + 3 * 9472 / 1e9) + 2 * (100e-6 + 32768 / 1e9) + 4 * 100e-6;
   e = decode_estimate(c, tp4, o);
   EXPECT_NEAR(e.comm_seconds, q8, 1e-9);
   // Inside a node the same layout talks over the node's links
@@ -170,8 +172,8 @@ TEST(Plan, DecodeEstimateTpAcrossNodes) {
   o.nodes = 1;
   o.step.intra_node = {100e9, 2e-6};
   e = decode_estimate(c, tp4, o);
-  EXPECT_NEAR(e.comm_seconds, 160 * (2 * 2e-6 + 3 * 9472 / 100e9) + 2 * (2e-6 + 32768 / 100e9),
-              1e-9);
+  EXPECT_NEAR(e.comm_seconds,
+              160 * (2 * 2e-6 + 3 * 9472 / 100e9) + 2 * (2e-6 + 32768 / 100e9) + 4 * 2e-6, 1e-9);
 }
 
 TEST(Plan, DecodeEstimatePpAcrossNodesWithStreams) {
@@ -180,31 +182,52 @@ TEST(Plan, DecodeEstimatePpAcrossNodesWithStreams) {
   const GridShape pp2{1, 2, 1, 1};
   const double w0 = double(rank_load(c, pp2, 0, o).weight_bytes) / 1e12;
   const double w1 = double(rank_load(c, pp2, 1, o).weight_bytes) / 1e12;
-  // one stream: stage 0, its hidden state (8192 f32) to stage 1, stage 1, its token back (8 bytes)
-  const double hop = 100e-6 + 32768 / 1e9, back = 100e-6 + 8 / 1e9;
+  // one stream: stage 0, the plan (a latency) and the hidden state (8192 bf16, as a GPU computes
+  // it) to stage 1, stage 1, its token back (8 bytes)
+  const double hop = 2 * 100e-6 + 16384 / 1e9, back = 100e-6 + 8 / 1e9;
   DecodeEstimate e = decode_estimate(c, pp2, o);
   EXPECT_NEAR(e.step_seconds, w0 + hop + w1 + back, 1e-9);
   EXPECT_NEAR(e.comm_seconds, hop + back, 1e-9);
+  // --comm-dtype bf16 changes nothing for bf16 hidden states; f32 ones are twice the bytes
+  o.step.wire = WireFormat::kBF16;
+  EXPECT_NEAR(decode_estimate(c, pp2, o).comm_seconds, hop + back, 1e-9);
+  o.step.wire = WireFormat::kF32;
+  o.step.activations = DType::kF32;
+  EXPECT_NEAR(decode_estimate(c, pp2, o).comm_seconds, hop + 16384 / 1e9 + back, 1e-9);
+  o.step.activations = DType::kBF16;
   // 8 streams: 2 steps in flight of 4 sequences; a round is the slower of the whole pipeline
   // and two steps through its slowest stage
   o.step.streams = 8;
-  const double t0 = w0 + 100e-6 + 4 * 32768 / 1e9, t1 = w1 + 100e-6 + 20 / 1e9;
+  const double t0 = w0 + 2 * 100e-6 + 4 * 16384 / 1e9, t1 = w1 + 100e-6 + 20 / 1e9;
   e = decode_estimate(c, pp2, o);
   EXPECT_NEAR(e.tokens_per_second, 8 / std::max(t0 + t1, 2 * std::max(t0, t1)), 1e-6);
   // Where arithmetic is slower than the weights' reads (2 flops a parameter and sequence)
   o.step.compute_rate = 1e12;
   const double p0 = double(rank_load(c, pp2, 0, o).parameters);
   const double p1 = double(rank_load(c, pp2, 1, o).parameters);
-  const double c0 = 2 * p0 * 4 / 1e12 + 100e-6 + 4 * 32768 / 1e9;
+  const double c0 = 2 * p0 * 4 / 1e12 + 2 * 100e-6 + 4 * 16384 / 1e9;
   const double c1 = 2 * p1 * 4 / 1e12 + 100e-6 + 20 / 1e9;
   ASSERT_GT(2 * p0 * 4 / 1e12, w0);
   EXPECT_NEAR(decode_estimate(c, pp2, o).tokens_per_second,
               8 / std::max(c0 + c1, 2 * std::max(c0, c1)), 1e-6);
-  o.step.compute_rate = 600e12;
-  // A bf16 hidden state is half the bytes
-  o.step.streams = 1;
-  o.step.wire = WireFormat::kBF16;
-  EXPECT_NEAR(decode_estimate(c, pp2, o).comm_seconds, 100e-6 + 16384 / 1e9 + back, 1e-9);
+}
+
+TEST(Plan, DecodeEstimateCountsABoundaryCrossedInAnyReplica) {
+  // 3 nodes of 8, tp 2 x pp 3 x dp 4: replica 0 (ranks 0-5) stays on node 0, replica 1 (ranks
+  // 6-11) crosses from node 0 to node 1 between its stages 0 and 1.
+  const ModelConfig c = llama3_70b();
+  PlanOptions o = one_gpu_nodes(3);
+  o.gpus_per_node = 8;
+  o.step.intra_node = {100e9, 2e-6};
+  const GridShape g{4, 3, 1, 2};
+  const double inter = 2 * 100e-6 + 16384 / 1e9;  // the plan and a bf16 hidden state
+  const DecodeEstimate e = decode_estimate(c, g, o);
+  // Stage 0 -> 1 crosses in replica 1 (ranks 6 -> 8), 1 -> 2 in replica 2 (ranks 14 -> 16), and
+  // the tokens' way back in replicas 1 and 2 (10 -> 6, 16 -> 12); TP stays inside its node (80
+  // layers' all-reduces, the embedding's, the plan's broadcast and the sampling's latency).
+  const double tp_terms = 160 * (2e-6 + 32768 / 100e9) + (2e-6 + 32768 / 100e9) + 2 * 2e-6;
+  const double back_across = 100e-6 + 8 / 1e9;
+  EXPECT_NEAR(e.comm_seconds, tp_terms + 2 * inter + back_across, 1e-9);
 }
 
 TEST(Plan, TpAcrossNodesIsListedButNotRecommended) {
