@@ -10,20 +10,21 @@
 namespace tessera {
 namespace {
 
-// q8: a block of 32 values is [bf16 scale d][32 x int8 q][bf16 kept][u8 index]: the block's
+// q8: a block of 32 values is [f16 scale d][32 x int8 q][bf16 kept][u8 index]: the block's
 // largest magnitude is kept (in bf16) at its index, where q is 0, and every other value is d * q,
-// d the smallest bf16 >= the next largest magnitude / 127. Nothing throws: a block with a value
-// that is not finite decodes to NaN (as f32 would carry it on).
+// d the smallest f16 >= the next largest magnitude / 127 (GGML's Q8_0 block, with the largest
+// value taken out). Nothing throws: a block with a NaN decodes to NaN (as f32 would carry it
+// on), and magnitudes beyond the largest f16 scale (127 x 65504) are clamped to it.
 constexpr int64_t kQ8Block = 32;
 constexpr int64_t kQ8BlockBytes = 2 + kQ8Block + 3;
 
 int64_t q8_blocks(int64_t n) { return (n + kQ8Block - 1) / kQ8Block; }
 
-// The smallest bf16 value >= v (v >= 0, or NaN kept).
-uint16_t bf16_at_least(float v) {
-  uint16_t b = float_to_bf16(v);
-  if (bf16_to_float(b) < v) ++b;  // (positive: the next bf16 up)
-  return b;
+// The smallest f16 value >= v (0 <= v <= 65504, or NaN kept).
+uint16_t half_at_least(float v) {
+  uint16_t h = float_to_half(v);
+  if (half_to_float(h) < v) ++h;  // (positive: the next f16 up)
+  return h;
 }
 
 void q8_encode_block(const float* src, int64_t n, uint8_t* dst) {
@@ -42,12 +43,12 @@ void q8_encode_block(const float* src, int64_t n, uint8_t* dst) {
     }
     next = std::max(next, std::fabs(v));
   }
-  const uint16_t d = bf16_at_least(next / 127.0f);
-  const float scale = bf16_to_float(d), inverse = scale > 0 ? 1.0f / scale : 0.0f;
+  const uint16_t d = half_at_least(std::isnan(next) ? next : std::min(next / 127.0f, 65504.0f));
+  const float scale = half_to_float(d), inverse = scale > 0 ? 1.0f / scale : 0.0f;
   std::memcpy(dst, &d, 2);
   for (int i = 0; i < kQ8Block; ++i) {
-    const float q = std::isfinite(inverse) ? std::nearbyint(x[i] * inverse) : 0.0f;
-    dst[2 + i] = uint8_t(int8_t(std::isfinite(q) ? std::clamp(q, -127.0f, 127.0f) : 0.0f));
+    const float q = std::round(x[i] * inverse);  // (NaN when the block holds one: then 0)
+    dst[2 + i] = uint8_t(int8_t(std::isnan(q) ? 0.0f : std::clamp(q, -127.0f, 127.0f)));
   }
   std::memcpy(dst + 2 + kQ8Block, &kept, 2);
   dst[kQ8BlockBytes - 1] = uint8_t(top);
@@ -57,7 +58,7 @@ void q8_decode_block(const uint8_t* src, float* dst) {
   uint16_t d, kept;
   std::memcpy(&d, src, 2);
   std::memcpy(&kept, src + 2 + kQ8Block, 2);
-  const float scale = bf16_to_float(d);
+  const float scale = half_to_float(d);
   for (int i = 0; i < kQ8Block; ++i) dst[i] = scale * float(int8_t(src[2 + i]));
   dst[src[kQ8BlockBytes - 1] % kQ8Block] = bf16_to_float(kept);
 }
