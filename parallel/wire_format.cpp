@@ -12,9 +12,10 @@ namespace {
 
 // q8: a block of 32 values is [f16 scale d][32 x int8 q][bf16 kept][u8 index]: the block's
 // largest magnitude is kept (in bf16) at its index, where q is 0, and every other value is d * q,
-// d the smallest f16 >= the next largest magnitude / 127 (GGML's Q8_0 block, with the largest
-// value taken out). Nothing throws: a block with a NaN decodes to NaN (as f32 would carry it
-// on), and magnitudes beyond the largest f16 scale (127 x 65504) are clamped to it.
+// d the smallest f16 >= the next largest magnitude / 127 (laid out as GGML's Q8_0 block, with the
+// largest value taken out). Nothing throws: a NaN that is not the block's largest makes the rest
+// of the block NaN (f32 would carry it on), and other magnitudes past the largest f16 scale
+// (127 x 65504, inf among them) are clamped to it.
 constexpr int64_t kQ8Block = 32;
 constexpr int64_t kQ8BlockBytes = 2 + kQ8Block + 3;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Decode of the default model across three test hosts (scripts/netns_cluster.sh; root) whose
+# Decode of a model (the default one unless given) across three test hosts (scripts/netns_cluster.sh; root) whose
 # links are shaped to a rate with tc tbf: TP=3 across the hosts against PP=3 across them, one
 # stream and 8 streams, with each run's communication share (time inside the TP/PP communicators,
 # waiting included, averaged over ranks), bytes sent per token per rank, and what `tessera plan`

@@ -179,8 +179,8 @@ std::vector<float> decoded(WireFormat f, const std::vector<float>& x) {
 }
 
 // A compressed all-reduce gives every rank the same values: the f32 sum, in rank order, of every
-// rank's decoded partial sums; within the formats' rounding of the exact sum. The bytes a rank
-// sends are the encoded ones.
+// rank's decoded partial sums; within the formats' rounding of the exact sum. The bytes counted
+// are the rank's share of the least traffic (TimedCommunicator).
 TEST(WireFormat, CompressedAllReduceIsOneSumOnEveryRank) {
   auto world = MpiCommunicator::world();
   const int r = world->rank(), p = world->size();

@@ -102,9 +102,18 @@ TEST(WireFormat, Q8NeverThrows) {
   x[40] = 1e38f;         // beyond the largest f16 scale: clamped to 127 x 65504
   x[41] = 3e38f;         // the block's largest: kept
   const std::vector<float> y = round_trip(WireFormat::kQ8, x);
+  EXPECT_EQ(y[0], 1.0f);  // (the NaN block's largest, kept)
   EXPECT_TRUE(std::isnan(y[1]) && std::isnan(y[3])) << y[1];
   EXPECT_EQ(y[41], nearest_bf16(3e38f));
   EXPECT_EQ(y[40], 127.0f * 65504.0f);
+  // an infinity that is not its block's largest is clamped too; a block of zeros stays zeros
+  std::vector<float> z(64, 0.0f);
+  z[1] = -INFINITY;
+  z[2] = INFINITY;
+  const std::vector<float> w = round_trip(WireFormat::kQ8, z);
+  EXPECT_EQ(w[1], -INFINITY);  // (the block's first largest, kept)
+  EXPECT_EQ(w[2], 127.0f * 65504.0f);
+  for (size_t i = 32; i < 64; ++i) EXPECT_EQ(w[i], 0.0f) << i;
 }
 
 TEST(WireFormat, DecodeAccumulates) {
