@@ -5,7 +5,6 @@
 # waiting included, averaged over ranks), bytes sent per token per rank, and what `tessera plan`
 # estimates for it. --comm-dtype bf16 and q8 are measured on the slow links. The three hosts
 # share this machine's cores: absolute speed is what 3 single-threaded ranks on them give.
-# Added latency and packet loss need netem, which this VM's kernel lacks (notes/platform.md).
 #
 # plan's estimate is calibrated on one rank alone (no links): the rate it reads its weights at
 # (plan's weight bytes x its 1-stream decode tokens/s) and its arithmetic rate (2 x parameters x
@@ -13,6 +12,8 @@
 # veth's 25 us (tessera doctor across the test hosts).
 #
 #   scripts/bench_links.sh [MODEL CONFIG WEIGHTS]     (writes build/bench/links.md)
+# A delay (1gbit@0.1ms: 0.1 ms on every host's link each way, 0.2 ms host to host) comes from
+# netns_cluster.sh impair (a switch in user space, at most about 50 MB/s).
 # (CONFIG: the model's shape for plan, WEIGHTS: how its file holds them, as plan --weights takes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,15 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 scripts/netns_cluster.sh up 3 "$NAME" >/dev/null
 trap 'scripts/netns_cluster.sh down "$NAME"' EXIT
 
-shape() {  # RATE (tbf's notation) or none: both directions of every host's link
-  local i
+shape() {  # RATE[@DELAY] (tbf's notation; DELAY per link and way) or none: every host's link
+  local i delay=${1#*@}
+  [ "$delay" = "$1" ] && delay=""
+  set -- "${1%@*}"
+  if [ -n "$delay" ]; then  # (a switch in user space: netem is not in this VM's kernel)
+    scripts/netns_cluster.sh impair "$NAME" 1:"$delay":0 2:"$delay":0 3:"$delay":0
+  else
+    scripts/netns_cluster.sh repair "$NAME"
+  fi
   for i in 1 2 3; do
     ip netns exec "$NAME-h$i" tc qdisc del dev eth0 root 2>/dev/null || true
     ip netns exec "$NAME-br" tc qdisc del dev "h$i" root 2>/dev/null || true
@@ -71,12 +79,14 @@ ONE8=$("$T" generate -m "$MODEL" -i "$EIGHT" -o "$EIGHT.out" --stats-interval 0 
 read -r MEM FLOPS < <(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
 w=d['layouts'][0]['weight_bytes']; print(f'{w*float(sys.argv[2])/1e9:.3f}GB/s', \
 f'{2*d[\"parameters\"]*float(sys.argv[3])/1e9:.2f}GFLOP/s')" "$OUT/plan1.json" "$ONE" "$ONE8")
-estimate() {  # RATE LAYOUT(tp|pp) DTYPE STREAMS -> plan's tok/s for 3 one-GPU nodes
-  local bw=690MB/s
-  [ "$1" != none ] && bw=$(echo "$1" | sed 's/gbit/Gbit\/s/; s/mbit/Mbit\/s/')
+estimate() {  # RATE[@DELAY] LAYOUT(tp|pp) DTYPE STREAMS -> plan's tok/s for 3 one-GPU nodes
+  local bw=690MB/s rate=${1%@*} latency=25us
+  [ "$rate" != none ] && bw=$(echo "$rate" | sed 's/gbit/Gbit\/s/; s/mbit/Mbit\/s/')
+  [ "$rate" != "$1" ] && latency=$(python3 -c "import sys; d=sys.argv[1]; \
+v=float(d.rstrip('ums')) * {'us':1,'ms':1000}[d[-2:]]; print(f'{2*v+25:g}us')" "${1#*@}")
   "$T" plan -m "$CONFIG" --nodes 3 --gpus-per-node 1 --weights "$WEIGHTS" --activations f32 \
     --memory-bandwidth "$MEM" --compute-rate "$FLOPS" --inter-node-bandwidth "$bw" \
-    --inter-node-latency 25us \
+    --inter-node-latency "$latency" \
     --comm-dtype "$3" --streams "$4" --json "$OUT/plan.json" >/dev/null
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
 k=('tp' if sys.argv[2]=='tp' else 'pp'); \
@@ -84,13 +94,18 @@ print([f\"{l['tokens_per_second']:.0f}\" for l in d['layouts'] if l[k]==3][0])" 
     "$OUT/plan.json" "$2"
 }
 
+# link rate[@delay per link and way] and the formats measured there (BENCH_LINKS: such cases,
+# separated by ";")
+CASES=("none f32" "25gbit f32" "1gbit f32 bf16 q8" "100mbit f32 bf16 q8" "1gbit@0.1ms f32 q8"
+       "100mbit@2.5ms f32 q8")
+[ -n "${BENCH_LINKS:-}" ] && IFS=';' read -ra CASES <<<"$BENCH_LINKS"
 {
   echo "Three test hosts on one $(nproc --all)-core machine, one rank each (1 thread); links shaped with tc tbf; $(date -u +%F)."
   echo "One rank alone: $ONE tok/s decode (1 stream), $ONE8 tok/s (8 streams): plan calibrated to $MEM, $FLOPS."
   echo
   echo "| link | layout | --comm-dtype | 1 stream: tok/s (plan) | comm. share | KB/token/rank | 8 streams: tok/s (plan) | comm. share |"
   echo "|---|---|---|---|---|---|---|---|"
-  for link in "none f32" "25gbit f32" "1gbit f32 bf16 q8" "100mbit f32 bf16 q8"; do
+  for link in "${CASES[@]}"; do
     # shellcheck disable=SC2086
     set -- $link
     rate=$1

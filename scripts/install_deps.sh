@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config ccache git unzip
       libopenmpi-dev openmpi-bin libhdf5-dev libboost-program-options-dev
       libgtest-dev libgmock-dev nlohmann-json3-dev libcpp-httplib-dev libopenblas-dev
-      python3 python3-venv python3-pip procps slurm-wlm munge curl iproute2)
+      python3 python3-venv python3-pip procps slurm-wlm munge curl iproute2 ethtool)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

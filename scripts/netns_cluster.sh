@@ -16,6 +16,13 @@
 #                                           (the hosts share this machine's: a rank spinning in
 #                                           a collective would starve the one computing)
 #   scripts/netns_cluster.sh list [NAME]    the hosts of NAME that are up
+#   scripts/netns_cluster.sh impair NAME HOST:DELAY:LOSS...
+#                                           a delay (us, ms) and a loss rate (%) on each named
+#                                           host's link, each way (host to host: the sum of both
+#                                           links'), e.g. impair tsr 2:5ms:0 3:0ms:5; the bridge is
+#                                           replaced by scripts/netns_switch.py (this VM's kernel
+#                                           has no netem), the hosts' offloads turned off
+#   scripts/netns_cluster.sh repair NAME    the bridge back, no delay or loss
 #
 # Host i has address 198.18.K.i/24 (K: a subnet of its own per NAME, from its hash) on eth0; the
 # bridge's end of its link is hI in NAME-br (shape it there, or on eth0 inside the host, with tc).
@@ -87,12 +94,46 @@ up() {
 
 down() {
   local name=$1 ns pid
-  for ns in $(hosts_of "$name"); do
+  for ns in $(hosts_of "$name") $(ns_exists "$name-br" && echo "$name-br"); do
     for pid in $(ip netns pids "$ns"); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns"
   done
   rm -rf /etc/netns/"$name"-h*  # (also what a reboot left: the namespaces gone, the files not)
-  if ns_exists "$name-br"; then ip netns del "$name-br"; fi
+}
+
+impair() {  # NAME HOST:DELAY:LOSS...
+  local name=$1
+  shift
+  local hosts br=$name-br
+  hosts=$(hosts_of "$name")
+  [ -n "$hosts" ] || die "$name is not up (scripts/netns_cluster.sh up N $name)"
+  command -v ethtool >/dev/null || die "impair needs ethtool (apt-get install ethtool)"
+  repair "$name"
+  local i ports=() spec
+  for i in $(seq 1 "$(echo "$hosts" | wc -l)"); do
+    spec="h$i"
+    local arg
+    for arg in "$@"; do
+      [[ $arg =~ ^[0-9]+:[0-9.]*(us|ms|s)?:[0-9.]*$ ]] || die "impair wants HOST:DELAY:LOSS (2:5ms:0), not '$arg'"
+      [ "${arg%%:*}" = "$i" ] && spec="h$i:${arg#*:}"
+    done
+    ports+=(--port "$spec")
+    # a frame is forwarded as read: whole checksums, one MTU each
+    ip netns exec "$name-h$i" ethtool -K eth0 tx off tso off gso off gro off >/dev/null 2>&1 || true
+    ip netns exec "$br" ethtool -K "h$i" tx off tso off gso off gro off >/dev/null 2>&1 || true
+    ip -n "$br" link set "h$i" nomaster
+  done
+  ip netns exec "$br" setsid python3 "$(cd "$(dirname "$0")" && pwd)/netns_switch.py" \
+    "${ports[@]}" </dev/null >/dev/null 2>&1 &
+  sleep 0.5
+  [ -n "$(ip netns pids "$br")" ] || die "the switch of $name did not start"
+}
+
+repair() {  # NAME
+  local name=$1 br=$1-br pid i
+  ns_exists "$br" || die "$name is not up"
+  for pid in $(ip netns pids "$br"); do kill -9 "$pid" 2>/dev/null || true; done
+  for i in $(seq 1 "$(hosts_of "$name" | wc -l)"); do ip -n "$br" link set "h$i" master br0; done
 }
 
 exec_in() {
@@ -129,5 +170,8 @@ case "$cmd" in
   mpirun) [ $# -ge 3 ] || die "mpirun wants a cluster name and mpirun's arguments"; shift
     check_name "$1"; mpirun_in "$@" ;;
   list) check_name "${2:-tsr}"; hosts_of "${2:-tsr}" ;;
-  *) die "usage: netns_cluster.sh up N [NAME] | down [NAME] | exec HOST CMD | mpirun NAME ARGS... | list [NAME]" ;;
+  impair) [ $# -ge 3 ] || die "impair wants a cluster name and HOST:DELAY:LOSS..."; shift
+    check_name "$1"; impair "$@" ;;
+  repair) [ $# -eq 2 ] || die "repair wants a cluster name"; check_name "$2"; repair "$2" ;;
+  *) die "usage: netns_cluster.sh up N [NAME] | down [NAME] | exec HOST CMD | mpirun NAME ARGS... | list [NAME] | impair NAME HOST:DELAY:LOSS... | repair NAME" ;;
 esac

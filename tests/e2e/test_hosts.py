@@ -122,6 +122,61 @@ def test_doctor_names_each_host_and_measures_the_links(cluster, tessera, default
         assert float(l[4]) > 0 and l[5] == "us" and float(l[6]) > 0 and l[7] == "GB/s", l
 
 
+def impair(cluster, *specs):
+    """Delay and loss on hosts' links (netns_cluster.sh impair: a switch in user space)."""
+    name, _ = cluster
+    r = subprocess.run([SCRIPT, "impair", name, *specs], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def repair(cluster):
+    name, _ = cluster
+    r = subprocess.run([SCRIPT, "repair", name], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def retransmitted(cluster, host):
+    """TCP segments a host's namespace has sent again (/proc/net/snmp is per namespace)."""
+    name, _ = cluster
+    out = subprocess.run(["ip", "netns", "exec", f"{name}-{host}", "cat", "/proc/net/snmp"],
+                         capture_output=True, text=True, check=True).stdout
+    tcp = [l.split() for l in out.splitlines() if l.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index("RetransSegs")])
+
+
+def test_a_slow_and_a_lossy_link(cluster, tessera, tiny_model, tmp_path):
+    """2 ms on h2's link (each way) is what the doctor measures between h1 and h2; with 5% of the
+    frames on h2's link lost, a PP=2 batch across h1 and h2 finishes equal to one rank."""
+    name, _ = cluster
+    inp, one, many = batch(tmp_path), tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    r = subprocess.run([tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(one)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    try:
+        impair(cluster, "2:2ms:0")
+        r = mpirun(cluster, "h1:1,h2:1", tessera, "doctor", "-m", tiny_model, "--pp", "2",
+                   timeout=120)
+        assert r.returncode == 0, r.stderr
+        link = [l for l in map(str.split, r.stdout.splitlines())
+                if l[:3] == [f"{name}-h1", f"{name}-h2", "(rank"]]
+        assert link and link[0][5] == "us", r.stdout
+        print(f"h1 - h2 with 2 ms on h2's link: {link[0][4]} us")
+        assert 1900 < float(link[0][4]) < 20000, r.stdout
+        impair(cluster, "2:0ms:5")
+        resent = retransmitted(cluster, "h1") + retransmitted(cluster, "h2")
+        start = time.monotonic()
+        r = mpirun(cluster, "h1:1,h2:1", tessera, "generate", "-m", tiny_model, "--pp", "2",
+                   "-i", str(inp), "-o", str(many))
+        resent = retransmitted(cluster, "h1") + retransmitted(cluster, "h2") - resent
+        print(f"PP=2 across h1 and h2, 5% lost on h2's link: {time.monotonic() - start:.1f} s, "
+              f"{resent} TCP segments sent again")
+        assert r.returncode == 0, r.stderr
+        assert token_ids(many) == token_ids(one)
+        assert resent > 0, "nothing was lost"
+    finally:
+        repair(cluster)
+
+
 def test_a_host_without_the_model_file_is_named(cluster, tessera, default_model, tmp_path):
     name, _ = cluster
     good, bad = tmp_path / "h1", tmp_path / "h2"
