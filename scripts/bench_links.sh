@@ -83,7 +83,8 @@ estimate() {  # RATE[@DELAY] LAYOUT(tp|pp) DTYPE STREAMS -> plan's tok/s for 3 o
   local bw=690MB/s rate=${1%@*} latency=25us
   [ "$rate" != none ] && bw=$(echo "$rate" | sed 's/gbit/Gbit\/s/; s/mbit/Mbit\/s/')
   [ "$rate" != "$1" ] && latency=$(python3 -c "import sys; d=sys.argv[1]; \
-v=float(d.rstrip('ums')) * {'us':1,'ms':1000}[d[-2:]]; print(f'{2*v+25:g}us')" "${1#*@}")
+u=next(u for u in ('us','ms','s') if d.endswith(u)); \
+v=float(d[:-len(u)]) * {'us':1,'ms':1e3,'s':1e6}[u]; print(f'{2*v+25:g}us')" "${1#*@}")
   "$T" plan -m "$CONFIG" --nodes 3 --gpus-per-node 1 --weights "$WEIGHTS" --activations f32 \
     --memory-bandwidth "$MEM" --compute-rate "$FLOPS" --inter-node-bandwidth "$bw" \
     --inter-node-latency "$latency" \

@@ -17,9 +17,9 @@
 #                                           a collective would starve the one computing)
 #   scripts/netns_cluster.sh list [NAME]    the hosts of NAME that are up
 #   scripts/netns_cluster.sh impair NAME HOST:DELAY:LOSS...
-#                                           a delay (us, ms) and a loss rate (%) on each named
-#                                           host's link, each way (host to host: the sum of both
-#                                           links'), e.g. impair tsr 2:5ms:0 3:0ms:5; the bridge is
+#                                           a delay (us, ms, s) and a loss rate (%) on each named
+#                                           host's link, each way (host to host: both links'),
+#                                           e.g. impair tsr 2:5ms:0 3:0ms:5; the bridge is
 #                                           replaced by scripts/netns_switch.py (this VM's kernel
 #                                           has no netem), the hosts' offloads turned off
 #   scripts/netns_cluster.sh repair NAME    the bridge back, no delay or loss
@@ -108,13 +108,18 @@ impair() {  # NAME HOST:DELAY:LOSS...
   hosts=$(hosts_of "$name")
   [ -n "$hosts" ] || die "$name is not up (scripts/netns_cluster.sh up N $name)"
   command -v ethtool >/dev/null || die "impair needs ethtool (apt-get install ethtool)"
+  local n arg
+  n=$(echo "$hosts" | wc -l)
+  for arg in "$@"; do
+    [[ $arg =~ ^([1-9][0-9]*):[0-9]+(\.[0-9]+)?(us|ms|s):([0-9]|[1-9][0-9])(\.[0-9]+)?$ ]] &&
+      (( BASH_REMATCH[1] <= n )) ||
+      die "impair wants HOST:DELAY:LOSS with a host 1-$n, a delay in us, ms or s and a loss under 100 (2:5ms:0), not '$arg'"
+  done
   repair "$name"
   local i ports=() spec
-  for i in $(seq 1 "$(echo "$hosts" | wc -l)"); do
+  for i in $(seq 1 "$n"); do
     spec="h$i"
-    local arg
     for arg in "$@"; do
-      [[ $arg =~ ^[0-9]+:[0-9.]*(us|ms|s)?:[0-9.]*$ ]] || die "impair wants HOST:DELAY:LOSS (2:5ms:0), not '$arg'"
       [ "${arg%%:*}" = "$i" ] && spec="h$i:${arg#*:}"
     done
     ports+=(--port "$spec")
@@ -123,10 +128,22 @@ impair() {  # NAME HOST:DELAY:LOSS...
     ip netns exec "$br" ethtool -K "h$i" tx off tso off gso off gro off >/dev/null 2>&1 || true
     ip -n "$br" link set "h$i" nomaster
   done
+  local said
+  said=$(mktemp)
   ip netns exec "$br" setsid python3 "$(cd "$(dirname "$0")" && pwd)/netns_switch.py" \
-    "${ports[@]}" </dev/null >/dev/null 2>&1 &
-  sleep 0.5
-  [ -n "$(ip netns pids "$br")" ] || die "the switch of $name did not start"
+    "${ports[@]}" </dev/null >"$said" 2>&1 &
+  for i in $(seq 1 100); do  # (it says "ready" once its ports are bound)
+    grep -q '^ready$' "$said" && break
+    sleep 0.1
+  done
+  if ! grep -q '^ready$' "$said"; then
+    local why
+    why=$(tail -1 "$said")
+    rm -f "$said"
+    repair "$name"
+    die "the switch of $name did not start: $why"
+  fi
+  rm -f "$said"
 }
 
 repair() {  # NAME

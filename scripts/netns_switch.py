@@ -49,6 +49,7 @@ def main():
         s.bind((name, 0))
         s.setblocking(False)
         socks.append(s)
+    print("ready", flush=True)  # (netns_cluster.sh impair waits for this)
     where = {}  # MAC -> the port it was last seen on
     queue = []  # (when, order, port, frame)
     order = 0
@@ -64,12 +65,15 @@ def main():
                     frame, addr = s.recvfrom(65536)
                 except BlockingIOError:
                     break
-                if addr[2] == socket.PACKET_OUTGOING or len(frame) < 14:
-                    continue  # (what this switch sent itself)
+                except OSError:  # (a port set down: the others go on)
+                    break
+                if addr[0] != ports[p][0] or addr[2] == socket.PACKET_OUTGOING or len(frame) < 14:
+                    continue  # (what this switch sent itself, or read before bind)
                 where[frame[6:12]] = p
                 dst = where.get(frame[0:6])
-                outs = [dst] if dst is not None and dst != p else \
-                    [q for q in range(len(socks)) if q != p]
+                if dst == p:
+                    continue  # (for a host on the port it came from)
+                outs = [dst] if dst is not None else [q for q in range(len(socks)) if q != p]
                 for q in outs:
                     keep = (1 - ports[p][2]) * (1 - ports[q][2])
                     if rng.random() >= keep:
