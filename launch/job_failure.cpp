@@ -1,10 +1,10 @@
 #include "launch/job_failure.h"
 
-#include <mpi.h>
-
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+
+#include "parallel/mpi_communicator.h"
 
 namespace tessera::cli {
 
@@ -25,13 +25,11 @@ World world() {
     w.size = remembered_size.load();
     return w;
   }
-  int init = 0, fin = 0;
-  MPI_Initialized(&init);
-  MPI_Finalized(&fin);
-  w.running = init && !fin;
+  w.running = MpiCommunicator::initialized();
   if (w.running) {
-    MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &w.size);
+    const auto comm = MpiCommunicator::world();
+    w.rank = comm->rank();
+    w.size = comm->size();
   }
   return w;
 }
@@ -39,11 +37,9 @@ World world() {
 }  // namespace
 
 void remember_world() {
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  remembered_size.store(size);
-  remembered_rank.store(rank);
+  const auto comm = MpiCommunicator::world();
+  remembered_size.store(comm->size());
+  remembered_rank.store(comm->rank());
 }
 
 void report_error(const std::string& message) {
@@ -56,11 +52,8 @@ void report_error(const std::string& message) {
 }
 
 void end_job() {
-  const World w = world();
-  if (w.size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-  int fin = 0;
-  MPI_Finalized(&fin);
-  if (w.running && !fin) MPI_Finalize();
+  if (world().size > 1) MpiCommunicator::abort_job(1);
+  MpiCommunicator::finalize();
   std::exit(1);
 }
 

@@ -1,5 +1,7 @@
 #include "parallel/mpi_communicator.h"
 
+#include <cstdlib>
+
 #include "kernels/ops.h"
 #include "parallel/operation_watch.h"
 
@@ -168,6 +170,15 @@ bool MpiCommunicator::initialized() {
   MPI_Initialized(&init);
   MPI_Finalized(&finalized);
   return init && !finalized;
+}
+
+void MpiCommunicator::abort_job(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::abort();  // (MPI_Abort does not return; the compiler cannot know)
+}
+
+void MpiCommunicator::finalize() {
+  if (initialized()) MPI_Finalize();
 }
 
 std::unique_ptr<MpiCommunicator> MpiCommunicator::node_local() const {

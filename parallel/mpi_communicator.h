@@ -18,8 +18,13 @@ class MpiCommunicator final : public Communicator {
  public:
   // MPI_COMM_WORLD. Errors come back as tessera::Error instead of aborting inside MPI.
   static std::unique_ptr<MpiCommunicator> world();
-  // Whether MPI is initialised (tools that run without mpirun's MPI_Init ask first).
+  // Whether MPI is initialised and not yet finalised (tools that run without mpirun's MPI_Init
+  // ask first).
   static bool initialized();
+  // Ends every rank of the job: MPI_Abort on the world (Open MPI takes it from any thread).
+  [[noreturn]] static void abort_job(int code);
+  // MPI_Finalize, when MPI is initialised and not finalised yet.
+  static void finalize();
   ~MpiCommunicator() override;
 
   // Ranks passing the same color form one communicator, ordered by key (MPI_Comm_split).
