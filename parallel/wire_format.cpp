@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "kernels/ops.h"
 
@@ -149,30 +148,31 @@ void wire_encode(WireFormat format, const float* src, int64_t n, uint8_t* dst) {
 }
 
 void wire_decode(WireFormat format, const uint8_t* src, int64_t n, float* dst, bool accumulate) {
-  std::vector<float> values;
-  const float* v = nullptr;
+  const auto put = [&](int64_t i, float v) { dst[i] = accumulate ? dst[i] + v : v; };
   switch (format) {
     case WireFormat::kF32:
-      if (!accumulate) return void(std::memcpy(dst, src, size_t(n) * 4));
-      values.resize(size_t(n));
-      std::memcpy(values.data(), src, size_t(n) * 4);
-      v = values.data();
-      break;
+      for (int64_t i = 0; i < n; ++i) {
+        float v;
+        std::memcpy(&v, src + 4 * i, 4);
+        put(i, v);
+      }
+      return;
     case WireFormat::kBF16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t b;
         std::memcpy(&b, src + 2 * i, 2);
-        dst[i] = (accumulate ? dst[i] : 0.0f) + bf16_to_float(b);
+        put(i, bf16_to_float(b));
       }
       return;
     case WireFormat::kQ8:
-      values.resize(size_t(q8_blocks(n) * kQ8Block));
-      for (int64_t b = 0; b < q8_blocks(n); ++b)
-        q8_decode_block(src + b * kQ8BlockBytes, values.data() + b * kQ8Block);
-      v = values.data();
-      break;
+      for (int64_t b = 0; b < q8_blocks(n); ++b) {
+        float block[kQ8Block];
+        q8_decode_block(src + b * kQ8BlockBytes, block);
+        for (int64_t i = b * kQ8Block; i < std::min(n, (b + 1) * kQ8Block); ++i)
+          put(i, block[i - b * kQ8Block]);
+      }
+      return;
   }
-  for (int64_t i = 0; i < n; ++i) dst[i] = accumulate ? dst[i] + v[i] : v[i];
 }
 
 void all_reduce_sum(Communicator& c, Tensor& t, WireFormat format) {
