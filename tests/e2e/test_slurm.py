@@ -2,9 +2,13 @@
 slurm/local_cluster.sh): slurm/generate.sbatch with 4 tasks (TP=2 x PP=2 under srun --mpi=pmix)
 writes one result per input id, the same results as the job under plain mpirun, as DP=2 x PP=2,
 and as the script's mpirun variant; submitted again it resumes and runs nothing; a layout that
-does not fit the job's tasks fails with one line; serve.sbatch and an array job with its merge."""
+does not fit the job's tasks fails with one line; serve.sbatch and an array job with its merge.
+And a Slurm on two test hosts (scripts/netns_cluster.sh, one slurmd in each host's namespace):
+generate.sbatch on 2 nodes x 2 tasks equals the one-rank run, and tessera doctor under srun names
+both hosts and the link between them."""
 import json
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from conftest import records_by_key, MPI_ENV
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+NETNS = os.path.join(ROOT, "scripts", "netns_cluster.sh")
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +178,82 @@ def test_an_array_job_splits_the_input_and_its_parts_merge_into_one_run(slurm, t
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "4 input lines have no record" in bad.stderr
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def slurm_hosts(tmp_path_factory):
+    """Two test hosts NAME-h1, NAME-h2 with a slurmd each (slurmctld in NAME-h1); the hosts are
+    removed at the end, and checked to be gone."""
+    name = f"ts{os.getpid() % 100000}"
+    up = subprocess.run([NETNS, "up", "2", name], capture_output=True, text=True, timeout=60)
+    d = tmp_path_factory.mktemp("slurm_hosts")
+    script = os.path.join(ROOT, "slurm", "local_cluster.sh")
+    try:
+        assert up.returncode == 0, up.stderr
+        r = subprocess.run([script, "start", str(d), "--hosts", name], capture_output=True,
+                           text=True, timeout=120)
+        logs = "".join(f.read_text() for f in d.glob("*.log"))
+        assert r.returncode == 0, r.stderr + logs
+        conf = r.stdout.strip().split("=", 1)[1]
+        # hosts share this machine's cores: a rank spinning in a collective yields them
+        yield name, dict(MPI_ENV, SLURM_CONF=conf, OMPI_MCA_mpi_yield_when_idle="1")
+    finally:
+        subprocess.run([script, "stop", str(d)], timeout=60)
+        down = subprocess.run([NETNS, "down", name], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in left, left
+
+
+def in_host(name, host, command, env, timeout=300):
+    """A shell command line inside a test host (where the cluster's daemons are reached)."""
+    return subprocess.run([NETNS, "exec", f"{name}-{host}", shlex.join(command)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def commands_in(namespace):
+    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
+                          check=True).stdout.split()
+    names = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass  # (ended meanwhile)
+    return names
+
+
+def test_generate_sbatch_on_two_hosts_equals_one_rank(slurm_hosts, tessera, tiny_model,
+                                                      tmp_path):
+    name, env = slurm_hosts
+    assert "slurmctld" in commands_in(f"{name}-h1")
+    for host in ("h1", "h2"):
+        assert "slurmd" in commands_in(f"{name}-{host}"), f"no slurmd inside {name}-{host}"
+    inp, out, ref, log = (tmp_path / n for n in ("in.jsonl", "out.jsonl", "ref.jsonl", "job.log"))
+    requests_file(inp)
+    job_env = dict(env, MODEL=tiny_model, INPUT=str(inp), OUTPUT=str(out), TESSERA=tessera)
+    r = in_host(name, "h1", ["sbatch", "--wait", "-N", "2", "--ntasks-per-node", "2",
+                             "--overcommit", "-o", str(log),
+                             os.path.join(ROOT, "slurm", "generate.sbatch")], job_env)
+    assert r.returncode == 0, r.stderr + (log.read_text() if log.exists() else "")
+    # by default TP spans a node's tasks and PP the nodes
+    assert "4 ranks on 2 node(s): --dp 1 --tp 2 --pp 2 --sp 1" in log.read_text()
+    one = subprocess.run([tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(ref)],
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    assert len(out.read_text().splitlines()) == 12
+    assert records(out) == records(ref)
+
+
+def test_doctor_under_srun_names_both_hosts_and_their_link(slurm_hosts, tessera, tiny_model):
+    name, env = slurm_hosts
+    r = in_host(name, "h1", ["srun", "-N", "2", "-n", "4", "--overcommit", tessera, "doctor",
+                             "-m", tiny_model, "--tp", "2", "--pp", "2"], env)
+    assert r.returncode == 0, r.stderr
+    ranks = {int(line.split()[0]): line.split()[1] for line in r.stdout.splitlines()
+             if line[:1].isdigit()}
+    assert ranks == {0: f"{name}-h1", 1: f"{name}-h1", 2: f"{name}-h2", 3: f"{name}-h2"}, r.stdout
+    link = next(line for line in r.stdout.splitlines()
+                if line.startswith(f"{name}-h1") and f"{name}-h2 (rank 2)" in line)
+    assert " us " in link and "B/s" in link, link
