@@ -19,7 +19,9 @@
 # the namespaces: its socket is a file, reached from every namespace (as a shared munge key would
 # be on a real cluster).
 set -euo pipefail
+STARTED=0  # whether a daemon of DIR may be running (then a failure stops them first)
 die() {
+  if [ "$STARTED" = 1 ]; then stop; fi
   echo "local_cluster.sh: $*" >&2
   exit 2
 }
@@ -41,8 +43,11 @@ start() {  # [NAME]: the test hosts' cluster, or none for this machine alone
   if [ -n "$name" ]; then
     mapfile -t nodes < <("$NETNS" list "$name")
     [ ${#nodes[@]} -gt 0 ] || die "the test hosts $name are not up (scripts/netns_cluster.sh up N $name)"
+    local addr
     for h in "${nodes[@]}"; do
-      addrs+=("$(ip -n "$h" -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]}')")
+      addr=$(ip -n "$h" -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]}')
+      [ -n "$addr" ] || die "$h has no IPv4 address on eth0"
+      addrs+=("$addr")
     done
     controller="${nodes[0]}(${addrs[0]})"
   else
@@ -89,8 +94,11 @@ ReturnToService=2
 ${node_lines}PartitionName=debug Nodes=$all Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
   local run=()  # how a client command reaches the controller
+  STARTED=1
   if [ -n "$name" ]; then
-    "$NETNS" exec "${nodes[0]}" "/usr/sbin/slurmctld -f $CONF" ||
+    local conf  # (quoted for the command line the host's shell runs)
+    printf -v conf %q "$CONF"
+    "$NETNS" exec "${nodes[0]}" "/usr/sbin/slurmctld -f $conf" ||
       die "slurmctld did not start in ${nodes[0]}; see $DIR/slurmctld.log"
     # `ip netns exec` mounts a sysfs of the namespace's own on /sys, without the machine's cgroup
     # hierarchies, which slurmd's cgroup plugin reads as it starts: the same ones are mounted
@@ -98,7 +106,7 @@ EOF
     local cgroups
     cgroups=$(awk '$2 ~ "^/sys/fs/cgroup(/|$)" {printf "mkdir -p %s && mount -t %s -o %s %s %s && ", $2, $3, $4, $1, $2}' /proc/self/mounts)
     for h in "${nodes[@]}"; do
-      "$NETNS" exec "$h" "$cgroups/usr/sbin/slurmd -f $CONF -N $h" ||
+      "$NETNS" exec "$h" "$cgroups/usr/sbin/slurmd -f $conf -N $h" ||
         die "the slurmd of $h did not start; see $DIR/slurmd-$h.log"
     done
     run=("$NETNS" exec "${nodes[0]}")
@@ -109,7 +117,7 @@ EOF
   fi
   local up=0
   for _ in $(seq 150); do  # until every node takes jobs
-    up=$(SLURM_CONF=$CONF "${run[@]}" "sinfo -h -N -o %t 2>/dev/null" | grep -cE '^(idle|mix|alloc)' || true)
+    up=$(SLURM_CONF=$CONF "${run[@]}" "sinfo -h -N -o %t 2>/dev/null" | grep -cE '^(idle|mix|alloc)$' || true)
     if [ "$up" = "${#nodes[@]}" ]; then
       echo "export SLURM_CONF=$CONF"
       return 0
@@ -119,10 +127,23 @@ EOF
   die "$(( ${#nodes[@]} - up )) of ${#nodes[@]} node(s) did not come up; see $DIR/slurmctld.log and $DIR/slurmd-*.log"
 }
 
-stop() {
-  local f
-  for f in "$DIR"/slurmd-*.pid "$DIR"/slurmctld.pid; do
-    if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi
+stop() {  # the daemons whose pid files DIR holds (checked to be Slurm's: a pid may be reused)
+  local f pid pids=()
+  for f in "$DIR"/slurmd-*.pid "$DIR"/slurmd.pid "$DIR"/slurmctld.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if [[ $pid =~ ^[0-9]+$ ]] && grep -qxE 'slurmd|slurmctld' "/proc/$pid/comm" 2>/dev/null; then
+      kill "$pid" 2>/dev/null && pids+=("$pid")
+    fi
+    rm -f "$f"
+  done
+  for _ in $(seq 50); do  # until they are gone (5 s)
+    local alive=0
+    for pid in "${pids[@]}"; do  # (a zombie is gone: its parent may never reap it)
+      grep -q '^State:[[:space:]]*[^Z]' "/proc/$pid/status" 2>/dev/null && alive=1
+    done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
   done
 }
 
@@ -130,7 +151,7 @@ case "$cmd" in
   start)
     case "${3:-}" in
       "") [ $# -eq 2 ] || die "$usage"; start ;;
-      --hosts) [ $# -eq 4 ] || die "$usage"; start "$4" ;;
+      --hosts) [ $# -eq 4 ] && [ -n "$4" ] || die "$usage"; start "$4" ;;
       *) die "$usage" ;;
     esac
     ;;

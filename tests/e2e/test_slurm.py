@@ -23,11 +23,13 @@ NETNS = os.path.join(ROOT, "scripts", "netns_cluster.sh")
 def slurm(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("slurm"))
     script = os.path.join(ROOT, "slurm", "local_cluster.sh")
-    r = subprocess.run([script, "start", d], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    conf = r.stdout.strip().split("=", 1)[1]
-    yield dict(MPI_ENV, SLURM_CONF=conf)
-    subprocess.run([script, "stop", d], timeout=60)
+    try:
+        r = subprocess.run([script, "start", d], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        conf = r.stdout.strip().split("=", 1)[1]
+        yield dict(MPI_ENV, SLURM_CONF=conf)
+    finally:
+        subprocess.run([script, "stop", d], timeout=60)
 
 
 def requests_file(path, n=12):
@@ -185,10 +187,10 @@ def slurm_hosts(tmp_path_factory):
     """Two test hosts NAME-h1, NAME-h2 with a slurmd each (slurmctld in NAME-h1); the hosts are
     removed at the end, and checked to be gone."""
     name = f"ts{os.getpid() % 100000}"
-    up = subprocess.run([NETNS, "up", "2", name], capture_output=True, text=True, timeout=60)
     d = tmp_path_factory.mktemp("slurm_hosts")
     script = os.path.join(ROOT, "slurm", "local_cluster.sh")
     try:
+        up = subprocess.run([NETNS, "up", "2", name], capture_output=True, text=True, timeout=60)
         assert up.returncode == 0, up.stderr
         r = subprocess.run([script, "start", str(d), "--hosts", name], capture_output=True,
                            text=True, timeout=120)
@@ -198,11 +200,24 @@ def slurm_hosts(tmp_path_factory):
         # hosts share this machine's cores: a rank spinning in a collective yields them
         yield name, dict(MPI_ENV, SLURM_CONF=conf, OMPI_MCA_mpi_yield_when_idle="1")
     finally:
-        subprocess.run([script, "stop", str(d)], timeout=60)
-        down = subprocess.run([NETNS, "down", name], capture_output=True, text=True, timeout=60)
+        try:
+            subprocess.run([script, "stop", str(d)], timeout=60)
+        finally:
+            down = subprocess.run([NETNS, "down", name], capture_output=True, text=True,
+                                  timeout=60)
     assert down.returncode == 0, down.stderr
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert name not in left, left
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert not [ns for ns in left if ns.startswith(name + "-")], left
+    assert not [f for f in (os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else [])
+                if f.startswith(name + "-")], "its /etc/netns files are left"
+
+
+def link_bytes(name, host):
+    """Bytes received plus sent on a host's link, as its own namespace counts them."""
+    out = subprocess.run(["ip", "-n", f"{name}-{host}", "-s", "-j", "link", "show", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    stats = json.loads(out)[0]["stats64"]
+    return stats["rx"]["bytes"] + stats["tx"]["bytes"]
 
 
 def in_host(name, host, command, env, timeout=300):
@@ -233,12 +248,17 @@ def test_generate_sbatch_on_two_hosts_equals_one_rank(slurm_hosts, tessera, tiny
     inp, out, ref, log = (tmp_path / n for n in ("in.jsonl", "out.jsonl", "ref.jsonl", "job.log"))
     requests_file(inp)
     job_env = dict(env, MODEL=tiny_model, INPUT=str(inp), OUTPUT=str(out), TESSERA=tessera)
+    before = link_bytes(name, "h2")
     r = in_host(name, "h1", ["sbatch", "--wait", "-N", "2", "--ntasks-per-node", "2",
                              "--overcommit", "-o", str(log),
                              os.path.join(ROOT, "slurm", "generate.sbatch")], job_env)
     assert r.returncode == 0, r.stderr + (log.read_text() if log.exists() else "")
     # by default TP spans a node's tasks and PP the nodes
     assert "4 ranks on 2 node(s): --dp 1 --tp 2 --pp 2 --sp 1" in log.read_text()
+    # (Slurm's own messages cross too, a few KB: the hidden states of 12 requests are more)
+    crossed = link_bytes(name, "h2") - before
+    print(f"{crossed} bytes crossed h2's link")
+    assert crossed > 50_000, f"only {crossed} bytes crossed h2's link"
     one = subprocess.run([tessera, "generate", "-m", tiny_model, "-i", str(inp), "-o", str(ref)],
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
@@ -254,6 +274,9 @@ def test_doctor_under_srun_names_both_hosts_and_their_link(slurm_hosts, tessera,
     ranks = {int(line.split()[0]): line.split()[1] for line in r.stdout.splitlines()
              if line[:1].isdigit()}
     assert ranks == {0: f"{name}-h1", 1: f"{name}-h1", 2: f"{name}-h2", 3: f"{name}-h2"}, r.stdout
-    link = next(line for line in r.stdout.splitlines()
-                if line.startswith(f"{name}-h1") and f"{name}-h2 (rank 2)" in line)
-    assert " us " in link and "B/s" in link, link
+    link = next((line for line in r.stdout.splitlines()
+                 if line.startswith(f"{name}-h1") and f"{name}-h2 (rank 2)" in line), None)
+    assert link is not None, r.stdout
+    fields = link.split()  # host, host, (rank, 2), latency, us, bandwidth, unit
+    assert fields[5] == "us" and float(fields[4]) > 0, link
+    assert fields[7].endswith("B/s") and float(fields[6]) > 0, link
