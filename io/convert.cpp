@@ -10,6 +10,7 @@
 #include "io/gguf.h"
 #include "io/llama_tensors.h"
 #include "io/model_store.h"
+#include "io/quantized_checkpoint.h"
 #include "io/safetensors.h"
 
 namespace tessera {
@@ -290,11 +291,23 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
   w.write_config(c, "huggingface:" + fs::weakly_canonical(fs::absolute(dir)).filename().string());
   w.write_tokenizer(tok);
   CheckedWriter checked(w, c, input, opt);
+  const CheckpointQuantization quant = checkpoint_quantization(cfg, input);
+  rep.quantization = quant.description;
   for (const SafetensorsTensorInfo& t : ckpt.tensors()) {
     std::string name = t.name;
     if (name.rfind("model.", 0) == 0) name = name.substr(6);
     if (layer_suffix(name) == "self_attn.rotary_emb.inv_freq") continue;  // old checkpoints' buffer
     if (name == "lm_head.weight" && c.tie_word_embeddings) continue;       // a saved copy of the tie
+    std::string module;
+    bool is_weight = false;
+    if (quantized_module_tensor(ckpt, quant, t.name, module, is_weight)) {
+      if (!is_weight) continue;  // (read with the module's weight)
+      ImportedWeight q = import_quantized_weight(ckpt, quant, module);
+      name = module.rfind("model.", 0) == 0 ? module.substr(6) + ".weight" : module + ".weight";
+      checked.expect(name, t.name, {q.out_features, q.in_features});
+      checked.write_bytes(name, q.bytes, q.dtype);
+      continue;
+    }
     checked.expect(name, t.name, t.shape);
     checked.write(name, ckpt.read_f32(t.name), t.dtype == "F16"    ? DType::kF16
                                                : t.dtype == "BF16" ? DType::kBF16
@@ -323,8 +336,8 @@ void unpermute_rope_rows(uint8_t* data, int64_t heads, int64_t head_dim, size_t 
 void check_quantize_scheme(const std::string& scheme, const std::string& option) {
   bool known = scheme == "q4_k_m";
   for (DType t : kQuantizedDTypes) known |= dtype_name(t) == scheme;
-  TESSERA_CHECK(known, option << " must be q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k or "
-                              << "q4_k_m, not '" << scheme << "'");
+  TESSERA_CHECK(known, option << " must be q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, "
+                              << "i4_g32, i4_g128, f8_e4m3 or q4_k_m, not '" << scheme << "'");
 }
 
 DType quantize_format(const std::string& scheme, const std::string& name, int64_t layers,
@@ -349,6 +362,7 @@ DType quantize_format(const std::string& scheme, const std::string& name, int64_
     case DType::kQ4_K: want = DType::kQ5_0; break;
     case DType::kQ5_K: want = DType::kQ5_1; break;
     case DType::kQ6_K: want = DType::kQ8_0; break;
+    case DType::kI4G128: want = DType::kI4G32; break;
     default: return DType::kF16;
   }
   return row % dtype_block_elements(want) == 0 ? want : DType::kF16;
@@ -522,7 +536,9 @@ ConvertReport convert_model(const std::string& input, const std::string& output,
     TESSERA_FAIL(input << ": unexpected metadata: " << e.what());
   }
   report(options, "wrote " + output + " (" + std::to_string(rep.tensors) + " tensors, " +
-                   std::to_string(rep.bytes_written / 1000000) + " MB)");
+                      std::to_string(rep.bytes_written / 1000000) + " MB" +
+                      (rep.quantization.empty() ? "" : "; " + rep.quantization + " kept as it is") +
+                      ")");
   return rep;
 }
 

@@ -17,7 +17,8 @@ struct ConvertOptions {
   // GGUF's quantized blocks, byte for byte); "f32", "f16" or "bf16" converts (dequantizes) all.
   std::string dtype = "auto";
   // Empty, or a format to quantize the matrices to with tessera's quantizer (kernels/quant.h):
-  // q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, or the mix q4_k_m (quantize_format below).
+  // q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, i4_g32, i4_g128, f8_e4m3, or the mix q4_k_m
+  // (quantize_format below).
   // 1-d tensors (norms, biases) stay as dtype says.
   std::string quantize;
   bool quiet = false;
@@ -28,7 +29,8 @@ struct ConvertOptions {
 // (llama.cpp's mix) gives q6_k to the LM head (the embedding when it is tied) and to v_proj and
 // down_proj in the first and last eighth of the layers and every third between, q4_k elsewhere.
 // Rows that are not whole blocks take the nearest format that fits: q4_k -> q5_0, q5_k -> q5_1,
-// q6_k -> q8_0, a 32-element format -> f16. Throws naming the scheme when it is unknown.
+// q6_k -> q8_0, i4_g128 -> i4_g32, a 32-element format or f8_e4m3 -> f16. Throws naming the scheme
+// when it is unknown.
 DType quantize_format(const std::string& scheme, const std::string& name, int64_t layers,
                       int64_t row, bool tied_embeddings);
 // Throws, naming `option` and the schemes there are, unless `scheme` is one of them.
@@ -38,6 +40,7 @@ struct ConvertReport {
   ModelConfig config;
   int64_t tensors = 0;
   uint64_t bytes_written = 0;
+  std::string quantization;  // a quantized checkpoint's format ("AWQ int4, groups of 128"), or ""
 };
 
 // Decides from the path: a directory is a Hugging Face checkpoint, a file must be GGUF.

@@ -1,6 +1,8 @@
 #include "kernels/dtype.h"
 
+#include <cmath>
 #include <iterator>
+#include <limits>
 
 #include "kernels/error.h"
 #include "kernels/quant.h"
@@ -17,12 +19,13 @@ struct DTypeTraits {
 
 // Indexed by DType.
 constexpr DTypeTraits kTraits[] = {
-    {"f32", 1, 4},     {"f16", 1, 2},     {"bf16", 1, 2},    {"i32", 1, 4},
-    {"i64", 1, 8},     {"u8", 1, 1},      {"q8_0", 32, 34},  {"q4_0", 32, 18},
-    {"q4_1", 32, 20},  {"q5_0", 32, 22},  {"q5_1", 32, 24},  {"q4_k", 256, 144},
-    {"q5_k", 256, 176}, {"q6_k", 256, 210},
+    {"f32", 1, 4},         {"f16", 1, 2},      {"bf16", 1, 2},     {"i32", 1, 4},
+    {"i64", 1, 8},         {"u8", 1, 1},       {"q8_0", 32, 34},   {"q4_0", 32, 18},
+    {"q4_1", 32, 20},      {"q5_0", 32, 22},   {"q5_1", 32, 24},   {"q4_k", 256, 144},
+    {"q5_k", 256, 176},    {"q6_k", 256, 210}, {"i4_g32", 32, 20}, {"i4_g128", 128, 68},
+    {"f8_e4m3", 128, 132},
 };
-static_assert(std::size(kTraits) == size_t(DType::kQ6_K) + 1);
+static_assert(std::size(kTraits) == size_t(DType::kF8E4M3) + 1);
 
 const DTypeTraits& traits(DType dt) {
   TESSERA_ASSERT(size_t(dt) < std::size(kTraits), "unknown dtype " << int(dt));
@@ -55,7 +58,7 @@ DType dtype_from_name(std::string_view name) {
     if (kTraits[i].name == name) return DType(i);
   TESSERA_FAIL("unknown dtype '" << name
                                  << "' (expected f32, f16, bf16, i32, i64, u8, q8_0, q4_0, q4_1, "
-                                    "q5_0, q5_1, q4_k, q5_k or q6_k)");
+                                    "q5_0, q5_1, q4_k, q5_k, q6_k, i4_g32, i4_g128 or f8_e4m3)");
 }
 
 float half_to_float(uint16_t h) {
@@ -104,6 +107,30 @@ uint16_t float_to_half(float f) {
   const uint32_t rest = mant & 0x1fffu;
   if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // may carry into the exponent: fine
   return uint16_t(sign | h);
+}
+
+float fp8_e4m3_to_float(uint8_t q) {
+  const float sign = q & 0x80u ? -1.0f : 1.0f;
+  const int exp = (q >> 3) & 15, mant = q & 7;
+  if (exp == 15 && mant == 7) return std::numeric_limits<float>::quiet_NaN();
+  if (exp == 0) return sign * std::ldexp(float(mant), -9);  // subnormal: mant / 8 * 2^-6
+  return sign * std::ldexp(float(8 + mant), exp - 10);      // (1 + mant / 8) * 2^(exp - 7)
+}
+
+uint8_t float_to_fp8_e4m3(float f) {
+  if (std::isnan(f)) return 0x7f;
+  const uint8_t sign = std::signbit(f) ? 0x80u : 0;
+  const float a = std::fabs(f);
+  if (a >= 448.0f) return sign | 0x7e;  // saturated
+  // The nearest of the 127 magnitudes (codes are ordered as their values), ties to the even code.
+  uint8_t lo = 0, hi = 0x7e;
+  while (hi - lo > 1) {  // fp8_e4m3_to_float(lo) <= a < fp8_e4m3_to_float(hi)
+    const uint8_t mid = uint8_t((lo + hi) / 2);
+    (fp8_e4m3_to_float(mid) <= a ? lo : hi) = mid;
+  }
+  const float below = a - fp8_e4m3_to_float(lo), above = fp8_e4m3_to_float(hi) - a;
+  const uint8_t code = below < above ? lo : above < below ? hi : (lo % 2 == 0 ? lo : hi);
+  return sign | code;
 }
 
 void convert_to_f32(DType from, const void* src, float* dst, size_t n) {

@@ -254,6 +254,63 @@ void decode_q6_k(const uint8_t* b, float* y) {
   }
 }
 
+// ---- int4 groups (AWQ / GPTQ) and FP8
+// ------------------------------------------------------------
+
+// Blocks of N elements (N / 32 chunks of q4_0's nibble order): x = d * (q - z) over [min(x, 0),
+// max(x, 0)] in 15 steps of d (f16, rounded up), z the code of 0.
+template <int N>
+void encode_i4(const float* x, uint8_t* b) {
+  float lo = 0, hi = 0;
+  for (int i = 0; i < N; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  const uint16_t dh = half_at_least((hi - lo) / 15);
+  const float d = half_to_float(dh);
+  const int z = d == 0 ? 0 : std::clamp(int(std::lround(-lo / d)), 0, 15);
+  put_f16(b, dh);
+  b[2] = uint8_t(z);
+  b[3] = 0;
+  for (int c = 0; c < N / 32; ++c) {
+    int q[32];
+    for (int i = 0; i < 32; ++i) q[i] = level(x[32 * c + i], d, -z, 15 - z) + z;
+    pack_nibbles(q, b + 4 + 16 * c);
+  }
+}
+
+template <int N>
+void decode_i4(const uint8_t* b, float* y) {
+  const float d = f16_at(b);
+  const int z = b[2];
+  for (int i = 0; i < N; ++i) y[i] = d * float(nibble(b + 4 + 16 * (i / 32), i % 32) - z);
+}
+
+float f32_at(const uint8_t* p) {
+  float f;
+  std::memcpy(&f, p, 4);
+  return f;
+}
+
+void encode_f8_e4m3(const float* x, uint8_t* b) {
+  float amax = 0;
+  for (int i = 0; i < 128; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 448;
+  std::memcpy(b, &d, 4);
+  for (int i = 0; i < 128; ++i) b[4 + i] = d == 0 ? 0 : float_to_fp8_e4m3(x[i] / d);
+}
+
+void decode_f8_e4m3(const uint8_t* b, float* y) {
+  const float d = f32_at(b);
+  for (int i = 0; i < 128; ++i) y[i] = d * fp8_e4m3_to_float(b[4 + i]);
+}
+
+// The spacing of e4m3 values in the binade of code q (subnormals: 2^-9).
+float fp8_e4m3_spacing(uint8_t q) {
+  const int exp = (q >> 3) & 15;
+  return std::ldexp(1.0f, std::max(exp, 1) - 10);
+}
+
 // ---- dispatch ---------------------------------------------------------------------------------
 
 struct Codec {
@@ -271,6 +328,12 @@ Codec codec(DType type) {
     case DType::kQ4_K: return {decode_k<15>, encode_k<15>};
     case DType::kQ5_K: return {decode_k<31>, encode_k<31>};
     case DType::kQ6_K: return {decode_q6_k, encode_q6_k};
+    case DType::kI4G32:
+      return {decode_i4<32>, encode_i4<32>};
+    case DType::kI4G128:
+      return {decode_i4<128>, encode_i4<128>};
+    case DType::kF8E4M3:
+      return {decode_f8_e4m3, encode_f8_e4m3};
     default: break;
   }
   TESSERA_ASSERT(false, dtype_name(type) << " is not a quantized format");
@@ -323,6 +386,12 @@ void quant_steps(DType type, const void* src, float* step, int64_t n) {
           std::fill(step + 16 * s, step + 16 * s + 16, std::fabs(d * float(int8_t(p[192 + s]))));
         break;
       }
+      case DType::kI4G128:
+        std::fill(step, step + block, std::fabs(f16_at(p)));
+        break;
+      case DType::kF8E4M3:
+        for (int j = 0; j < 128; ++j) step[j] = std::fabs(f32_at(p)) * fp8_e4m3_spacing(p[4 + j]);
+        break;
       default:  // the 32-element formats: d first
         codec(type);
         std::fill(step, step + block, std::fabs(f16_at(p)));

@@ -20,6 +20,17 @@
 //       x[i] = (d * scales[i / 16]) * (q[i] - 32). Element 128h + 32j + l (h < 2, j < 4, l < 32)
 //       has q = ((ql[64h + 32(j % 2) + l] >> 4(j / 2)) & 15) | ((qh[32h + l] >> 2j) & 3) << 4.
 //
+// The formats of AWQ / GPTQ int4 and FP8 checkpoints (io/quantized_checkpoint.h imports them into
+// these, losslessly), little endian:
+//
+//   i4_g32 (32, 20): f16 d; u8 z; u8 0; u8 qs[16]                  x[i] = d * (q[i] - z)
+//   i4_g128 (128, 68): f16 d; u8 z; u8 0; u8 qs[64]                x[i] = d * (q[i] - z)
+//       4-bit codes in each chunk c of 32 elements as q4_0 has them: q[32c + j] = qs[16c + j] & 15,
+//       q[32c + j + 16] = qs[16c + j] >> 4 (j < 16). The zero point z is 0..16 (GPTQ's legacy
+//       zeros, stored minus one, reach 16). The product is exact in float32.
+//   f8_e4m3 (128, 132): f32 d; u8 q[128]                           x[i] = d * e4m3(q[i])
+//       e4m3 is float8_e4m3fn (kernels/dtype.h); x is the product rounded to float32.
+//
 // Decoding is bit-equal to gguf-py's gguf.quants.dequantize (the products in the order above,
 // each rounded to float32). Those products are exact in float32 (an f16 significand has 11 bits,
 // a sub-block scale at most 7, a code's magnitude at most 7, and no product has more than 24), so
@@ -43,7 +54,8 @@ void dequantize(DType type, const void* src, float* dst, int64_t n);
 void quantize(DType type, const float* src, void* dst, int64_t n);
 
 // step[0, n) = the value of one quantization level of each of the n encoded elements at src (a
-// block's d, or d * sc of its sub-block): how far apart its representable values are.
+// block's d, or d * sc of its sub-block; f8_e4m3: d times the spacing of e4m3 values in the
+// binade of the element's code): how far apart its representable values are.
 void quant_steps(DType type, const void* src, float* step, int64_t n);
 
 }  // namespace tessera

@@ -168,6 +168,39 @@ struct Format<DType::kQ5_1> {
   }
 };
 
+// i4_g32 and i4_g128 (AWQ / GPTQ groups): chunk j's codes are q4_0's nibbles at qs + 16 j; every
+// chunk has D = d and M = -d z (exact: an f16 times a zero point of at most 16).
+template <int kBlockChunks>
+struct GroupFormat {
+  static constexpr int kLaneTileRows = 2;
+  static constexpr int kRows = 4;
+  static constexpr bool kOffsets = true;
+  static constexpr int kChunks = kBlockChunks;
+  static constexpr size_t kBytes = 4 + 16 * kBlockChunks;
+  static void scales(const uint8_t* b, int stride, float* d, float* m) {
+    const float scale = f16(b), offset = -scale * float(b[2]);
+    for (int j = 0; j < kChunks; ++j) {
+      d[j * stride] = scale;
+      m[j * stride] = offset;
+    }
+  }
+  template <int j>
+  static Codes codes(const uint8_t* b) {
+    return nibbles(b + 4 + 16 * j);
+  }
+};
+template <>
+struct Format<DType::kI4G32> : GroupFormat<1> {};
+template <>
+struct Format<DType::kI4G128> : GroupFormat<4> {};
+
+// Whether format F keeps D (and M) as f16 at kScaleAt (kMinAt) of its one chunk, read for several
+// rows in one conversion; else Format<F>::scales unpacks them.
+template <DType F>
+constexpr bool kHalfScales = requires {
+  Format<F>::kScaleAt;
+};
+
 // q4_k and q5_k: sub-block j (chunk j) has code nibble j % 2 of qs[32 (j / 2) + l] (and bit j of
 // qh[l]); D S = d * its 6-bit scale, M = -dmin * its 6-bit min.
 template <bool kFifthBit>
@@ -275,7 +308,7 @@ inline void each_chunk(Fn&& fn) {
 template <DType F, int C>
 inline void block_scales(const uint8_t* rows, size_t row_bytes, float (*d)[4], float (*m)[4]) {
   using Fmt = Format<F>;
-  if constexpr (Fmt::kChunks == 1) {
+  if constexpr (kHalfScales<F>) {
     __m128i halves = _mm_setzero_si128();  // D of row c in lane c, M in lane 4 + c
     each_chunk<C>([&](auto tile_row) {
       constexpr int c = decltype(tile_row)::value;
@@ -384,9 +417,9 @@ struct LaneScales {
   static_assert(C == 1 || C == 2);
   using Fmt = Format<F>;
   alignas(16) float d[Fmt::kChunks][4], m[Fmt::kChunks][4];
-  __m256 d_lanes, m_lanes;  // the 32-element formats' (one chunk)
+  __m256 d_lanes, m_lanes;  // the f16-scale formats' (one chunk)
   LaneScales(const uint8_t* block, size_t row_bytes) {
-    if constexpr (Fmt::kChunks == 1) {
+    if constexpr (kHalfScales<F>) {
       const auto both = [&](int at) {  // the f16 at `at` of the C rows, in lanes c mod C
         uint16_t h0, h1;
         std::memcpy(&h0, block + at, 2);
@@ -404,14 +437,14 @@ struct LaneScales {
   }
   template <int j>
   __m256 scale() const {
-    if constexpr (Fmt::kChunks == 1)
+    if constexpr (kHalfScales<F>)
       return d_lanes;
     else
       return spread(d[j]);
   }
   template <int j>
   __m256 offset() const {
-    if constexpr (Fmt::kChunks == 1)
+    if constexpr (kHalfScales<F>)
       return m_lanes;
     else
       return spread(m[j]);
@@ -610,6 +643,8 @@ bool with_quantized_format(DType dtype, Fn&& fn) {
     case DType::kQ4_K: fn(std::integral_constant<DType, DType::kQ4_K>{}); return true;
     case DType::kQ5_K: fn(std::integral_constant<DType, DType::kQ5_K>{}); return true;
     case DType::kQ6_K: fn(std::integral_constant<DType, DType::kQ6_K>{}); return true;
+    case DType::kI4G32: fn(std::integral_constant<DType, DType::kI4G32>{}); return true;
+    case DType::kI4G128: fn(std::integral_constant<DType, DType::kI4G128>{}); return true;
     default: return false;
   }
   // clang-format on
@@ -639,6 +674,15 @@ bool integer_kernels_available() {
   return available;
 }
 
+bool integer_kernel_for(DType type) {
+#if defined(__x86_64__)
+  return integer_kernels_available() && with_quantized_format(type, [](auto) {});
+#else
+  (void)type;
+  return false;
+#endif
+}
+
 void quantize_activations(const float* x, int64_t k, ActivationBlock* blocks) {
   TESSERA_ASSERT(integer_kernels_available(), "int16 activation blocks are for the AVX2 kernels");
 #if defined(__x86_64__)
@@ -657,7 +701,7 @@ void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, i
     const bool done = with_quantized_format(w.dtype(), [&](auto format) {
       integer_linear<decltype(format)::value>(act, m, k, wb, n0, n1, y, ldy);
     });
-    if (done) return;  // (else f16, bf16: the float path)
+    if (done) return;  // (else f16, bf16, f8_e4m3: the float path)
   }
 #endif
   // The float path: tiles of weight rows decoded to float32 (about 512 KiB, and 64 rows at least,
@@ -668,7 +712,9 @@ void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, i
   for (int64_t c0 = n0; c0 < n1; c0 += tile) {
     const int64_t c1 = std::min(n1, c0 + tile);
     decode_rows(w, c0, c1, k, buffer.data());
-    if (m <= kSkinnyMaxRows) {
+    // (a quantized format without integer kernels, f8_e4m3, keeps the skinny kernel's rows up to
+    // kIntegerMaxRows: a row's result then does not depend on its batch there either)
+    if (m <= kSkinnyMaxRows || (dtype_is_quantized(w.dtype()) && m <= kIntegerMaxRows)) {
       skinny_gemm_nt(x, m, k, buffer.data(), 0, c1 - c0, y + c0, ldy);
     } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(c1 - c0), int(k), 1.0f, x,

@@ -17,7 +17,7 @@
 // units was faster than the integer tiles (measured 2026-12-06: 62-76 against 48-62 GMAC/s on 2
 // cores at 128 rows); a row's result there differs from the integer path's by its activations'
 // int16 rounding (up to 1/65534 of each block's largest magnitude).
-// f16 and bf16 weights take the float path at every size.
+// f16, bf16 and f8_e4m3 weights take the float path at every size.
 #pragma once
 
 #include <cstdint>
@@ -51,5 +51,9 @@ inline constexpr int64_t kIntegerMaxRows = 64;
 
 // Whether the integer kernels run here (an AVX2 CPU); elsewhere the float path serves every m.
 bool integer_kernels_available();
+// Whether weights of `type` take the integer kernels here (up to kIntegerMaxRows rows): the GGML
+// formats and the int4 groups; f8_e4m3 (whose values are not small integers), f16 and bf16 take
+// the float path.
+bool integer_kernel_for(DType type);
 
 }  // namespace tessera::ops::cpu

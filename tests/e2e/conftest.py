@@ -76,17 +76,21 @@ def records_by_key(path):
     return recs
 
 
-def make_hf_checkpoint(out_dir, max_positions=64, seed=0, hidden=32, ffn=64, layers=2):
+def make_hf_checkpoint(out_dir, max_positions=64, seed=0, hidden=32, ffn=64, layers=2,
+                       arch="llama"):
     import torch
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=hidden, intermediate_size=ffn,
-                                   num_hidden_layers=layers, num_attention_heads=4,
-                                   num_key_value_heads=2, max_position_embeddings=max_positions,
-                                   bos_token_id=0, eos_token_id=1)
-    model = transformers.LlamaForCausalLM(cfg)
+    config_class, model_class = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[arch]
+    cfg = config_class(vocab_size=300, hidden_size=hidden, intermediate_size=ffn,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=max_positions, bos_token_id=0, eos_token_id=1,
+                       tie_word_embeddings=False)
+    model = model_class(cfg)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:

@@ -72,17 +72,16 @@ double bound(const Problem& p, int64_t r, int64_t c, bool integer) {
 }
 
 TEST(QuantLinear, EveryFormatAndBatchSizeAgreesWithFloat64OverTheDequantizedWeights) {
-  const bool integer = ops::cpu::integer_kernels_available();
   std::vector<DType> types(std::begin(kQuantizedDTypes), std::end(kQuantizedDTypes));
   types.push_back(DType::kF16);
   types.push_back(DType::kBF16);
   for (DType type : types)
     for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 16, 17, 40, 64, 65}) {
-      const int64_t k = dtype_block_elements(type) == 256 ? 512 : 576, n = 37;
+      const int64_t k = dtype_block_elements(type) == 32 ? 576 : 512, n = 37;
       const Problem p = make(type, n, k, m, uint32_t(m) * 7 + uint32_t(type));
       Tensor y = Tensor::empty({m, n}, DType::kF32);
       ops::linear(p.x, p.w, nullptr, y);
-      const bool int_path = integer && dtype_is_quantized(type) && m <= ops::cpu::kIntegerMaxRows;
+      const bool int_path = ops::cpu::integer_kernel_for(type) && m <= ops::cpu::kIntegerMaxRows;
       double worst = 0;  // error / bound
       for (int64_t r = 0; r < m; ++r)
         for (int64_t c = 0; c < n; ++c) {
@@ -107,7 +106,7 @@ TEST(QuantLinear, ARowIsTheSameBitsWhateverItIsBatchedWith) {
   // Up to kIntegerMaxRows rows: one row alone (the decode kernel), and batches whose tiles cut
   // the rows differently (groups of 4 or 8 rows of x, odd counts of weight rows).
   for (DType type : kQuantizedDTypes) {
-    const int64_t k = dtype_block_elements(type) == 256 ? 512 : 576, n = 37;
+    const int64_t k = dtype_block_elements(type) == 32 ? 576 : 512, n = 37;
     const int64_t m = ops::cpu::kIntegerMaxRows;
     const Problem p = make(type, n, k, m, 11);
     Tensor all = Tensor::empty({m, n}, DType::kF32);
