@@ -126,6 +126,12 @@ class CheckedWriter {
     }
     written(name, shape, dt);
   }
+  // A weight's input order (io/model_store.h), as it is whatever the options.
+  void write_order(const std::string& name, const std::vector<int32_t>& order) {
+    const Shape& shape = specs_.at(name).shape;
+    writer_.write_weight_bytes(name, shape, order.data(), DType::kI32);
+    written(name, shape, DType::kI32);
+  }
   void finish(ConvertReport& report) {
     for (const auto& [name, spec] : specs_)
       TESSERA_CHECK(!spec.required || written_.count(name),
@@ -303,9 +309,13 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
     if (quantized_module_tensor(ckpt, quant, t.name, module, is_weight)) {
       if (!is_weight) continue;  // (read with the module's weight)
       ImportedWeight q = import_quantized_weight(ckpt, quant, module);
-      name = module.rfind("model.", 0) == 0 ? module.substr(6) + ".weight" : module + ".weight";
-      checked.expect(name, t.name, {q.out_features, q.in_features});
-      checked.write_bytes(name, q.bytes, q.dtype);
+      const std::string linear = module.rfind("model.", 0) == 0 ? module.substr(6) : module;
+      checked.expect(linear + ".weight", t.name, {q.out_features, q.in_features});
+      checked.write_bytes(linear + ".weight", q.bytes, q.dtype);
+      if (!q.input_order.empty()) {
+        checked.expect(linear + ".input_order", module + ".g_idx", {q.in_features});
+        checked.write_order(linear + ".input_order", q.input_order);
+      }
       continue;
     }
     checked.expect(name, t.name, t.shape);

@@ -24,6 +24,12 @@ std::vector<TensorSpec> llama_tensor_specs(const ModelConfig& c) {
     s.push_back({p + "mlp.gate_proj.weight", {f, h}});
     s.push_back({p + "mlp.up_proj.weight", {f, h}});
     s.push_back({p + "mlp.down_proj.weight", {h, f}});
+    // (the input orders of weights stored with their columns reordered, io/model_store.h)
+    for (const auto& [linear, in] : {std::pair{"self_attn.q_proj", h}, {"self_attn.k_proj", h},
+                                     {"self_attn.v_proj", h}, {"self_attn.o_proj", c.q_size()},
+                                     {"mlp.gate_proj", h}, {"mlp.up_proj", h},
+                                     {"mlp.down_proj", f}})
+      s.push_back({p + linear + ".input_order", {in}, false});
   }
   return s;
 }

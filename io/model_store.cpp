@@ -322,9 +322,10 @@ void ModelWriter::write_weight(const std::string& name, const Shape& shape, cons
 void ModelWriter::write_weight_bytes(const std::string& name, const Shape& shape,
                                      const void* bytes, DType stored) {
   TESSERA_CHECK(stored == DType::kF32 || stored == DType::kF16 || stored == DType::kBF16 ||
-                    dtype_is_quantized(stored),
-                "weights are stored as f32, f16, bf16 or a quantized format, not "
-                    << dtype_name(stored));
+                    dtype_is_quantized(stored) || (stored == DType::kI32 && shape.size() == 1),
+                "weights are stored as f32, f16, bf16 or a quantized format (or a 1-d i32 "
+                "input order), not "
+                    << dtype_name(stored) << " " << shape_str(shape));
   TESSERA_CHECK(!shape.empty() && shape.size() <= 2,
                 "weight " << name << " has shape " << shape_str(shape) << " (1-d or 2-d only)");
   const int64_t n = shape_numel(shape);
@@ -462,7 +463,8 @@ ModelReader::ModelReader(const std::string& path) : impl_(std::make_unique<Impl>
           for (int i = 0; i < nd; ++i) info.shape.push_back(int64_t(dims[i]));
           info.dtype = dtype_from_name(get_attr_string(ds.get(), "dtype", name));
           TESSERA_CHECK(info.dtype == DType::kF32 || info.dtype == DType::kF16 ||
-                            info.dtype == DType::kBF16 || dtype_is_quantized(info.dtype),
+                            info.dtype == DType::kBF16 || dtype_is_quantized(info.dtype) ||
+                            (info.dtype == DType::kI32 && nd == 1),
                         "/weights/" << name << " has dtype " << dtype_name(info.dtype));
           if (dtype_is_quantized(info.dtype)) {  // u8 rows of blocks: the shape counts elements
             const std::vector<int64_t> shape = get_attr_ints(ds.get(), "shape", name);

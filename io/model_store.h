@@ -18,6 +18,10 @@
 //                     block_elements = B, block_bytes. Chunked by row blocks with the HDF5
 //                     Fletcher32 filter: every chunk's checksum is verified by every read,
 //                     whole or partial.
+//   /weights/<linear>.input_order  (optional; i32, in_features): the input feature each stored
+//                     column of <linear>.weight reads, for weights whose columns are stored in
+//                     another order than their input features (GPTQ act-order checkpoints, their
+//                     columns sorted by group: io/quantized_checkpoint.h).
 //
 // Version 1 (before quantized weights: f32, f16 and bf16 only, stored as here) is read too.
 //

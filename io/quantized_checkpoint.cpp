@@ -77,7 +77,8 @@ uint32_t word_at(const uint8_t* p, int64_t i) {
 // A weight of 4-bit codes with a scale (f16 bits) and a zero point per (output feature, group).
 struct Int4Weight {
   int64_t out = 0, in = 0, group = 0;  // group: input features per group (in for a whole row)
-  std::vector<uint8_t> codes;          // (out, in)
+  std::vector<int32_t> input_order;    // the feature of each column, or empty: column k is k
+  std::vector<uint8_t> codes;          // (out, in), column j feature input_order[j]
   std::vector<uint16_t> scales;        // (out, in / group)
   std::vector<uint8_t> zeros;          // (out, in / group)
 };
@@ -96,6 +97,7 @@ ImportedWeight int4_blocks(const Int4Weight& w, const std::string& module) {
   ImportedWeight r;
   r.out_features = w.out;
   r.in_features = w.in;
+  r.input_order = w.input_order;
   r.dtype = block == 128 ? DType::kI4G128 : DType::kI4G32;
   const size_t block_bytes = dtype_block_bytes(r.dtype);
   const int64_t groups = w.in / w.group, blocks = w.in / block;
@@ -179,24 +181,48 @@ ImportedWeight import_gptq(const SafetensorsCheckpoint& ckpt, const CheckpointQu
                            << ".scales' is BF16: GPTQ scales in bf16 are not "
                               "supported (f16 is)");
   need(ckpt, module + ".scales", "F16", {groups, w.out});
-  if (const SafetensorsTensorInfo* gi = ckpt.find(module + ".g_idx")) {
+  // Act-order (desc_act): g_idx puts the input features in groups out of their order. The
+  // columns are then stored sorted by group (stably), each group's g together, with the feature
+  // each column reads (input_order).
+  if (ckpt.find(module + ".g_idx")) {
     need(ckpt, module + ".g_idx", "I32", {w.in});
-    const uint8_t* g_idx = ckpt.raw(module + ".g_idx").data();
-    for (int64_t k = 0; k < w.in; ++k)
-      TESSERA_CHECK(int64_t(int32_t(word_at(g_idx, k))) == k / w.group,
-                    ckpt.dir() << ": " << gi->name << " puts input feature " << k << " in group "
-                               << int32_t(word_at(g_idx, k)) << ", not " << k / w.group
-                               << ": GPTQ with act-order (desc_act) is not supported yet");
+    const uint8_t* raw = ckpt.raw(module + ".g_idx").data();
+    std::vector<int32_t> g_idx(size_t(w.in));
+    bool in_order = true;
+    std::vector<int64_t> members(size_t(groups), 0);
+    for (int64_t k = 0; k < w.in; ++k) {
+      g_idx[size_t(k)] = int32_t(word_at(raw, k));
+      TESSERA_CHECK(g_idx[size_t(k)] >= 0 && g_idx[size_t(k)] < groups,
+                    ckpt.dir() << ": " << module << ".g_idx puts input feature " << k
+                               << " in group " << g_idx[size_t(k)] << " of " << groups);
+      ++members[size_t(g_idx[size_t(k)])];
+      in_order &= g_idx[size_t(k)] == k / w.group;
+    }
+    if (!in_order) {
+      for (int64_t g = 0; g < groups; ++g)
+        TESSERA_CHECK(members[size_t(g)] == w.group,
+                      ckpt.dir() << ": " << module << ".g_idx puts " << members[size_t(g)]
+                                 << " input features in group " << g << ", not group_size "
+                                 << w.group << " (act-order with unequal groups is not supported)");
+      w.input_order.resize(size_t(w.in));
+      for (int64_t k = 0; k < w.in; ++k) w.input_order[size_t(k)] = int32_t(k);
+      std::stable_sort(w.input_order.begin(), w.input_order.end(),
+                       [&](int32_t a, int32_t b) { return g_idx[size_t(a)] < g_idx[size_t(b)]; });
+    }
   }
   const uint8_t* words = ckpt.raw(module + ".qweight").data();
   const uint8_t* zero_words = ckpt.raw(module + ".qzeros").data();
   const uint8_t* scales = ckpt.raw(module + ".scales").data();
+  // column[k]: where feature k's codes go
+  std::vector<int64_t> column(size_t(w.in));
+  for (int64_t j = 0; j < w.in; ++j)
+    column[size_t(w.input_order.empty() ? j : w.input_order[size_t(j)])] = j;
   w.codes.resize(size_t(w.out * w.in));
   for (int64_t r = 0; r < w.in / 8; ++r)
     for (int64_t n = 0; n < w.out; ++n) {
       const uint32_t word = word_at(words, r * w.out + n);
       for (int i = 0; i < 8; ++i)
-        w.codes[size_t(n * w.in + 8 * r + i)] = uint8_t((word >> (4 * i)) & 15);
+        w.codes[size_t(n * w.in + column[size_t(8 * r + i)])] = uint8_t((word >> (4 * i)) & 15);
     }
   w.scales.resize(size_t(w.out * groups));
   w.zeros.resize(size_t(w.out * groups));

@@ -32,9 +32,13 @@
 //   becomes f8_e4m3 blocks (128 input features, the scale of their row and block). Activation
 //   scales (input_scale) and KV-cache scales are not used: activations stay in the model's float
 //   type (weight-only quantization, W8A16).
+// GPTQ act-order (desc_act: a g_idx that is not k / g, each group still g features) is stored
+// with its columns sorted by group (stably) and the feature each column reads: the linear gathers
+// its input in that order (parallel/parallel_layers.h), a row-parallel shard takes the columns of
+// its features (runtime/weight_source.h: read_reordered_columns).
 // Layers without a quantized weight (lm_head, embeddings, norms, biases, modules_to_not_convert)
 // are read as plain tensors. Anything else is refused by name, e.g. "AWQ version 'gemv_fast' is
-// not supported", and GPTQ with act-order (a g_idx that is not k / g) is refused for now.
+// not supported".
 #pragma once
 
 #include <cstdint>
@@ -73,6 +77,9 @@ struct ImportedWeight {
   int64_t out_features = 0, in_features = 0;
   DType dtype = DType::kF32;
   std::vector<uint8_t> bytes;  // (out_features, in_features) as rows of dtype's blocks
+  // Empty, or the input feature each column reads (GPTQ act-order: the columns sorted by group),
+  // written as the weight's input_order (io/model_store.h).
+  std::vector<int32_t> input_order;
 };
 
 // The quantized weight of `module` in tessera's blocks. Throws naming the tensor for a shape or a

@@ -46,6 +46,7 @@ class Backend {
   virtual void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float eps,
                             Tensor& y) = 0;
   virtual void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) = 0;
+  virtual void gather_columns(const Tensor& x, const Tensor& order, Tensor& y) = 0;
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   virtual void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) = 0;
   virtual void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -33,6 +33,18 @@ void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float ep
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
   on(table).embedding(table, ids, out);
 }
+void gather_columns(const Tensor& x, const Tensor& order, Tensor& y) {
+  TESSERA_ASSERT(order.device() == x.device() && y.device() == x.device(),
+                 "gather_columns of a tensor on " << x.device().str() << " with its order on "
+                                                  << order.device().str() << " into "
+                                                  << y.device().str());
+  TESSERA_ASSERT(x.ndim() == 2 && order.dtype() == DType::kI32 && order.ndim() == 1 &&
+                     y.ndim() == 2 && y.dim(0) == x.dim(0) && y.dim(1) == order.dim(0) &&
+                     y.dtype() == x.dtype(),
+                 "gather_columns: x " << shape_str(x.shape()) << " order "
+                                      << shape_str(order.shape()) << " y " << shape_str(y.shape()));
+  on(x).gather_columns(x, order, y);
+}
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) { on(gate).swiglu(gate, up, out); }
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
   TESSERA_ASSERT(positions.device() == x.device() && inv_freq.device() == x.device(),

@@ -48,6 +48,11 @@ void add_rms_norm(Tensor& x, const Tensor& delta, const Tensor& weight, float ep
 // decoded row by row); an id outside the table throws.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
 
+// y(m, n) = the columns `order` of x(m, k): y[r][j] = x[r][order[j]], or 0 where order[j] is -1
+// (order: n i32 on x's device, each -1 or in [0, k)). The input features of a weight stored in
+// another order than its checkpoint's (GPTQ act-order: io/quantized_checkpoint.h).
+void gather_columns(const Tensor& x, const Tensor& order, Tensor& y);
+
 // out(m, f) = silu(gate(m, f)) * up(m, f). out may alias gate.
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
 

@@ -8,26 +8,44 @@
 
 namespace tessera {
 
-ColumnParallelLinear::ColumnParallelLinear(Tensor weight, Tensor bias)
-    : weight_(std::move(weight)), bias_(std::move(bias)) {}
+namespace {
+
+// x, or x's columns in `order` where it is defined.
+Tensor in_order(const Tensor& x, const Tensor& order) {
+  if (!order.defined()) return x;
+  Tensor gathered = Tensor::empty({x.dim(0), order.dim(0)}, x.dtype(), x.device());
+  ops::gather_columns(x, order, gathered);
+  return gathered;
+}
+
+}  // namespace
+
+ColumnParallelLinear::ColumnParallelLinear(Tensor weight, Tensor bias, Tensor input_order)
+    : weight_(std::move(weight)), bias_(std::move(bias)), input_order_(std::move(input_order)) {}
 
 void ColumnParallelLinear::forward(const Tensor& x, Tensor& y) const {
-  ops::linear(x, weight_, bias_.defined() ? &bias_ : nullptr, y);
+  ops::linear(in_order(x, input_order_), weight_, bias_.defined() ? &bias_ : nullptr, y);
 }
 
 void column_parallel_forward(
     const Tensor& x, const std::vector<std::pair<const ColumnParallelLinear*, Tensor*>>& layers) {
+  for (const auto& [layer, y] : layers)
+    if (layer->input_order().defined()) {  // (each its own input: one at a time)
+      for (const auto& [each, out] : layers) each->forward(x, *out);
+      return;
+    }
   std::vector<ops::LinearPart> parts;
   for (const auto& [layer, y] : layers)
     parts.push_back({&layer->weight(), layer->bias().defined() ? &layer->bias() : nullptr, y});
   ops::linear_group(x, parts);
 }
 
-RowParallelLinear::RowParallelLinear(Tensor weight, Communicator* tp, WireFormat wire)
-    : weight_(std::move(weight)), tp_(tp), wire_(wire) {}
+RowParallelLinear::RowParallelLinear(Tensor weight, Communicator* tp, WireFormat wire,
+                                     Tensor input_order)
+    : weight_(std::move(weight)), input_order_(std::move(input_order)), tp_(tp), wire_(wire) {}
 
 void RowParallelLinear::forward(const Tensor& x_local, Tensor& y) const {
-  ops::linear(x_local, weight_, nullptr, y);
+  ops::linear(in_order(x_local, input_order_), weight_, nullptr, y);
   all_reduce_sum(*tp_, y, wire_);
 }
 

@@ -74,6 +74,24 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
     m.lm_head_ = ColumnParallelLinear(
         c.tie_word_embeddings ? embed : rows("lm_head.weight", s.vocab), Tensor());
   }
+  // A linear whose weight's columns are stored in another order than its input features (GPTQ
+  // act-order) reads its input in that order (parallel/parallel_layers.h).
+  const auto column = [&](const std::string& linear, Range rg, Tensor bias) {
+    const std::string order = linear + ".input_order";
+    return ColumnParallelLinear(rows(linear + ".weight", rg), std::move(bias),
+                                src.has(order) ? src.read(order, Range{0, c.hidden_size}, Range{},
+                                                          DType::kI32, m.device_)
+                                               : Tensor());
+  };
+  const auto row = [&](const std::string& linear, Range features, int64_t in_features) {
+    const std::string order = linear + ".input_order";
+    if (!src.has(order))
+      return RowParallelLinear(cols(linear + ".weight", features, c.hidden_size), tp, options.wire);
+    ReorderedShard shard = read_reordered_columns(src, linear + ".weight", order, c.hidden_size,
+                                                  in_features, features, m.act_, m.device_);
+    return RowParallelLinear(std::move(shard.weight), tp, options.wire,
+                             std::move(shard.input_order));
+  };
   for (int64_t i = s.layers.first; i < s.layers.last; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     auto bias = [&](const char* n, Range rg) {
@@ -81,19 +99,14 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
     };
     LlamaLayer l;
     l.input_norm = whole(p + "input_layernorm.weight");
-    l.q = ColumnParallelLinear(rows(p + "self_attn.q_proj.weight", q_rows),
-                               bias("self_attn.q_proj.bias", q_rows));
-    l.k = ColumnParallelLinear(rows(p + "self_attn.k_proj.weight", kv_rows),
-                               bias("self_attn.k_proj.bias", kv_rows));
-    l.v = ColumnParallelLinear(rows(p + "self_attn.v_proj.weight", kv_rows),
-                               bias("self_attn.v_proj.bias", kv_rows));
-    l.o = RowParallelLinear(cols(p + "self_attn.o_proj.weight", q_rows, c.hidden_size), tp,
-                            options.wire);
+    l.q = column(p + "self_attn.q_proj", q_rows, bias("self_attn.q_proj.bias", q_rows));
+    l.k = column(p + "self_attn.k_proj", kv_rows, bias("self_attn.k_proj.bias", kv_rows));
+    l.v = column(p + "self_attn.v_proj", kv_rows, bias("self_attn.v_proj.bias", kv_rows));
+    l.o = row(p + "self_attn.o_proj", q_rows, c.q_size());
     l.post_norm = whole(p + "post_attention_layernorm.weight");
-    l.gate = ColumnParallelLinear(rows(p + "mlp.gate_proj.weight", s.ffn), Tensor());
-    l.up = ColumnParallelLinear(rows(p + "mlp.up_proj.weight", s.ffn), Tensor());
-    l.down =
-        RowParallelLinear(cols(p + "mlp.down_proj.weight", s.ffn, c.hidden_size), tp, options.wire);
+    l.gate = column(p + "mlp.gate_proj", s.ffn, Tensor());
+    l.up = column(p + "mlp.up_proj", s.ffn, Tensor());
+    l.down = row(p + "mlp.down_proj", s.ffn, c.intermediate_size);
     m.layers_.push_back(std::move(l));
   }
   std::vector<float> inv_freq = ops::rope_inv_freq(int(hd), c.rope_theta, c.rope_scaling);

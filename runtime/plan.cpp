@@ -37,6 +37,7 @@ RankLoad rank_load(const ModelConfig& c, const GridShape& g, int stage, const Pl
   RankLoad r;
   double bytes = 0;
   for (const TensorSpec& t : llama_tensor_specs(c)) {
+    if (!t.required) continue;  // (rope frequencies, input orders: a few bytes)
     const std::string layer_part = layer_suffix(t.name);
     int64_t n = 0;  // this rank's elements of the tensor
     if (!layer_part.empty()) {

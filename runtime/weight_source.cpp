@@ -1,6 +1,7 @@
 #include "runtime/weight_source.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "io/llama_tensors.h"
@@ -61,6 +62,83 @@ Tensor FileWeights::read(const std::string& name, Range rows, Range cols, DType 
 Tensor FileWeights::read_whole_f32(const std::string& name) const {
   checked_shape(name);
   return reader_.read_weight(name);
+}
+
+ReorderedShard read_reordered_columns(const WeightSource& src, const std::string& name,
+                                      const std::string& order_name, int64_t out_features,
+                                      int64_t in_features, Range features, DType act,
+                                      Device device) {
+  const Tensor order = src.read(order_name, Range{0, in_features}, Range{}, DType::kI32,
+                                Device::cpu());
+  const int32_t* o = order.data<int32_t>();
+  for (int64_t j = 0; j < in_features; ++j)
+    TESSERA_CHECK(o[j] >= 0 && o[j] < in_features,
+                  order_name << " reads feature " << o[j] << " of " << in_features);
+  const auto ours = [&](int64_t j) { return o[j] >= features.begin && o[j] < features.end; };
+  const DType stored = src.stored(name);
+  ReorderedShard shard;
+  if (stored != DType::kI4G32 && stored != DType::kI4G128) {  // decoded, in feature order
+    const Tensor w = src.read(name, Range{0, out_features}, Range{}, DType::kF32, Device::cpu());
+    Tensor out = Tensor::empty({out_features, features.size()}, DType::kF32);
+    for (int64_t j = 0; j < in_features; ++j)
+      if (ours(j))
+        for (int64_t r = 0; r < out_features; ++r)
+          out.data<float>()[r * features.size() + (o[j] - features.begin)] =
+              w.data<float>()[r * in_features + j];
+    shard.weight = placed(out, ops::resident_weight_dtype(device, DType::kF32, act), device);
+    return shard;
+  }
+  const Tensor w = src.read(name, Range{0, out_features}, Range{}, stored, Device::cpu());
+  const int64_t block = dtype_block_elements(stored);
+  const size_t block_bytes = dtype_block_bytes(stored), row_bytes = dtype_bytes(stored, in_features);
+  // The stored column each new column takes (-1: padding), and the stored block of each new chunk.
+  std::vector<int32_t> columns, local;
+  std::vector<int64_t> chunk_block;
+  for (int64_t b = 0; b < in_features / block; ++b) {
+    for (int64_t j = b * block; j < (b + 1) * block; ++j)
+      if (ours(j)) {
+        columns.push_back(int32_t(j));
+        local.push_back(int32_t(o[j] - features.begin));
+      }
+    while (columns.size() % 32 != 0) {
+      columns.push_back(-1);
+      local.push_back(-1);
+    }
+    chunk_block.resize(columns.size() / 32, b);
+  }
+  const int64_t n = int64_t(columns.size());
+  Tensor out = Tensor::empty({out_features, n}, DType::kI4G32);
+  const auto* from = static_cast<const uint8_t*>(w.raw());
+  auto* to = static_cast<uint8_t*>(out.raw());
+  const size_t out_row_bytes = dtype_bytes(DType::kI4G32, n);
+  for (int64_t r = 0; r < out_features; ++r)
+    for (int64_t c = 0; c < n / 32; ++c) {
+      const uint8_t* src_block = from + size_t(r) * row_bytes + size_t(chunk_block[c]) * block_bytes;
+      uint8_t* dst = to + size_t(r) * out_row_bytes + size_t(c) * 20;
+      std::memcpy(dst, src_block, 4);  // the f16 scale, the zero point, 0
+      int q[32];
+      for (int i = 0; i < 32; ++i) {
+        const int32_t j = columns[size_t(32 * c + i)];
+        if (j < 0) {
+          q[i] = src_block[2];  // the zero point: weight 0
+          continue;
+        }
+        const int64_t e = j % block;  // element e of its block: chunk e / 32, as q4_0 there
+        const uint8_t byte = src_block[4 + 16 * (e / 32) + (e % 32) % 16];
+        q[i] = (e % 32) < 16 ? byte & 15 : byte >> 4;
+      }
+      for (int i = 0; i < 16; ++i) dst[4 + i] = uint8_t(q[i] | q[i + 16] << 4);
+    }
+  const DType resident = ops::resident_weight_dtype(device, DType::kI4G32, act);
+  if (resident == DType::kI4G32) {
+    shard.weight = device.is_cpu() ? out : out.to(device);
+  } else {
+    Tensor decoded = Tensor::empty(out.shape(), DType::kF32);
+    convert_to_f32(DType::kI4G32, out.raw(), decoded.data<float>(), size_t(decoded.numel()));
+    shard.weight = placed(decoded, resident, device);
+  }
+  shard.input_order = placed(Tensor::from_i32(local, {n}), DType::kI32, device);
+  return shard;
 }
 
 RandomWeights::RandomWeights(const ModelConfig& config, uint64_t seed)

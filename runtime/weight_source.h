@@ -29,6 +29,24 @@ class WeightSource {
   virtual Tensor read_whole_f32(const std::string& name) const = 0;
 };
 
+// A row-parallel shard of a weight whose columns are stored in another order than its input
+// features (`order_name` gives the feature each stored column reads: io/model_store.h's
+// input_order, GPTQ act-order): the stored columns that read `features` (of `in_features`), as
+// this rank keeps them, and the order they read the rank's local input (features.begin at 0) in.
+// int4 groups (i4_g32, i4_g128) stay blocks: each stored block's columns that read the rank's
+// features become i4_g32 blocks of their own, with the block's scale and zero point, padded to
+// whole blocks with columns of weight 0 that read nothing (-1). Other formats are decoded and put
+// back in feature order (input_order undefined). The whole stored weight is read (its columns
+// for a feature range are scattered).
+struct ReorderedShard {
+  Tensor weight;       // (out_features, columns) of the resident type on device
+  Tensor input_order;  // (columns) i32 on device, or undefined
+};
+ReorderedShard read_reordered_columns(const WeightSource& src, const std::string& name,
+                                      const std::string& order_name, int64_t out_features,
+                                      int64_t in_features, Range features, DType act,
+                                      Device device);
+
 // The weights of a model file: only each slice's hyperslab is read.
 class FileWeights final : public WeightSource {
  public:

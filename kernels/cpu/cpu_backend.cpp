@@ -26,6 +26,9 @@ class CpuBackend final : public Backend {
     ops::cpu::add_inplace(x, delta);
     ops::cpu::rms_norm(x, weight, eps, y);
   }
+  void gather_columns(const Tensor& x, const Tensor& order, Tensor& y) override {
+    ops::cpu::gather_columns(x, order, y);
+  }
   void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) override {
     ops::cpu::embedding(table, ids, out);
   }

@@ -185,6 +185,19 @@ void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out
   }
 }
 
+void gather_columns(const Tensor& x, const Tensor& order, Tensor& y) {
+  check_cpu_f32(x, "gather_columns input");
+  check_cpu_f32(y, "gather_columns output");
+  const int64_t m = x.dim(0), k = x.dim(1), n = order.dim(0);
+  const int32_t* o = order.data<int32_t>();
+  for (int64_t j = 0; j < n; ++j)
+    TESSERA_ASSERT(o[j] >= -1 && o[j] < k, "gather_columns: column " << o[j] << " of " << k);
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < n; ++j) py[r * n + j] = o[j] < 0 ? 0.0f : px[r * k + o[j]];
+}
+
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
   check_cpu_f32(gate, "swiglu gate");
   check_cpu_f32(up, "swiglu up");

@@ -15,6 +15,7 @@ void linear_group(const Tensor& x, const std::vector<LinearPart>& parts);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 void add_inplace(Tensor& a, const Tensor& b);
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
+void gather_columns(const Tensor& x, const Tensor& order, Tensor& y);
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
 // Causal attention of one sequence over its keys, the plain way (scores, softmax, sum): q(m,

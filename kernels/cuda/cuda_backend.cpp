@@ -35,6 +35,9 @@ class CudaBackend final : public Backend {
                     Tensor& y) override {
     cuda::add_rms_norm(x, delta, weight, eps, y);
   }
+  void gather_columns(const Tensor& x, const Tensor& order, Tensor& y) override {
+    cuda::gather_columns(x, order, y);
+  }
   void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) override {
     cuda::embedding(table, ids, out);
   }

@@ -138,6 +138,13 @@ void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
                "rope");
 }
 
+void gather_columns(const Tensor& x, const Tensor& order, Tensor& y) {
+  const Elem t = common_elem({{&x, "gather_columns input"}, {&y, "gather_columns output"}});
+  check_launch(kernels_for(x).gather_columns(t, x.raw(), x.dim(0), x.dim(1), order.data<int32_t>(),
+                                             order.dim(0), y.raw(), stream_of(x)),
+               "gather_columns");
+}
+
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
   const Elem t = common_elem({{&table, "embedding table"}, {&out, "embedding output"}});
   const int64_t vocab = table.dim(0), d = table.dim(1), n = int64_t(ids.size());

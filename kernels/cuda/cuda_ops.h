@@ -24,6 +24,7 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
 // out (ids, dim) = table rows; throws naming the problem when an id is outside the table.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
+void gather_columns(const Tensor& x, const Tensor& order, Tensor& y);
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, ops::AttentionState& state);
 // ops::PagedAttentionWork's GPU plan: made, rewritten in place, and run.

@@ -56,6 +56,18 @@ __global__ void rope_kernel(T* x, const int32_t* positions, const float* inv_fre
   }
 }
 
+// Element (r, j) per thread, over every element of y.
+template <class T>
+__global__ void gather_columns_kernel(const T* x, int64_t m, int64_t k, const int32_t* order,
+                                      int64_t n, T* y) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m * n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / n;
+    const int32_t c = order[i % n];
+    store(y, i, c < 0 ? 0.0f : load(x, r * k + c));
+  }
+}
+
 template <class T>
 __global__ void embedding_kernel(const T* table, int64_t vocab, const int32_t* ids, int64_t d,
                                  T* out, int32_t* bad) {
@@ -116,6 +128,18 @@ std::string rope(Elem t, void* x, const int32_t* positions, const float* inv_fre
     TESSERA_LAUNCH(unsigned(m), elementwise_detail::kThreads, 0, stream,
                    elementwise_detail::rope_kernel<T>)
     (static_cast<T*>(x), positions, inv_freq, heads, d);
+    return launch_error();
+  });
+}
+
+std::string gather_columns(Elem t, const void* x, int64_t m, int64_t k, const int32_t* order,
+                           int64_t n, void* y, void* stream) {
+  if (m == 0 || n == 0) return {};
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    TESSERA_LAUNCH(blocks_for(m * n, elementwise_detail::kThreads), elementwise_detail::kThreads,
+                   0, stream, elementwise_detail::gather_columns_kernel<T>)
+    (static_cast<const T*>(x), m, k, order, n, static_cast<T*>(y));
     return launch_error();
   });
 }

@@ -22,6 +22,7 @@ enum class Elem : uint8_t { kF32, kF16, kBF16 };
 // swiglu: out = gate / (1 + e^-gate) * up over n elements.
 // rope: rotate-half RoPE in place on x(m, heads, d): pairs (i, i + d/2) turned by
 //   positions[r] * inv_freq[i] (positions i32, inv_freq f32 with d/2 entries).
+// gather_columns: y(m, n) = x(m, k)'s columns order[j] (i32 on the GPU), 0 where order[j] < 0.
 // embedding: out(n, d) = table[ids[i]]; ids outside [0, vocab) set *bad (an i32 on the GPU,
 //   or nullptr when the caller has checked the ids) to 1 and leave their rows unwritten.
 #define TESSERA_ELEMENTWISE_LAUNCHERS                                                            \
@@ -33,6 +34,8 @@ enum class Elem : uint8_t { kF32, kF16, kBF16 };
                      void* stream);                                                              \
   std::string rope(Elem t, void* x, const int32_t* positions, const float* inv_freq, int64_t m,  \
                    int64_t heads, int64_t d, void* stream);                                      \
+  std::string gather_columns(Elem t, const void* x, int64_t m, int64_t k, const int32_t* order,  \
+                             int64_t n, void* y, void* stream);                                  \
   std::string embedding(Elem t, const void* table, int64_t vocab, const int32_t* ids, int64_t n, \
                         int64_t d, void* out, int32_t* bad, void* stream);
 

@@ -19,6 +19,7 @@ struct Launchers {
   decltype(&device::swiglu) swiglu;
   decltype(&device::rope) rope;
   decltype(&device::embedding) embedding;
+  decltype(&device::gather_columns) gather_columns;
   decltype(&device::linear) linear;
   decltype(&device::linear_simple) linear_simple;
   decltype(&device::add_bias) add_bias;
@@ -40,8 +41,8 @@ const Launchers& emulator_launchers();
 // The table of namespace ns (device or emulated), in Launchers' order: written once for both.
 #define TESSERA_LAUNCHER_TABLE(ns, label)                                                        \
   ::tessera::cuda::Launchers {                                                                   \
-    label, ns::rms_norm, ns::add_rms_norm, ns::swiglu, ns::rope, ns::embedding, ns::linear,      \
-        ns::linear_simple, ns::add_bias, ns::paged_attention, ns::repetition_penalty, ns::top_k, \
+    label, ns::rms_norm, ns::add_rms_norm, ns::swiglu, ns::rope, ns::embedding,                  \
+        ns::gather_columns, ns::linear, ns::linear_simple, ns::add_bias, ns::paged_attention, ns::repetition_penalty, ns::top_k, \
         ns::add, ns::convert, ns::fill_uniform, ns::round_through, ns::attention_finish,         \
         ns::attention_merge, ns::store_kv                                                        \
   }

@@ -1,6 +1,8 @@
 """Quantized checkpoints as people publish them, end to end: a random tiny Llama and Qwen2
 (hidden 256, ffn 512, 2 layers) have every linear weight quantized by the test into AWQ (groups of
-128), GPTQ (groups of 64, asymmetric, legacy zeros) and FP8 e4m3 (a scale per output feature)
+128), GPTQ (groups of 64, asymmetric, legacy zeros; and groups of 128 with act-order, g_idx
+shuffled, which tessera stores sorted by group with an input order, and under TP a row-parallel
+rank regroups its features' columns) and FP8 e4m3 (a scale per output feature)
 checkpoints (tests/reference/quantized_formats.py, written from the formats' definitions), which
 `tessera convert` imports into its blocks. The reference is transformers running the same model
 with each weight dequantized by numpy from the checkpoint: over 128 teacher-forced positions of a
@@ -30,6 +32,10 @@ FORMATS = {
                        "desc_act": False, "checkpoint_format": "gptq"},
                       lambda w: qf.gptq_from_float(w, 64, sym=False),
                       lambda t: qf.dequant_gptq(t, 64, legacy=True)),
+    "gptq_g128_act_order": ({"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True,
+                             "desc_act": True, "checkpoint_format": "gptq"},
+                            lambda w: qf.gptq_from_float(w, 128, sym=True, act_order_seed=5),
+                            lambda t: qf.dequant_gptq(t, 128, legacy=True)),
     "fp8_channel": ({"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0},
                     lambda w: qf.fp8_from_float(w, per_channel=True), qf.dequant_fp8),
 }

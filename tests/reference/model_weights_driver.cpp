@@ -4,7 +4,8 @@
 //   model_weights_driver FILE --list    JSON: every weight's name, dtype and shape
 //   model_weights_driver FILE NAME...   for each weight: one JSON line {"name", "dtype", "shape"},
 //                                       then its float32 values (ModelReader::read_weight: the
-//                                       stored blocks decoded), little endian, row-major
+//                                       stored blocks decoded; an i32 input order's values as
+//                                       floats), little endian, row-major
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -32,7 +33,16 @@ int main(int argc, char** argv) {
     }
     for (int i = 2; i < argc; ++i) {
       const tessera::WeightInfo info = reader.weight_info(argv[i]);
-      const tessera::Tensor t = reader.read_weight(argv[i]);
+      tessera::Tensor t;
+      if (info.dtype == tessera::DType::kI32) {  // an input order: its values as floats (exact)
+        const tessera::Tensor order = reader.read_weight_slice(
+            argv[i], 0, info.shape[0], 0, 0, tessera::ModelReader::As::kStored);
+        t = tessera::Tensor::empty(info.shape, tessera::DType::kF32);
+        for (int64_t j = 0; j < info.shape[0]; ++j)
+          t.data<float>()[j] = float(order.data<int32_t>()[j]);
+      } else {
+        t = reader.read_weight(argv[i]);
+      }
       const nlohmann::json head = {
           {"name", info.name}, {"dtype", tessera::dtype_name(info.dtype)}, {"shape", info.shape}};
       const std::string line = head.dump() + "\n";

@@ -4,14 +4,15 @@ here in numpy (and torch's float8_e4m3fn) from the formats' published definition
 packing (nibble i of a word holds output feature [0, 2, 4, 6, 1, 3, 5, 7][i], unpacked as vLLM's
 and AutoAWQ's dequantize do with the reverse order [0, 4, 1, 5, 2, 6, 3, 7]), GPTQ's (codes packed
 along the input features, zeros along the output features and stored minus one unless the
-checkpoint format is gptq_v2), and FP8 e4m3 weights times a per-tensor, per-channel or 128 x 128
+checkpoint format is gptq_v2; act-order's g_idx giving each input feature its group), and FP8 e4m3 weights times a per-tensor, per-channel or 128 x 128
 block scale.
 
 Each case crafts a small Llama checkpoint (hidden 256, ffn 512, 2 layers) whose every linear
 weight is quantized with random codes, zero points and f16 scales (AWQ / GPTQ) or random e4m3
 bytes and scales (FP8), converts it with `tessera convert`, and compares every weight as tessera
 decodes it (tests/reference/model_weights_driver) with the numpy dequantization of the
-checkpoint's tensors: equal bit for bit (the int4 products (q - z) * s are exact in float32; FP8's
+checkpoint's tensors (an act-order weight put back in feature order by the input order tessera
+stores with it, itself checked to be a permutation): equal bit for bit (the int4 products (q - z) * s are exact in float32; FP8's
 e4m3(q) * scale is one float32 rounding in both). The packing written here is also unpacked here
 and compared with the codes it packed. Variants that cannot be imported are refused in one line
 naming them. Non-zero exit status on any failure; the last line is "N passed, M failed".
@@ -129,7 +130,7 @@ def canonical(module):
 
 
 def run_case(args, tally, name, build, dequant, want_dtype, quantization_config=None,
-             extra_files=None):
+             extra_files=None, act_order=False):
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     linear, unpacked_ok = {}, True
     for module, out, inp in linear_shapes():
@@ -146,9 +147,21 @@ def run_case(args, tally, name, build, dequant, want_dtype, quantization_config=
     if r.returncode != 0:
         tally.check(False, f"{name}: convert failed: {r.stderr.strip()}")
         return
-    got = tessera_weights(args.driver, model, [canonical(m) for m in linear])
+    listed = json.loads(subprocess.run([args.driver, model, "--list"], capture_output=True,
+                                       text=True, check=True).stdout)
+    orders = [w["name"] for w in listed if w["name"].endswith(".input_order")]
+    tally.check(bool(orders) == act_order, f"{name}: input orders written: {orders}")
+    got = tessera_weights(args.driver, model, [canonical(m) for m in linear] + orders)
     for module, t in linear.items():
         dtype, values = got[canonical(module)]
+        order = canonical(module)[:-len(".weight")] + ".input_order"
+        if order in got:  # stored column j reads feature order[j]: back in feature order
+            features = got[order][1].astype(np.int64)
+            tally.check(np.array_equal(np.sort(features), np.arange(values.shape[1])),
+                        f"{name} {module}: the input order is a permutation")
+            natural = np.empty_like(values)
+            natural[:, features] = values
+            values = natural
         want = dequant(t)
         tally.check(dtype == want_dtype, f"{name} {module}: stored as {dtype}, not {want_dtype}")
         same = values.shape == want.shape and np.array_equal(values.view(np.uint32),
@@ -232,6 +245,11 @@ def main():
         build, deq = gptq_case(group, sym, fmt == "gptq")
         run_case(args, tally, f"gptq_g{group}_{'sym' if sym else 'asym'}_{fmt}", build, deq, dtype,
                  gptq_config(group, sym, fmt))
+    # Act-order: g_idx shuffled (each group still its g features), sym and asym, v1 and v2
+    for group, sym, fmt, dtype in ((128, False, "gptq", "i4_g128"), (32, True, "gptq_v2", "i4_g32")):
+        build, deq = gptq_case(group, sym, fmt == "gptq", act_order=True)
+        run_case(args, tally, f"gptq_act_order_g{group}_{'sym' if sym else 'asym'}_{fmt}", build,
+                 deq, dtype, gptq_config(group, sym, fmt, desc_act=True), act_order=True)
     # AutoGPTQ's quantize_config.json beside the weights
     build, deq = gptq_case(64, False, True)
     run_case(args, tally, "gptq_g64_quantize_config_json", build, deq, "i4_g32", None,
@@ -272,9 +290,6 @@ def main():
                                       "supported")
     refused(args, tally, "gptq_8_bits", build, {"quant_method": "gptq", "bits": 8,
                                                 "group_size": 128}, "GPTQ with bits=8")
-    build, _ = gptq_case(128, False, True, act_order=True)
-    refused(args, tally, "gptq_act_order", build, gptq_config(128, False, desc_act=True),
-            "GPTQ with act-order (desc_act) is not supported yet")
     build, _ = awq_case(16)
     refused(args, tally, "awq_groups_of_16", build, awq_config(16),
             "groups of 16 input features are not supported")
@@ -286,6 +301,12 @@ def main():
             {"quant_method": "compressed-tensors", "format": "pack-quantized",
              "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int"}}}},
             "int weights of 4 bits (format pack-quantized)")
+    def unequal_groups(rng, o, i):
+        g_idx = rng.permutation(np.arange(i) // 128)
+        g_idx[np.flatnonzero(g_idx == 0)[0]] = 1
+        return gptq_module(rng, o, i, 128, False, True, g_idx)[0], None
+    refused(args, tally, "gptq_act_order_unequal_groups", unequal_groups,
+            gptq_config(128, False, desc_act=True), "act-order with unequal groups is not supported")
     refused(args, tally, "bitsandbytes", build, {"quant_method": "bitsandbytes"},
             "quantization 'bitsandbytes' is not supported")
 

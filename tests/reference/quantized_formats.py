@@ -186,13 +186,20 @@ def awq_from_float(w, group):
             ".scales": plain(scales)}
 
 
-def gptq_from_float(w, group, sym, legacy=True):
+def gptq_from_float(w, group, sym, legacy=True, act_order_seed=None):
     """GPTQ tensors of w (out, in) by round to nearest (GPTQ's storage, without its error
-    feedback): sym has zero 8 and scale 2 max|w| / 15, asym scale (max - min) / 15."""
-    wt = w.T.astype(np.float32)
-    g = wt.shape[0] if group == -1 else group
-    grouped = wt.reshape(-1, g, wt.shape[1])
-    hi, lo = grouped.max(axis=1), grouped.min(axis=1)
+    feedback): sym has zero 8 and scale 2 max|w| / 15, asym scale (max - min) / 15. With
+    act_order_seed, the input features are put in groups in a random order (g_idx shuffled, each
+    group g features), as desc_act's ordering by the Hessian does."""
+    wt = w.T.astype(np.float32)  # (in, out)
+    inp = wt.shape[0]
+    g = inp if group == -1 else group
+    g_idx = np.arange(inp) // g
+    if act_order_seed is not None:
+        g_idx = np.random.default_rng(act_order_seed).permutation(g_idx)
+    groups = inp // g
+    hi = np.stack([wt[g_idx == k].max(axis=0) for k in range(groups)])
+    lo = np.stack([wt[g_idx == k].min(axis=0) for k in range(groups)])
     if sym:
         big = np.maximum(np.abs(hi), np.abs(lo))
         scales = (np.maximum(2 * big, 1e-5) / 15).astype(np.float16)
@@ -202,11 +209,10 @@ def gptq_from_float(w, group, sym, legacy=True):
         zeros = np.clip(-np.round(lo / scales.astype(np.float32)), 1 if legacy else 0,
                         15).astype(np.int64)
     s = scales.astype(np.float32)
-    codes = np.clip(np.round(grouped / s[:, None, :]) + zeros[:, None, :], 0, 15)
-    codes = codes.reshape(wt.shape).astype(np.int64)
+    codes = np.clip(np.round(wt / s[g_idx]) + zeros[g_idx], 0, 15).astype(np.int64)
     stored = (zeros - 1) & 15 if legacy else zeros
     return {".qweight": plain(pack_rows(codes)), ".qzeros": plain(pack_cols(stored)),
-            ".scales": plain(scales), ".g_idx": plain((np.arange(wt.shape[0]) // g).astype(np.int32))}
+            ".scales": plain(scales), ".g_idx": plain(g_idx.astype(np.int32))}
 
 
 def fp8_from_float(w, per_channel):

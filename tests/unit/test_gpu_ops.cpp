@@ -1,7 +1,7 @@
 // The ops of kernels/ops.h on GPU tensors — what the model calls — against the same ops on host
 // tensors, on random data (never zeros), every element: linear (f32 and bf16, with and without
 // bias; on a real GPU cuBLAS is also checked against the simple kernel), the norms, the residual
-// add, embedding, SwiGLU, RoPE, contiguous attention with causal and all-visible keys, merging and
+// add, embedding, gathering columns, SwiGLU, RoPE, contiguous attention with causal and all-visible keys, merging and
 // finishing states, the KV write into f32/f16 pools, rounding through f16/bf16, copies, and
 // sampling's repetition penalty and top-k. On a real
 // GPU where there is one (skipped, saying why, where not) and on an emulated GPU (host memory, the
@@ -144,6 +144,18 @@ TEST_P(GpuOps, NormsAddSwigluRopeAndEmbeddingMatchTheCpu) {
   ops::embedding(table, ids, erow);
   ops::embedding(on_gpu(table), ids, gerow);
   expect_near_all(gerow, erow, 0.0, "embedding");
+  // gather_columns: the columns of x in `order`, 0 for -1; the host's against x itself, the GPU's
+  // against the host's
+  const Tensor cols_order = Tensor::from_i32({47, -1, 0, 3, 3, -1, 20}, {7});
+  Tensor gathered = Tensor::empty({4, 7}, DType::kF32), ggathered = on_gpu(gathered);
+  ops::gather_columns(erow, cols_order, gathered);
+  for (int64_t r = 0; r < 4; ++r)
+    for (int64_t j = 0; j < 7; ++j) {
+      const int32_t c = cols_order.data<int32_t>()[j];
+      ASSERT_EQ(gathered.data<float>()[r * 7 + j], c < 0 ? 0.0f : erow.data<float>()[r * 48 + c]);
+    }
+  ops::gather_columns(gerow, on_gpu(cols_order), ggathered);
+  expect_near_all(ggathered, gathered, 0.0, "gather_columns");
   try {
     Tensor two = Tensor::empty({2, 48}, DType::kF32, gpu_);
     ops::embedding(on_gpu(table), {3, 100}, two);
