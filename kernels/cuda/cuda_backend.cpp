@@ -22,7 +22,9 @@ class Graph final : public DeviceGraph {
 class CudaBackend final : public Backend {
  public:
   bool computes_on(DType weight, DType activations) const override {
-    return weight == activations;  // f32 or bf16 weights, like the activations (cuBLAS)
+    // f32 or bf16 weights, like the activations (cuBLAS); or blocks of a quantized format the
+    // quantized kernels read (kernels/cuda/quant_linear_launchers.h)
+    return weight == activations || cuda::gpu_quant_format(weight).has_value();
   }
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
     cuda::linear(x, w, bias, y);

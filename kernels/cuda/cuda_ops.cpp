@@ -73,8 +73,21 @@ Tensor upload_i32(const std::vector<int32_t>& v, Device d) {
 
 }  // namespace
 
+std::optional<QFormat> gpu_quant_format(DType t) {
+  switch (t) {
+    case DType::kQ8_0: return QFormat::kQ8_0;
+    case DType::kI4G32: return QFormat::kI4G32;
+    case DType::kI4G128: return QFormat::kI4G128;
+    case DType::kF8E4M3: return QFormat::kF8E4M3;
+    default: return std::nullopt;
+  }
+}
+
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
-  const Elem t = common_elem({{&x, "linear input"}, {&w, "linear weight"}, {&y, "linear output"}});
+  const std::optional<QFormat> quantized = gpu_quant_format(w.dtype());
+  const Elem t = quantized ? common_elem({{&x, "linear input"}, {&y, "linear output"}})
+                           : common_elem({{&x, "linear input"}, {&w, "linear weight"},
+                                          {&y, "linear output"}});
   const int64_t k = x.dim(-1), m = x.numel() / k, n = w.dim(0);
   TESSERA_ASSERT(w.ndim() == 2 && w.dim(1) == k && y.numel() == m * n,
                  "linear: x " << shape_str(x.shape()) << " w " << shape_str(w.shape()) << " y "
@@ -82,6 +95,26 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   if (bias) {
     common_elem({{&x, "linear input"}, {bias, "linear bias"}});
     TESSERA_ASSERT(bias->numel() == n, "linear bias has " << bias->numel() << " values for " << n);
+  }
+  if (quantized) {
+    check_gpu(w, "linear weight");
+    TESSERA_ASSERT(w.device() == x.device(), "linear weight on " << w.device().str());
+    if (m <= kQuantLinearMaxRows) {  // decode: the weight read once, decoded in registers
+      check_launch(kernels_for(x).quant_linear(t, *quantized, x.raw(), w.raw(),
+                                               bias ? bias->raw() : nullptr, m, n, k, y.raw(),
+                                               stream_of(x)),
+                   "quant_linear");
+      return;
+    }
+    // more rows: the weight decoded into the activations' type, then the dense GEMM
+    Tensor dense = Tensor::empty({n, k}, x.dtype(), x.device());
+    check_launch(kernels_for(x).dequantize_rows(t, *quantized, w.raw(), k, nullptr, n,
+                                                dense.raw(), stream_of(x)),
+                 "dequantize_rows");
+    check_launch(kernels_for(x).linear(t, x.raw(), dense.raw(), bias ? bias->raw() : nullptr, m,
+                                       n, k, y.raw(), stream_of(x)),
+                 "linear");
+    return;
   }
   check_launch(kernels_for(x).linear(t, x.raw(), w.raw(), bias ? bias->raw() : nullptr, m, n, k,
                                      y.raw(), stream_of(x)),
@@ -146,13 +179,23 @@ void gather_columns(const Tensor& x, const Tensor& order, Tensor& y) {
 }
 
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) {
-  const Elem t = common_elem({{&table, "embedding table"}, {&out, "embedding output"}});
+  const std::optional<QFormat> quantized = gpu_quant_format(table.dtype());
+  const Elem t = quantized ? common_elem({{&out, "embedding output"}})
+                           : common_elem({{&table, "embedding table"}, {&out, "embedding output"}});
   const int64_t vocab = table.dim(0), d = table.dim(1), n = int64_t(ids.size());
   TESSERA_ASSERT(out.numel() == n * d, "embedding output shape");
   for (const int32_t id : ids)  // the ids are on the host: check them here, not in the kernel
     TESSERA_CHECK(id >= 0 && id < vocab,
                   "token id " << id << " is outside the vocabulary (size " << vocab << ")");
   const Tensor gids = upload_i32(ids, table.device());
+  if (quantized) {
+    check_gpu(table, "embedding table");
+    check_launch(kernels_for(table).dequantize_rows(t, *quantized, table.raw(), d,
+                                                    gids.data<int32_t>(), n, out.raw(),
+                                                    stream_of(table)),
+                 "embedding");
+    return;
+  }
   check_launch(kernels_for(table).embedding(t, table.raw(), vocab, gids.data<int32_t>(), n, d,
                                             out.raw(), nullptr, stream_of(table)),
                "embedding");

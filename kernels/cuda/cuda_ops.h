@@ -8,13 +8,18 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "kernels/cuda/quant_linear_launchers.h"
 #include "kernels/ops.h"
 #include "kernels/tensor.h"
 
 namespace tessera::cuda {
 
+// w of x's type, or blocks of a quantized format with kernels here (gpu_quant_format): up to
+// kQuantLinearMaxRows rows of x read them decoded in registers, more decode them into x's type
+// for the dense GEMM.
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
 // x += delta, then y = rms_norm(x, weight): the residual add fused with the next norm.
@@ -24,6 +29,9 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
 void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
 // out (ids, dim) = table rows; throws naming the problem when an id is outside the table.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
+// The format of the GPU's quantized kernels for weights of type t (kernels/cuda/
+// quant_linear_launchers.h), or none: a model keeps such weights converted to its type.
+std::optional<QFormat> gpu_quant_format(DType t);
 void gather_columns(const Tensor& x, const Tensor& order, Tensor& y);
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,
                           float scale, ops::AttentionState& state);

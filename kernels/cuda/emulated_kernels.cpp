@@ -3,6 +3,7 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/linear.cuh"
 #include "kernels/cuda/paged_attention.cuh"
+#include "kernels/cuda/quant_linear.cuh"
 #include "kernels/cuda/sampling.cuh"
 #include "kernels/cuda/state.cuh"
 

@@ -7,6 +7,7 @@
 #include "kernels/cuda/elementwise_launchers.h"
 #include "kernels/cuda/linear_launchers.h"
 #include "kernels/cuda/paged_attention_launcher.h"
+#include "kernels/cuda/quant_linear_launchers.h"
 #include "kernels/cuda/sampling_launchers.h"
 #include "kernels/cuda/state_launchers.h"
 
@@ -23,6 +24,8 @@ struct Launchers {
   decltype(&device::linear) linear;
   decltype(&device::linear_simple) linear_simple;
   decltype(&device::add_bias) add_bias;
+  decltype(&device::quant_linear) quant_linear;
+  decltype(&device::dequantize_rows) dequantize_rows;
   decltype(&device::paged_attention) paged_attention;
   decltype(&device::repetition_penalty) repetition_penalty;
   decltype(&device::top_k) top_k;
@@ -42,7 +45,8 @@ const Launchers& emulator_launchers();
 #define TESSERA_LAUNCHER_TABLE(ns, label)                                                        \
   ::tessera::cuda::Launchers {                                                                   \
     label, ns::rms_norm, ns::add_rms_norm, ns::swiglu, ns::rope, ns::embedding,                  \
-        ns::gather_columns, ns::linear, ns::linear_simple, ns::add_bias, ns::paged_attention, ns::repetition_penalty, ns::top_k, \
+        ns::gather_columns, ns::linear, ns::linear_simple, ns::add_bias, ns::quant_linear,       \
+        ns::dequantize_rows, ns::paged_attention, ns::repetition_penalty, ns::top_k, \
         ns::add, ns::convert, ns::fill_uniform, ns::round_through, ns::attention_finish,         \
         ns::attention_merge, ns::store_kv                                                        \
   }

@@ -9,6 +9,7 @@ likely next token agrees at >= 97% of 256 teacher-forced positions and the perpl
 1%, on one rank and under TP=3, PP=2 and SP=2."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -83,13 +84,16 @@ def test_a_layout_that_cuts_blocks_is_refused_on_every_rank(tessera, tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
-def test_a_gpu_holds_a_quantized_file_dequantized(tessera, tmp_path):
-    # On the GPU path (the CUDA emulator here) the weights are dequantized once at load to the
-    # activations' type: its float32 text is the CPU's, which multiplies the blocks themselves
-    # (int16 activations: the same greedy tokens on this model).
-    make_hf_checkpoint(str(tmp_path), hidden=64, ffn=128, layers=2)
-    model = str(tmp_path / "q8_0.h5")
-    subprocess.run([tessera, "convert", "-i", str(tmp_path), "-o", model, "--quantize", "q8_0"],
+@pytest.mark.parametrize("fmt", ["q8_0", "i4_g32", "i4_g128", "f8_e4m3"])
+def test_a_gpu_computes_on_a_quantized_file_as_stored(tessera, tmp_path, fmt):
+    # On the GPU path (the CUDA emulator here) q8_0, i4_g32, i4_g128 and f8_e4m3 weights stay
+    # blocks (kernels/cuda/quant_linear_launchers.h: decode steps read them decoded in registers,
+    # the prompt decodes them for the GEMM): the rank holds the file's bytes, not float32's, and
+    # its float32 text is the CPU's, which multiplies the blocks itself (int16 activations: the
+    # same greedy tokens on this model).
+    make_hf_checkpoint(str(tmp_path), hidden=128, ffn=256, layers=2)
+    model = str(tmp_path / f"{fmt}.h5")
+    subprocess.run([tessera, "convert", "-i", str(tmp_path), "-o", model, "--quantize", fmt],
                    check=True, capture_output=True)
     args = [tessera, "generate", "-m", model, "-p", "the quick brown", "-n", "12", "--ignore-eos"]
     cpu = subprocess.run(args + ["--device", "cpu"], capture_output=True, text=True, timeout=300)
@@ -100,3 +104,8 @@ def test_a_gpu_holds_a_quantized_file_dequantized(tessera, tmp_path):
         pytest.skip("this tessera was built without CUDA")
     assert emu.returncode == 0, emu.stderr
     assert emu.stdout == cpu.stdout and len(cpu.stdout) > 3, (emu.stdout, cpu.stdout)
+    held = re.search(r"([0-9.]+) MB of weights", emu.stderr)
+    assert held and float(held.group(1)) == float(re.search(
+        r"([0-9.]+) MB of weights", cpu.stderr).group(1)), (emu.stderr, cpu.stderr)
+    # (float32 would be about 1.6 MB: 405 K parameters)
+    assert float(held.group(1)) < 0.8, emu.stderr

@@ -21,7 +21,7 @@ json preset(const std::string& name) {
 
 TEST(ConvertConfig, ParsesEveryPreset) {
   for (const char* name : {"llama-3-8b", "llama-3.1-8b", "llama-3-70b", "llama-2-70b", "qwen2-72b",
-                           "smollm2-135m", "mistral-7b-v0.1"}) {
+                           "smollm2-135m", "mistral-7b-v0.1", "llama-3.1-405b"}) {
     SCOPED_TRACE(name);
     const ModelConfig c = config_from_hf(preset(name), name);
     EXPECT_EQ(c.head_dim * c.num_heads, c.hidden_size);
@@ -36,6 +36,9 @@ TEST(ConvertConfig, ParsesEveryPreset) {
   EXPECT_EQ(l31.rope_scaling.type, ops::RopeScaling::Type::kLlama3);
   EXPECT_EQ(l31.rope_scaling.factor, 8.0f);
   EXPECT_EQ(l31.rope_scaling.original_max_position, 8192);
+  const ModelConfig l405 = config_from_hf(preset("llama-3.1-405b"), "x");
+  EXPECT_EQ(l405.num_layers, 126);
+  EXPECT_EQ(l405.head_dim, 128);
   EXPECT_TRUE(config_from_hf(preset("qwen2-72b"), "x").attention_bias);  // Qwen2: q/k/v bias
   EXPECT_TRUE(config_from_hf(preset("smollm2-135m"), "x").tie_word_embeddings);
 }

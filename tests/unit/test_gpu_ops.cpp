@@ -1,6 +1,6 @@
 // The ops of kernels/ops.h on GPU tensors — what the model calls — against the same ops on host
 // tensors, on random data (never zeros), every element: linear (f32 and bf16, with and without
-// bias; on a real GPU cuBLAS is also checked against the simple kernel), the norms, the residual
+// bias; over weights kept quantized; on a real GPU cuBLAS is also checked against the simple kernel), the norms, the residual
 // add, embedding, gathering columns, SwiGLU, RoPE, contiguous attention with causal and all-visible keys, merging and
 // finishing states, the KV write into f32/f16 pools, rounding through f16/bf16, copies, and
 // sampling's repetition penalty and top-k. On a real
@@ -13,10 +13,12 @@
 
 #include "kernels/dtype.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "kernels/tensor.h"
 #if TESSERA_HAVE_CUDA
 #include "kernels/cuda/cuda_memory.h"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/quant_linear_launchers.h"
 #endif
 
 namespace tessera {
@@ -102,6 +104,66 @@ TEST_P(GpuOps, LinearMatchesTheCpuInF32AndBf16) {
       ops::linear(x, w, &bias, want);
       expect_near_all(simple, want, 1e-5, "the simple kernel on the GPU");
     }
+  }
+}
+
+TEST_P(GpuOps, QuantizedLinearAndEmbeddingMatchFloat64OverTheDequantizedWeights) {
+  // Weights kept as blocks on the GPU (q8_0, i4_g32, i4_g128, f8_e4m3): the decode kernel (up to
+  // kQuantLinearMaxRows rows) and the decode-then-GEMM path (more rows), f32 and bf16
+  // activations, against float64 sums over the weights quantize() made, decoded by dequantize().
+  // Bound per output: float32 accumulation over k terms (k 2^-24 sum |w x|), and for bf16 the
+  // output's rounding (2^-8 |y|) on inputs already rounded to bf16, and past the decode kernel's
+  // rows the weights' rounding to bf16 for the dense GEMM (2^-8 sum |w x|).
+  for (DType format : {DType::kQ8_0, DType::kI4G32, DType::kI4G128, DType::kF8E4M3})
+    for (DType act : {DType::kF32, DType::kBF16})
+      for (int64_t m : {int64_t(1), int64_t(3), cuda::kQuantLinearMaxRows, int64_t(13)}) {
+        const int64_t n = 37, k = 512;
+        const std::vector<float> wv = random_values(size_t(n * k), 21 + uint64_t(format), 0.3f);
+        Tensor w = Tensor::empty({n, k}, format);
+        quantize(format, wv.data(), w.raw(), n * k);
+        std::vector<float> wd(size_t(n * k));
+        dequantize(format, w.raw(), wd.data(), n * k);
+        const Tensor x = random_tensor({m, k}, 22 + uint64_t(m), 1.0f, act);
+        const std::vector<float> xv = x.to_f32_vector();
+        const Tensor bias = random_tensor({n}, 23, 1.0f, act);
+        const std::vector<float> bv = bias.to_f32_vector();
+        Tensor y = Tensor::empty({m, n}, act, gpu_);
+        const Tensor gb = on_gpu(bias);
+        ops::linear(on_gpu(x), on_gpu(w), &gb, y);
+        const std::vector<float> got = y.to(Device::cpu()).to_f32_vector();
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t c = 0; c < n; ++c) {
+            double want = bv[size_t(c)], mag = std::abs(bv[size_t(c)]);
+            for (int64_t i = 0; i < k; ++i) {
+              want += double(wd[size_t(c * k + i)]) * xv[size_t(r * k + i)];
+              mag += std::abs(double(wd[size_t(c * k + i)]) * xv[size_t(r * k + i)]);
+            }
+            // (bf16, more rows: the weights are decoded into bf16 for the GEMM, each rounded)
+            const bool bf16 = act == DType::kBF16, dense = m > cuda::kQuantLinearMaxRows;
+            const double bound = double(k) * std::ldexp(1.0, -24) * mag +
+                                 (bf16 ? std::ldexp(1.0, -8) * std::abs(want) : 0) +
+                                 (bf16 && dense ? std::ldexp(1.0, -8) * mag : 0);
+            ASSERT_NEAR(got[size_t(r * n + c)], want, bound)
+                << dtype_name(format) << " " << dtype_name(act) << " m " << m << " row " << r
+                << " col " << c;
+          }
+      }
+  // An embedding table of blocks: its rows decoded.
+  const int64_t vocab = 50, d = 256;
+  const std::vector<float> tv = random_values(size_t(vocab * d), 24);
+  for (DType format : {DType::kQ8_0, DType::kI4G128, DType::kF8E4M3}) {
+    Tensor table = Tensor::empty({vocab, d}, format);
+    quantize(format, tv.data(), table.raw(), vocab * d);
+    std::vector<float> decoded(size_t(vocab * d));
+    dequantize(format, table.raw(), decoded.data(), vocab * d);
+    const std::vector<int32_t> ids = {49, 0, 7, 7};
+    Tensor out = Tensor::empty({4, d}, DType::kF32, gpu_);
+    ops::embedding(on_gpu(table), ids, out);
+    const std::vector<float> got = out.to(Device::cpu()).to_f32_vector();
+    for (size_t i = 0; i < ids.size(); ++i)
+      for (int64_t j = 0; j < d; ++j)
+        ASSERT_EQ(got[i * size_t(d) + size_t(j)], decoded[size_t(ids[i] * d + j)])
+            << dtype_name(format) << " row " << ids[i] << " element " << j;
   }
 }
 

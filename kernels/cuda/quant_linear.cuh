@@ -1,0 +1,158 @@
+// The quantized linear kernels (see kernels/cuda/quant_linear_launchers.h). Compiled by nvcc
+// (quant_linear.cu) and, against the emulator, into the tests.
+#pragma once
+
+#include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/quant_linear_launchers.h"
+
+namespace tessera::cuda::TESSERA_KERNELS {
+namespace quant_detail {
+
+constexpr int kThreads = 256;
+
+// (blocks are byte-aligned: their fields are read a byte at a time)
+__device__ __forceinline__ float f16_at(const uint8_t* p) {
+  __half_raw raw;
+  raw.x = uint16_t(p[0] | p[1] << 8);
+  return __half2float(__half(raw));
+}
+__device__ __forceinline__ float f32_at(const uint8_t* p) {
+  return __int_as_float(int(uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 |
+                            uint32_t(p[3]) << 24));
+}
+// float8_e4m3fn, exactly (kernels/dtype.h).
+__device__ __forceinline__ float e4m3(uint8_t q) {
+  const uint32_t exp = (q >> 3) & 15u, mant = q & 7u;
+  if (exp == 15 && mant == 7) return __int_as_float(0x7fc00000);
+  // subnormal: mant / 8 * 2^-6; normal: (1 + mant / 8) * 2^(exp - 7)
+  const float magnitude =
+      exp == 0 ? float(mant) * (1.0f / 512) : __int_as_float(int((exp + 120u) << 23 | mant << 20));
+  return q & 0x80u ? -magnitude : magnitude;
+}
+
+// A block of format F: its elements as kernels/quant.h decodes them (x = d * code (+ offset)).
+template <QFormat F>
+struct Block;
+template <>
+struct Block<QFormat::kQ8_0> {
+  static constexpr int kElements = 32, kBytes = 34;
+  float d;
+  const uint8_t* b;
+  __device__ explicit Block(const uint8_t* p) : d(f16_at(p)), b(p) {}
+  __device__ float operator[](int e) const { return d * float(int8_t(b[2 + e])); }
+};
+template <int N>
+struct Int4Block {
+  static constexpr int kElements = N, kBytes = 4 + N / 2;
+  float d, z;
+  const uint8_t* b;
+  __device__ explicit Int4Block(const uint8_t* p) : d(f16_at(p)), z(float(p[2])), b(p) {}
+  __device__ float operator[](int e) const {  // chunk e / 32 in q4_0's nibble order
+    const int j = e % 32;
+    const uint8_t byte = b[4 + 16 * (e / 32) + j % 16];
+    return d * (float(j < 16 ? byte & 15 : byte >> 4) - z);
+  }
+};
+template <>
+struct Block<QFormat::kI4G32> : Int4Block<32> {
+  using Int4Block<32>::Int4Block;
+};
+template <>
+struct Block<QFormat::kI4G128> : Int4Block<128> {
+  using Int4Block<128>::Int4Block;
+};
+template <>
+struct Block<QFormat::kF8E4M3> {
+  static constexpr int kElements = 128, kBytes = 132;
+  float d;
+  const uint8_t* b;
+  __device__ explicit Block(const uint8_t* p) : d(f32_at(p)), b(p) {}
+  __device__ float operator[](int e) const { return d * e4m3(b[4 + e]); }
+};
+
+// Warp (blockIdx.x) computes output feature n for rows [8 blockIdx.y, +8) of x: lane l takes the
+// weight row's blocks l, l + 32, ...; the lanes' sums are added by warp_sum.
+template <class T, QFormat F>
+__global__ void gemv_kernel(const T* x, const uint8_t* w, const T* bias, int64_t m, int64_t n,
+                            int64_t k, T* y) {
+  using B = Block<F>;
+  constexpr int R = int(kQuantLinearMaxRows);
+  const int64_t col = blockIdx.x, r0 = int64_t(blockIdx.y) * R;
+  const int rows = int(m - r0 < R ? m - r0 : R);
+  const int64_t blocks = k / B::kElements;
+  const uint8_t* row = w + col * blocks * B::kBytes;
+  float acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int64_t b = threadIdx.x; b < blocks; b += 32) {
+    const B block(row + b * B::kBytes);
+    const int64_t at = b * B::kElements;
+    for (int e = 0; e < B::kElements; ++e) {
+      const float v = block[e];
+      for (int r = 0; r < rows; ++r) acc[r] += v * load(x, (r0 + r) * k + at + e);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    const float s = warp_sum(acc[r]);
+    if (threadIdx.x == 0) store(y, (r0 + r) * n + col, s + (bias ? load(bias, col) : 0.0f));
+  }
+}
+
+template <class T, QFormat F>
+__global__ void dequantize_kernel(const uint8_t* w, int64_t k, const int32_t* ids, T* out) {
+  using B = Block<F>;
+  const int64_t r = blockIdx.x, src = ids ? ids[r] : r;
+  const uint8_t* row = w + src * (k / B::kElements) * B::kBytes;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x)
+    store(out, r * k + i, B(row + (i / B::kElements) * B::kBytes)[int(i % B::kElements)]);
+}
+
+// f(std::integral_constant<QFormat, F>{}) for the format f.
+template <class Fn>
+std::string with_format(QFormat f, Fn&& fn) {
+  switch (f) {
+    case QFormat::kQ8_0: return fn(std::integral_constant<QFormat, QFormat::kQ8_0>{});
+    case QFormat::kI4G32: return fn(std::integral_constant<QFormat, QFormat::kI4G32>{});
+    case QFormat::kI4G128: return fn(std::integral_constant<QFormat, QFormat::kI4G128>{});
+    case QFormat::kF8E4M3: return fn(std::integral_constant<QFormat, QFormat::kF8E4M3>{});
+  }
+  return "unknown quantized format";
+}
+
+}  // namespace quant_detail
+
+std::string quant_linear(Elem t, QFormat f, const void* x, const void* w, const void* bias,
+                         int64_t m, int64_t n, int64_t k, void* y, void* stream) {
+  if (m == 0 || n == 0) return {};
+  if (m > kQuantLinearMaxRows)
+    return "quant_linear takes at most " + std::to_string(kQuantLinearMaxRows) + " rows, got " +
+           std::to_string(m);
+  if (n > 2147483647) return "quant_linear takes at most 2^31 - 1 output features";
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    return quant_detail::with_format(f, [&](auto format) {
+      constexpr QFormat F = decltype(format)::value;
+      TESSERA_LAUNCH(dim3(unsigned(n), 1), 32, 0, stream, quant_detail::gemv_kernel<T, F>)
+      (static_cast<const T*>(x), static_cast<const uint8_t*>(w), static_cast<const T*>(bias), m,
+       n, k, static_cast<T*>(y));
+      return launch_error();
+    });
+  });
+}
+
+std::string dequantize_rows(Elem t, QFormat f, const void* w, int64_t k, const int32_t* ids,
+                            int64_t rows, void* out, void* stream) {
+  if (rows == 0 || k == 0) return {};
+  if (rows > 2147483647) return "dequantize_rows takes at most 2^31 - 1 rows";
+  return with_elem(t, [&](auto tag) {
+    using T = decltype(tag);
+    return quant_detail::with_format(f, [&](auto format) {
+      constexpr QFormat F = decltype(format)::value;
+      TESSERA_LAUNCH(unsigned(rows), quant_detail::kThreads, 0, stream,
+                     quant_detail::dequantize_kernel<T, F>)
+      (static_cast<const uint8_t*>(w), k, ids, static_cast<T*>(out));
+      return launch_error();
+    });
+  });
+}
+
+}  // namespace tessera::cuda::TESSERA_KERNELS
