@@ -15,7 +15,7 @@ LlamaModel LlamaModel::load(const ModelReader& reader, Communicator* tp, Communi
 
 LlamaModel LlamaModel::random(const ModelConfig& config, uint64_t seed, Communicator* tp,
                               Communicator* pp, Communicator* sp, const LoadOptions& options) {
-  return build(RandomWeights(config, seed), tp, pp, sp, options);
+  return build(RandomWeights(config, seed, options.random_matrices), tp, pp, sp, options);
 }
 
 LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communicator* pp,

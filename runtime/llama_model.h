@@ -56,6 +56,9 @@ struct LoadOptions {
   DType dtype = DType::kF32;      // of weights and activations: f32, or bf16 on a GPU
   // What crosses ranks: the TP all-reduce's partial sums and the hidden states between stages.
   WireFormat wire = WireFormat::kF32;
+  // LlamaModel::random only: the format its matrices are made in (RandomWeights: f32, or a
+  // quantized format, random blocks).
+  DType random_matrices = DType::kF32;
 };
 
 class LlamaModel {

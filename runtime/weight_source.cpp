@@ -141,8 +141,69 @@ ReorderedShard read_reordered_columns(const WeightSource& src, const std::string
   return shard;
 }
 
-RandomWeights::RandomWeights(const ModelConfig& config, uint64_t seed)
-    : config_(config), seed_(seed) {}
+RandomWeights::RandomWeights(const ModelConfig& config, uint64_t seed, DType matrices)
+    : config_(config), seed_(seed), matrices_(matrices) {}
+
+DType RandomWeights::stored(const std::string& name) const {
+  const std::map<std::string, Shape> shapes = expected_shapes(config_);
+  const auto it = shapes.find(name);
+  const bool blocks = dtype_is_quantized(matrices_) && it != shapes.end() &&
+                      it->second.size() == 2 && it->second[1] % dtype_block_elements(matrices_) == 0;
+  return blocks ? matrices_ : DType::kF32;
+}
+
+namespace {
+
+// Random blocks of `type` for rows x cols of a (.., in) matrix: codes from a hash of each block's
+// place, scales giving values of about standard deviation 1/sqrt(in).
+Tensor random_blocks(DType type, Range rows, Range cols, int64_t in, uint64_t seed) {
+  const int64_t per = dtype_block_elements(type);
+  const size_t bytes = dtype_block_bytes(type);
+  Tensor t = Tensor::empty({rows.size(), cols.size()}, type);
+  auto* p = static_cast<uint8_t*>(t.raw());
+  const float sd = 1.0f / std::sqrt(float(in));
+  for (int64_t r = rows.begin; r < rows.end; ++r)
+    for (int64_t b = cols.begin / per; b < cols.end / per; ++b, p += bytes) {
+      uint64_t h = seed ^ (uint64_t(r) * 0x9e3779b97f4a7c15ull) ^ (uint64_t(b) << 32);
+      for (size_t i = 0; i < bytes; ++i) {  // splitmix64, a byte at a time
+        if (i % 8 == 0) {
+          h += 0x9e3779b97f4a7c15ull;
+          uint64_t z = h;
+          z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+          z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+          h = z ^ (z >> 31);
+        }
+        p[i] = uint8_t(h >> (8 * (i % 8)));
+      }
+      switch (type) {  // the scale fields (uniform codes: a standard deviation of about sd)
+        case DType::kI4G32:
+        case DType::kI4G128: {
+          const uint16_t d = float_to_half(sd / 4.6f);  // codes - 8: deviation 4.6
+          std::memcpy(p, &d, 2);
+          p[2] = 8, p[3] = 0;
+          break;
+        }
+        case DType::kF8E4M3: {
+          const float d = sd / 64.0f;  // random e4m3 bytes have a deviation of about 64
+          std::memcpy(p, &d, 4);
+          for (size_t i = 4; i < bytes; ++i)
+            if ((p[i] & 0x7f) == 0x7f) p[i] = 0;  // (no NaN)
+          break;
+        }
+        default: {  // the GGML formats: d first, f16; q8_0's codes have a deviation of 74
+          const uint16_t d = float_to_half(sd / 74.0f);
+          std::memcpy(p, &d, 2);
+          if (type == DType::kQ4_1 || type == DType::kQ5_1) std::memset(p + 2, 0, 2);
+          TESSERA_CHECK(type == DType::kQ8_0 || type == DType::kQ4_0 || type == DType::kQ4_1 ||
+                            type == DType::kQ5_0 || type == DType::kQ5_1,
+                        "random weights in " << dtype_name(type) << " are not made");
+        }
+      }
+    }
+  return t;
+}
+
+}  // namespace
 
 bool RandomWeights::has(const std::string& name) const {
   return expected_shapes(config_).count(name) > 0;
@@ -155,6 +216,14 @@ Tensor RandomWeights::read(const std::string& name, Range rows, Range cols, DTyp
   TESSERA_ASSERT(it != shapes.end(), "a random model has no tensor " << name);
   const Shape& sh = it->second;
   const uint64_t seed = seed_ ^ name_hash(name);
+  if (dtype_is_quantized(dtype)) {
+    TESSERA_CHECK(dtype == stored(name), "a random model's " << name << " is "
+                                                              << dtype_name(stored(name)) << ", not "
+                                                              << dtype_name(dtype));
+    if (cols.size() == 0) cols = Range{0, sh[1]};
+    const Tensor blocks = random_blocks(dtype, rows, cols, sh[1], seed);
+    return device.is_cpu() ? blocks : blocks.to(device);
+  }
   if (sh.size() == 1) {  // norms around 1, biases around 0
     Tensor t = Tensor::empty({rows.size()}, dtype, device);
     const bool norm = name.find("norm") != std::string::npos;

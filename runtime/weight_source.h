@@ -65,13 +65,16 @@ class FileWeights final : public WeightSource {
 
 // Uniform random weights made where they live (ops::fill_uniform: the same numbers on every
 // device and for every slicing): matrices with standard deviation 1/sqrt(in features), norm
-// weights around 1, biases around 0. No optional tensor (rope_freqs) exists.
+// weights around 1, biases around 0. No optional tensor (rope_freqs) exists. With `matrices` a
+// quantized format (kernels/quant.h), the matrices whose rows are whole blocks of it are stored
+// so: random codes under scales of about that deviation, made on the host (a hash of each
+// block's place: the same blocks for every slicing) and copied where they live.
 class RandomWeights final : public WeightSource {
  public:
-  RandomWeights(const ModelConfig& config, uint64_t seed);
+  RandomWeights(const ModelConfig& config, uint64_t seed, DType matrices = DType::kF32);
   const ModelConfig& config() const override { return config_; }
   bool has(const std::string& name) const override;
-  DType stored(const std::string&) const override { return DType::kF32; }
+  DType stored(const std::string& name) const override;
   Tensor read(const std::string& name, Range rows, Range cols, DType dtype,
               Device device) const override;
   Tensor read_whole_f32(const std::string& name) const override;
@@ -79,6 +82,7 @@ class RandomWeights final : public WeightSource {
  private:
   ModelConfig config_;
   uint64_t seed_;
+  DType matrices_;
 };
 
 }  // namespace tessera

@@ -6,7 +6,8 @@
 # CPU, every op), the GPU's memory, NCCL, graphs, device sampling; several ranks on one GPU over
 # MPI (mpirun from the bundle) against the one-rank CPU run; the end-to-end parity on a random
 # model of the default model's shape (the default model's file does not reach such machines).
-# Phase 2, alone: bench-gpu on a Llama 3.1 8B-shaped random model. Phase 3, alone: tessera bench
+# Phase 2, alone: bench-gpu on a Llama 3.1 8B-shaped random model, bf16, then 8 of its layers with
+# int4 and FP8 matrices. Phase 3, alone: tessera bench
 # (continuous against static batching) on the default model's shape.
 # $OUT gets two files, written as the run goes: results-DATE.md (the results file the repository
 # keeps as results/gpu-DATE.md) and logs.tar.gz (every log, packed at the end, also when the run
@@ -85,11 +86,19 @@ wait $parity_pid
 note "parity (smollm2-135m shape, random): exit $? $(cat "$LOGS/parity.json") $(tail -2 "$LOGS/parity.err" | tr '\n' ' ')"
 note '```'
 
-# Phase 2: the GPU path's speed against the GPU's own ceilings (the issue's three targets).
-( cd "$HERE" && timeout 180 bin/tessera bench-gpu --config configs/llama-3.1-8b.json \
+# Phase 2: the GPU path's speed against the GPU's own ceilings (the issue's three targets): bf16
+# on the whole Llama 3.1 8B shape, then its layers with int4 (AWQ/GPTQ's i4_g128) and FP8
+# matrices (issue 19: decode at 75% / 80% of the copy's bandwidth, prefill 60% of bf16's GEMM).
+( cd "$HERE" && timeout 100 bin/tessera bench-gpu --config configs/llama-3.1-8b.json \
     --json "$LOGS/bench-gpu.json" ) > "$LOGS/bench-gpu.txt" 2>&1
 rc=$?
 { echo; echo "bench-gpu (exit $rc):"; echo '```'; tail -40 "$LOGS/bench-gpu.txt"; echo '```'; } | tee -a "$RESULTS"
+for w in i4_g128 f8_e4m3; do
+  ( cd "$HERE" && timeout 40 bin/tessera bench-gpu --config configs/llama-3.1-8b.json --layers 8 \
+      --weights $w --repeats 3 --json "$LOGS/bench-gpu-$w.json" ) > "$LOGS/bench-gpu-$w.txt" 2>&1
+  rc=$?
+  { echo; echo "bench-gpu --weights $w (exit $rc):"; echo '```'; tail -12 "$LOGS/bench-gpu-$w.txt"; echo '```'; } | tee -a "$RESULTS"
+done
 
 # Phase 3: issue 4's figure on the GPU: continuous against static batching, the default model's shape.
 ( cd "$HERE" && timeout 90 bin/tessera bench --random configs/smollm2-135m.json --rounds 3 \

@@ -323,6 +323,19 @@ def test_bench_gpu_on_the_emulator(tessera, tmp_path):
     g = j["decode_with_graphs"]
     assert g["median_step_seconds"] > 0 and g["gpu_seconds_per_step"] > 0, g
     assert 0 < g["busy_fraction"] and g["speedup_over_kernel_by_kernel"] > 0, g
+    # int4 groups: the matrices random blocks, held as such (a quarter of bf16's bytes and a
+    # little more), decode against its own target
+    q = run(tessera, "bench-gpu", "--device", "emulator", "--config", config, "--layers", "2",
+            "--context", "8", "--decode-steps", "2", "--prefill-tokens", "16",
+            "--copy-size", "8MiB", "--repeats", "1", "--weights", "i4_g32", "--json", str(out))
+    assert q.returncode == 0, q.stderr
+    k = json.loads(out.read_text())
+    assert k["model"]["matrices"] == "i4_g32" and k["decode_with_graphs"]["target"] == 0.75, k
+    ratio = k["model"]["weight_bytes"] / j["model"]["weight_bytes"]
+    assert 0.3 < ratio < 0.35, ratio  # 4.5 bits (and f32 norms) against 16
+    assert_one_line_error(run(tessera, "bench-gpu", "--device", "emulator", "--config", config,
+                              "--weights", "q4_k"),
+                          "--weights must be the model's bf16, q8_0, i4_g32, i4_g128 or f8_e4m3")
     assert_one_line_error(run(tessera, "bench-gpu", "--device", "cpu"), "bench-gpu measures a GPU")
 
 
