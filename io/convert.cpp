@@ -298,7 +298,10 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
   w.write_tokenizer(tok);
   CheckedWriter checked(w, c, input, opt);
   const CheckpointQuantization quant = checkpoint_quantization(cfg, input);
-  rep.quantization = quant.description;
+  if (!quant.description.empty())
+    rep.quantization = quant.description + (opt.dtype == "auto" && opt.quantize.empty()
+                                                ? " kept as it is"
+                                                : " decoded and stored as the options say");
   for (const SafetensorsTensorInfo& t : ckpt.tensors()) {
     std::string name = t.name;
     if (name.rfind("model.", 0) == 0) name = name.substr(6);
@@ -547,7 +550,7 @@ ConvertReport convert_model(const std::string& input, const std::string& output,
   }
   report(options, "wrote " + output + " (" + std::to_string(rep.tensors) + " tensors, " +
                       std::to_string(rep.bytes_written / 1000000) + " MB" +
-                      (rep.quantization.empty() ? "" : "; " + rep.quantization + " kept as it is") +
+                      (rep.quantization.empty() ? "" : "; " + rep.quantization) +
                       ")");
   return rep;
 }

@@ -1,5 +1,6 @@
 #include "kernels/dtype.h"
 
+#include <array>
 #include <cmath>
 #include <iterator>
 #include <limits>
@@ -109,12 +110,23 @@ uint16_t float_to_half(float f) {
   return uint16_t(sign | h);
 }
 
-float fp8_e4m3_to_float(uint8_t q) {
+namespace {
+float decode_fp8_e4m3(uint8_t q) {
   const float sign = q & 0x80u ? -1.0f : 1.0f;
   const int exp = (q >> 3) & 15, mant = q & 7;
   if (exp == 15 && mant == 7) return std::numeric_limits<float>::quiet_NaN();
   if (exp == 0) return sign * std::ldexp(float(mant), -9);  // subnormal: mant / 8 * 2^-6
   return sign * std::ldexp(float(8 + mant), exp - 10);      // (1 + mant / 8) * 2^(exp - 7)
+}
+}  // namespace
+
+float fp8_e4m3_to_float(uint8_t q) {
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[size_t(i)] = decode_fp8_e4m3(uint8_t(i));
+    return t;
+  }();
+  return table[q];
 }
 
 uint8_t float_to_fp8_e4m3(float f) {

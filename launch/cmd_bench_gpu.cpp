@@ -156,6 +156,7 @@ int run_bench_gpu(const Args& args) {
   cuda::synchronize();
   const double make_s = now() - t0;
   const int64_t weight_bytes = model.weight_bytes();
+  const int64_t decode_bytes = model.decode_weight_bytes();  // (not the embedding's gathers)
   // Matmul weights: everything but the embedding table (a gather), the norms and the biases.
   const int64_t matmul_params =
       c.num_layers * (c.q_size() + 2 * c.kv_size() + c.q_size()) * c.hidden_size +
@@ -188,9 +189,10 @@ int run_bench_gpu(const Args& args) {
   const double graph_step_s = median_step(graphs);  // (the first step captures)
   // The GPU's time for one step: its graph replayed back to back (last: it spoils the cache).
   const double gpu_step_s = graphs.time_graph_replays(1, std::max(10, 4 * int(decode_steps)));
-  // The weights are read once a step; the KV cache's reads are small beside them at this context.
-  const double decode_bw = double(weight_bytes) / step_s;
-  const double graph_decode_bw = double(weight_bytes) / graph_step_s;
+  // The weights are read once a step (the embedding table only a row); the KV cache's reads are
+  // small beside them at this context.
+  const double decode_bw = double(decode_bytes) / step_s;
+  const double graph_decode_bw = double(decode_bytes) / graph_step_s;
 
   // Prefill of prefill_tokens tokens into an empty cache.
   const std::vector<int32_t> prompt = random_tokens(prefill_tokens, c.vocab_size, 13);
@@ -222,6 +224,7 @@ int run_bench_gpu(const Args& args) {
         {"dtype", std::string(dtype_name(dtype))},
         {"matrices", std::string(dtype_name(matrices))},
         {"weight_bytes", weight_bytes},
+        {"decode_weight_bytes", decode_bytes},
         {"made_in_seconds", make_s}}},
       {"copy", {{"bytes", copy_bytes}, {"seconds", copy_s}, {"bytes_per_second", copy_bw}}},
       {"gemm",

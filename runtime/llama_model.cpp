@@ -78,10 +78,9 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
   // act-order) reads its input in that order (parallel/parallel_layers.h).
   const auto column = [&](const std::string& linear, Range rg, Tensor bias) {
     const std::string order = linear + ".input_order";
-    return ColumnParallelLinear(rows(linear + ".weight", rg), std::move(bias),
-                                src.has(order) ? src.read(order, Range{0, c.hidden_size}, Range{},
-                                                          DType::kI32, m.device_)
-                                               : Tensor());
+    return ColumnParallelLinear(
+        rows(linear + ".weight", rg), std::move(bias),
+        src.has(order) ? read_input_order(src, order, c.hidden_size, m.device_) : Tensor());
   };
   const auto row = [&](const std::string& linear, Range features, int64_t in_features) {
     const std::string order = linear + ".input_order";
@@ -129,6 +128,12 @@ int64_t LlamaModel::weight_bytes() const {
     n += bytes(l.o.weight()) + bytes(l.down.weight());
   }
   return n;
+}
+
+int64_t LlamaModel::decode_weight_bytes() const {
+  const Tensor& table = embed_.table();
+  const bool gathered_only = table.defined() && !(config_.tie_word_embeddings && stage_.last());
+  return weight_bytes() - (gathered_only ? int64_t(table.nbytes()) : 0);
 }
 
 KvPoolShape LlamaModel::kv_shape(int64_t block_size, DType dtype) const {

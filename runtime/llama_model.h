@@ -79,6 +79,8 @@ class LlamaModel {
   Device device() const { return device_; }
   DType dtype() const { return act_; }
   int64_t weight_bytes() const;  // of the weights this rank holds (a tied head counted once)
+  // Of those, the bytes a decode step reads: all but an untied embedding table (a row per token).
+  int64_t decode_weight_bytes() const;
   Communicator& tp() const { return *tp_; }
   Communicator* sp() const { return sp_; }  // null without sequence parallelism
   const PipelineStage& stage() const { return stage_; }

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <map>
+#include <vector>
 
 #include "io/llama_tensors.h"
 #include "kernels/ops.h"
@@ -64,16 +66,28 @@ Tensor FileWeights::read_whole_f32(const std::string& name) const {
   return reader_.read_weight(name);
 }
 
+Tensor read_input_order(const WeightSource& src, const std::string& order_name,
+                        int64_t in_features, Device device) {
+  const Tensor order =
+      src.read(order_name, Range{0, in_features}, Range{}, DType::kI32, Device::cpu());
+  const int32_t* o = order.data<int32_t>();
+  std::vector<bool> seen(size_t(in_features), false);
+  for (int64_t j = 0; j < in_features; ++j) {
+    TESSERA_CHECK(o[j] >= 0 && o[j] < in_features && !seen[size_t(o[j])],
+                  order_name << ": column " << j << " reads feature " << o[j]
+                             << ", which is not a feature of " << in_features
+                             << " that no other column reads");
+    seen[size_t(o[j])] = true;
+  }
+  return device.is_cpu() ? order : order.to(device);
+}
+
 ReorderedShard read_reordered_columns(const WeightSource& src, const std::string& name,
                                       const std::string& order_name, int64_t out_features,
                                       int64_t in_features, Range features, DType act,
                                       Device device) {
-  const Tensor order = src.read(order_name, Range{0, in_features}, Range{}, DType::kI32,
-                                Device::cpu());
+  const Tensor order = read_input_order(src, order_name, in_features, Device::cpu());
   const int32_t* o = order.data<int32_t>();
-  for (int64_t j = 0; j < in_features; ++j)
-    TESSERA_CHECK(o[j] >= 0 && o[j] < in_features,
-                  order_name << " reads feature " << o[j] << " of " << in_features);
   const auto ours = [&](int64_t j) { return o[j] >= features.begin && o[j] < features.end; };
   const DType stored = src.stored(name);
   ReorderedShard shard;
@@ -119,8 +133,8 @@ ReorderedShard read_reordered_columns(const WeightSource& src, const std::string
       int q[32];
       for (int i = 0; i < 32; ++i) {
         const int32_t j = columns[size_t(32 * c + i)];
-        if (j < 0) {
-          q[i] = src_block[2];  // the zero point: weight 0
+        if (j < 0) {  // (its input is 0: gather_columns writes 0 for a column reading -1)
+          q[i] = std::min<int>(src_block[2], 15);  // the zero point, weight 0 (or -d for 16)
           continue;
         }
         const int64_t e = j % block;  // element e of its block: chunk e / 32, as q4_0 there

@@ -29,6 +29,11 @@ class WeightSource {
   virtual Tensor read_whole_f32(const std::string& name) const = 0;
 };
 
+// A weight's input order (io/model_store.h: `order_name`, in_features i32), checked to be a
+// permutation of the features (throws naming the first that is not), on device.
+Tensor read_input_order(const WeightSource& src, const std::string& order_name,
+                        int64_t in_features, Device device);
+
 // A row-parallel shard of a weight whose columns are stored in another order than its input
 // features (`order_name` gives the feature each stored column reads: io/model_store.h's
 // input_order, GPTQ act-order): the stored columns that read `features` (of `in_features`), as

@@ -77,7 +77,7 @@ void linear_group(const Tensor& x, const std::vector<LinearPart>& parts) {
                                                                    << " for m=" << m
                                                                    << " n=" << w.dim(0));
     total += w.dim(0);
-    quantized |= dtype_is_quantized(w.dtype());
+    quantized |= integer_kernel_for(w.dtype());  // (f8_e4m3 takes no activation blocks)
   }
   if (m == 0) return;
   // One thread pool: OpenMP splits the output features, each thread runs single-threaded

@@ -99,14 +99,17 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   if (quantized) {
     check_gpu(w, "linear weight");
     TESSERA_ASSERT(w.device() == x.device(), "linear weight on " << w.device().str());
-    if (m <= kQuantLinearMaxRows) {  // decode: the weight read once, decoded in registers
+    // decode batches (every bucket a decode graph captures: no allocation here): the weight read
+    // once per 8 rows, decoded in registers
+    if (m <= kQuantLinearMaxRows) {
       check_launch(kernels_for(x).quant_linear(t, *quantized, x.raw(), w.raw(),
                                                bias ? bias->raw() : nullptr, m, n, k, y.raw(),
                                                stream_of(x)),
                    "quant_linear");
       return;
     }
-    // more rows: the weight decoded into the activations' type, then the dense GEMM
+    // more rows (prompts, never captured): the weight decoded into the activations' type, then
+    // the dense GEMM
     Tensor dense = Tensor::empty({n, k}, x.dtype(), x.device());
     check_launch(kernels_for(x).dequantize_rows(t, *quantized, w.raw(), k, nullptr, n,
                                                 dense.raw(), stream_of(x)),

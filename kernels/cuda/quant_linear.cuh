@@ -70,13 +70,13 @@ struct Block<QFormat::kF8E4M3> {
   __device__ float operator[](int e) const { return d * e4m3(b[4 + e]); }
 };
 
-// Warp (blockIdx.x) computes output feature n for rows [8 blockIdx.y, +8) of x: lane l takes the
-// weight row's blocks l, l + 32, ...; the lanes' sums are added by warp_sum.
+// Warp (blockIdx.x, blockIdx.y) computes output feature blockIdx.x for rows [8 blockIdx.y, +8) of
+// x: lane l takes the weight row's blocks l, l + 32, ...; the lanes' sums are added by warp_sum.
 template <class T, QFormat F>
 __global__ void gemv_kernel(const T* x, const uint8_t* w, const T* bias, int64_t m, int64_t n,
                             int64_t k, T* y) {
   using B = Block<F>;
-  constexpr int R = int(kQuantLinearMaxRows);
+  constexpr int R = int(kQuantLinearTileRows);
   const int64_t col = blockIdx.x, r0 = int64_t(blockIdx.y) * R;
   const int rows = int(m - r0 < R ? m - r0 : R);
   const int64_t blocks = k / B::kElements;
@@ -131,7 +131,8 @@ std::string quant_linear(Elem t, QFormat f, const void* x, const void* w, const 
     using T = decltype(tag);
     return quant_detail::with_format(f, [&](auto format) {
       constexpr QFormat F = decltype(format)::value;
-      TESSERA_LAUNCH(dim3(unsigned(n), 1), 32, 0, stream, quant_detail::gemv_kernel<T, F>)
+      const unsigned tiles = unsigned((m + kQuantLinearTileRows - 1) / kQuantLinearTileRows);
+      TESSERA_LAUNCH(dim3(unsigned(n), tiles), 32, 0, stream, quant_detail::gemv_kernel<T, F>)
       (static_cast<const T*>(x), static_cast<const uint8_t*>(w), static_cast<const T*>(bias), m,
        n, k, static_cast<T*>(y));
       return launch_error();

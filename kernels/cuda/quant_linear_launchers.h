@@ -2,8 +2,9 @@
 // groups i4_g32 and i4_g128 of AWQ / GPTQ, FP8 f8_e4m3), activations f32, f16 or bf16, float32
 // accumulation. Plain C++17, no CUDA types.
 //   quant_linear: y(m, n) = x(m, k) @ w(n, k)^T [+ bias(n)] for up to kQuantLinearMaxRows rows of
-//     x (decode): one warp per output feature reads each of its weight's blocks once, decodes them
-//     in registers and multiplies them with every row of x;
+//     x (decode batches: every bucket a decode graph captures): one warp per output feature and
+//     kQuantLinearTileRows rows of x reads each of its weight's blocks once, decodes them in
+//     registers and multiplies them with those rows;
 //   dequantize_rows: out(rows, k) = rows ids[r] of w (row r where ids is null) decoded, in the
 //     element type of out: the prefill's weight tiles for the dense GEMM, and embedding lookups
 //     in a quantized table.
@@ -19,7 +20,8 @@ namespace tessera::cuda {
 // The quantized formats the GPU computes on.
 enum class QFormat : uint8_t { kQ8_0, kI4G32, kI4G128, kF8E4M3 };
 
-inline constexpr int64_t kQuantLinearMaxRows = 8;
+inline constexpr int64_t kQuantLinearTileRows = 8;
+inline constexpr int64_t kQuantLinearMaxRows = 64;
 
 #define TESSERA_QUANT_LINEAR_LAUNCHERS                                                           \
   std::string quant_linear(Elem t, QFormat f, const void* x, const void* w, const void* bias,    \

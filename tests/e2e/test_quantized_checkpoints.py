@@ -8,7 +8,8 @@ checkpoints (tests/reference/quantized_formats.py, written from the formats' def
 with each weight dequantized by numpy from the checkpoint: over 128 teacher-forced positions of a
 text, the most likely next token agrees at >= 97%, by one prefill (weights decoded to float32
 tiles) and one token per step (the int4 blocks' integer kernels, FP8's float path), on one rank
-and under TP=2 x PP=2."""
+and under TP=2 x PP=2; and on the emulated GPU (the blocks decoded there for the GEMM, act-order's
+gather on the GPU) for one format per architecture."""
 import json
 import os
 import subprocess
@@ -124,3 +125,16 @@ def test_a_quantized_checkpoint_predicts_as_transformers_on_its_dequantized_weig
         top1 = np.mean([a == b for a, b in zip(got["argmax"], reference)])
         print(f"{arch} {fmt} {label}: top-1 agreement with transformers {top1:.4f}")
         assert top1 >= 0.97, (arch, fmt, label, top1)
+    # The GPU path (the CUDA emulator here), f32: the prompt decodes the blocks for the GEMM, and
+    # act-order gathers its inputs on the GPU. (One format per architecture: the emulator is slow.)
+    if fmt == ("gptq_g128_act_order" if arch == "llama" else "awq_g128"):
+        r = subprocess.run([tessera, "perplexity", "-m", str(model), "-f", TEXT, "--tokens", "129",
+                            "--predictions", str(tmp_path / "gpu.json"), "--device", "emulator",
+                            "--dtype", "f32"], capture_output=True, text=True, timeout=600)
+        if "built without CUDA" in r.stderr:
+            return
+        assert r.returncode == 0, r.stderr
+        got = json.loads((tmp_path / "gpu.json").read_text())
+        top1 = np.mean([a == b for a, b in zip(got["argmax"], reference)])
+        print(f"{arch} {fmt} emulated GPU: top-1 agreement with transformers {top1:.4f}")
+        assert top1 >= 0.97, (arch, fmt, "emulated GPU", top1)

@@ -109,15 +109,17 @@ TEST_P(GpuOps, LinearMatchesTheCpuInF32AndBf16) {
 
 TEST_P(GpuOps, QuantizedLinearAndEmbeddingMatchFloat64OverTheDequantizedWeights) {
   // Weights kept as blocks on the GPU (q8_0, i4_g32, i4_g128, f8_e4m3): the decode kernel (up to
-  // kQuantLinearMaxRows rows) and the decode-then-GEMM path (more rows), f32 and bf16
+  // kQuantLinearMaxRows rows, in tiles of 8) and the decode-then-GEMM path (more rows), f32 and bf16
   // activations, against float64 sums over the weights quantize() made, decoded by dequantize().
   // Bound per output: float32 accumulation over k terms (k 2^-24 sum |w x|), and for bf16 the
   // output's rounding (2^-8 |y|) on inputs already rounded to bf16, and past the decode kernel's
   // rows the weights' rounding to bf16 for the dense GEMM (2^-8 sum |w x|).
   for (DType format : {DType::kQ8_0, DType::kI4G32, DType::kI4G128, DType::kF8E4M3})
     for (DType act : {DType::kF32, DType::kBF16})
-      for (int64_t m : {int64_t(1), int64_t(3), cuda::kQuantLinearMaxRows, int64_t(13)}) {
-        const int64_t n = 37, k = 512;
+      for (int64_t m : {int64_t(1), int64_t(3), cuda::kQuantLinearTileRows, int64_t(13),
+                        cuda::kQuantLinearMaxRows, cuda::kQuantLinearMaxRows + 3}) {
+        // (k: more blocks than a warp has lanes, so that each lane takes several)
+        const int64_t n = 37, k = 4608;
         const std::vector<float> wv = random_values(size_t(n * k), 21 + uint64_t(format), 0.3f);
         Tensor w = Tensor::empty({n, k}, format);
         quantize(format, wv.data(), w.raw(), n * k);
