@@ -119,7 +119,8 @@ int run_bench_gpu(const Args& args) {
   const DType dtype = model_dtype(device, gpu);
   const bool emulated = cuda::is_emulated(gpu.index);
   const DType matrices = weights.empty() ? dtype : dtype_from_name(weights);
-  TESSERA_CHECK(matrices == dtype || cuda::gpu_quant_format(matrices).has_value(),
+  TESSERA_CHECK(matrices == dtype || matrices == DType::kQ8_0 || matrices == DType::kI4G32 ||
+                    matrices == DType::kI4G128 || matrices == DType::kF8E4M3,
                 "--weights must be the model's " << dtype_name(dtype)
                                                  << ", q8_0, i4_g32, i4_g128 or f8_e4m3, not '"
                                                  << weights << "'");

@@ -28,7 +28,7 @@ int run_plan(const Args& args) {
       ("weights", po::value(&o.weights)->default_value("bf16"),
        "how the weights are held: f32, f16, bf16, or as tessera convert --quantize makes them "
        "(q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, i4_g32, i4_g128, f8_e4m3, q4_k_m): "
-       "CPU ranks keep every format, GPUs q8_0, i4_g32, i4_g128 and f8_e4m3")
+       "kept so by CPU and GPU ranks")
       ("kv-bytes", po::value(&o.kv_bytes)->default_value(2), "bytes per KV-cache element")
       ("reserve", po::value(&o.reserve)->default_value(0.10, "0.10"),
        "share of GPU memory kept for activations and the runtime")

@@ -36,9 +36,7 @@ struct PlanOptions {
   uint64_t gpu_memory = 80ull << 30;  // bytes per rank (a GPU's, or a CPU rank's share of a node)
   // How the weights are held: f32, f16, bf16, or a quantized format or mix as `tessera convert
   // --quantize` makes it, or an AWQ / GPTQ / FP8 checkpoint imports as (q8_0, ..., q4_k_m,
-  // i4_g32, i4_g128, f8_e4m3: matrices quantized, vectors f32). The CPU keeps every format as
-  // stored; a GPU keeps q8_0, i4_g32, i4_g128 and f8_e4m3 so and holds the other GGUF formats as
-  // its activations' type (the sizes here are the formats': plan for those on a CPU).
+  // i4_g32, i4_g128, f8_e4m3: matrices quantized, vectors f32), kept so by CPUs and GPUs alike.
   std::string weights = "bf16";
   int kv_bytes = 2;       // bf16 KV cache
   double reserve = 0.10;  // share of GPU memory kept for activations and the runtime

@@ -76,6 +76,13 @@ Tensor upload_i32(const std::vector<int32_t>& v, Device d) {
 std::optional<QFormat> gpu_quant_format(DType t) {
   switch (t) {
     case DType::kQ8_0: return QFormat::kQ8_0;
+    case DType::kQ4_0: return QFormat::kQ4_0;
+    case DType::kQ4_1: return QFormat::kQ4_1;
+    case DType::kQ5_0: return QFormat::kQ5_0;
+    case DType::kQ5_1: return QFormat::kQ5_1;
+    case DType::kQ4_K: return QFormat::kQ4_K;
+    case DType::kQ5_K: return QFormat::kQ5_K;
+    case DType::kQ6_K: return QFormat::kQ6_K;
     case DType::kI4G32: return QFormat::kI4G32;
     case DType::kI4G128: return QFormat::kI4G128;
     case DType::kF8E4M3: return QFormat::kF8E4M3;

@@ -30,7 +30,7 @@ void rope_inplace(Tensor& x, const Tensor& positions, const Tensor& inv_freq);
 // out (ids, dim) = table rows; throws naming the problem when an id is outside the table.
 void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out);
 // The format of the GPU's quantized kernels for weights of type t (kernels/cuda/
-// quant_linear_launchers.h), or none: a model keeps such weights converted to its type.
+// quant_linear_launchers.h: every quantized type), or none for a plain one.
 std::optional<QFormat> gpu_quant_format(DType t);
 void gather_columns(const Tensor& x, const Tensor& order, Tensor& y);
 void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int64_t visible_offset,

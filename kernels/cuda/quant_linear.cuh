@@ -41,6 +41,92 @@ struct Block<QFormat::kQ8_0> {
   __device__ explicit Block(const uint8_t* p) : d(f16_at(p)), b(p) {}
   __device__ float operator[](int e) const { return d * float(int8_t(b[2 + e])); }
 };
+// The 32-element GGML formats: nibble i (< 16: low of qs[i], else high of qs[i - 16]), a fifth
+// bit i of the little-endian u32 at qh; x = d * (q - kOffset), or d * q + m.
+__device__ __forceinline__ int nibble(const uint8_t* qs, int i) {
+  return i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
+}
+__device__ __forceinline__ int fifth_bit(const uint8_t* qh, int i) {
+  return (qh[i / 8] >> (i % 8)) & 1;
+}
+template <>
+struct Block<QFormat::kQ4_0> {
+  static constexpr int kElements = 32, kBytes = 18;
+  float d;
+  const uint8_t* b;
+  __device__ explicit Block(const uint8_t* p) : d(f16_at(p)), b(p) {}
+  __device__ float operator[](int e) const { return d * float(nibble(b + 2, e) - 8); }
+};
+template <>
+struct Block<QFormat::kQ4_1> {
+  static constexpr int kElements = 32, kBytes = 20;
+  float d, m;
+  const uint8_t* b;
+  __device__ explicit Block(const uint8_t* p) : d(f16_at(p)), m(f16_at(p + 2)), b(p) {}
+  __device__ float operator[](int e) const { return d * float(nibble(b + 4, e)) + m; }
+};
+template <>
+struct Block<QFormat::kQ5_0> {
+  static constexpr int kElements = 32, kBytes = 22;
+  float d;
+  const uint8_t* b;
+  __device__ explicit Block(const uint8_t* p) : d(f16_at(p)), b(p) {}
+  __device__ float operator[](int e) const {
+    return d * float((nibble(b + 6, e) | fifth_bit(b + 2, e) << 4) - 16);
+  }
+};
+template <>
+struct Block<QFormat::kQ5_1> {
+  static constexpr int kElements = 32, kBytes = 24;
+  float d, m;
+  const uint8_t* b;
+  __device__ explicit Block(const uint8_t* p) : d(f16_at(p)), m(f16_at(p + 2)), b(p) {}
+  __device__ float operator[](int e) const {
+    return d * float(nibble(b + 8, e) | fifth_bit(b + 4, e) << 4) + m;
+  }
+};
+// q4_k and q5_k: 8 sub-blocks of 32, each with a 6-bit scale and min (kernels/quant.h's packing);
+// element l of sub-block s = 2c + h has q = (qs[32c + l] >> 4h) & 15 (and bit s of qh[l]).
+template <bool kFifthBit>
+struct KBlock {
+  static constexpr int kElements = 256, kBytes = kFifthBit ? 176 : 144;
+  float d, dmin;
+  const uint8_t* b;
+  __device__ explicit KBlock(const uint8_t* p) : d(f16_at(p)), dmin(f16_at(p + 2)), b(p) {}
+  __device__ float operator[](int e) const {
+    const int s = e / 32, l = e % 32;
+    const uint8_t* sc6 = b + 4;
+    const int sc = s < 4 ? sc6[s] & 63 : (sc6[s + 4] & 15) | (sc6[s - 4] >> 6) << 4;
+    const int m = s < 4 ? sc6[s + 4] & 63 : (sc6[s + 4] >> 4) | (sc6[s] >> 6) << 4;
+    const uint8_t* qs = b + (kFifthBit ? 48 : 16);
+    int q = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 15;
+    if (kFifthBit) q |= ((b[16 + l] >> s) & 1) << 4;
+    return (d * float(sc)) * float(q) - (dmin * float(m));
+  }
+};
+template <>
+struct Block<QFormat::kQ4_K> : KBlock<false> {
+  using KBlock<false>::KBlock;
+};
+template <>
+struct Block<QFormat::kQ5_K> : KBlock<true> {
+  using KBlock<true>::KBlock;
+};
+// q6_k: element 128h + 32j + l has q = ((ql[64h + 32(j % 2) + l] >> 4(j / 2)) & 15) |
+// ((qh[32h + l] >> 2j) & 3) << 4; x = (d * scales[i / 16]) * (q - 32).
+template <>
+struct Block<QFormat::kQ6_K> {
+  static constexpr int kElements = 256, kBytes = 210;
+  float d;
+  const uint8_t* b;
+  __device__ explicit Block(const uint8_t* p) : d(f16_at(p + 208)), b(p) {}
+  __device__ float operator[](int e) const {
+    const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+    const int q = ((b[64 * h + 32 * (j % 2) + l] >> (4 * (j / 2))) & 15) |
+                  ((b[128 + 32 * h + l] >> (2 * j)) & 3) << 4;
+    return (d * float(int8_t(b[192 + e / 16]))) * float(q - 32);
+  }
+};
 template <int N>
 struct Int4Block {
   static constexpr int kElements = N, kBytes = 4 + N / 2;
@@ -111,6 +197,13 @@ template <class Fn>
 std::string with_format(QFormat f, Fn&& fn) {
   switch (f) {
     case QFormat::kQ8_0: return fn(std::integral_constant<QFormat, QFormat::kQ8_0>{});
+    case QFormat::kQ4_0: return fn(std::integral_constant<QFormat, QFormat::kQ4_0>{});
+    case QFormat::kQ4_1: return fn(std::integral_constant<QFormat, QFormat::kQ4_1>{});
+    case QFormat::kQ5_0: return fn(std::integral_constant<QFormat, QFormat::kQ5_0>{});
+    case QFormat::kQ5_1: return fn(std::integral_constant<QFormat, QFormat::kQ5_1>{});
+    case QFormat::kQ4_K: return fn(std::integral_constant<QFormat, QFormat::kQ4_K>{});
+    case QFormat::kQ5_K: return fn(std::integral_constant<QFormat, QFormat::kQ5_K>{});
+    case QFormat::kQ6_K: return fn(std::integral_constant<QFormat, QFormat::kQ6_K>{});
     case QFormat::kI4G32: return fn(std::integral_constant<QFormat, QFormat::kI4G32>{});
     case QFormat::kI4G128: return fn(std::integral_constant<QFormat, QFormat::kI4G128>{});
     case QFormat::kF8E4M3: return fn(std::integral_constant<QFormat, QFormat::kF8E4M3>{});

@@ -108,13 +108,13 @@ TEST_P(GpuOps, LinearMatchesTheCpuInF32AndBf16) {
 }
 
 TEST_P(GpuOps, QuantizedLinearAndEmbeddingMatchFloat64OverTheDequantizedWeights) {
-  // Weights kept as blocks on the GPU (q8_0, i4_g32, i4_g128, f8_e4m3): the decode kernel (up to
+  // Weights kept as blocks on the GPU (every quantized format): the decode kernel (up to
   // kQuantLinearMaxRows rows, in tiles of 8) and the decode-then-GEMM path (more rows), f32 and bf16
   // activations, against float64 sums over the weights quantize() made, decoded by dequantize().
   // Bound per output: float32 accumulation over k terms (k 2^-24 sum |w x|), and for bf16 the
   // output's rounding (2^-8 |y|) on inputs already rounded to bf16, and past the decode kernel's
   // rows the weights' rounding to bf16 for the dense GEMM (2^-8 sum |w x|).
-  for (DType format : {DType::kQ8_0, DType::kI4G32, DType::kI4G128, DType::kF8E4M3})
+  for (DType format : kQuantizedDTypes)
     for (DType act : {DType::kF32, DType::kBF16})
       for (int64_t m : {int64_t(1), int64_t(3), cuda::kQuantLinearTileRows, int64_t(13),
                         cuda::kQuantLinearMaxRows, cuda::kQuantLinearMaxRows + 3}) {
@@ -153,7 +153,7 @@ TEST_P(GpuOps, QuantizedLinearAndEmbeddingMatchFloat64OverTheDequantizedWeights)
   // An embedding table of blocks: its rows decoded.
   const int64_t vocab = 50, d = 256;
   const std::vector<float> tv = random_values(size_t(vocab * d), 24);
-  for (DType format : {DType::kQ8_0, DType::kI4G128, DType::kF8E4M3}) {
+  for (DType format : kQuantizedDTypes) {
     Tensor table = Tensor::empty({vocab, d}, format);
     quantize(format, tv.data(), table.raw(), vocab * d);
     std::vector<float> decoded(size_t(vocab * d));
