@@ -5,7 +5,8 @@ packing (nibble i of a word holds output feature [0, 2, 4, 6, 1, 3, 5, 7][i], un
 and AutoAWQ's dequantize do with the reverse order [0, 4, 1, 5, 2, 6, 3, 7]), GPTQ's (codes packed
 along the input features, zeros along the output features and stored minus one unless the
 checkpoint format is gptq_v2; act-order's g_idx giving each input feature its group), and FP8 e4m3 weights times a per-tensor, per-channel or 128 x 128
-block scale.
+block scale (FP8 against compressed-tensors' own dequantize, which installs from PyPI on the CPU,
+and against the definition).
 
 Each case crafts a small Llama checkpoint (hidden 256, ffn 512, 2 layers) whose every linear
 weight is quantized with random codes, zero points and f16 scales (AWQ / GPTQ) or random e4m3
@@ -28,12 +29,14 @@ import zlib
 try:
     import numpy as np
     import torch
+    import compressed_tensors  # noqa: F401 (the FP8 reference)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 except ImportError as e:  # pragma: no cover
     print(f"cannot run: {e}")
     sys.exit(1)
 
-from quantized_formats import (awq_module, dequant_awq, dequant_fp8, dequant_gptq, fp8_module,
+from quantized_formats import (awq_module, dequant_awq, dequant_fp8,
+                               dequant_fp8_compressed_tensors, dequant_gptq, fp8_module,
                                gptq_module, plain, save_safetensors, unpack_awq, unpack_cols,
                                unpack_rows)
 
@@ -256,11 +259,24 @@ def main():
              {"quantize_config.json": {"bits": 4, "group_size": 64, "sym": False,
                                        "desc_act": False}})
 
+    # FP8: compressed-tensors' own dequantize is the reference (it installs from PyPI on the CPU;
+    # AutoAWQ's wheel pulls `datasets` and its model zoo when imported, GPTQModel has no wheel, so
+    # int4 is checked against numpy from their published layouts); the library and the
+    # definition (torch's float8_e4m3fn times the scale) must agree too.
+    def fp8_reference(suffix=".weight_scale"):
+        def dequant(t):
+            lib = dequant_fp8_compressed_tensors(t, suffix)
+            tally.check(np.array_equal(lib.view(np.uint32),
+                                       dequant_fp8(t, suffix).astype(np.float32).view(np.uint32)),
+                        "compressed-tensors' dequantize equals the definition")
+            return lib
+        return dequant
+
     fp8 = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic"}
     run_case(args, tally, "fp8_per_tensor", lambda rng, o, i: (fp8_module(rng, o, i, (1,)), None),
-             dequant_fp8, "f8_e4m3", fp8)
+             fp8_reference(), "f8_e4m3", fp8)
     run_case(args, tally, "fbgemm_fp8_per_channel",
-             lambda rng, o, i: (fp8_module(rng, o, i, (o, 1)), None), dequant_fp8, "f8_e4m3",
+             lambda rng, o, i: (fp8_module(rng, o, i, (o, 1)), None), fp8_reference(), "f8_e4m3",
              {"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0})
 
     def ct_module(rng, o, i):
@@ -274,12 +290,12 @@ def main():
                                         "input_activations": {"num_bits": 8, "type": "float",
                                                               "strategy": "tensor"}}},
           "ignore": ["lm_head"]}
-    run_case(args, tally, "compressed_tensors_fp8_channel_bf16_scales", ct_module, dequant_fp8,
+    run_case(args, tally, "compressed_tensors_fp8_channel_bf16_scales", ct_module, fp8_reference(),
              "f8_e4m3", ct)
     run_case(args, tally, "fp8_blocks_128x128",
              lambda rng, o, i: (fp8_module(rng, o, i, (-(-o // 128), -(-i // 128)), "F32",
                                            ".weight_scale_inv"), None),
-             lambda t: dequant_fp8(t, ".weight_scale_inv"), "f8_e4m3",
+             fp8_reference(".weight_scale_inv"), "f8_e4m3",
              dict(fp8, weight_block_size=[128, 128]))
 
     # What is refused, in one line naming it.

@@ -147,6 +147,29 @@ def fp8_module(rng, out, inp, scale_shape, scale_dtype="F32", suffix=".weight_sc
     return {".weight": ("F8_E4M3", (out, inp), codes.tobytes()), suffix: scale_t}
 
 
+def dequant_fp8_compressed_tensors(t, suffix=".weight_scale"):
+    """The FP8 weight dequantized by compressed-tensors' own dequantize (the library vLLM and
+    llm-compressor use for these checkpoints): per tensor, per channel or 128 x 128 blocks."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+    out, inp = t[".weight"][1]
+    w = torch.frombuffer(bytearray(t[".weight"][2]), dtype=torch.uint8).view(torch.float8_e4m3fn)
+    w = w.reshape(out, inp)
+    sdtype, sshape, sdata = t[suffix]
+    s = torch.frombuffer(bytearray(sdata), dtype=torch.bfloat16 if sdtype == "BF16"
+                         else torch.float32).to(torch.float32)
+    kw = dict(num_bits=8, type="float", symmetric=True)
+    if s.numel() == 1:
+        kw["strategy"] = "tensor"
+    elif s.numel() == out:
+        kw["strategy"], s = "channel", s.reshape(out, 1)
+    else:
+        rows, cols = sshape
+        kw["strategy"], kw["block_structure"] = "block", [-(-out // rows), -(-inp // cols)]
+        s = s.reshape(rows, cols)
+    return dequantize(w, s, args=QuantizationArgs(**kw), dtype=torch.float32).numpy()
+
+
 def dequant_fp8(t, suffix=".weight_scale"):
     dtype, shape, data = t[".weight"]
     out, inp = shape
