@@ -8,6 +8,7 @@
 
 #include "io/ggml_quant.h"
 #include "io/gguf.h"
+#include "io/json_file.h"
 #include "io/llama_tensors.h"
 #include "io/model_store.h"
 #include "io/quantized_checkpoint.h"
@@ -20,16 +21,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 // ---- helpers --------------------------------------------------------------------------------
-
-json read_json_file(const fs::path& p) {
-  std::ifstream in(p);
-  TESSERA_CHECK(in, p.string() << ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    TESSERA_FAIL(p.string() << ": not valid JSON (" << e.what() << ")");
-  }
-}
 
 template <typename T>
 T get_or(const json& j, const std::string& key, T fallback) {

@@ -4,9 +4,9 @@
 #include <cctype>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "kernels/error.h"
 
@@ -38,15 +38,6 @@ std::string string_setting(const json& j, const char* key, const std::string& fa
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : fallback;
 }
 
-json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  TESSERA_CHECK(in, p.string() << ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    TESSERA_FAIL(p.string() << ": not valid JSON (" << e.what() << ")");
-  }
-}
 
 std::string shape_text(const std::vector<int64_t>& s) {
   std::string out = "(";
@@ -124,12 +115,19 @@ int64_t group_of(const CheckpointQuantization& q, int64_t in, const std::string&
   return g;
 }
 
+// module's qweight, checked to be 2-d words (`layout` names its dimensions for the error).
+const SafetensorsTensorInfo& packed_words(const SafetensorsCheckpoint& ckpt,
+                                          const std::string& module, const char* layout) {
+  const SafetensorsTensorInfo& qw = ckpt.at(module + ".qweight");
+  TESSERA_CHECK(qw.dtype == "I32" && qw.shape.size() == 2,
+                ckpt.dir() << ": tensor '" << module << ".qweight' is " << qw.dtype << " "
+                           << shape_text(qw.shape) << ", expected I32 " << layout);
+  return qw;
+}
+
 ImportedWeight import_awq(const SafetensorsCheckpoint& ckpt, const CheckpointQuantization& q,
                           const std::string& module) {
-  const SafetensorsTensorInfo* qw = ckpt.find(module + ".qweight");
-  TESSERA_CHECK(qw->dtype == "I32" && qw->shape.size() == 2,
-                ckpt.dir() << ": tensor '" << module << ".qweight' is " << qw->dtype << " "
-                           << shape_text(qw->shape) << ", expected I32 (in, out / 8)");
+  const SafetensorsTensorInfo* qw = &packed_words(ckpt, module, "(in, out / 8)");
   Int4Weight w;
   w.in = qw->shape[0];
   w.out = qw->shape[1] * 8;
@@ -163,10 +161,7 @@ ImportedWeight import_awq(const SafetensorsCheckpoint& ckpt, const CheckpointQua
 
 ImportedWeight import_gptq(const SafetensorsCheckpoint& ckpt, const CheckpointQuantization& q,
                            const std::string& module) {
-  const SafetensorsTensorInfo* qw = ckpt.find(module + ".qweight");
-  TESSERA_CHECK(qw->dtype == "I32" && qw->shape.size() == 2,
-                ckpt.dir() << ": tensor '" << module << ".qweight' is " << qw->dtype << " "
-                           << shape_text(qw->shape) << ", expected I32 (in / 8, out)");
+  const SafetensorsTensorInfo* qw = &packed_words(ckpt, module, "(in / 8, out)");
   Int4Weight w;
   w.in = qw->shape[0] * 8;
   w.out = qw->shape[1];
@@ -319,11 +314,11 @@ CheckpointQuantization checkpoint_quantization(const json& config, const std::st
   if (config.contains("quantization_config") && config["quantization_config"].is_object()) {
     qc = config["quantization_config"];
   } else if (fs::exists(fs::path(dir) / "quantize_config.json")) {
-    qc = read_json(fs::path(dir) / "quantize_config.json");
+    qc = read_json_file((fs::path(dir) / "quantize_config.json").string());
     where = dir + "/quantize_config.json";
     method_default = "gptq";
   } else if (fs::exists(fs::path(dir) / "quant_config.json")) {
-    qc = read_json(fs::path(dir) / "quant_config.json");
+    qc = read_json_file((fs::path(dir) / "quant_config.json").string());
     where = dir + "/quant_config.json";
     method_default = "awq";
   } else {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/convert.h"
+#include "io/json_file.h"
 #include "io/model_store.h"
 #include "kernels/error.h"
 
@@ -34,17 +35,8 @@ void write_text_file(const std::string& path, const std::string& text) {
 }
 
 ModelConfig load_model_config(const std::string& path) {
-  if (path.size() > 5 && path.substr(path.size() - 5) == ".json") {
-    std::ifstream in(path);
-    TESSERA_CHECK(in, path << ": cannot open");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      TESSERA_FAIL(path << ": not valid JSON (" << e.what() << ")");
-    }
-    return config_from_hf(j, path);
-  }
+  if (path.size() > 5 && path.substr(path.size() - 5) == ".json")
+    return config_from_hf(read_json_file(path), path);
   return ModelReader(path).config();  // a tessera model file
 }
 
