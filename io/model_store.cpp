@@ -605,6 +605,10 @@ ModelDims layout_dims(const ModelReader& reader) {
     const bool o = w.name.find("self_attn.o_proj.weight") != std::string::npos;
     const bool down = w.name.find("mlp.down_proj.weight") != std::string::npos;
     InputBlocks* blocks = o ? &d.attention_output : down ? &d.ffn_down : nullptr;
+    // (a weight with an input order is regrouped for any split of its features at load:
+    // runtime/weight_source.h, read_reordered_columns)
+    const std::string base = w.name.substr(0, w.name.size() - std::string(".weight").size());
+    if (blocks && reader.has_weight(base + ".input_order")) continue;
     if (blocks && dtype_block_elements(w.dtype) > blocks->elements)
       *blocks = {w.name, std::string(dtype_name(w.dtype)), dtype_block_elements(w.dtype)};
   }

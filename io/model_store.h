@@ -108,7 +108,8 @@ class ModelReader {
 };
 
 // The sizes that constrain a layout of the file's model: its config's, and the largest blocks
-// any layer stores its o_proj and down_proj weights in.
+// any layer stores its o_proj and down_proj weights in (but for weights with an input order,
+// which a rank regroups for its features whatever the split).
 ModelDims layout_dims(const ModelReader& reader);
 
 }  // namespace tessera

@@ -2,7 +2,7 @@
 (hidden 256, ffn 512, 2 layers) have every linear weight quantized by the test into AWQ (groups of
 128), GPTQ (groups of 64, asymmetric, legacy zeros; and groups of 128 with act-order, g_idx
 shuffled, which tessera stores sorted by group with an input order, and under TP a row-parallel
-rank regroups its features' columns) and FP8 e4m3 (a scale per output feature)
+rank regroups its features' columns: TP=4 too, though its splits cut the groups) and FP8 e4m3 (a scale per output feature)
 checkpoints (tests/reference/quantized_formats.py, written from the formats' definitions), which
 `tessera convert` imports into its blocks. The reference is transformers running the same model
 with each weight dequantized by numpy from the checkpoint: over 128 teacher-forced positions of a
@@ -113,11 +113,12 @@ def test_a_quantized_checkpoint_predicts_as_transformers_on_its_dequantized_weig
     assert r.returncode == 0, r.stderr
     assert "kept as it is" in r.stderr, r.stderr
     reference = None
-    for label, args, ranks in (("one rank", (), 1),
-                               ("one rank, one token per step", ("--decode-steps",), 1),
-                               ("tp2 x pp2", ("--tp", "2", "--pp", "2"), 4),
-                               ("tp2 x pp2, one token per step",
-                                ("--tp", "2", "--pp", "2", "--decode-steps"), 4)):
+    layouts = [("one rank", (), 1), ("one rank, one token per step", ("--decode-steps",), 1),
+               ("tp2 x pp2", ("--tp", "2", "--pp", "2"), 4),
+               ("tp2 x pp2, one token per step", ("--tp", "2", "--pp", "2", "--decode-steps"), 4)]
+    if "act_order" in fmt:  # o_proj's 256 features in 64s: whole groups of 128 no rank holds
+        layouts.append(("tp4", ("--tp", "4"), 4))
+    for label, args, ranks in layouts:
         got = tessera_predictions(tessera, str(model), tmp_path / "p.json", *args, ranks=ranks)
         if reference is None:
             reference = transformers_argmax(str(source), dequantized, got["tokens"])
