@@ -107,6 +107,23 @@ ImportedWeight int4_blocks(const Int4Weight& w, const std::string& module) {
   return r;
 }
 
+// w's scales and zero points from the checkpoint's f16 scales (groups, out) and zeros (groups,
+// out / 8) packed 8 to a word: output feature 8c + p in nibble nibble_of[p] of word c, each zero
+// plus zero_offset (GPTQ's legacy zeros are stored minus one).
+void read_group_parameters(const uint8_t* scales, const uint8_t* zero_words,
+                           const int (&nibble_of)[8], int zero_offset, Int4Weight& w) {
+  const int64_t groups = w.in / w.group;
+  w.scales.resize(size_t(w.out * groups));
+  w.zeros.resize(size_t(w.out * groups));
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t n = 0; n < w.out; ++n) {
+      std::memcpy(&w.scales[size_t(n * groups + g)], scales + 2 * (g * w.out + n), 2);
+      const uint32_t word = word_at(zero_words, g * (w.out / 8) + n / 8);
+      w.zeros[size_t(n * groups + g)] =
+          uint8_t(((word >> (4 * nibble_of[n % 8])) & 15) + zero_offset);
+    }
+}
+
 // The group size of a weight of `in` input features: the configured one, or `in` for -1.
 int64_t group_of(const CheckpointQuantization& q, int64_t in, const std::string& module) {
   const int64_t g = q.group_size == -1 ? in : q.group_size;
@@ -148,14 +165,7 @@ ImportedWeight import_awq(const SafetensorsCheckpoint& ckpt, const CheckpointQua
       for (int p = 0; p < 8; ++p)
         w.codes[size_t((8 * c + p) * w.in + k)] = uint8_t((word >> (4 * kNibble[p])) & 15);
     }
-  w.scales.resize(size_t(w.out * groups));
-  w.zeros.resize(size_t(w.out * groups));
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t n = 0; n < w.out; ++n) {
-      std::memcpy(&w.scales[size_t(n * groups + g)], scales + 2 * (g * w.out + n), 2);
-      const uint32_t word = word_at(zero_words, g * (w.out / 8) + n / 8);
-      w.zeros[size_t(n * groups + g)] = uint8_t((word >> (4 * kNibble[n % 8])) & 15);
-    }
+  read_group_parameters(scales, zero_words, kNibble, 0, w);
   return int4_blocks(w, module);
 }
 
@@ -219,15 +229,8 @@ ImportedWeight import_gptq(const SafetensorsCheckpoint& ckpt, const CheckpointQu
       for (int i = 0; i < 8; ++i)
         w.codes[size_t(n * w.in + column[size_t(8 * r + i)])] = uint8_t((word >> (4 * i)) & 15);
     }
-  w.scales.resize(size_t(w.out * groups));
-  w.zeros.resize(size_t(w.out * groups));
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t n = 0; n < w.out; ++n) {
-      std::memcpy(&w.scales[size_t(n * groups + g)], scales + 2 * (g * w.out + n), 2);
-      const uint32_t word = word_at(zero_words, g * (w.out / 8) + n / 8);
-      w.zeros[size_t(n * groups + g)] =
-          uint8_t(((word >> (4 * (n % 8))) & 15) + (q.legacy_zeros ? 1 : 0));
-    }
+  constexpr int kInOrder[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  read_group_parameters(scales, zero_words, kInOrder, q.legacy_zeros ? 1 : 0, w);
   return int4_blocks(w, module);
 }
 
