@@ -1,5 +1,6 @@
 #include "io/convert.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -117,11 +118,12 @@ class CheckedWriter {
     }
     written(name, shape, dt);
   }
-  // A weight's input order (io/model_store.h), as it is whatever the options.
-  void write_order(const std::string& name, const std::vector<int32_t>& order) {
+  // A tensor stored as it is whatever the options: a weight's input order (i32) or a KV-cache
+  // scale (f32), io/model_store.h.
+  void write_as_is(const std::string& name, const void* data, DType dt) {
     const Shape& shape = specs_.at(name).shape;
-    writer_.write_weight_bytes(name, shape, order.data(), DType::kI32);
-    written(name, shape, DType::kI32);
+    writer_.write_weight_bytes(name, shape, data, dt);
+    written(name, shape, dt);
   }
   void finish(ConvertReport& report) {
     for (const auto& [name, spec] : specs_)
@@ -298,6 +300,16 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
     if (name.rfind("model.", 0) == 0) name = name.substr(6);
     if (layer_suffix(name) == "self_attn.rotary_emb.inv_freq") continue;  // old checkpoints' buffer
     if (name == "lm_head.weight" && c.tie_word_embeddings) continue;       // a saved copy of the tie
+    if (const std::vector<std::string> scales = kv_cache_scale_names(name); !scales.empty()) {
+      const std::vector<float> v = ckpt.read_f32(t.name);
+      TESSERA_CHECK(v.size() == 1 && std::isfinite(v[0]) && v[0] > 0,
+                    input << ": the KV-cache scale '" << t.name << "' must be one positive number");
+      for (const std::string& scale : scales) {
+        checked.expect(scale, t.name, {1});
+        checked.write_as_is(scale, v.data(), DType::kF32);
+      }
+      continue;
+    }
     std::string module;
     bool is_weight = false;
     if (quantized_module_tensor(ckpt, quant, t.name, module, is_weight)) {
@@ -308,7 +320,7 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
       checked.write_bytes(linear + ".weight", q.bytes, q.dtype);
       if (!q.input_order.empty()) {
         checked.expect(linear + ".input_order", module + ".g_idx", {q.in_features});
-        checked.write_order(linear + ".input_order", q.input_order);
+        checked.write_as_is(linear + ".input_order", q.input_order.data(), DType::kI32);
       }
       continue;
     }

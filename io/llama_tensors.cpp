@@ -30,6 +30,9 @@ std::vector<TensorSpec> llama_tensor_specs(const ModelConfig& c) {
                                      {"mlp.gate_proj", h}, {"mlp.up_proj", h},
                                      {"mlp.down_proj", f}})
       s.push_back({p + linear + ".input_order", {in}, false});
+    // (an FP8 KV cache's scales, io/model_store.h)
+    s.push_back({p + "self_attn.k_scale", {1}, false});
+    s.push_back({p + "self_attn.v_scale", {1}, false});
   }
   return s;
 }

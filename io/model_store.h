@@ -22,6 +22,9 @@
 //                     column of <linear>.weight reads, for weights whose columns are stored in
 //                     another order than their input features (GPTQ act-order checkpoints, their
 //                     columns sorted by group: io/quantized_checkpoint.h).
+//   /weights/layers.i.self_attn.{k,v}_scale  (optional; f32, (1)): the layer's scales of an FP8
+//                     KV cache (--kv-cache-dtype fp8 keeps e4m3(k / k_scale)), from checkpoints
+//                     calibrated for one (vLLM's k_scale and v_scale); 1 where absent.
 //
 // Version 1 (before quantized weights: f32, f16 and bf16 only, stored as here) is read too.
 //

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/json_file.h"
+#include "io/llama_tensors.h"
 #include "io/safetensors.h"
 #include "kernels/error.h"
 
@@ -419,16 +420,22 @@ bool quantized_module_tensor(const SafetensorsCheckpoint& ckpt, const Checkpoint
           is_weight = std::strcmp(s, ".weight") == 0;
           return true;
         }
-      // the attention's KV-cache scales (not used: the KV cache has its own --kv-cache-dtype)
-      for (const char* s : {".k_scale", ".v_scale", ".kv_scale"})
-        if (split(s)) {
-          is_weight = false;
-          return true;
-        }
       return false;
     }
   }
   return false;
+}
+
+std::vector<std::string> kv_cache_scale_names(const std::string& name) {
+  const std::string suffix = layer_suffix(name);
+  if (suffix.empty()) return {};
+  const std::string attn = name.substr(0, name.size() - suffix.size()) + "self_attn.";
+  if (suffix == "self_attn.k_scale" || suffix == "self_attn.k_proj.k_scale")
+    return {attn + "k_scale"};
+  if (suffix == "self_attn.v_scale" || suffix == "self_attn.v_proj.v_scale")
+    return {attn + "v_scale"};
+  if (suffix == "self_attn.kv_scale") return {attn + "k_scale", attn + "v_scale"};
+  return {};
 }
 
 ImportedWeight import_quantized_weight(const SafetensorsCheckpoint& ckpt,

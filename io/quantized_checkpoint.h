@@ -73,6 +73,13 @@ CheckpointQuantization checkpoint_quantization(const nlohmann::json& config,
 bool quantized_module_tensor(const SafetensorsCheckpoint& ckpt, const CheckpointQuantization& q,
                              const std::string& name, std::string& module, bool& is_weight);
 
+// The canonical KV-cache scales (io/model_store.h: layers.i.self_attn.k_scale, v_scale) that a
+// checkpoint's tensor `name` ("model." prefix removed) gives: layers.i.self_attn.k_scale and
+// v_scale (compressed-tensors, as vLLM names them), layers.i.self_attn.k_proj.k_scale and
+// v_proj.v_scale (NVIDIA ModelOpt), or layers.i.self_attn.kv_scale (older FP8 checkpoints: one
+// scale for both); none for any other tensor.
+std::vector<std::string> kv_cache_scale_names(const std::string& name);
+
 struct ImportedWeight {
   int64_t out_features = 0, in_features = 0;
   DType dtype = DType::kF32;

@@ -61,12 +61,13 @@ class Backend {
   virtual void refill_paged_attention(ops::PagedAttentionWork& work) = 0;  // (its new sequences)
   virtual void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool,
                                           const Tensor& v_pool, const ops::PagedAttentionWork& work,
-                                          float scale, ops::AttentionState& state) = 0;
+                                          float scale, ops::KvScale kv_scale,
+                                          ops::AttentionState& state) = 0;
   virtual void attention_merge(ops::AttentionState& state, const ops::AttentionState& other) = 0;
   virtual void attention_finish(const ops::AttentionState& state, Tensor& out) = 0;
   virtual void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-                        const Tensor& slots) = 0;
-  virtual void round_through(Tensor& x, DType type) = 0;
+                        const Tensor& slots, ops::KvScale kv_scale) = 0;
+  virtual void round_through(Tensor& x, DType type, float scale) = 0;
   virtual void convert(const Tensor& src, Tensor& dst) = 0;  // src and dst on this device
   virtual void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0,
                             uint64_t seed, float offset, float scale) = 0;

@@ -20,11 +20,11 @@ struct DTypeTraits {
 
 // Indexed by DType.
 constexpr DTypeTraits kTraits[] = {
-    {"f32", 1, 4},         {"f16", 1, 2},      {"bf16", 1, 2},     {"i32", 1, 4},
-    {"i64", 1, 8},         {"u8", 1, 1},       {"q8_0", 32, 34},   {"q4_0", 32, 18},
-    {"q4_1", 32, 20},      {"q5_0", 32, 22},   {"q5_1", 32, 24},   {"q4_k", 256, 144},
-    {"q5_k", 256, 176},    {"q6_k", 256, 210}, {"i4_g32", 32, 20}, {"i4_g128", 128, 68},
-    {"f8_e4m3", 128, 132},
+    {"f32", 1, 4},        {"f16", 1, 2},         {"bf16", 1, 2},     {"i32", 1, 4},
+    {"i64", 1, 8},        {"u8", 1, 1},          {"e4m3", 1, 1},     {"q8_0", 32, 34},
+    {"q4_0", 32, 18},     {"q4_1", 32, 20},      {"q5_0", 32, 22},   {"q5_1", 32, 24},
+    {"q4_k", 256, 144},   {"q5_k", 256, 176},    {"q6_k", 256, 210}, {"i4_g32", 32, 20},
+    {"i4_g128", 128, 68}, {"f8_e4m3", 128, 132},
 };
 static_assert(std::size(kTraits) == size_t(DType::kF8E4M3) + 1);
 
@@ -57,9 +57,10 @@ std::string_view dtype_name(DType dt) { return traits(dt).name; }
 DType dtype_from_name(std::string_view name) {
   for (size_t i = 0; i < std::size(kTraits); ++i)
     if (kTraits[i].name == name) return DType(i);
-  TESSERA_FAIL("unknown dtype '" << name
-                                 << "' (expected f32, f16, bf16, i32, i64, u8, q8_0, q4_0, q4_1, "
-                                    "q5_0, q5_1, q4_k, q5_k, q6_k, i4_g32, i4_g128 or f8_e4m3)");
+  TESSERA_FAIL(
+      "unknown dtype '" << name
+                        << "' (expected f32, f16, bf16, i32, i64, u8, e4m3, q8_0, q4_0, q4_1, "
+                           "q5_0, q5_1, q4_k, q5_k, q6_k, i4_g32, i4_g128 or f8_e4m3)");
 }
 
 float half_to_float(uint16_t h) {
@@ -160,6 +161,11 @@ void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
       return;
     }
+    case DType::kE4M3: {
+      auto* s = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = fp8_e4m3_to_float(s[i]);
+      return;
+    }
     default:
       TESSERA_CHECK(dtype_is_quantized(from), "cannot convert " << dtype_name(from) << " to f32");
       dequantize(from, src, dst, int64_t(n));
@@ -179,6 +185,11 @@ void convert_from_f32(DType to, const float* src, void* dst, size_t n) {
     case DType::kBF16: {
       auto* d = static_cast<uint16_t*>(dst);
       for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      return;
+    }
+    case DType::kE4M3: {
+      auto* d = static_cast<uint8_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = float_to_fp8_e4m3(src[i]);
       return;
     }
     default:

@@ -12,9 +12,10 @@ namespace tessera {
 
 // Plain element types, then the quantized weight formats (block layouts, kernels/quant.h: GGML's,
 // then the int4 groups of AWQ / GPTQ checkpoints and FP8 e4m3 with a scale): a quantized tensor's
-// shape counts elements, and its rows are whole blocks of them.
+// shape counts elements, and its rows are whole blocks of them. kE4M3 is a plain float8_e4m3fn
+// element (an FP8 KV cache's keys and values, each layer's with a scale: runtime/kv_cache.h).
 enum class DType : uint8_t {
-  kF32, kF16, kBF16, kI32, kI64, kU8,
+  kF32, kF16, kBF16, kI32, kI64, kU8, kE4M3,
   kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ4_K, kQ5_K, kQ6_K,
   kI4G32, kI4G128, kF8E4M3,
 };
@@ -30,7 +31,7 @@ int64_t dtype_block_elements(DType dt);
 size_t dtype_block_bytes(DType dt);
 // Bytes of n elements (for a quantized type n must be whole blocks; throws naming the numbers).
 size_t dtype_bytes(DType dt, int64_t n);
-// "f32", "f16", "bf16", "i32", "i64", "u8", "q8_0", "q4_0", ..., "q6_k", "i4_g32", "i4_g128",
+// "f32", "f16", "bf16", "i32", "i64", "u8", "e4m3", "q8_0", "q4_0", ..., "q6_k", "i4_g32", "i4_g128",
 // "f8_e4m3"
 std::string_view dtype_name(DType dt);
 DType dtype_from_name(std::string_view name);  // throws on an unknown name
@@ -54,10 +55,10 @@ inline uint16_t float_to_bf16(float f) {
   return uint16_t(u >> 16);
 }
 
-// Converts n elements of type `from` at src to float32 at dst (f32, f16, bf16, or a quantized
-// format: whole blocks, dequantized).
+// Converts n elements of type `from` at src to float32 at dst (f32, f16, bf16, e4m3, or a
+// quantized format: whole blocks, dequantized).
 void convert_to_f32(DType from, const void* src, float* dst, size_t n);
-// Converts n float32 values to type `to` (f32, f16 or bf16).
+// Converts n float32 values to type `to` (f32, f16, bf16, or e4m3: saturating at 448).
 void convert_from_f32(DType to, const float* src, void* dst, size_t n);
 
 }  // namespace tessera

@@ -82,11 +82,11 @@ void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSeq
   backend_for(work.device.type).refill_paged_attention(work);
 }
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
-                                const PagedAttentionWork& work, float scale,
-                                AttentionState& state) {
+                                const PagedAttentionWork& work, float scale, AttentionState& state,
+                                KvScale kv_scale) {
   TESSERA_ASSERT(work.device == k_pool.device() && work.m == q.dim(0) && work.n_heads == q.dim(1),
                  "paged attention work prepared for other queries or pools");
-  on(q).paged_attention_accumulate(q, k_pool, v_pool, work, scale, state);
+  on(q).paged_attention_accumulate(q, k_pool, v_pool, work, scale, kv_scale, state);
 }
 void attention_merge(AttentionState& state, const AttentionState& other) {
   on(state.acc).attention_merge(state, other);
@@ -94,14 +94,16 @@ void attention_merge(AttentionState& state, const AttentionState& other) {
 void attention_finish(const AttentionState& state, Tensor& out) {
   on(out).attention_finish(state, out);
 }
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const Tensor& slots) {
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v, const Tensor& slots,
+              KvScale kv_scale) {
   TESSERA_ASSERT(slots.device() == k_pool.device(),
                  "store_kv into pools on " << k_pool.device().str() << " with slots on "
                                            << slots.device().str());
-  on(k_pool).store_kv(k_pool, v_pool, k, v, slots);
+  on(k_pool).store_kv(k_pool, v_pool, k, v, slots, kv_scale);
 }
-void round_through(Tensor& x, DType type) { on(x).round_through(x, type); }
+void round_through(Tensor& x, DType type, float scale) {
+  on(x).round_through(x, type, scale);
+}
 void repetition_penalty(Tensor& logits, const Tensor& ids, const Tensor& offsets, float penalty) {
   on(logits).repetition_penalty(logits, ids, offsets, penalty);
 }

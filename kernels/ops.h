@@ -120,24 +120,31 @@ PagedAttentionWork prepare_paged_attention(const std::vector<PagedSequence>& seq
 // Rewrites a fixed-shape work (keys_capacity > 0) for seqs: as many sequences, each with as many
 // rows as before, and no more keys than the capacity.
 void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSequence>& seqs);
+// A KV cache's scales: the key a pool of e4m3 keeps is e4m3(k / key) and it reads it as
+// code * key (likewise the values); f32, f16 and bf16 pools take 1 (vLLM's k_scale and v_scale).
+struct KvScale {
+  float key = 1.0f, value = 1.0f;
+};
 // Adds every sequence's keys to the state of its query rows; the same arithmetic, in the same
 // order, as attention_accumulate over the sequence's keys laid out contiguously. The pools are
-// f32, or f16 (a half-precision KV cache: each element widened to f32 as it is read).
+// f32, f16 or e4m3 (a cache of lower precision: each element widened to f32 as it is read, an
+// e4m3 key's scale folded into the score's and a value's into its weight), or bf16 on a GPU.
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
-                                const PagedAttentionWork& work, float scale,
-                                AttentionState& state);
+                                const PagedAttentionWork& work, float scale, AttentionState& state,
+                                KvScale kv_scale = {});
 // state = the union of state and other (log-sum-exp rescaling).
 void attention_merge(AttentionState& state, const AttentionState& other);
 // out(m, n_heads, d) = acc / sum.
 void attention_finish(const AttentionState& state, Tensor& out);
 
 // Writes row i of k and v (rows, n_kv_heads, d), f32, into the pools (num_blocks, n_kv_heads,
-// block_size, d) at key slot slots[i] = block * block_size + slot, in the pools' type; a slot
-// of -1 is skipped. slots (rows) int64 on the pools' device.
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const Tensor& slots);
-// x (f32) = x rounded to `type` and widened again: what a cache of that type keeps.
-void round_through(Tensor& x, DType type);
+// block_size, d) at key slot slots[i] = block * block_size + slot, in the pools' type (e4m3:
+// divided by kv_scale's first); a slot of -1 is skipped. slots (rows) int64 on the pools' device.
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v, const Tensor& slots,
+              KvScale kv_scale = {});
+// x (f32) = x rounded to `type` and widened again: what a cache of that type keeps (e4m3:
+// e4m3(x / scale) * scale).
+void round_through(Tensor& x, DType type, float scale = 1.0f);
 // dst = src (the same dtype and element count; any devices).
 void copy(const Tensor& src, Tensor& dst);
 // 24 uniform random bits of element e (splitmix64 of seed and e), as a float in [0, 1).

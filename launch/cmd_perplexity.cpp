@@ -76,6 +76,7 @@ int run_perplexity(const Args& args) {
                 "gives the logits of its last token only)");
 
   RunnerOptions o;
+  o.kv_dtype = run_options.engine.kv_dtype;  // (--kv-cache-dtype)
   o.num_blocks = (int64_t(tokens.size()) + o.block_size - 1) / o.block_size + 1;
   ModelRunner runner(model, o);
   SingleSequence sequence(runner);

@@ -64,8 +64,9 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("block-size", po::value(&engine.scheduler.block_size)->default_value(16),
        "tokens per KV-cache block")
       ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
-       "what the KV cache stores: f32 (exact) or f16 (half the memory and the attention's "
-       "reads; keys and values rounded to half precision)")
+       "what the KV cache stores: f32 (exact), f16 (half the memory and the attention's "
+       "reads; keys and values rounded to half precision), or fp8 (a quarter: float8 e4m3, "
+       "over each layer's key and value scales where the checkpoint has them, else 1, as vLLM)")
       ("comm-dtype", po::value(&comm_dtype)->default_value(comm_dtype),
        "what crosses ranks (the tensor-parallel all-reduce's partial sums, the hidden states "
        "between pipeline stages): f32 (exact), bf16 (half the bytes), or q8 (blocks of 32: the "
@@ -96,9 +97,10 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   const SchedulerOptions& flags = o.engine.scheduler;  // (as given)
   TESSERA_CHECK(flags.prefill_chunk >= 0, "--microbatch must be >= 0");
   TESSERA_CHECK(flags.block_size >= 1, "--block-size must be at least 1");
-  TESSERA_CHECK(o.kv_dtype == "f32" || o.kv_dtype == "f16",
-                "--kv-cache-dtype must be f32 or f16, got '" << o.kv_dtype << "'");
-  o.engine.kv_dtype = dtype_from_name(o.kv_dtype);
+  TESSERA_CHECK(
+      o.kv_dtype == "f32" || o.kv_dtype == "f16" || o.kv_dtype == "fp8" || o.kv_dtype == "fp8_e4m3",
+      "--kv-cache-dtype must be f32, f16 or fp8, got '" << o.kv_dtype << "'");
+  o.engine.kv_dtype = o.kv_dtype.starts_with("fp8") ? DType::kE4M3 : dtype_from_name(o.kv_dtype);
   TESSERA_CHECK(flags.max_sequences >= 1, "--max-batch must be at least 1");
   TESSERA_CHECK(flags.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");

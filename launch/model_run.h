@@ -24,7 +24,7 @@ struct ModelRunOptions {
   int64_t max_context = 0;
   KvBudget kv;
   DeviceOptions device;
-  std::string kv_dtype = "f32";    // --kv-cache-dtype: f32 or f16
+  std::string kv_dtype = "f32";    // --kv-cache-dtype: f32, f16 or fp8 (= fp8_e4m3)
   std::string comm_dtype = "f32";  // --comm-dtype: f32, bf16 or q8 (parallel/wire_format.h)
   EngineOptions engine;
   std::string trace;

@@ -102,6 +102,8 @@ ncclDataType_t nccl_type(DType t) {
       return ncclInt64;
     case DType::kU8:
       return ncclUint8;
+    default:  // the quantized formats and e4m3 have no NCCL type
+      break;
   }
   TESSERA_FAIL("NCCL cannot carry " << dtype_name(t) << " tensors");
 }

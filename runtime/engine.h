@@ -60,7 +60,7 @@ struct EngineOptions {
   // from the model's layout and max_in_flight.
   SchedulerOptions scheduler;
   int64_t max_context = 0;       // caps the context window, prompt + output tokens (0: no cap)
-  DType kv_dtype = DType::kF32;  // of the KV cache: f32, or f16 (half the memory and traffic)
+  DType kv_dtype = DType::kF32;  // of the KV cache: f32, f16 (half the memory and traffic) or e4m3
   int max_in_flight = 0;         // steps in the pipeline at once (0: one per stage)
   bool decode_graphs = false;    // on a GPU: decode steps replay CUDA graphs (RunnerOptions)
   int64_t fail_at_step = 0;      // testing: throw when this step starts on this rank (0: never)

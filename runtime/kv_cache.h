@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "kernels/tensor.h"
 
 namespace tessera {
@@ -15,7 +16,7 @@ struct KvPoolShape {
   int64_t kv_heads = 0;  // this rank's KV heads
   int64_t head_dim = 0;
   int64_t block_size = 16;        // tokens per block
-  DType dtype = DType::kF32;      // of the stored keys and values: f32, or f16 (half the memory)
+  DType dtype = DType::kF32;      // of the stored keys and values: f32, f16, or e4m3 (a quarter)
   Device device = Device::cpu();  // where the pool's memory is (the model's device)
   int64_t bytes_per_block() const {
     return 2 * layers * block_size * kv_heads * head_dim * int64_t(dtype_size(dtype));
@@ -25,8 +26,11 @@ struct KvPoolShape {
 class KvPool {
  public:
   KvPool() = default;
-  KvPool(const KvPoolShape& shape, int64_t num_blocks);
+  // scales: each layer's, for an e4m3 cache (it keeps e4m3(k / key), e4m3(v / value)); none: all
+  // 1. Other types keep keys and values as they are (every scale 1).
+  KvPool(const KvPoolShape& shape, int64_t num_blocks, std::vector<ops::KvScale> scales = {});
   const KvPoolShape& shape() const { return shape_; }
+  ops::KvScale scale(int64_t layer) const { return scales_[size_t(layer)]; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return shape_.block_size; }
   Tensor& keys(int64_t layer) {
@@ -40,6 +44,7 @@ class KvPool {
   KvPoolShape shape_;
   int64_t num_blocks_ = 0;
   std::vector<Tensor> k_, v_;
+  std::vector<ops::KvScale> scales_;  // (layers)
 };
 
 }  // namespace tessera

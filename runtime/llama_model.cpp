@@ -107,6 +107,10 @@ LlamaModel LlamaModel::build(const WeightSource& src, Communicator* tp, Communic
     l.up = column(p + "mlp.up_proj", s.ffn, Tensor());
     l.down = row(p + "mlp.down_proj", s.ffn, c.intermediate_size);
     m.layers_.push_back(std::move(l));
+    const auto kv_scale = [&](const std::string& name) {
+      return src.has(name) ? src.read_whole_f32(name).data<float>()[0] : 1.0f;
+    };
+    m.kv_scales_.push_back({kv_scale(p + "self_attn.k_scale"), kv_scale(p + "self_attn.v_scale")});
   }
   std::vector<float> inv_freq = ops::rope_inv_freq(int(hd), c.rope_theta, c.rope_scaling);
   if (src.has("rope_freqs.weight")) {  // GGUF-style explicit per-frequency divisors
@@ -167,20 +171,21 @@ void LlamaModel::attention(const LlamaLayer& w, int64_t layer, const Tensor& x,
     ops::convert(b.v, b.v32);
   }
   // Every use of this step's K/V (ring attention too) sees the values the cache keeps.
-  ops::round_through(b.k32, pool.shape().dtype);
-  ops::round_through(b.v32, pool.shape().dtype);
-  ops::store_kv(pool.keys(layer), pool.values(layer), b.k32, b.v32, in.device.slots);
+  const ops::KvScale kv_scale = pool.scale(layer);
+  ops::round_through(b.k32, pool.shape().dtype, kv_scale.key);
+  ops::round_through(b.v32, pool.shape().dtype, kv_scale.value);
+  ops::store_kv(pool.keys(layer), pool.values(layer), b.k32, b.v32, in.device.slots, kv_scale);
   if (in.sp_prompt()) {  // a prompt split over the SP group: ring attention
     sp_attention_.prompt(b.q, b.k32, b.v32, in.sequences[0].tokens, scale, b.attn);
   } else if (sp_attention_.active()) {  // decode: each SP rank's keys, merged
     PackedAttentionState mine = PackedAttentionState::empty(n, heads, hd, device_);
     ops::paged_attention_accumulate(b.q, pool.keys(layer), pool.values(layer), in.device.attention,
-                                    scale, mine.state);
+                                    scale, mine.state, kv_scale);
     sp_attention_.merge_decode(mine, b.attn);
   } else {
     b.state.reset();
     ops::paged_attention_accumulate(b.q, pool.keys(layer), pool.values(layer), in.device.attention,
-                                    scale, b.state);
+                                    scale, b.state, kv_scale);
     ops::attention_finish(b.state, b.attn);
   }
   w.o.forward(b.attn.view({n, heads * hd}), out);

@@ -87,6 +87,8 @@ class LlamaModel {
   WireFormat wire() const { return wire_; }  // LoadOptions::wire
   // The shape of this rank's KV pool: its layers and KV heads.
   KvPoolShape kv_shape(int64_t block_size = 16, DType dtype = DType::kF32) const;
+  // Its layers' scales of an FP8 KV cache (io/model_store.h: k_scale, v_scale; 1 where absent).
+  const std::vector<ops::KvScale>& kv_scales() const { return kv_scales_; }
 
   // The first stage: x (tokens, hidden) = the embeddings of `tokens`.
   void embed(const std::vector<int32_t>& tokens, Tensor& x) const;
@@ -120,6 +122,7 @@ class LlamaModel {
   Tensor norm_;                     // (hidden), last stage only
   ColumnParallelLinear lm_head_;    // (vocab / tp, hidden), last stage; the embedding when tied
   Tensor rope_inv_freq_;            // (head_dim / 2) f32 on the model's device
+  std::vector<ops::KvScale> kv_scales_;  // (this stage's layers)
 };
 
 }  // namespace tessera

@@ -21,7 +21,8 @@ ModelRunner::ModelRunner(const LlamaModel& model, const RunnerOptions& options)
   rank_.sp_rank = model.shard().sp_rank;
   rank_.sp_size = model.shard().sp_size;
   rank_.block_size = options.block_size;
-  pool_ = KvPool(model.kv_shape(options.block_size, options.kv_dtype), options.num_blocks);
+  pool_ = KvPool(model.kv_shape(options.block_size, options.kv_dtype), options.num_blocks,
+                 model.kv_scales());
   if (options.graph_batch > 0)  // (used where they can be: DecodeGraphs::fits)
     graphs_ = std::make_unique<DecodeGraphs>(model, options.graph_batch, options.graph_keys);
 }

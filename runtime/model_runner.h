@@ -29,7 +29,7 @@ class DecodeGraphs;  // runtime/decode_graphs.h
 struct RunnerOptions {
   int64_t num_blocks = 0;        // KV blocks in this rank's pool (> 0)
   int64_t block_size = 16;       // tokens per KV block
-  DType kv_dtype = DType::kF32;  // of the KV cache: f32, or f16
+  DType kv_dtype = DType::kF32;  // of the KV cache: f32, f16 or e4m3
   // On a GPU: a step whose sequences all decode one token replays a graph captured for its
   // batch-size bucket (1, 2, 4, ... up to graph_batch sequences; the batch padded with rows that
   // attend to nothing and store nothing), instead of a few hundred launches. graph_keys bounds

@@ -6,6 +6,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -307,7 +308,8 @@ inline void four_rows(RowAt row_at, int64_t j, int64_t n_keys, int64_t d, const 
     }
 }
 
-// K/V rows are float32, or float16 (a KV cache kept in half precision), widened on load.
+// K/V rows are float32, float16 or float8 e4m3 (a KV cache kept in lower precision), widened on
+// load; an e4m3 code's scale is applied by the caller.
 inline float widen(float x) {
   return x;
 }
@@ -318,6 +320,15 @@ inline float widen(uint16_t h) {
   return half_to_float(h);
 #endif
 }
+// Every e4m3 code's value, indexed by the code.
+const std::array<float, 256> kE4M3Values = [] {
+  std::array<float, 256> t{};
+  for (int i = 0; i < 256; ++i) t[size_t(i)] = fp8_e4m3_to_float(uint8_t(i));
+  return t;
+}();
+inline float widen(uint8_t code) {
+  return kE4M3Values[code];
+}
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define TESSERA_ATTENTION_SIMD 1
 inline __m256 load8(const float* p) {
@@ -325,6 +336,10 @@ inline __m256 load8(const float* p) {
 }
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 load8(const uint8_t* p) {
+  const __m256i codes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_i32gather_ps(kE4M3Values.data(), codes, 4);
 }
 #endif
 
@@ -371,11 +386,12 @@ inline void add_weighted(float* o, const float* w, const T* const* v, int64_t d)
 // Query heads [0, heads) of one row that share a KV head (their q, mx, sum and o are contiguous,
 // head after head), over the keys found through key_at(j) (a pair of K and V row pointers of
 // element type T). Each key's rows are loaded once for all the heads (the later heads find them
-// in L1). scores holds heads x n_keys floats and rescale `heads` floats (scratch).
+// in L1). A value row counts value_scale times its elements. scores holds heads x n_keys floats
+// and rescale `heads` floats (scratch).
 template <typename T, typename KeyAt>
 inline void accumulate_heads(const float* q, int64_t heads, int64_t n_keys, int64_t d, float scale,
-                             KeyAt key_at, float* scores, float* rescale, float* mx, float* sum_out,
-                             float* o) {
+                             float value_scale, KeyAt key_at, float* scores, float* rescale,
+                             float* mx, float* sum_out, float* o) {
   // Four keys at a time: four independent dot products keep the FMA units busy where one would
   // wait on its own additions. Which code computes key j depends only on j and n_keys, so a
   // row's scores do not depend on the batch or on where its keys are stored.
@@ -408,6 +424,8 @@ inline void accumulate_heads(const float* q, int64_t heads, int64_t n_keys, int6
     const double sum = exp_shifted(sc, n_keys, new_max);  // the keys' weights
     sum_out[g] = float(double(sum_out[g]) * rescale[g] + sum);
     mx[g] = new_max;
+    if (value_scale != 1.0f)
+      for (int64_t t = 0; t < n_keys; ++t) sc[t] *= value_scale;
   }
   // o += weight_j v_j, four keys per pass over o (one load and store of o per four keys
   // instead of per key).
@@ -474,20 +492,20 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
       const int64_t at = (j * hkv + kvh) * d;
       return std::pair<const float*, const float*>(pk + at, pv + at);
     };
-    accumulate_heads<float>(pq + s * d, per_item, n_keys, d, scale, key_at, scores, rescale,
+    accumulate_heads<float>(pq + s * d, per_item, n_keys, d, scale, 1.0f, key_at, scores, rescale,
                             pmx + s, psum + s, acc + s * d);
   });
 }
 
 namespace {
 
-// The pools' elements are T (float, or uint16_t holding float16).
+// The pools' elements are T (float, uint16_t holding float16, or uint8_t holding e4m3).
 template <typename T>
 void paged_attention_rows(const float* pq, const T* pk, const T* pv, int64_t m, int64_t hq,
                           int64_t hkv, int64_t d, int64_t bs,
                           const std::vector<PagedSequence>& seqs, const std::vector<int32_t>& owner,
                           const std::vector<std::vector<int64_t>>& key_offsets, int64_t most_keys,
-                          float scale, AttentionState& st) {
+                          float scale, KvScale kv_scale, AttentionState& st) {
   const int64_t group = hq / hkv;
   const int64_t per_item = heads_per_item(m, hq, hkv);
   float* acc = st.acc.data<float>();
@@ -505,8 +523,8 @@ void paged_attention_rows(const float* pq, const T* pk, const T* pv, int64_t m, 
           const int64_t at = offsets[j] + kvh * bs * d;
           return std::pair<const T*, const T*>(pk + at, pv + at);
         };
-        accumulate_heads<T>(pq + s * d, per_item, n_keys, d, scale, key_at, scores, rescale,
-                            pmx + s, psum + s, acc + s * d);
+        accumulate_heads<T>(pq + s * d, per_item, n_keys, d, scale * kv_scale.key, kv_scale.value,
+                            key_at, scores, rescale, pmx + s, psum + s, acc + s * d);
       });
 }
 
@@ -514,12 +532,14 @@ void paged_attention_rows(const float* pq, const T* pk, const T* pv, int64_t m, 
 
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::vector<PagedSequence>& seqs, float scale,
-                                AttentionState& st) {
+                                KvScale kv_scale, AttentionState& st) {
   check_cpu_f32(q, "attention q");
-  TESSERA_ASSERT(k_pool.defined() && v_pool.defined() && k_pool.device().is_cpu() &&
-                     v_pool.device().is_cpu() && k_pool.dtype() == v_pool.dtype() &&
-                     (k_pool.dtype() == DType::kF32 || k_pool.dtype() == DType::kF16),
-                 "paged attention: the key and value pools must be f32 or f16 tensors on the CPU");
+  TESSERA_ASSERT(
+      k_pool.defined() && v_pool.defined() && k_pool.device().is_cpu() &&
+          v_pool.device().is_cpu() && k_pool.dtype() == v_pool.dtype() &&
+          (k_pool.dtype() == DType::kF32 || k_pool.dtype() == DType::kF16 ||
+           k_pool.dtype() == DType::kE4M3),
+      "paged attention: the key and value pools must be f32, f16 or e4m3 tensors on the CPU");
   const int64_t m = q.dim(0), hq = q.dim(1), d = q.dim(2);
   const int64_t num_blocks = k_pool.dim(0), hkv = k_pool.dim(1), bs = k_pool.dim(2);
   TESSERA_ASSERT(
@@ -551,12 +571,18 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
         at[size_t(j0 + slot)] = first + slot * d;
     }
   }
+  const auto rows = [&](auto element) {
+    using T = decltype(element);
+    paged_attention_rows(q.data<float>(), static_cast<const T*>(k_pool.raw()),
+                         static_cast<const T*>(v_pool.raw()), m, hq, hkv, d, bs, seqs, owner,
+                         key_offsets, most_keys, scale, kv_scale, st);
+  };
   if (k_pool.dtype() == DType::kF16)
-    paged_attention_rows(q.data<float>(), k_pool.data<uint16_t>(), v_pool.data<uint16_t>(), m, hq,
-                         hkv, d, bs, seqs, owner, key_offsets, most_keys, scale, st);
+    rows(uint16_t{});
+  else if (k_pool.dtype() == DType::kE4M3)
+    rows(uint8_t{});
   else
-    paged_attention_rows(q.data<float>(), k_pool.data<float>(), v_pool.data<float>(), m, hq, hkv, d,
-                         bs, seqs, owner, key_offsets, most_keys, scale, st);
+    rows(float{});
 }
 
 void attention_merge(AttentionState& st, const AttentionState& other) {
@@ -593,7 +619,7 @@ void attention_finish(const AttentionState& st, Tensor& out) {
 }
 
 void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const Tensor& slot_ids) {
+              const Tensor& slot_ids, KvScale kv_scale) {
   check_cpu_f32(k, "keys to store");
   check_cpu_f32(v, "values to store");
   TESSERA_ASSERT(slot_ids.dtype() == DType::kI64 && slot_ids.numel() == k.dim(0),
@@ -603,24 +629,40 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
   const size_t elem = dtype_size(k_pool.dtype());
   char* kd = static_cast<char*>(k_pool.raw());
   char* vd = static_cast<char*>(v_pool.raw());
+  const bool scaled = k_pool.dtype() == DType::kE4M3;
+  std::vector<float> row(size_t(scaled ? hd : 0));
+  // One head's row of n values from src into dst, divided by `by` where the pool is scaled.
+  const auto put = [&](DType t, const float* src, char* dst, float by) {
+    if (scaled) {
+      for (int64_t i = 0; i < hd; ++i) row[size_t(i)] = src[i] / by;
+      src = row.data();
+    }
+    convert_from_f32(t, src, dst, size_t(hd));
+  };
   for (int64_t r = 0; r < slot_ids.numel(); ++r) {
     if (slots[r] < 0) continue;
     const int64_t first = slots[r] / bs * heads * bs, slot = slots[r] % bs;
     for (int64_t h = 0; h < heads; ++h) {
       const size_t at = size_t((first + h * bs + slot) * hd) * elem;
       const int64_t from = r * heads * hd + h * hd;
-      convert_from_f32(k_pool.dtype(), k.data<float>() + from, kd + at, size_t(hd));
-      convert_from_f32(v_pool.dtype(), v.data<float>() + from, vd + at, size_t(hd));
+      put(k_pool.dtype(), k.data<float>() + from, kd + at, kv_scale.key);
+      put(v_pool.dtype(), v.data<float>() + from, vd + at, kv_scale.value);
     }
   }
 }
 
-void round_through(Tensor& x, DType type) {
+void round_through(Tensor& x, DType type, float scale) {
   check_cpu_f32(x, "values to round");
   if (type == DType::kF32) return;
+  float* p = x.data<float>();
+  if (type == DType::kE4M3) {
+    for (int64_t i = 0; i < x.numel(); ++i)
+      p[i] = fp8_e4m3_to_float(float_to_fp8_e4m3(p[i] / scale)) * scale;
+    return;
+  }
   std::vector<uint16_t> kept(size_t(x.numel()));
-  convert_from_f32(type, x.data<float>(), kept.data(), kept.size());
-  convert_to_f32(type, kept.data(), x.data<float>(), kept.size());
+  convert_from_f32(type, p, kept.data(), kept.size());
+  convert_to_f32(type, kept.data(), p, kept.size());
 }
 
 void convert(const Tensor& src, Tensor& dst) {

@@ -27,12 +27,12 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
                           float scale, AttentionState& state);
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::vector<PagedSequence>& seqs, float scale,
-                                AttentionState& state);
+                                KvScale kv_scale, AttentionState& state);
 void attention_merge(AttentionState& state, const AttentionState& other);
 void attention_finish(const AttentionState& state, Tensor& out);
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const Tensor& slots);
-void round_through(Tensor& x, DType type);
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v, const Tensor& slots,
+              KvScale kv_scale);
+void round_through(Tensor& x, DType type, float scale);
 void convert(const Tensor& src, Tensor& dst);
 void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
                   float offset, float scale);

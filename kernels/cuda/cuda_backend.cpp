@@ -64,8 +64,8 @@ class CudaBackend final : public Backend {
   }
   void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                   const ops::PagedAttentionWork& work, float scale,
-                                  ops::AttentionState& state) override {
-    cuda::paged_attention_accumulate(q, k_pool, v_pool, work.device_plan, scale, state);
+                                  ops::KvScale kv_scale, ops::AttentionState& state) override {
+    cuda::paged_attention_accumulate(q, k_pool, v_pool, work.device_plan, scale, kv_scale, state);
   }
   void attention_merge(ops::AttentionState& state, const ops::AttentionState& other) override {
     cuda::attention_merge(state, other);
@@ -74,10 +74,12 @@ class CudaBackend final : public Backend {
     cuda::attention_finish(state, out);
   }
   void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-                const Tensor& slots) override {
-    cuda::store_kv(k_pool, v_pool, k, v, slots);
+                const Tensor& slots, ops::KvScale kv_scale) override {
+    cuda::store_kv(k_pool, v_pool, k, v, slots, kv_scale);
   }
-  void round_through(Tensor& x, DType type) override { cuda::round_through(x, type); }
+  void round_through(Tensor& x, DType type, float scale) override {
+    cuda::round_through(x, type, scale);
+  }
   void convert(const Tensor& src, Tensor& dst) override { cuda::convert(src, dst); }
   void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,
                     float offset, float scale) override {

@@ -21,10 +21,12 @@ Elem elem_of(DType t, const char* what) {
       return Elem::kF16;
     case DType::kBF16:
       return Elem::kBF16;
+    case DType::kE4M3:
+      return Elem::kE4M3;
     default:
       break;
   }
-  TESSERA_ASSERT(false, what << " is " << dtype_name(t) << ", not f32, f16 or bf16");
+  TESSERA_ASSERT(false, what << " is " << dtype_name(t) << ", not f32, f16, bf16 or e4m3");
   return Elem::kF32;
 }
 Elem elem_of(const Tensor& t, const char* what) { return elem_of(t.dtype(), what); }
@@ -289,7 +291,7 @@ void refill_paged_attention(const std::shared_ptr<void>& work,
 
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::shared_ptr<void>& work, float scale,
-                                ops::AttentionState& state) {
+                                ops::KvScale kv_scale, ops::AttentionState& state) {
   const auto& p = *static_cast<const PreparedPagedAttention*>(work.get());
   check_gpu(q, "attention q");
   const Elem kv = common_elem({{&k_pool, "key pool"}, {&v_pool, "value pool"}});
@@ -307,7 +309,7 @@ void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Ten
   a.kv_type = kv;
   a.q = q.raw(), a.k_pool = k_pool.raw(), a.v_pool = v_pool.raw();
   a.m = m, a.n_heads = hq, a.n_kv_heads = p.n_kv_heads, a.head_dim = d, a.block_size = p.block_size;
-  a.scale = scale;
+  a.scale = scale * kv_scale.key, a.v_scale = kv_scale.value;
   a.tiles = p.tiles.data<int32_t>(), a.sequences = p.sequences.data<int32_t>();
   a.block_tables = p.tables.data<int32_t>();
   a.n_tiles = p.plan.n_tiles, a.splits = p.plan.splits, a.keys_per_split = p.plan.keys_per_split;
@@ -329,8 +331,9 @@ void attention_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, int
   for (int64_t j = 0; j < t; ++j) order[size_t(j)] = int32_t(j);
   const std::vector<ops::PagedSequence> one = {{0, q.dim(0), order.data(), t, visible_offset}};
   cuda::paged_attention_accumulate(
-      q, k_pool, v_pool, cuda::prepare_paged_attention(one, q.dim(0), q.dim(1), k_pool, 0, q.dtype()),
-      scale, state);
+      q, k_pool, v_pool,
+      cuda::prepare_paged_attention(one, q.dim(0), q.dim(1), k_pool, 0, q.dtype()), scale, {},
+      state);
 }
 
 void attention_merge(ops::AttentionState& state, const ops::AttentionState& other) {
@@ -359,8 +362,8 @@ void attention_finish(const ops::AttentionState& state, Tensor& out) {
       "attention finish");
 }
 
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const Tensor& slots) {
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v, const Tensor& slots,
+              ops::KvScale kv_scale) {
   const Elem t = common_elem({{&k_pool, "key pool"}, {&v_pool, "value pool"}});
   check_f32(k, "keys to store");
   check_f32(v, "values to store");
@@ -370,17 +373,17 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
   TESSERA_ASSERT(slots.dtype() == DType::kI64 && k.numel() == rows * heads * d &&
                      v.numel() == k.numel(),
                  "store_kv: " << rows << " slots for keys " << shape_str(k.shape()));
-  check_launch(
-      kernels_for(k).store_kv(t, k_pool.raw(), v_pool.raw(), k.data<float>(), v.data<float>(),
-                              slots.data<int64_t>(), rows, heads, bs, d, stream_of(k)),
-      "store_kv");
+  check_launch(kernels_for(k).store_kv(t, k_pool.raw(), v_pool.raw(), k.data<float>(),
+                                       v.data<float>(), slots.data<int64_t>(), rows, heads, bs, d,
+                                       kv_scale.key, kv_scale.value, stream_of(k)),
+               "store_kv");
 }
 
-void round_through(Tensor& x, DType type) {
+void round_through(Tensor& x, DType type, float scale) {
   check_f32(x, "values to round");
   if (type == DType::kF32) return;
-  check_launch(kernels_for(x).round_through(elem_of(type, "cache type"), x.data<float>(),
-                                            x.numel(), stream_of(x)),
+  check_launch(kernels_for(x).round_through(elem_of(type, "cache type"), x.data<float>(), x.numel(),
+                                            scale, stream_of(x)),
                "round_through");
 }
 

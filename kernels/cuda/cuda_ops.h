@@ -45,12 +45,12 @@ void refill_paged_attention(const std::shared_ptr<void>& work,
                             const std::vector<ops::PagedSequence>& seqs);
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const std::shared_ptr<void>& work, float scale,
-                                ops::AttentionState& state);
+                                ops::KvScale kv_scale, ops::AttentionState& state);
 void attention_merge(ops::AttentionState& state, const ops::AttentionState& other);
 void attention_finish(const ops::AttentionState& state, Tensor& out);
-void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v,
-              const Tensor& slots);
-void round_through(Tensor& x, DType type);
+void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v, const Tensor& slots,
+              ops::KvScale kv_scale);
+void round_through(Tensor& x, DType type, float scale);
 // dst = src in dst's type (f32, f16, bf16), the same number of elements, on one GPU.
 void convert(const Tensor& src, Tensor& dst);
 void fill_uniform(Tensor& out, int64_t full_cols, int64_t row0, int64_t col0, uint64_t seed,

@@ -13,8 +13,8 @@
 namespace tessera::cuda {
 
 // The element type of activations and weights a kernel reads and writes (float32 arithmetic
-// inside every kernel either way).
-enum class Elem : uint8_t { kF32, kF16, kBF16 };
+// inside every kernel either way); kE4M3 (float8_e4m3fn) only for a KV cache's keys and values.
+enum class Elem : uint8_t { kF32, kF16, kBF16, kE4M3 };
 
 // rms_norm: y(m, d) = x / rms(x) * w, the sum of squares in float32 over a block per row.
 // add_rms_norm: x += delta (written back), then y = rms_norm(x): the residual add fused with the

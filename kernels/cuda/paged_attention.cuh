@@ -1,6 +1,6 @@
 // The GPU's paged attention (see kernels/cuda/paged_attention_launcher.h for what it computes and
-// how the work is cut). float32 arithmetic throughout; queries f32/bf16/f16, pools f32/f16/bf16.
-// Compiled by nvcc (paged_attention.cu) and, against the emulator, into the tests.
+// how the work is cut). float32 arithmetic throughout; queries f32/bf16/f16, pools f32/f16/bf16
+// or e4m3. Compiled by nvcc (paged_attention.cu) and, against the emulator, into the tests.
 #pragma once
 
 #include "kernels/cuda/device_common.cuh"
@@ -68,7 +68,7 @@ __device__ __forceinline__ void load_kv_step(const PagedAttentionArgs& a, const 
                              d +
                          i;
       kv = load(k_pool, at);
-      vv = load(v_pool, at);
+      vv = load(v_pool, at) * a.v_scale;
     }
     store(j, i, kv, vv);
   }
@@ -381,7 +381,7 @@ std::string paged_attention(const PagedAttentionArgs& a) {
       !(a.tile_vectors == kTcQueryVectors && tensor_core_attention(a.q_type, a.head_dim)))
     return "paged attention: tiles of " + std::to_string(a.tile_vectors) +
            " query vectors need bf16 queries and head_dim a multiple of 16";
-  return with_elem(a.kv_type, [&](auto kv_tag) {
+  return with_kv_elem(a.kv_type, [&](auto kv_tag) {
     using TKV = decltype(kv_tag);
     return a.q_type == Elem::kF32 ? paged_detail::launch<float, TKV>(a)
                                   : paged_detail::launch<__nv_bfloat16, TKV>(a);

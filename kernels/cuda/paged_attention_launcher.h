@@ -70,7 +70,8 @@ struct PagedAttentionArgs {
   const void* k_pool = nullptr;  // (num_blocks, n_kv_heads, block_size, head_dim)
   const void* v_pool = nullptr;  // likewise
   int64_t m = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, block_size = 0;
-  float scale = 1.0f;
+  float scale = 1.0f;    // of the scores (an e4m3 cache's key scale folded in)
+  float v_scale = 1.0f;  // of the values read (an e4m3 cache's value scale; 1 otherwise)
   // The plan's arrays, on the GPU, and its sizes.
   const int32_t* tiles = nullptr;
   const int32_t* sequences = nullptr;

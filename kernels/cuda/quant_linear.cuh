@@ -20,16 +20,6 @@ __device__ __forceinline__ float f32_at(const uint8_t* p) {
   return __int_as_float(int(uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 |
                             uint32_t(p[3]) << 24));
 }
-// float8_e4m3fn, exactly (kernels/dtype.h).
-__device__ __forceinline__ float e4m3(uint8_t q) {
-  const uint32_t exp = (q >> 3) & 15u, mant = q & 7u;
-  if (exp == 15 && mant == 7) return __int_as_float(0x7fc00000);
-  // subnormal: mant / 8 * 2^-6; normal: (1 + mant / 8) * 2^(exp - 7)
-  const float magnitude =
-      exp == 0 ? float(mant) * (1.0f / 512) : __int_as_float(int((exp + 120u) << 23 | mant << 20));
-  return q & 0x80u ? -magnitude : magnitude;
-}
-
 // A block of format F: its elements as kernels/quant.h decodes them (x = d * code (+ offset)).
 template <QFormat F>
 struct Block;

@@ -46,12 +46,12 @@ __global__ void fill_kernel(T* out, int64_t rows, int64_t cols, int64_t full_col
 }
 
 template <class T>
-__global__ void round_kernel(float* x, int64_t n) {
+__global__ void round_kernel(float* x, int64_t n, float scale) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     T r[1];
-    store(r, 0, x[i]);
-    x[i] = load(r, 0);
+    store(r, 0, x[i] / scale);
+    x[i] = load(r, 0) * scale;
   }
 }
 
@@ -79,15 +79,15 @@ __global__ void merge_kernel(float* acc, float* mx, float* sum, const float* oac
 template <class T>
 __global__ void store_kv_kernel(T* k_pool, T* v_pool, const float* k, const float* v,
                                 const int64_t* slots, int64_t kv_heads, int64_t block_size,
-                                int64_t d) {
+                                int64_t d, float k_scale, float v_scale) {
   const int64_t r = blockIdx.x, slot = slots[r];
   if (slot < 0) return;
   const int64_t block = slot / block_size, in_block = slot % block_size;
   for (int64_t e = threadIdx.x; e < kv_heads * d; e += blockDim.x) {
     const int64_t h = e / d, i = e % d;
     const int64_t at = ((block * kv_heads + h) * block_size + in_block) * d + i;
-    store(k_pool, at, k[r * kv_heads * d + e]);
-    store(v_pool, at, v[r * kv_heads * d + e]);
+    store(k_pool, at, k[r * kv_heads * d + e] / k_scale);
+    store(v_pool, at, v[r * kv_heads * d + e] / v_scale);
   }
 }
 
@@ -131,13 +131,13 @@ std::string fill_uniform(Elem t, void* out, int64_t rows, int64_t cols, int64_t 
   });
 }
 
-std::string round_through(Elem t, float* x, int64_t n, void* stream) {
+std::string round_through(Elem t, float* x, int64_t n, float scale, void* stream) {
   if (n == 0 || t == Elem::kF32) return {};
-  return with_elem(t, [&](auto tag) {
+  return with_kv_elem(t, [&](auto tag) {
     using T = decltype(tag);
     TESSERA_LAUNCH(blocks_for(n, state_detail::kThreads), state_detail::kThreads, 0, stream,
                    state_detail::round_kernel<T>)
-    (x, n);
+    (x, n, scale);
     return launch_error();
   });
 }
@@ -166,14 +166,15 @@ std::string attention_merge(float* acc, float* mx, float* sum, const float* othe
 
 std::string store_kv(Elem t, void* k_pool, void* v_pool, const float* k, const float* v,
                      const int64_t* slots, int64_t rows, int64_t kv_heads, int64_t block_size,
-                     int64_t d, void* stream) {
+                     int64_t d, float k_scale, float v_scale, void* stream) {
   if (rows == 0) return {};
   if (rows > 0x7fffffff) return "store_kv: too many rows";
-  return with_elem(t, [&](auto tag) {
+  return with_kv_elem(t, [&](auto tag) {
     using T = decltype(tag);
     TESSERA_LAUNCH(unsigned(rows), state_detail::kThreads, 0, stream,
                    state_detail::store_kv_kernel<T>)
-    (static_cast<T*>(k_pool), static_cast<T*>(v_pool), k, v, slots, kv_heads, block_size, d);
+    (static_cast<T*>(k_pool), static_cast<T*>(v_pool), k, v, slots, kv_heads, block_size, d,
+     k_scale, v_scale);
     return launch_error();
   });
 }

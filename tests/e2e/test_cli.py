@@ -210,9 +210,10 @@ def test_seed_determinism(tessera, tiny_model):
 
 
 def test_kv_cache_dtype(tessera, tiny_model):
-    # f16 halves the cache (the same memory holds twice the blocks); an unknown type is one line.
+    # f16 halves the cache (the same memory holds twice the blocks), fp8 quarters it; an unknown
+    # type is one line.
     blocks = {}
-    for dtype in ("f32", "f16"):
+    for dtype in ("f32", "f16", "fp8"):
         r = run(tessera, "generate", "-m", tiny_model, "-p", "the quick", "-n", "8",
                 "--kv-cache-dtype", dtype, "--kv-cache-memory", "64MiB")
         assert r.returncode == 0, r.stderr
@@ -220,6 +221,7 @@ def test_kv_cache_dtype(tessera, tiny_model):
         assert dtype in line, line
         blocks[dtype] = int(line.split("KV cache:")[1].split()[0])
     assert blocks["f16"] == 2 * blocks["f32"], blocks
+    assert blocks["fp8"] == 4 * blocks["f32"], blocks
     assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
                               "--kv-cache-dtype", "bf16"), "--kv-cache-dtype", "bf16")
 

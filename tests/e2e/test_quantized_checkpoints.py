@@ -43,13 +43,15 @@ FORMATS = {
 LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def quantized_checkpoint(folder, arch, fmt):
+def quantized_checkpoint(folder, arch, fmt, extra=None):
     """Rewrites the float checkpoint in `folder` with its linear weights quantized in format
-    `fmt`; returns {tensor name: dequantized weight} for the reference."""
+    `fmt` (and the tensors `extra` added, name -> float32 array); returns {tensor name:
+    dequantized weight} for the reference."""
     import safetensors.numpy
     config_extra, quantize, dequantize = FORMATS[fmt]
     path = os.path.join(folder, "model.safetensors")
     weights = safetensors.numpy.load_file(path)
+    weights.update(extra or {})
     tensors, dequantized = {}, {}
     for name, w in weights.items():
         module = name[:-len(".weight")]
@@ -139,3 +141,124 @@ def test_a_quantized_checkpoint_predicts_as_transformers_on_its_dequantized_weig
         top1 = np.mean([a == b for a, b in zip(got["argmax"], reference)])
         print(f"{arch} {fmt} emulated GPU: top-1 agreement with transformers {top1:.4f}")
         assert top1 >= 0.97, (arch, fmt, "emulated GPU", top1)
+
+
+def transformers_fp8_cache_argmax(folder, dequantized, tokens, scales):
+    """transformers' argmax with keys and values kept as an FP8 cache keeps them: after RoPE,
+    each layer's k and v become torch's float8_e4m3fn of k / k_scale (v / v_scale), times the
+    scale, before the attention reads them."""
+    import torch
+    import transformers
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    def fp8(x, scale):
+        return (x / scale).to(torch.float8_e4m3fn).to(torch.float32) * scale
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        k_scale, v_scale = scales[module.layer_idx]
+        return eager_attention_forward(module, query, fp8(key, k_scale), fp8(value, v_scale),
+                                       attention_mask, **kwargs)
+    AttentionInterface.register("tessera_fp8_cache", attention)
+    AttentionMaskInterface.register("tessera_fp8_cache", eager_mask)  # eager's causal mask
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="tessera_fp8_cache")
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, w in dequantized.items():
+            state[name].copy_(torch.from_numpy(w))
+        logits = model(torch.tensor([tokens[:-1]])).logits[0]
+    return logits.argmax(-1).tolist()
+
+
+def test_an_fp8_kv_cache_keeps_keys_over_the_checkpoints_scales(tessera, float_checkpoint,
+                                                               tmp_path):
+    """--kv-cache-dtype fp8 keeps e4m3(k / k_scale) and e4m3(v / v_scale) with each layer's
+    scales from an FP8 checkpoint (compressed-tensors' names, self_attn.k_scale and v_scale,
+    calibrated as amax / 448 with room to spare). The keys are made 40 times the e4m3 range
+    (k_proj times g, q_proj over g: the same scores), so that without the scales they saturate.
+    The reference is transformers with its keys and values rounded through torch's float8 over
+    the same scales; with the scales read, tessera predicts as it does, without them it does not."""
+    import shutil
+
+    import safetensors.numpy
+    import torch
+    import transformers
+    arch, source = float_checkpoint
+    folder = tmp_path / "ckpt"
+    shutil.copytree(source, folder)
+    path = str(folder / "model.safetensors")
+    weights = safetensors.numpy.load_file(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    calibration = torch.tensor([list(range(2, 130))])  # 128 ids of the vocabulary (300)
+    amax = {}
+
+    def hook(name):
+        def f(module, inputs, output):
+            amax[name] = max(amax.get(name, 0.0), float(output.abs().max()))
+        return f
+    layers = model.model.layers
+    for i, layer in enumerate(layers):
+        layer.self_attn.k_proj.register_forward_hook(hook(f"k{i}"))
+        layer.self_attn.v_proj.register_forward_hook(hook(f"v{i}"))
+    with torch.no_grad():
+        model(calibration)
+    extra, scales = {}, []
+    for i in range(len(layers)):
+        gain = 40 * 448 / amax[f"k{i}"]
+        p = f"model.layers.{i}.self_attn."
+        for name in (p + "k_proj.weight", p + "k_proj.bias"):
+            if name in weights:
+                weights[name] = weights[name] * np.float32(gain)
+        for name in (p + "q_proj.weight", p + "q_proj.bias"):
+            if name in weights:
+                weights[name] = weights[name] / np.float32(gain)
+        scales.append((np.float32(2 * 40), np.float32(2 * amax[f"v{i}"] / 448)))
+        extra[p + "k_scale"] = np.array(scales[-1][0], np.float32)
+        extra[p + "v_scale"] = np.array(scales[-1][1], np.float32)
+    safetensors.numpy.save_file(weights, path)
+    amplified = tmp_path / "amplified"
+    shutil.copytree(folder, amplified)
+    dequantized = quantized_checkpoint(str(folder), arch, "fp8_channel", extra=extra)
+    without = tmp_path / "without"
+    shutil.copytree(amplified, without)
+    quantized_checkpoint(str(without), arch, "fp8_channel")
+    reference, agreement = None, {}
+    for label, ckpt in (("scales", folder), ("no scales", without)):
+        h5 = tmp_path / f"{label.replace(' ', '_')}.h5"
+        r = subprocess.run([tessera, "convert", "-i", str(ckpt), "-o", str(h5)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        for layout, args, ranks in (("one rank", (), 1),
+                                    ("tp2 x pp2, one token per step",
+                                     ("--tp", "2", "--pp", "2", "--decode-steps"), 4)):
+            if label == "no scales" and ranks > 1:
+                continue
+            got = tessera_predictions(tessera, str(h5), tmp_path / "p.json",
+                                      "--kv-cache-dtype", "fp8", *args, ranks=ranks)
+            if reference is None:
+                reference = transformers_fp8_cache_argmax(str(amplified), dequantized,
+                                                          got["tokens"], scales)
+            top1 = np.mean([a == b for a, b in zip(got["argmax"], reference)])
+            print(f"{arch} fp8 KV cache, {label}, {layout}: top-1 agreement {top1:.4f}")
+            agreement[label, layout] = top1
+    for layout in ("one rank", "tp2 x pp2, one token per step"):
+        assert agreement["scales", layout] >= 0.97, agreement
+    assert agreement["no scales", "one rank"] < 0.5, agreement
+    # The GPU's cache (the CUDA emulator here), f32 activations, by prefill and one token per
+    # step (the Llama only: the emulator is slow).
+    if arch != "llama":
+        return
+    for args in ((), ("--decode-steps",)):
+        r = subprocess.run([tessera, "perplexity", "-m", str(tmp_path / "scales.h5"), "-f", TEXT,
+                            "--tokens", "129", "--predictions", str(tmp_path / "gpu.json"),
+                            "--device", "emulator", "--dtype", "f32", "--kv-cache-dtype", "fp8",
+                            *args], capture_output=True, text=True, timeout=600)
+        if "built without CUDA" in r.stderr:
+            return
+        assert r.returncode == 0, r.stderr
+        got = json.loads((tmp_path / "gpu.json").read_text())
+        top1 = np.mean([a == b for a, b in zip(got["argmax"], reference)])
+        print(f"{arch} fp8 KV cache, emulated GPU {' '.join(args)}: top-1 agreement {top1:.4f}")
+        assert top1 >= 0.97, (arch, "emulated GPU", args, top1)

@@ -176,9 +176,12 @@ def run_case(args, tally, name, build, dequant, want_dtype, quantization_config=
         tally.check(same, f"{name} {module}: tessera's values equal the numpy dequantization")
 
 
-def refused(args, tally, name, build, quantization_config, expect, extra_files=None):
+def refused(args, tally, name, build, quantization_config, expect, extra_files=None,
+            extra_tensors=None):
     rng = np.random.default_rng(7)
     linear = {m: build(rng, o, i)[0] for m, o, i in linear_shapes()}
+    for module, parts in (extra_tensors or {}).items():
+        linear.setdefault(module, {}).update(parts)
     folder = os.path.join(args.workdir, name)
     write_checkpoint(folder, rng, linear, quantization_config, extra_files)
     r = subprocess.run([args.tessera, "convert", "-i", folder, "-o",
@@ -298,7 +301,64 @@ def main():
              fp8_reference(".weight_scale_inv"), "f8_e4m3",
              dict(fp8, weight_block_size=[128, 128]))
 
+    # An FP8 KV cache's scales, by each naming in use: compressed-tensors' (0-d, F32 or BF16),
+    # ModelOpt's (on k_proj and v_proj) and older checkpoints' one kv_scale for both.
+    def with_kv_scales(scales):
+        def build(rng, o, i):
+            return fp8_module(rng, o, i, (1,)), None
+        linear = {}
+        for name, value, dtype in scales:
+            module, suffix = name.rsplit(".", 1)
+            if dtype == "BF16":
+                bits = torch.tensor(value, dtype=torch.float32).to(torch.bfloat16)
+                t = ("BF16", (), bits.view(torch.int16).numpy().tobytes())
+            else:
+                t = plain(np.array(value, np.float32))
+            linear.setdefault(module, {})["." + suffix] = t
+        return build, linear
+
+    def kv_scale_case(name, scales, want):
+        build, extra = with_kv_scales(scales)
+        rng = np.random.default_rng(11)
+        linear = {m: build(rng, o, i)[0] for m, o, i in linear_shapes()}
+        for module, parts in extra.items():
+            linear.setdefault(module, {}).update(parts)
+        folder = os.path.join(args.workdir, name)
+        write_checkpoint(folder, rng, linear, fp8)
+        model = os.path.join(args.workdir, name + ".h5")
+        r = subprocess.run([args.tessera, "convert", "-i", folder, "-o", model],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            tally.check(False, f"{name}: convert failed: {r.stderr.strip()}")
+            return
+        got = tessera_weights(args.driver, model, list(want))
+        for weight, value in want.items():
+            dtype, values = got[weight]
+            tally.check(dtype == "f32" and values.shape == (1,) and values[0] == np.float32(value),
+                        f"{name} {weight}: {dtype} {values.tolist()}, not f32 [{value}]")
+
+    p = "model.layers.{}.self_attn."
+    kv_scale_case("kv_scales_compressed_tensors",
+                  [(p.format(i) + kv, 0.75 + i + (kv == "v_scale") / 8, "F32" if i else "BF16")
+                   for i in range(LAYERS) for kv in ("k_scale", "v_scale")],
+                  {f"layers.{i}.self_attn.{kv}": 0.75 + i + (kv == "v_scale") / 8
+                   for i in range(LAYERS) for kv in ("k_scale", "v_scale")})
+    kv_scale_case("kv_scales_modelopt",
+                  [(p.format(i) + proj, 2.5 * (i + 1), "F32") for i in range(LAYERS)
+                   for proj in ("k_proj.k_scale", "v_proj.v_scale")],
+                  {f"layers.{i}.self_attn.{kv}": 2.5 * (i + 1)
+                   for i in range(LAYERS) for kv in ("k_scale", "v_scale")})
+    kv_scale_case("kv_scales_one_for_both",
+                  [(p.format(i) + "kv_scale", 0.375, "F32") for i in range(LAYERS)],
+                  {f"layers.{i}.self_attn.{kv}": 0.375
+                   for i in range(LAYERS) for kv in ("k_scale", "v_scale")})
+
     # What is refused, in one line naming it.
+    build, extra = with_kv_scales([("model.layers.0.self_attn.k_scale", -1.0, "F32")])
+    refused(args, tally, "kv_scale_negative",
+            lambda rng, o, i: (build(rng, o, i)[0], None), fp8,
+            "the KV-cache scale 'model.layers.0.self_attn.k_scale' must be one positive number",
+            extra_tensors=extra)
     build, _ = awq_case(128)
     refused(args, tally, "awq_gemv_fast", build,
             {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": False,

@@ -113,11 +113,13 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
   const auto widened = [](const Tensor& t) {
     return t.dtype() == DType::kBF16 ? Tensor::from_f32(t.to_f32_vector(), t.shape()) : t;
   };
+  // An e4m3 pool holds its values over scales the CPU and GPU apply alike.
+  const ops::KvScale kv_scale =
+      c.pool_type == DType::kE4M3 ? ops::KvScale{0.3f, 1.7f} : ops::KvScale{};
   const Tensor cpu_k_pool = widened(k_pool);
-  ops::paged_attention_accumulate(Tensor::from_f32(q.to_f32_vector(), q.shape()), cpu_k_pool,
-                                  widened(v_pool),
-                                  ops::prepare_paged_attention(cpu_seqs, m, hq, cpu_k_pool), scale,
-                                  want);
+  ops::paged_attention_accumulate(
+      Tensor::from_f32(q.to_f32_vector(), q.shape()), cpu_k_pool, widened(v_pool),
+      ops::prepare_paged_attention(cpu_seqs, m, hq, cpu_k_pool), scale, want, kv_scale);
 
   // bf16 queries with head_dim a multiple of 16 take the tensor-core kernel's 64-vector tiles.
   const cuda::Elem q_elem = c.q_type == DType::kF32 ? cuda::Elem::kF32 : cuda::Elem::kBF16;
@@ -141,13 +143,15 @@ TEST_P(CudaAttention, PagedAttentionMatchesTheCpu) {
   const Tensor gq = q.to(dev), gk = k_pool.to(dev), gv = v_pool.to(dev);
   cuda::PagedAttentionArgs a;
   a.q_type = q_elem;
-  a.kv_type = c.pool_type == DType::kF32   ? cuda::Elem::kF32
-              : c.pool_type == DType::kF16 ? cuda::Elem::kF16
-                                           : cuda::Elem::kBF16;
+  a.kv_type = c.pool_type == DType::kF32    ? cuda::Elem::kF32
+              : c.pool_type == DType::kF16  ? cuda::Elem::kF16
+              : c.pool_type == DType::kE4M3 ? cuda::Elem::kE4M3
+                                            : cuda::Elem::kBF16;
   a.q = gq.raw();
   a.k_pool = gk.raw();
   a.v_pool = gv.raw();
-  a.m = m, a.n_heads = hq, a.n_kv_heads = hkv, a.head_dim = d, a.block_size = bs, a.scale = scale;
+  a.m = m, a.n_heads = hq, a.n_kv_heads = hkv, a.head_dim = d, a.block_size = bs;
+  a.scale = scale * kv_scale.key, a.v_scale = kv_scale.value;
   a.tiles = tiles.data<int32_t>();
   a.sequences = sequences.data<int32_t>();
   a.block_tables = tables.data<int32_t>();
@@ -205,6 +209,9 @@ std::vector<AttentionCase> attention_cases() {
   cases.push_back({{4, 4, 80}, DType::kF32, DType::kBF16, true});
   cases.push_back({{16, 1, 32}, DType::kF32, DType::kBF16, false});
   cases.push_back({{8, 2, 8}, DType::kF32, DType::kBF16, false});  // d 8: the float32 kernel
+  // An FP8 KV cache, by the float32 kernel and by tensor cores.
+  cases.push_back({{9, 3, 64}, DType::kE4M3, DType::kF32, true});
+  cases.push_back({{8, 2, 128}, DType::kE4M3, DType::kBF16, false});
   return cases;
 }
 

@@ -8,6 +8,7 @@
 // kernel sources on the CUDA emulator) everywhere.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 
@@ -257,18 +258,39 @@ TEST_P(GpuOps, KvWritesRoundingAndCopiesMatchTheCpu) {
   const int64_t blocks = 6, hkv = 3, bs = 4, d = 32, rows = 5;
   const Tensor k = random_tensor({rows, hkv, d}, 18), v = random_tensor({rows, hkv, d}, 19);
   const Tensor slots = Tensor::from_i64({0, 23, -1, 9, 10}, {rows});
-  for (const DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+  for (const DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kE4M3}) {
+    const ops::KvScale kv_scale = t == DType::kE4M3 ? ops::KvScale{0.013f, 3.1f} : ops::KvScale{};
     Tensor kp = Tensor::zeros({blocks, hkv, bs, d}, t), vp = Tensor::zeros({blocks, hkv, bs, d}, t);
     Tensor gkp = on_gpu(kp), gvp = on_gpu(vp);
-    ops::store_kv(kp, vp, k, v, slots);
-    ops::store_kv(gkp, gvp, on_gpu(k), on_gpu(v), on_gpu(slots));
+    ops::store_kv(kp, vp, k, v, slots, kv_scale);
+    ops::store_kv(gkp, gvp, on_gpu(k), on_gpu(v), on_gpu(slots), kv_scale);
     expect_near_all(gkp, kp, 0.0, "stored keys");
     expect_near_all(gvp, vp, 0.0, "stored values");
     Tensor r = k.clone(), gr = on_gpu(k);
-    ops::round_through(r, t);
-    ops::round_through(gr, t);
+    ops::round_through(r, t, kv_scale.key);
+    ops::round_through(gr, t, kv_scale.key);
     expect_near_all(gr, r, 0.0, "rounded through the cache type");
   }
+  // The GPU's e4m3 encoding is the host's, code for code: every magnitude from 2^-12 to 2^10 in
+  // steps finer than the codes', each code's value and the midpoints between neighbours (ties go
+  // to the even code), both signs, and the saturated range.
+  std::vector<float> x;
+  for (float a = 1.0f / 4096; a < 1024.0f; a *= 1.0078125f) x.push_back(a);
+  for (int c = 0; c < 0x7e; ++c) {
+    x.push_back(fp8_e4m3_to_float(uint8_t(c)));
+    x.push_back((fp8_e4m3_to_float(uint8_t(c)) + fp8_e4m3_to_float(uint8_t(c + 1))) / 2);
+  }
+  for (const float a : {0.0f, 448.0f, 455.9f, 464.0f, 1e30f}) x.push_back(a);
+  const size_t n = x.size();
+  for (size_t i = 0; i < n; ++i) x.push_back(-x[i]);
+  Tensor codes = Tensor::from_f32(x, {int64_t(x.size())}), gcodes = on_gpu(codes);
+  ops::round_through(codes, DType::kE4M3);
+  ops::round_through(gcodes, DType::kE4M3);
+  const std::vector<float> want = codes.to_f32_vector(),
+                           got = gcodes.to(Device::cpu()).to_f32_vector();
+  for (size_t i = 0; i < x.size(); ++i)
+    ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i]))
+        << "e4m3 of " << x[i] << ": " << got[i] << " on the GPU, " << want[i] << " on the host";
   Tensor back = Tensor::empty({rows, hkv, d}, DType::kF32);
   Tensor g1 = Tensor::empty({rows, hkv, d}, DType::kF32, gpu_);
   ops::copy(k, g1);  // host to GPU

@@ -298,9 +298,13 @@ TEST(Ops, AttentionInBlocksEqualsWholeCausalAttention) {
 // head dim)) is the same arithmetic as attention over the same keys laid out contiguously: equal
 // bit for bit, for a batch of sequences of different lengths (prefill rows and decode rows).
 TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
-  // Pools of f32, and of f16 (compared with contiguous f32 attention over the same values).
-  for (const DType pool_dtype : {DType::kF32, DType::kF16})
+  // Pools of f32, and of f16 and e4m3 (compared with contiguous f32 attention over the same
+  // values). The e4m3 pools' scales are powers of two, so that folding them into the scores and
+  // weights rounds nothing.
+  for (const DType pool_dtype : {DType::kF32, DType::kF16, DType::kE4M3})
   for (const int64_t d : {5, 64}) {
+    const ops::KvScale kv_scale =
+        pool_dtype == DType::kE4M3 ? ops::KvScale{0.5f, 4.0f} : ops::KvScale{};
     const int64_t hq = 6, hkv = 2, bs = 4, num_blocks = 40;
     // (keys before this step, rows of this step) per sequence
     const std::vector<std::pair<int64_t, int64_t>> shapes = {
@@ -310,12 +314,18 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
     Tensor q = Tensor::from_f32(random_vec(size_t(m * hq * d), 30), {m, hq, d});
     std::vector<float> kp = random_vec(size_t(num_blocks * hkv * bs * d), 31);
     std::vector<float> vp = random_vec(size_t(num_blocks * hkv * bs * d), 32);
-    std::vector<uint16_t> kh, vh;  // the f16 pools' bits; kp and vp become the values they hold
-    for (std::vector<float>* p : {&kp, &vp})
+    // The f16 and e4m3 pools' bits; kp and vp become the values they hold.
+    std::vector<uint16_t> kh, vh;
+    std::vector<uint8_t> k8, v8;
+    for (std::vector<float>* p : {&kp, &vp}) {
+      const float by = p == &kp ? kv_scale.key : kv_scale.value;
       for (float& x : *p) {
         (p == &kp ? kh : vh).push_back(float_to_half(x));
+        (p == &kp ? k8 : v8).push_back(float_to_fp8_e4m3(x / by));
         if (pool_dtype == DType::kF16) x = half_to_float(float_to_half(x));
+        if (pool_dtype == DType::kE4M3) x = fp8_e4m3_to_float(float_to_fp8_e4m3(x / by)) * by;
       }
+    }
     std::vector<int32_t> order(static_cast<size_t>(num_blocks));
     for (int32_t b = 0; b < num_blocks; ++b) order[size_t(b)] = b;
     std::shuffle(order.begin(), order.end(), std::mt19937(33));
@@ -340,9 +350,16 @@ TEST(Ops, PagedAttentionEqualsContiguousAttentionBitForBit) {
       std::copy(kh.begin(), kh.end(), k_pool.data<uint16_t>());
       std::copy(vh.begin(), vh.end(), v_pool.data<uint16_t>());
     }
+    if (pool_dtype == DType::kE4M3) {
+      k_pool = Tensor::empty({num_blocks, hkv, bs, d}, DType::kE4M3);
+      v_pool = Tensor::empty({num_blocks, hkv, bs, d}, DType::kE4M3);
+      std::copy(k8.begin(), k8.end(), static_cast<uint8_t*>(k_pool.raw()));
+      std::copy(v8.begin(), v8.end(), static_cast<uint8_t*>(v_pool.raw()));
+    }
     ops::AttentionState paged = ops::AttentionState::empty(m, hq, d);
     ops::paged_attention_accumulate(q, k_pool, v_pool,
-                                    ops::prepare_paged_attention(seqs, m, hq, k_pool), 0.3f, paged);
+                                    ops::prepare_paged_attention(seqs, m, hq, k_pool), 0.3f, paged,
+                                    kv_scale);
     Tensor got = Tensor::empty({m, hq, d}, DType::kF32);
     ops::attention_finish(paged, got);
     const std::vector<float> g = got.to_f32_vector();
