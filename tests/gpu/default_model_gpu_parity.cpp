@@ -5,9 +5,10 @@
 // float32 on both: the greedy tokens of 32 steps after a prompt must be identical, and the
 // logits of every step within 1e-4 of max|logit|; bf16 weights and activations: the drift of the
 // prompt's logits and how many of the 32 greedy tokens agree are reported (bf16 may diverge
-// after a near tie). On cuda:0 where there is a GPU, otherwise on an emulated GPU (the kernel
-// sources on the CUDA emulator; the matmuls there are the simple kernel, not cuBLAS).
-// Prints one JSON line; exits 1 when the float32 run differs.
+// after a near tie: at the first difference, the two tokens' gap in the CPU's logits and the
+// largest error of bf16's logits there are reported too). On cuda:0 where there is a GPU, otherwise
+// on an emulated GPU (the kernel sources on the CUDA emulator; the matmuls there are the simple
+// kernel, not cuBLAS). Prints one JSON line; exits 1 when the float32 run differs.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -132,6 +133,21 @@ int main(int argc, char** argv) {
         first_bf16_difference = s;
         break;
       }
+    // At the first difference (the same context until then): how far apart the two tokens are in
+    // the CPU's logits, against how far bf16's logits are from the CPU's there. A margin below
+    // the error is a near tie that bf16's rounding decides.
+    float tie_margin = 0, bf16_error = 0;
+    if (first_bf16_difference < steps) {
+      const size_t s = size_t(first_bf16_difference);
+      const Tensor& want = cpu.logits[s];
+      const Tensor& got = bf16.logits[s];
+      const int64_t vocab = want.dim(1), last = (want.dim(0) - 1) * vocab;
+      tie_margin =
+          want.data<float>()[last + cpu.tokens[s]] - want.data<float>()[last + bf16.tokens[s]];
+      for (int64_t v = 0; v < vocab; ++v)
+        bf16_error = std::max(bf16_error,
+                              std::abs(want.data<float>()[last + v] - got.data<float>()[last + v]));
+    }
     const bool graphs_ran =
         f32_graphs.graph_replays == steps - 1 && bf16.graph_replays == steps - 1;
     const bool ok = same_f32 == steps && worst <= 1e-4f && same_f32_graphs == steps &&
@@ -141,12 +157,14 @@ int main(int argc, char** argv) {
         "%.3g, \"f32_graphs_tokens_identical\": %d, \"f32_graphs_max_logit_drift\": %.3g, "
         "\"graph_replays\": %lld, \"bf16_prompt_logit_drift\": %.3g, \"bf16_tokens_identical\": "
         "%d, "
-        "\"bf16_first_difference\": %d, \"seconds\": {\"cpu\": %.2f, \"gpu_f32\": %.2f, "
+        "\"bf16_first_difference\": %d, \"bf16_difference_cpu_logit_margin\": %.3g, "
+        "\"bf16_difference_max_logit_error\": %.3g, \"seconds\": {\"cpu\": %.2f, \"gpu_f32\": "
+        "%.2f, "
         "\"gpu_f32_graphs\": %.2f, \"gpu_bf16_graphs\": %.2f}, \"ok\": %s}\n",
         where.c_str(), steps, same_f32, worst, same_f32_graphs, worst_graphs,
         (long long)f32_graphs.graph_replays, drift(cpu.logits[0], bf16.logits[0]), same_bf16,
-        first_bf16_difference, cpu.seconds, f32.seconds, f32_graphs.seconds, bf16.seconds,
-        ok ? "true" : "false");
+        first_bf16_difference, tie_margin, bf16_error, cpu.seconds, f32.seconds, f32_graphs.seconds,
+        bf16.seconds, ok ? "true" : "false");
     if (!ok) {
       std::fprintf(stderr,
                    "the float32 GPU path differs from the CPU's: %d of %d tokens, drift %g; with "
