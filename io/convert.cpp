@@ -295,6 +295,8 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
     rep.quantization = quant.description + (opt.dtype == "auto" && opt.quantize.empty()
                                                 ? " kept as it is"
                                                 : " decoded and stored as the options say");
+  std::map<std::string, std::pair<float, bool>> kv_scales;  // canonical name: value, its own
+  int64_t kv_scales_dropped = 0;
   for (const SafetensorsTensorInfo& t : ckpt.tensors()) {
     std::string name = t.name;
     if (name.rfind("model.", 0) == 0) name = name.substr(6);
@@ -302,11 +304,18 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
     if (name == "lm_head.weight" && c.tie_word_embeddings) continue;       // a saved copy of the tie
     if (const std::vector<std::string> scales = kv_cache_scale_names(name); !scales.empty()) {
       const std::vector<float> v = ckpt.read_f32(t.name);
-      TESSERA_CHECK(v.size() == 1 && std::isfinite(v[0]) && v[0] > 0,
-                    input << ": the KV-cache scale '" << t.name << "' must be one positive number");
+      if (v.size() != 1) {  // one per head (or another split): an FP8 cache takes one per layer
+        ++kv_scales_dropped;
+        continue;
+      }
+      TESSERA_CHECK(std::isfinite(v[0]) && v[0] > 0, input << ": the KV-cache scale '" << t.name
+                                                           << "' must be a positive number, not "
+                                                           << v[0]);
+      // A layer's own key (value) scale wins over a kv_scale for both.
       for (const std::string& scale : scales) {
-        checked.expect(scale, t.name, {1});
-        checked.write_as_is(scale, v.data(), DType::kF32);
+        checked.expect(scale, t.name, {1});  // (a name of this model's layers)
+        auto [it, fresh] = kv_scales.try_emplace(scale, v[0], scales.size() == 1);
+        if (!fresh && scales.size() == 1 && !it->second.second) it->second = {v[0], true};
       }
       continue;
     }
@@ -329,7 +338,14 @@ ConvertReport convert_hf(const std::string& input, const std::string& output,
                                                : t.dtype == "BF16" ? DType::kBF16
                                                                    : DType::kF32);
   }
+  for (const auto& [name, value] : kv_scales) checked.write_as_is(name, &value.first, DType::kF32);
   checked.finish(rep);
+  if (!kv_scales.empty())
+    rep.kv_cache_scales = std::to_string(kv_scales.size()) + " KV-cache scales kept";
+  if (kv_scales_dropped > 0)
+    rep.kv_cache_scales += (kv_scales.empty() ? "" : ", ") + std::to_string(kv_scales_dropped) +
+                           " KV-cache scale tensors of more than one number not kept (an FP8 "
+                           "cache takes one per layer: it uses 1 there)";
   return rep;
 }
 
@@ -554,7 +570,7 @@ ConvertReport convert_model(const std::string& input, const std::string& output,
   report(options, "wrote " + output + " (" + std::to_string(rep.tensors) + " tensors, " +
                       std::to_string(rep.bytes_written / 1000000) + " MB" +
                       (rep.quantization.empty() ? "" : "; " + rep.quantization) +
-                      ")");
+                      (rep.kv_cache_scales.empty() ? "" : "; " + rep.kv_cache_scales) + ")");
   return rep;
 }
 

@@ -41,6 +41,7 @@ struct ConvertReport {
   int64_t tensors = 0;
   uint64_t bytes_written = 0;
   std::string quantization;  // a quantized checkpoint's format ("AWQ int4, groups of 128"), or ""
+  std::string kv_cache_scales;  // what became of its FP8 KV-cache scales, or ""
 };
 
 // Decides from the path: a directory is a Hugging Face checkpoint, a file must be GGUF.

@@ -428,13 +428,13 @@ bool quantized_module_tensor(const SafetensorsCheckpoint& ckpt, const Checkpoint
 
 std::vector<std::string> kv_cache_scale_names(const std::string& name) {
   const std::string suffix = layer_suffix(name);
-  if (suffix.empty()) return {};
+  if (suffix.rfind("self_attn.", 0) != 0) return {};
   const std::string attn = name.substr(0, name.size() - suffix.size()) + "self_attn.";
-  if (suffix == "self_attn.k_scale" || suffix == "self_attn.k_proj.k_scale")
+  if (ends_with(suffix, ".k_scale") || suffix == "self_attn.k_proj.output_scale")
     return {attn + "k_scale"};
-  if (suffix == "self_attn.v_scale" || suffix == "self_attn.v_proj.v_scale")
+  if (ends_with(suffix, ".v_scale") || suffix == "self_attn.v_proj.output_scale")
     return {attn + "v_scale"};
-  if (suffix == "self_attn.kv_scale") return {attn + "k_scale", attn + "v_scale"};
+  if (ends_with(suffix, ".kv_scale")) return {attn + "k_scale", attn + "v_scale"};
   return {};
 }
 

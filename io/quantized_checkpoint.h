@@ -74,10 +74,10 @@ bool quantized_module_tensor(const SafetensorsCheckpoint& ckpt, const Checkpoint
                              const std::string& name, std::string& module, bool& is_weight);
 
 // The canonical KV-cache scales (io/model_store.h: layers.i.self_attn.k_scale, v_scale) that a
-// checkpoint's tensor `name` ("model." prefix removed) gives: layers.i.self_attn.k_scale and
-// v_scale (compressed-tensors, as vLLM names them), layers.i.self_attn.k_proj.k_scale and
-// v_proj.v_scale (NVIDIA ModelOpt), or layers.i.self_attn.kv_scale (older FP8 checkpoints: one
-// scale for both); none for any other tensor.
+// checkpoint's tensor `name` ("model." prefix removed) gives, under the names vLLM maps: a tensor
+// of layers.i.self_attn whose name ends in .k_scale (compressed-tensors' self_attn.k_scale,
+// ModelOpt's k_proj.k_scale), .v_scale, or .kv_scale (older FP8 checkpoints: one scale for
+// both), or k_proj / v_proj.output_scale (Quark's); none for any other tensor.
 std::vector<std::string> kv_cache_scale_names(const std::string& name);
 
 struct ImportedWeight {

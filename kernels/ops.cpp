@@ -81,11 +81,21 @@ void refill_paged_attention(PagedAttentionWork& work, const std::vector<PagedSeq
   work.sequences = seqs;
   backend_for(work.device.type).refill_paged_attention(work);
 }
+namespace {
+// Only an e4m3 cache has scales (f32, f16 and bf16 pools keep keys and values as they are).
+void check_kv_scale(DType pool, KvScale s) {
+  TESSERA_ASSERT(
+      pool == DType::kE4M3 || (s.key == 1.0f && s.value == 1.0f),
+      "a " << dtype_name(pool) << " KV cache takes no scales, got " << s.key << " / " << s.value);
+}
+}  // namespace
+
 void paged_attention_accumulate(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool,
                                 const PagedAttentionWork& work, float scale, AttentionState& state,
                                 KvScale kv_scale) {
   TESSERA_ASSERT(work.device == k_pool.device() && work.m == q.dim(0) && work.n_heads == q.dim(1),
                  "paged attention work prepared for other queries or pools");
+  check_kv_scale(k_pool.dtype(), kv_scale);
   on(q).paged_attention_accumulate(q, k_pool, v_pool, work, scale, kv_scale, state);
 }
 void attention_merge(AttentionState& state, const AttentionState& other) {
@@ -99,9 +109,11 @@ void store_kv(Tensor& k_pool, Tensor& v_pool, const Tensor& k, const Tensor& v, 
   TESSERA_ASSERT(slots.device() == k_pool.device(),
                  "store_kv into pools on " << k_pool.device().str() << " with slots on "
                                            << slots.device().str());
+  check_kv_scale(k_pool.dtype(), kv_scale);
   on(k_pool).store_kv(k_pool, v_pool, k, v, slots, kv_scale);
 }
 void round_through(Tensor& x, DType type, float scale) {
+  check_kv_scale(type, {scale, scale});
   on(x).round_through(x, type, scale);
 }
 void repetition_penalty(Tensor& logits, const Tensor& ids, const Tensor& offsets, float penalty) {

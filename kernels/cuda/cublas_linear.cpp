@@ -37,6 +37,7 @@ cudaDataType_t cuda_type(Elem t) {
 std::string linear(Elem t, const void* x, const void* w, const void* bias, int64_t m, int64_t n,
                    int64_t k, void* y, void* stream) {
   if (m == 0 || n == 0) return {};
+  if (t == Elem::kE4M3) return "linear: e4m3 elements are kept only by a KV cache";
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
     return "linear dimensions past cuBLAS's int range";
   std::string error;

@@ -331,6 +331,13 @@ def main():
         if r.returncode != 0:
             tally.check(False, f"{name}: convert failed: {r.stderr.strip()}")
             return
+        listed = json.loads(subprocess.run([args.driver, model, "--list"], capture_output=True,
+                                           text=True, check=True).stdout)
+        kept = sorted(w["name"] for w in listed if w["name"].endswith("_scale"))
+        tally.check(kept == sorted(want), f"{name}: KV-cache scales written: {kept}")
+        if not want:
+            tally.check("not kept" in r.stderr, f"{name}: convert says what it dropped: {r.stderr}")
+            return
         got = tessera_weights(args.driver, model, list(want))
         for weight, value in want.items():
             dtype, values = got[weight]
@@ -348,6 +355,20 @@ def main():
                    for proj in ("k_proj.k_scale", "v_proj.v_scale")],
                   {f"layers.{i}.self_attn.{kv}": 2.5 * (i + 1)
                    for i in range(LAYERS) for kv in ("k_scale", "v_scale")})
+    # One name for both and one for the key in the same layer: the key's own wins.
+    kv_scale_case("kv_scales_quark_and_twice",
+                  [(p.format(i) + "kv_scale", 0.5, "F32") for i in range(LAYERS)] +
+                  [(p.format(i) + "k_proj.output_scale", 9.0, "F32") for i in range(LAYERS)],
+                  {f"layers.{i}.self_attn.{kv}": 9.0 if kv == "k_scale" else 0.5
+                   for i in range(LAYERS) for kv in ("k_scale", "v_scale")})
+    kv_scale_case("kv_scales_quark",
+                  [(p.format(i) + proj + ".output_scale", 1.25, "F32") for i in range(LAYERS)
+                   for proj in ("k_proj", "v_proj")],
+                  {f"layers.{i}.self_attn.{kv}": 1.25
+                   for i in range(LAYERS) for kv in ("k_scale", "v_scale")})
+    # Scales per KV head (an FP8 cache takes one per layer): not kept, and convert says so.
+    kv_scale_case("kv_scales_per_head_not_kept",
+                  [(p.format(i) + "k_scale", [0.5] * KV_HEADS, "F32") for i in range(LAYERS)], {})
     kv_scale_case("kv_scales_one_for_both",
                   [(p.format(i) + "kv_scale", 0.375, "F32") for i in range(LAYERS)],
                   {f"layers.{i}.self_attn.{kv}": 0.375
@@ -357,7 +378,7 @@ def main():
     build, extra = with_kv_scales([("model.layers.0.self_attn.k_scale", -1.0, "F32")])
     refused(args, tally, "kv_scale_negative",
             lambda rng, o, i: (build(rng, o, i)[0], None), fp8,
-            "the KV-cache scale 'model.layers.0.self_attn.k_scale' must be one positive number",
+            "the KV-cache scale 'model.layers.0.self_attn.k_scale' must be a positive number",
             extra_tensors=extra)
     build, _ = awq_case(128)
     refused(args, tally, "awq_gemv_fast", build,
