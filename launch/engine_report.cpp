@@ -83,6 +83,13 @@ void report_engine(ProcessGroups& groups, const EngineStats& stats, const std::s
                      : 0.0,
                  100.0 * m.prefix_hit_rate(), (long long)m.cached_tokens,
                  (long long)m.prompt_tokens, (long long)m.preemptions);
+    if (m.speculative_steps > 0)
+      std::fprintf(stderr,
+                   "speculative decoding: %lld proposals in %lld steps of requests, %lld accepted "
+                   "(%.1f%%), %.2f tokens per such step\n",
+                   (long long)m.proposed_tokens, (long long)m.speculative_steps,
+                   (long long)m.accepted_tokens, 100.0 * m.acceptance_rate(),
+                   m.mean_accepted_length());
   }
   if (trace_path.empty()) return;
   // Every rank's spans to rank 0, which writes one trace (a process per rank, times in us from

@@ -81,6 +81,13 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "requests running at once (continuous batching)")
       ("max-step-tokens", po::value(&engine.scheduler.max_step_tokens)->default_value(2048),
        "tokens in one step; longer prompts are prefilled in chunks")
+      ("speculative", po::value(&speculative)->default_value(speculative),
+       "speculative decoding: ngram (prompt lookup: each decoding request's step also checks the "
+       "tokens that followed the latest earlier occurrence of its last few tokens; pays where "
+       "the output repeats the prompt: rewriting, editing given code) or off. Greedy and seeded "
+       "output stays the same")
+      ("num-speculative-tokens", po::value(&speculative_tokens)->default_value(speculative_tokens),
+       "tokens proposed per request and step with --speculative")
       ("max-in-flight", po::value(&engine.max_in_flight)->default_value(0),
        "steps in the pipeline at once, each with its own requests (0: one per stage)")
       ;
@@ -104,6 +111,11 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(flags.max_sequences >= 1, "--max-batch must be at least 1");
   TESSERA_CHECK(flags.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
+  TESSERA_CHECK(o.speculative == "ngram" || o.speculative == "off",
+                "--speculative must be ngram or off, got '" << o.speculative << "'");
+  TESSERA_CHECK(o.speculative_tokens >= 1,
+                "--num-speculative-tokens must be at least 1, got " << o.speculative_tokens);
+  o.engine.speculative_tokens = o.speculative == "ngram" ? o.speculative_tokens : 0;
   TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
   TESSERA_CHECK(o.device.step_timeout > 0,
                 "--step-timeout must be positive, got " << o.device.step_timeout);

@@ -26,6 +26,8 @@ struct ModelRunOptions {
   DeviceOptions device;
   std::string kv_dtype = "f32";    // --kv-cache-dtype: f32, f16 or fp8 (= fp8_e4m3)
   std::string comm_dtype = "f32";  // --comm-dtype: f32, bf16 or q8 (parallel/wire_format.h)
+  std::string speculative = "off";  // --speculative: ngram or off
+  int64_t speculative_tokens = 4;   // --num-speculative-tokens
   EngineOptions engine;
   std::string trace;
   double stats_interval = 10;  // seconds between progress lines (0: none)

@@ -30,7 +30,10 @@ std::vector<int32_t> sample_rows(const LlamaModel& model, const Tensor& local_lo
 // log-probabilities (empty for the others).
 struct SampledTokens {
   std::vector<int32_t> tokens;
-  std::vector<TokenLogprobs> logprobs;  // one per row
+  std::vector<TokenLogprobs> logprobs;  // one per token
+  // A step's: how many of the tokens each sampled sequence gets, in plan order (1, or with
+  // speculative decoding 1 to drafts + 1). Empty from sample_with_logprobs (a token per row).
+  std::vector<int32_t> counts;
 };
 // sample_rows() with log-probabilities. Collective over the TP group like sample_rows(); the
 // rows that ask for log-probabilities gather their whole row of logits (to the host).

@@ -72,6 +72,15 @@ Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOption
   so.sp = s.sp_size;
   // Stages work on different chunks of a prompt at once: two chunks per stage.
   so.prompt_chunks = stages > 1 ? 2 * stages : 1;
+  TESSERA_CHECK(options_.speculative_tokens >= 0, "speculative_tokens must be >= 0");
+  so.speculative_tokens = options_.speculative_tokens;
+  if (so.speculative_tokens > 0) {
+    const NgramOptions ngram = options_.ngram;
+    propose_ngram({}, 0, ngram);  // (checks the options)
+    so.propose = [ngram](const std::vector<int32_t>& tokens, int64_t k) {
+      return propose_ngram(tokens, k, ngram);
+    };
+  }
   scheduler_ = std::make_unique<Scheduler>(so);  // every rank checks the options alike
 }
 
@@ -213,21 +222,29 @@ bool Engine::accept_token(Sequence& s, int32_t token, const TokenLogprobs& logpr
 
 void Engine::apply_tokens(const StepPlan& plan, const SampledTokens& sampled) {
   const std::vector<int32_t>& tokens = sampled.tokens;
-  size_t i = 0;
+  size_t i = 0, seq = 0;
   for (const SequenceWork& w : plan.work) {
     if (!w.sample) continue;
-    TESSERA_ASSERT(i < tokens.size(), "step " << plan.id << " returned too few tokens");
+    TESSERA_ASSERT(seq < sampled.counts.size(), "step " << plan.id << " returned too few counts");
+    const size_t count = size_t(sampled.counts[seq++]);
+    TESSERA_ASSERT(count >= 1 && i + count <= tokens.size(),
+                   "step " << plan.id << " returned too few tokens");
     auto it = sequences_.find(w.seq);
     TESSERA_ASSERT(it != sequences_.end(), "step " << plan.id << " sampled for sequence " << w.seq
                                                    << ", which the leader does not hold");
     Sequence& s = *it->second;
-    const int32_t token = tokens[i];
-    const TokenLogprobs& lp = sampled.logprobs[i++];
+    const std::vector<int32_t> these(tokens.begin() + i, tokens.begin() + i + count);
+    const size_t first = i;
+    i += count;
     if (s.cancelled) {
       finish(s, "cancelled");
-    } else if (accept_token(s, token, lp)) {
-      scheduler_->append(w.seq, token);
+      continue;
     }
+    // One at a time, as decoding would have made them: a stop or the length ends it there.
+    bool going = true;
+    for (size_t j = 0; j < count && going; ++j)
+      going = accept_token(s, these[j], sampled.logprobs[first + j]);
+    if (going) scheduler_->append(w.seq, these);
   }
   TESSERA_ASSERT(i == tokens.size(), "step " << plan.id << " returned too many tokens");
 }

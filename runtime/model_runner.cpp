@@ -1,6 +1,7 @@
 #include "runtime/model_runner.h"
 
 #include <chrono>
+#include <deque>
 
 #include "parallel/sp_split.h"
 #include "runtime/decode_graphs.h"
@@ -96,29 +97,58 @@ StepOutput ModelRunner::finish_last_stage(const StepPlan& plan, const StepInputs
                                           const Tensor& logits) {
   StepOutput out;
   std::vector<RowSampling> rows;
-  std::vector<int64_t> sampled_rows;  // of `logits`: each sampled sequence's last
+  std::vector<int64_t> sampled_rows;  // of `logits`: each sampled sequence's last (drafts + 1)
+  // The ids before each row a speculating sequence samples: its history without the proposals
+  // after that row (the repetition penalty sees what decoding one token at a time would).
+  std::deque<std::vector<int32_t>> histories;
   bool asked = false;
   int64_t at = 0;
   for (size_t i = 0; i < plan.work.size(); ++i) {
     const SequenceWork& w = plan.work[i];
     at += in.sequences[i].logits;
-    asked |= w.logits != 0;
+    asked |= w.logits != 0 && w.drafts == 0;
     if (!w.sample) continue;
-    rows.push_back({w.sampling, w.output_index, &sequences_.at(w.seq).history});
-    sampled_rows.push_back(at - 1);
+    const std::vector<int32_t>& history = sequences_.at(w.seq).history;
+    TESSERA_ASSERT(in.sequences[i].logits > w.drafts,
+                   "sequence " << w.seq << " checks " << w.drafts << " proposals with "
+                               << in.sequences[i].logits << " rows of logits");
+    for (int64_t j = 0; j <= w.drafts; ++j) {
+      const std::vector<int32_t>* before = &history;
+      if (j < w.drafts) {
+        histories.emplace_back(history.begin(), history.end() - (w.drafts - j));
+        before = &histories.back();
+      }
+      rows.push_back({w.sampling, w.output_index + j, before});
+      sampled_rows.push_back(at - 1 - w.drafts + j);
+    }
   }
   if (asked) out.logits = logits.to(Device::cpu());
-  if (!rows.empty()) {
-    Tensor to_sample = logits;  // its rows are the sampled rows unless logits were asked for
-    if (int64_t(sampled_rows.size()) != logits.dim(0)) {
-      to_sample =
-          Tensor::empty({int64_t(rows.size()), logits.dim(1)}, DType::kF32, logits.device());
-      for (size_t j = 0; j < sampled_rows.size(); ++j) {
-        Tensor row = to_sample.rows(int64_t(j), int64_t(j) + 1);
-        ops::copy(logits.rows(sampled_rows[j], sampled_rows[j] + 1), row);
-      }
+  if (rows.empty()) return out;
+  Tensor to_sample = logits;  // its rows are the sampled rows unless logits were asked for
+  if (int64_t(sampled_rows.size()) != logits.dim(0)) {
+    to_sample = Tensor::empty({int64_t(rows.size()), logits.dim(1)}, DType::kF32, logits.device());
+    for (size_t j = 0; j < sampled_rows.size(); ++j) {
+      Tensor row = to_sample.rows(int64_t(j), int64_t(j) + 1);
+      ops::copy(logits.rows(sampled_rows[j], sampled_rows[j] + 1), row);
     }
-    out.sampled = sample_with_logprobs(model_, to_sample, rows);
+  }
+  const SampledTokens all = sample_with_logprobs(model_, to_sample, rows);
+  // Each sequence keeps its tokens up to the first that is not the proposal after it (which it
+  // keeps too: what decoding would have sampled there); its history drops the proposals after.
+  size_t row = 0;
+  for (const SequenceWork& w : plan.work) {
+    if (!w.sample) continue;
+    const int32_t* proposals = w.tokens.data() + (int64_t(w.tokens.size()) - w.drafts);
+    int64_t keep = 1;
+    while (keep <= w.drafts && all.tokens[row + size_t(keep) - 1] == proposals[keep - 1]) ++keep;
+    for (int64_t j = 0; j < keep; ++j) {
+      out.sampled.tokens.push_back(all.tokens[row + size_t(j)]);
+      out.sampled.logprobs.push_back(all.logprobs[row + size_t(j)]);
+    }
+    out.sampled.counts.push_back(int32_t(keep));
+    std::vector<int32_t>& history = sequences_.at(w.seq).history;
+    history.resize(history.size() - size_t(w.drafts - (keep - 1)));
+    row += size_t(w.drafts + 1);
   }
   return out;
 }
@@ -127,12 +157,19 @@ void ModelRunner::send_sampled(const StepPlan& plan, const SampledTokens& sample
   const ModelShard& shard = model_.shard();
   if (model_.stage().first() || shard.tp_rank != 0 || shard.sp_rank != 0 || sampled.tokens.empty())
     return;
+  // Per sampled sequence: its count, then drafts + 1 records (those past the count unused).
   std::vector<int32_t> message = {int32_t(plan.id & 0x7fffffff)};
-  size_t row = 0;
+  size_t token = 0, seq = 0;
   for (const SequenceWork& w : plan.work)
     if (w.sample) {
-      append_sampled(message, sampled.tokens[row], sampled.logprobs[row], w.sampling.logprobs);
-      ++row;
+      const int32_t count = sampled.counts[seq++];
+      message.push_back(count);
+      for (int64_t j = 0; j <= w.drafts; ++j) {
+        const bool real = j < count;
+        append_sampled(message, real ? sampled.tokens[token] : 0,
+                       real ? sampled.logprobs[token] : TokenLogprobs{}, w.sampling.logprobs);
+        token += real;
+      }
     }
   model_.stage().send_to_first(Tensor::from_i32(message, {int64_t(message.size())}));
 }
@@ -171,7 +208,7 @@ StepOutput ModelRunner::execute(const StepPlan& plan) {
 SampledTokens ModelRunner::receive_sampled(const StepPlan& plan) const {
   int64_t words = 1;
   for (const SequenceWork& w : plan.work)
-    if (w.sample) words += sampled_words(w.sampling.logprobs);
+    if (w.sample) words += 1 + (w.drafts + 1) * sampled_words(w.sampling.logprobs);
   Tensor t = Tensor::empty({words}, DType::kI32);
   model_.stage().receive_from_last(t);
   TESSERA_ASSERT(t.data<int32_t>()[0] == int32_t(plan.id & 0x7fffffff),
@@ -181,9 +218,18 @@ SampledTokens ModelRunner::receive_sampled(const StepPlan& plan) const {
   size_t at = 1;
   for (const SequenceWork& w : plan.work)
     if (w.sample) {
-      sampled.logprobs.emplace_back();
-      sampled.tokens.push_back(
-          read_sampled(message, at, w.sampling.logprobs, sampled.logprobs.back()));
+      const int32_t count = message[at++];
+      TESSERA_ASSERT(count >= 1 && count <= w.drafts + 1, "step "
+                                                              << plan.id << " returned " << count
+                                                              << " tokens for sequence " << w.seq);
+      sampled.counts.push_back(count);
+      for (int64_t j = 0; j <= w.drafts; ++j) {
+        TokenLogprobs lp;
+        const int32_t token = read_sampled(message, at, w.sampling.logprobs, lp);
+        if (j >= count) continue;
+        sampled.tokens.push_back(token);
+        sampled.logprobs.push_back(std::move(lp));
+      }
     }
   return sampled;
 }

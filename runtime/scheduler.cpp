@@ -36,6 +36,9 @@ struct Scheduler::Seq {
   bool running = false;  // admitted: holds blocks
   bool awaiting = false;  // its sampled token has not arrived
   bool starting = false;  // admitted (or forked), no step yet: the next plan sends whole tables
+  int64_t drafts = 0;     // proposals its step in flight checks (their K/V are being written)
+  int64_t held = 0;       // rows its tables were grown for (past fed after rejected proposals;
+                          // those blocks stay its own and are written over as it goes on)
   std::vector<std::vector<int32_t>> tables;  // per SP rank
   std::vector<uint64_t> hashes;              // of its leading full blocks (SP rank 0, no SP)
 };
@@ -161,17 +164,22 @@ void Scheduler::grow(Seq& s, int64_t length, StepPlan& plan,
       }
     }
   }
+  s.held = std::max(s.held, length);
 }
 
-void Scheduler::publish_full_blocks(Seq& s, int64_t length) {
+void Scheduler::publish_full_blocks(Seq& s, int64_t length, bool written) {
   if (!options_.prefix_caching) return;
   const int64_t bs = options_.block_size;
   for (int64_t j = int64_t(s.hashes.size()); (j + 1) * bs <= length; ++j) {
     const uint64_t previous = j == 0 ? 0 : s.hashes.back();
     const uint64_t h = block_hash(previous, s.known.data() + j * bs, bs);
-    // Shared only from the next step on: a block written in this step is not yet written when
-    // the step's copies (done before it) would copy it.
-    unpublished_.push_back({s.tables[0][size_t(j)], h});
+    // A block this step writes is shared only from the next step on: it is not yet written
+    // when the step's copies (done before it) would copy it. One written already (accepted
+    // proposals) is shared now, while the sequence surely holds it.
+    if (written)
+      blocks_[0].publish(s.tables[0][size_t(j)], h);
+    else
+      unpublished_.push_back({s.tables[0][size_t(j)], h});
     s.hashes.push_back(h);
   }
 }
@@ -204,6 +212,7 @@ void Scheduler::release_blocks(Seq& s) {
     s.tables[size_t(r)].clear();
   }
   s.hashes.clear();
+  s.held = 0;
 }
 
 void Scheduler::preempt(Seq& s) {
@@ -217,16 +226,18 @@ void Scheduler::preempt(Seq& s) {
   ++metrics_.preemptions;
 }
 
-void Scheduler::add_work(Seq& s, int64_t n, StepPlan& plan) {
+void Scheduler::add_work(Seq& s, int64_t n, StepPlan& plan, std::vector<int32_t> proposals) {
   std::vector<int64_t> known_to_ranks(size_t(options_.sp));  // table entries the ranks hold
   for (int r = 0; r < options_.sp && !s.starting; ++r)
     known_to_ranks[size_t(r)] = int64_t(s.tables[size_t(r)].size());
   std::vector<std::vector<TableEntry>> replaced(size_t(options_.sp));
-  grow(s, s.fed + n, plan, replaced);
+  const int64_t drafts = int64_t(proposals.size());
+  grow(s, s.fed + n + drafts, plan, replaced);  // (the proposals' rows too)
   SequenceWork w;
   w.seq = s.id;
   w.position = s.fed;
   w.tokens.assign(s.known.begin() + s.fed, s.known.begin() + s.fed + n);
+  w.tokens.insert(w.tokens.end(), proposals.begin(), proposals.end());
   for (int r = 0; r < options_.sp; ++r) {
     const std::vector<int32_t>& table = s.tables[size_t(r)];
     KvShare k;
@@ -240,14 +251,22 @@ void Scheduler::add_work(Seq& s, int64_t n, StepPlan& plan) {
   if (s.starting) w.context.assign(s.known.begin(), s.known.begin() + s.fed);
   s.starting = false;
   const bool decode = s.fed >= s.prefill;
-  s.fed += n;
+  s.fed += n;  // (the proposals' rows count once they are accepted: append)
   (decode ? metrics_.decode_tokens : metrics_.prefill_tokens) += n;
   publish_full_blocks(s, s.fed);
   w.sample = s.fed == int64_t(s.known.size());
+  TESSERA_ASSERT(w.sample || drafts == 0, "proposals for sequence " << s.id << ", not decoding");
   if (w.sample) {
     w.output_index = int64_t(s.known.size()) - s.prompt;
     w.sampling = s.sampling;
+    w.drafts = drafts;
+    if (drafts > 0) w.logits = drafts + 1;
+    s.drafts = drafts;
     s.awaiting = true;
+    if (drafts > 0) {
+      metrics_.proposed_tokens += drafts;
+      ++metrics_.speculative_steps;
+    }
   }
   plan.work.push_back(std::move(w));
 }
@@ -280,15 +299,25 @@ StepPlan Scheduler::schedule() {
     }
     return true;
   };
-  // 1. Decoding sequences: one token each. (Over a copy of the list: preemption changes it.)
+  // 1. Decoding sequences: one token each, and proposals to check with speculative decoding (no
+  // more than the sequence may still produce, less one, nor than the budget leaves). (Over a copy
+  // of the list: preemption changes it.)
+  const bool speculate = options_.speculative_tokens > 0 && options_.propose && !sp;
   for (int64_t id : std::vector<int64_t>(running_)) {
     if (full()) break;
     Seq& s = *seqs_.at(id);
     if (!ready(s) || s.fed < s.prefill) continue;
-    if (!make_room(s, s.fed + 1)) continue;
-    add_work(s, 1, plan);
+    std::vector<int32_t> proposals;
+    const int64_t k = std::min(
+        {options_.speculative_tokens, budget - 1, s.max_length - int64_t(s.known.size()) - 1});
+    if (speculate && k > 0) {
+      proposals = options_.propose(s.known, k);
+      if (int64_t(proposals.size()) > k) proposals.resize(size_t(k));
+    }
+    if (!make_room(s, s.fed + 1 + int64_t(proposals.size()))) continue;
+    budget -= 1 + int64_t(proposals.size());
+    add_work(s, 1, plan, std::move(proposals));
     in_plan.push_back(s.id);
-    budget -= 1;
   }
   // 2. Admitted prompts still being prefilled, then new ones in arrival order.
   auto prefill_chunk = [&](Seq& s) {
@@ -378,11 +407,21 @@ std::vector<int64_t> Scheduler::admission_blocks(const Seq& s) const {
   return need;
 }
 
-void Scheduler::append(int64_t id, int32_t token) {
+void Scheduler::append(int64_t id, const std::vector<int32_t>& tokens) {
   Seq& s = *seqs_.at(id);
   TESSERA_ASSERT(s.awaiting, "a token for sequence " << id << ", which awaits none");
+  const int64_t accepted = int64_t(tokens.size()) - 1;  // proposals that were the tokens
+  TESSERA_ASSERT(accepted >= 0 && accepted <= s.drafts, tokens.size() << " tokens for sequence "
+                                                                      << id << ", which checked "
+                                                                      << s.drafts << " proposals");
   s.awaiting = false;
-  s.known.push_back(token);
+  s.known.insert(s.known.end(), tokens.begin(), tokens.end());
+  // The accepted proposals' K/V are the sequence's now; the others' rows are written over later.
+  s.fed += accepted;
+  publish_full_blocks(s, s.fed, true);
+  metrics_.accepted_tokens += accepted;
+  metrics_.decode_tokens += accepted;
+  s.drafts = 0;
 }
 
 void Scheduler::finish(int64_t id) {
@@ -452,10 +491,10 @@ void Scheduler::check_invariants() const {
                      "running sequence " << id << " is not listed once as running");
       for (int r = 0; r < options_.sp; ++r) {
         const auto& table = s->tables[size_t(r)];
-        TESSERA_ASSERT(
-            int64_t(table.size()) == ceil_div(rows_after(*s, r, s->fed), options_.block_size),
-            "sequence " << id << " holds " << table.size() << " blocks on SP rank " << r << " for "
-                        << rows_after(*s, r, s->fed) << " rows");
+        const int64_t rows = rows_after(*s, r, std::max(s->fed, s->held));
+        TESSERA_ASSERT(int64_t(table.size()) == ceil_div(rows, options_.block_size),
+                       "sequence " << id << " holds " << table.size() << " blocks on SP rank " << r
+                                   << " for " << rows << " rows");
         for (int32_t b : table) ++refs[size_t(r)][size_t(b)];
       }
     } else {

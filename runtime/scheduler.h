@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -54,6 +55,11 @@ struct SchedulerOptions {
   int sp = 1;                      // SP ranks: a prompt is prefilled whole, alone in its step
   bool prefix_caching = true;      // (off when sp > 1)
   bool static_batches = false;     // baseline: admit only when nothing runs (a static batch)
+  // Speculative decoding: a decoding sequence's step also carries up to speculative_tokens
+  // proposals, propose(its tokens so far, at most k) (runtime/ngram_proposer.h), which the last
+  // stage checks (SequenceWork::drafts). Not with sp > 1.
+  int64_t speculative_tokens = 0;
+  std::function<std::vector<int32_t>(const std::vector<int32_t>& tokens, int64_t k)> propose;
 };
 
 struct SchedulerMetrics {
@@ -65,6 +71,16 @@ struct SchedulerMetrics {
   int64_t decode_tokens = 0;   // single tokens fed back after sampling
   int64_t preemptions = 0;
   int64_t steps = 0;
+  int64_t proposed_tokens = 0;    // speculative decoding: proposals checked
+  int64_t accepted_tokens = 0;    // of which were the sampled tokens
+  int64_t speculative_steps = 0;  // a sequence's steps that carried proposals
+  double acceptance_rate() const {
+    return proposed_tokens > 0 ? double(accepted_tokens) / double(proposed_tokens) : 0.0;
+  }
+  // Tokens a speculating sequence's step produced, on average (1 + accepted proposals).
+  double mean_accepted_length() const {
+    return speculative_steps > 0 ? 1.0 + double(accepted_tokens) / double(speculative_steps) : 0.0;
+  }
   int64_t peak_blocks_used = 0;
   int64_t wasted_slots_at_peak = 0;  // token slots allocated but empty, at the peak
   double prefix_hit_rate() const {
@@ -92,8 +108,10 @@ class Scheduler {
   void fork(int64_t id, int64_t new_id, const SamplingParams& sampling);
   // The next step; empty (no work) when nothing can run now.
   StepPlan schedule();
-  // The token sampled for sequence id arrived: it continues with it.
-  void append(int64_t id, int32_t token);
+  // The tokens sampled for sequence id arrived (one, or with proposals the accepted ones and the
+  // token after them): it continues with them.
+  void append(int64_t id, const std::vector<int32_t>& tokens);
+  void append(int64_t id, int32_t token) { append(id, std::vector<int32_t>{token}); }
   // The sequence is done (its token arrived and ended it, or it was cancelled while not in
   // flight): its blocks go back now; every rank forgets it with the next step.
   void finish(int64_t id);
@@ -119,8 +137,11 @@ class Scheduler {
   void admit(Seq& s);  // prefix-cache lookup; s becomes running
   void preempt(Seq& s);
   void release_blocks(Seq& s);
-  void publish_full_blocks(Seq& s, int64_t length);
-  void add_work(Seq& s, int64_t n, StepPlan& plan);
+  // Publishes s's full blocks up to `length` rows to the prefix cache: at the end of the next
+  // schedule() (their rows are written by the step being planned), or now when `written`.
+  void publish_full_blocks(Seq& s, int64_t length, bool written = false);
+  // n of s's tokens from s.fed, then `proposals` (decoding only) into the plan.
+  void add_work(Seq& s, int64_t n, StepPlan& plan, std::vector<int32_t> proposals = {});
   void track_waste();
   std::vector<int64_t> admission_blocks(const Seq& s) const;
   bool being_computed(uint64_t hash) const;  // a full block of this step has this hash

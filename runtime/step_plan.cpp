@@ -107,6 +107,7 @@ std::string StepPlan::encode() const {
     w.put(uint8_t(s.sample));
     w.put(s.output_index);
     w.put(s.sampling);  // trivially copyable: the same binary on every rank
+    w.put(s.drafts);
   }
   return w.take();
 }
@@ -141,6 +142,10 @@ StepPlan StepPlan::decode(const std::string& bytes) {
     s.sample = r.get<uint8_t>() != 0;
     s.output_index = r.get<int64_t>();
     s.sampling = r.get<SamplingParams>();
+    s.drafts = r.get<int64_t>();
+    TESSERA_ASSERT(
+        s.drafts == 0 || (s.sample && s.drafts > 0 && s.drafts < int64_t(s.tokens.size())),
+        "step plan: " << s.drafts << " proposals among " << s.tokens.size() << " tokens");
   }
   TESSERA_ASSERT(r.done(), "step plan: bytes left over");
   return p;

@@ -46,6 +46,11 @@ struct SequenceWork {
   bool sample = false;           // the last stage samples the next token after this step
   int64_t output_index = 0;      // with sample: which output token this is (seeds the sampler)
   SamplingParams sampling;       // with sample
+  // With sample, speculative decoding: the last `drafts` tokens are proposals, not yet the
+  // sequence's. The last stage samples after each of the last drafts + 1 rows (output_index,
+  // output_index + 1, ...: the tokens decoding would sample there) and keeps the tokens up to the
+  // first that differs from the proposal it checks: 1 to drafts + 1 tokens.
+  int64_t drafts = 0;
 };
 
 // One SP rank's block table of a sequence after the step changes it by `share`: the whole table

@@ -226,6 +226,30 @@ def test_kv_cache_dtype(tessera, tiny_model):
                               "--kv-cache-dtype", "bf16"), "--kv-cache-dtype", "bf16")
 
 
+def test_speculative_decoding_flags(tessera, default_model, tiny_model):
+    # Prompt lookup on the default model asked to copy a passage changes no token (greedy, and
+    # sampled with a seed); the run report counts the proposals; a bad method or count is one line.
+    prompt = ("Repeat this sentence exactly: The lighthouse keeper climbed the stairs every "
+              "evening at dusk, carrying a can of oil and a cloth to clean the great lens.")
+    out = {}
+    for spec in ("off", "ngram"):
+        for extra in ((), ("--temperature", "0.8", "--seed", "5")):
+            r = run(tessera, "generate", "-m", default_model, "--chat", "-p", prompt, "-n", "40",
+                    "--speculative", spec, "--num-speculative-tokens", "3", *extra)
+            assert r.returncode == 0, r.stderr
+            out[spec, extra] = r.stdout
+            if spec == "ngram" and not extra:
+                assert "speculative decoding:" in r.stderr and "proposals" in r.stderr, r.stderr
+    assert out["off", ()] == out["ngram", ()]
+    assert out["off", ("--temperature", "0.8", "--seed", "5")] == \
+        out["ngram", ("--temperature", "0.8", "--seed", "5")]
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                              "--speculative", "eagle"), "--speculative", "eagle")
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                              "--speculative", "ngram", "--num-speculative-tokens", "0"),
+                          "--num-speculative-tokens", "0")
+
+
 def test_device_flags(tessera, tiny_model):
     # --device cpu runs and says so; auto falls back to the CPU where there is no GPU; a bad
     # value, --device cuda without a GPU and a bad --gpu-memory are one line each.

@@ -328,6 +328,34 @@ TEST_F(EngineTest, EightWayTensorParallel) {
 
 // A KV cache far too small for the load: sequences are preempted and recomputed, and every
 // request still ends with the tokens it has alone.
+// Speculative decoding by prompt lookup changes no token, greedy or seeded (each checked token
+// is sampled as decoding samples it: same logits, same seed per output index), on one rank and
+// under TP, PP with steps in flight, and both; and proposals were checked, some accepted and
+// some not. (The random model's outputs repeat themselves, so n-grams of 1 to 3 tokens recur.)
+EngineOptions speculating() {
+  EngineOptions o;
+  o.speculative_tokens = 3;
+  o.ngram = {1, 3};
+  return o;
+}
+TEST_F(EngineTest, SpeculativeDecodingChangesNoTokenOnOneRank) {
+  check({1, 1, 1}, speculating());
+  if (!last_metrics_.steps) return;  // (not the leader)
+  std::printf("speculative decoding, one rank: %lld proposals, %lld accepted, %lld steps\n",
+              (long long)last_metrics_.proposed_tokens, (long long)last_metrics_.accepted_tokens,
+              (long long)last_metrics_.steps);
+  EXPECT_GT(last_metrics_.proposed_tokens, 100);
+  EXPECT_GT(last_metrics_.accepted_tokens, 20);
+  EXPECT_LT(last_metrics_.accepted_tokens, last_metrics_.proposed_tokens);
+}
+TEST_F(EngineTest, SpeculativeDecodingUnderTensorAndPipelineParallelism) {
+  check({2, 1, 1}, speculating());
+  check({1, 2, 1}, speculating());
+  check({2, 2, 1}, speculating());
+  if (!last_metrics_.steps) return;
+  EXPECT_GT(last_metrics_.accepted_tokens, 20);
+}
+
 TEST_F(EngineTest, PreemptionKeepsEveryRequestsTokens) {
   EngineOptions o;
   o.scheduler.num_blocks = 12;  // 192 tokens for 64 requests of up to 64 positions each

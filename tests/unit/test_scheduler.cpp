@@ -92,7 +92,30 @@ struct Shadow {  // what a sequence has been given and what the test expects of 
   int64_t prefill = 0;  // tokens of its last step at position 0 (SP: where the split was)
   int64_t fed = 0;
   bool awaiting = false;
+  std::vector<int32_t> proposals;  // those its step in flight checks
 };
+
+// With speculative decoding the sampled tokens follow from the tokens so far (so that a proposer
+// can know them): the token after `known`.
+int32_t next_token(const std::vector<int32_t>& known) {
+  const uint64_t h = uint64_t(known.size()) * 0x9E3779B97F4A7C15ull ^
+                     uint64_t(known.back()) * 0xBF58476D1CE4E5B9ull ^
+                     uint64_t(known[known.size() / 2]) * 0x94D049BB133111EBull;
+  return int32_t((h >> 33) % 50);
+}
+// Up to k proposals: the tokens that will follow, each wrong about one time in four (by a hash
+// of the tokens, so the same tokens get the same proposals), sometimes fewer than k.
+std::vector<int32_t> propose_mostly_right(const std::vector<int32_t>& known, int64_t k) {
+  std::vector<int32_t> t = known, out;
+  const int64_t n = int64_t((next_token(known) * 7 + int64_t(known.size())) % (k + 2));
+  for (int64_t i = 0; i < std::min(n, k); ++i) {
+    int32_t next = next_token(t);
+    t.push_back(next);
+    if ((next_token(t) + i) % 4 == 0) next = (next + 1) % 50;  // a wrong guess
+    out.push_back(next);
+  }
+  return out;
+}
 
 class SchedulerSimulation {
  public:
@@ -144,9 +167,17 @@ class SchedulerSimulation {
       // A sequence continues where it stopped, or starts again (after a preemption, from its
       // cached prefix): either way the rows before `position` must hold its tokens (below).
       if (w.position != q.fed) ++restarts_;
-      ASSERT_LE(w.position + int64_t(w.tokens.size()), int64_t(q.known.size()));
+      // Its tokens so far, then the proposals the step checks (written like any other row).
+      ASSERT_TRUE(w.drafts == 0 || (w.sample && o_.speculative_tokens > 0 && o_.sp == 1));
+      ASSERT_LE(w.drafts, o_.speculative_tokens);
+      ASSERT_EQ(w.logits, w.drafts > 0 ? w.drafts + 1 : 0);
+      std::vector<int32_t> tokens = q.known;
+      tokens.insert(tokens.end(), w.tokens.end() - w.drafts, w.tokens.end());
+      ASSERT_LE(w.position + int64_t(w.tokens.size()), int64_t(tokens.size()));
       for (size_t i = 0; i < w.tokens.size(); ++i)
-        ASSERT_EQ(w.tokens[i], q.known[size_t(w.position) + i]);
+        ASSERT_EQ(w.tokens[i], tokens[size_t(w.position) + i]);
+      // No proposal past the outputs it may still make, less the one sampled after them.
+      ASSERT_LE(w.drafts, std::max<int64_t>(0, q.outputs_wanted - q.outputs - 1));
       ASSERT_EQ(int64_t(w.kv.size()), int64_t(o_.sp));
       const int64_t end = w.position + int64_t(w.tokens.size());
       // The tables as a rank keeps them: whole in a sequence's first step, then only changes.
@@ -170,7 +201,7 @@ class SchedulerSimulation {
         for (size_t row = 0; row < after.size(); ++row) {
           Slot& slot = kv_[size_t(r)][size_t(table[row / size_t(o_.block_size)] * o_.block_size +
                                              int64_t(row % size_t(o_.block_size)))];
-          const Slot mine{q.known[size_t(after[row])], after[row], w.seq, plan.id};
+          const Slot mine{tokens[size_t(after[row])], after[row], w.seq, plan.id};
           if (row < before.size())
             ASSERT_EQ(slot, mine) << "sequence " << w.seq << " reads position " << after[row]
                                   << " (step " << plan.id << ", block "
@@ -182,11 +213,12 @@ class SchedulerSimulation {
             slot = mine;
         }
       }
-      q.fed = end;
+      q.fed = end - w.drafts;
       if (w.sample) {
-        ASSERT_EQ(end, int64_t(q.known.size()));
+        ASSERT_EQ(end - w.drafts, int64_t(q.known.size()));
         ASSERT_EQ(w.output_index, int64_t(q.known.size()) - q.prompt);
         q.awaiting = true;
+        q.proposals.assign(w.tokens.end() - w.drafts, w.tokens.end());
       }
     }
   }
@@ -197,15 +229,37 @@ class SchedulerSimulation {
       if (!w.sample || !shadow_.count(w.seq)) continue;
       Shadow& q = shadow_.at(w.seq);
       q.awaiting = false;
-      if (++q.outputs >= q.outputs_wanted) {
+      if (o_.speculative_tokens == 0) {
+        if (++q.outputs >= q.outputs_wanted) {
+          s_.finish(w.seq);
+          shadow_.erase(w.seq);
+          ++finished_;
+        } else {
+          const int32_t token = int32_t((w.seq * 31 + q.outputs * 7) % 50);
+          q.known.push_back(token);
+          s_.append(w.seq, token);
+        }
+        continue;
+      }
+      // The sampled tokens: each proposal while it is the token, then the token after them.
+      std::vector<int32_t> tokens, t = q.known;
+      for (size_t i = 0; i <= q.proposals.size(); ++i) {
+        tokens.push_back(next_token(t));
+        t.push_back(tokens.back());
+        if (i == q.proposals.size() || q.proposals[i] != tokens.back()) break;
+      }
+      proposed_ += int64_t(q.proposals.size());
+      q.outputs += int64_t(tokens.size());
+      if (q.outputs >= q.outputs_wanted) {  // (those past its end are not its)
         s_.finish(w.seq);
         shadow_.erase(w.seq);
         ++finished_;
-      } else {
-        const int32_t token = int32_t((w.seq * 31 + q.outputs * 7) % 50);
-        q.known.push_back(token);
-        s_.append(w.seq, token);
+        continue;
       }
+      q.known.insert(q.known.end(), tokens.begin(), tokens.end());
+      q.fed += int64_t(tokens.size()) - 1;      // the accepted proposals' rows are its own
+      accepted_ += int64_t(tokens.size()) - 1;  // (the scheduler counts those it is given)
+      s_.append(w.seq, tokens);
     }
   }
 
@@ -266,12 +320,13 @@ class SchedulerSimulation {
   int finished_ = 0;
   int64_t copies_ = 0, restarts_ = 0;
   int64_t appended_ = 0, replaced_ = 0;  // blocks running sequences' plans appended, replaced
+  int64_t proposed_ = 0, accepted_ = 0;  // speculative decoding's proposals, and those accepted
   std::map<int64_t, std::vector<std::vector<int32_t>>> tables_;  // as the ranks hold them
 };
 
 TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
   std::mt19937 g(2024);
-  int64_t preemptions = 0, cached = 0, copies = 0, appended = 0;
+  int64_t preemptions = 0, cached = 0, copies = 0, appended = 0, proposed = 0, accepted = 0;
   for (int trial = 0; trial < 300; ++trial) {
     SchedulerOptions o;
     o.block_size = std::vector<int64_t>{1, 2, 4, 16}[g() % 4];
@@ -284,6 +339,10 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     o.sp = g() % 4 == 0 ? 2 + int(g() % 2) : 1;
     o.prefix_caching = g() % 3 != 0;
     o.static_batches = g() % 5 == 0;
+    if (o.sp == 1 && g() % 3 == 0) {  // speculative decoding
+      o.speculative_tokens = 1 + int64_t(g() % 5);
+      o.propose = propose_mostly_right;
+    }
     SCOPED_TRACE("trial " + std::to_string(trial) + ": block " + std::to_string(o.block_size) +
                  ", blocks " + std::to_string(o.num_blocks) + ", sp " + std::to_string(o.sp) +
                  ", groups " + std::to_string(o.groups));
@@ -295,8 +354,15 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     cached += m.cached_tokens;
     copies += sim.copies_;
     appended += sim.appended_;
+    proposed += sim.proposed_;
+    accepted += sim.accepted_;
+    EXPECT_EQ(m.proposed_tokens, sim.proposed_);  // the scheduler counts what the test saw
+    EXPECT_EQ(m.accepted_tokens, sim.accepted_);
   }
   // The workloads did exercise what they are for.
+  EXPECT_GT(proposed, 1000);
+  EXPECT_GT(accepted, 500);
+  EXPECT_LT(accepted, proposed);
   EXPECT_GT(preemptions, 0);
   EXPECT_GT(cached, 0);
   EXPECT_GT(copies, 0);
