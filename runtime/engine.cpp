@@ -73,6 +73,9 @@ Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOption
   // Stages work on different chunks of a prompt at once: two chunks per stage.
   so.prompt_chunks = stages > 1 ? 2 * stages : 1;
   TESSERA_CHECK(options_.speculative_tokens >= 0, "speculative_tokens must be >= 0");
+  TESSERA_CHECK(options_.speculative_tokens == 0 || s.sp_size == 1,
+                "speculative decoding does not run with sequence parallelism (--sp "
+                    << s.sp_size << ") yet: use --speculative off there");
   so.speculative_tokens = options_.speculative_tokens;
   if (so.speculative_tokens > 0) {
     const NgramOptions ngram = options_.ngram;
@@ -244,7 +247,10 @@ void Engine::apply_tokens(const StepPlan& plan, const SampledTokens& sampled) {
     bool going = true;
     for (size_t j = 0; j < count && going; ++j)
       going = accept_token(s, these[j], sampled.logprobs[first + j]);
-    if (going) scheduler_->append(w.seq, these);
+    if (going)
+      scheduler_->append(w.seq, these);
+    else
+      scheduler_->count_accepted(int64_t(count) - 1);
   }
   TESSERA_ASSERT(i == tokens.size(), "step " << plan.id << " returned too many tokens");
 }

@@ -299,22 +299,35 @@ StepPlan Scheduler::schedule() {
     }
     return true;
   };
-  // 1. Decoding sequences: one token each, and proposals to check with speculative decoding (no
-  // more than the sequence may still produce, less one, nor than the budget leaves). (Over a copy
-  // of the list: preemption changes it.)
+  // 1. Decoding sequences: one token each. With speculative decoding also proposals to check,
+  // from what the budget leaves after every decoding sequence's token (half of it while prompts
+  // wait or are being prefilled), no more than the sequence may store, and only in blocks free
+  // without preempting anyone. (Over a copy of the list: preemption changes it.)
   const bool speculate = options_.speculative_tokens > 0 && options_.propose && !sp;
+  int64_t decoding = 0;  // ready decoding sequences this step takes, for their one token each
+  bool prompts = !waiting_.empty();
+  for (int64_t id : running_) {
+    const Seq& s = *seqs_.at(id);
+    if (ready(s) && s.fed >= s.prefill) ++decoding;
+    prompts |= ready(s) && s.fed < s.prefill;
+  }
+  decoding = std::min({decoding, per_step, budget});
+  int64_t spare = budget - decoding;
+  if (prompts) spare /= 2;
   for (int64_t id : std::vector<int64_t>(running_)) {
     if (full()) break;
     Seq& s = *seqs_.at(id);
     if (!ready(s) || s.fed < s.prefill) continue;
+    if (!make_room(s, s.fed + 1)) continue;
     std::vector<int32_t> proposals;
-    const int64_t k = std::min(
-        {options_.speculative_tokens, budget - 1, s.max_length - int64_t(s.known.size()) - 1});
+    int64_t k = std::min({options_.speculative_tokens, spare,
+                          s.max_length - int64_t(s.known.size())});  // (rows < max_length)
     if (speculate && k > 0) {
-      proposals = options_.propose(s.known, k);
+      while (k > 0 && !can_allocate(blocks_needed(s, s.fed + 1 + k))) --k;
+      if (k > 0) proposals = options_.propose(s.known, k);
       if (int64_t(proposals.size()) > k) proposals.resize(size_t(k));
     }
-    if (!make_room(s, s.fed + 1 + int64_t(proposals.size()))) continue;
+    spare -= int64_t(proposals.size());
     budget -= 1 + int64_t(proposals.size());
     add_work(s, 1, plan, std::move(proposals));
     in_plan.push_back(s.id);
@@ -422,6 +435,10 @@ void Scheduler::append(int64_t id, const std::vector<int32_t>& tokens) {
   metrics_.accepted_tokens += accepted;
   metrics_.decode_tokens += accepted;
   s.drafts = 0;
+}
+
+void Scheduler::count_accepted(int64_t n) {
+  metrics_.accepted_tokens += n;
 }
 
 void Scheduler::finish(int64_t id) {

@@ -115,6 +115,9 @@ class Scheduler {
   // The sequence is done (its token arrived and ended it, or it was cancelled while not in
   // flight): its blocks go back now; every rank forgets it with the next step.
   void finish(int64_t id);
+  // n proposals of a sequence that its last step ended were the sampled tokens (for the
+  // metrics: append() counts the others).
+  void count_accepted(int64_t n);
   bool has(int64_t id) const { return seqs_.count(id) != 0; }
   bool idle() const { return seqs_.empty(); }
   bool awaiting(int64_t id) const;

@@ -326,8 +326,6 @@ TEST_F(EngineTest, EightWayTensorParallel) {
   check({8, 1, 1}, {});
 }
 
-// A KV cache far too small for the load: sequences are preempted and recomputed, and every
-// request still ends with the tokens it has alone.
 // Speculative decoding by prompt lookup changes no token, greedy or seeded (each checked token
 // is sampled as decoding samples it: same logits, same seed per output index), on one rank and
 // under TP, PP with steps in flight, and both; and proposals were checked, some accepted and
@@ -356,6 +354,8 @@ TEST_F(EngineTest, SpeculativeDecodingUnderTensorAndPipelineParallelism) {
   EXPECT_GT(last_metrics_.accepted_tokens, 20);
 }
 
+// A KV cache far too small for the load: sequences are preempted and recomputed, and every
+// request still ends with the tokens it has alone.
 TEST_F(EngineTest, PreemptionKeepsEveryRequestsTokens) {
   EngineOptions o;
   o.scheduler.num_blocks = 12;  // 192 tokens for 64 requests of up to 64 positions each

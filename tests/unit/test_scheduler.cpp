@@ -176,8 +176,8 @@ class SchedulerSimulation {
       ASSERT_LE(w.position + int64_t(w.tokens.size()), int64_t(tokens.size()));
       for (size_t i = 0; i < w.tokens.size(); ++i)
         ASSERT_EQ(w.tokens[i], tokens[size_t(w.position) + i]);
-      // No proposal past the outputs it may still make, less the one sampled after them.
-      ASSERT_LE(w.drafts, std::max<int64_t>(0, q.outputs_wanted - q.outputs - 1));
+      // No proposal stored past the positions it may hold (prompt + outputs here).
+      ASSERT_LE(w.position + int64_t(w.tokens.size()), q.prompt + q.outputs_wanted);
       ASSERT_EQ(int64_t(w.kv.size()), int64_t(o_.sp));
       const int64_t end = w.position + int64_t(w.tokens.size());
       // The tables as a rank keeps them: whole in a sequence's first step, then only changes.
@@ -467,6 +467,69 @@ TEST(Scheduler, StaticBatchesAdmitOnlyIntoAnEmptyEngine) {
 // Plans carry a sequence's block table once: with 64 sequences of 4096 tokens decoding, a step's
 // plan is a few kilobytes instead of every table again (the figures print; the README cites
 // them). "Whole tables" is the same plan with each table sent whole, as plans were before.
+// Proposals never take a decoding sequence's token or a prompt's share of the budget: with 4
+// sequences decoding and a budget of 6, every step carries all 4, and 2 proposals at most (1
+// while a prompt waits); and none is made where its blocks would mean a preemption.
+TEST(Scheduler, ProposalsTakeOnlyWhatTheBudgetAndTheFreeBlocksLeave) {
+  SchedulerOptions o;
+  o.block_size = 4;
+  o.num_blocks = 64;
+  o.max_step_tokens = 6;
+  o.speculative_tokens = 4;
+  o.propose = [](const std::vector<int32_t>&, int64_t k) {
+    return std::vector<int32_t>(size_t(k), 7);  // always k (all wrong: the tokens are 1)
+  };
+  Scheduler s(o);
+  for (int64_t id = 0; id < 4; ++id) s.add(id, {1, 2, 3}, {}, 40);
+  std::set<int64_t> decoding_ones;  // sampled at least once: decoding from then on
+  int64_t full_steps = 0;
+  for (int step = 0; step < 14; ++step) {
+    const bool prompt_waits = step == 8;
+    if (prompt_waits) s.add(9, std::vector<int32_t>(20, 5), {}, 30);
+    const StepPlan p = s.schedule();
+    ASSERT_FALSE(p.work.empty());
+    int64_t drafts = 0, decoding = 0;
+    for (const SequenceWork& w : p.work) {
+      drafts += w.drafts;
+      decoding += decoding_ones.count(w.seq);
+    }
+    EXPECT_LE(p.tokens(), o.max_step_tokens);
+    if (decoding_ones.size() == 4) {
+      ++full_steps;
+      EXPECT_EQ(decoding, 4) << "step " << step << ": a decoding sequence was left out";
+      EXPECT_LE(drafts, prompt_waits ? 1 : 2) << "step " << step;
+    }
+    for (const SequenceWork& w : p.work)
+      if (w.sample) {
+        s.append(w.seq, 1);  // (no proposal accepted)
+        if (w.seq < 4) decoding_ones.insert(w.seq);
+      }
+    ASSERT_NO_THROW(s.check_invariants());
+  }
+  EXPECT_GT(full_steps, 8);
+  EXPECT_GT(s.metrics().proposed_tokens, 0);
+  EXPECT_EQ(s.metrics().accepted_tokens, 0);
+  // Two sequences fill both blocks: one proposal still fits the first's block, a second would
+  // need another block, hence a preemption: none is made.
+  SchedulerOptions tight = o;
+  tight.num_blocks = 2;
+  tight.max_step_tokens = 64;
+  Scheduler t(tight);
+  t.add(0, {1, 2}, {}, 8);
+  t.add(1, {1, 2}, {}, 8);
+  int64_t drafts = 0;
+  for (int step = 0; step < 3; ++step) {  // prefill; rows 2 and 3; row 3 alone
+    const StepPlan p = t.schedule();
+    for (const SequenceWork& w : p.work) {
+      EXPECT_LE(w.position + int64_t(w.tokens.size()), 4) << "a row in a block not free";
+      drafts += w.drafts;
+      if (w.sample) t.append(w.seq, 1);
+    }
+  }
+  EXPECT_EQ(drafts, 2);  // one per sequence, in step 1
+  EXPECT_EQ(t.metrics().preemptions, 0);
+}
+
 TEST(Scheduler, DecodePlansCarryNewBlocksNotWholeTables) {
   SchedulerOptions o;
   o.block_size = 16;
