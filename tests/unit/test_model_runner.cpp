@@ -6,7 +6,10 @@
 // sequence the runner does not hold is refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <utility>
 
 #include "parallel/communicator.h"
 #include "runtime/model_runner.h"
@@ -140,6 +143,93 @@ TEST(ModelRunner, RefusesToContinueASequenceItDoesNotHold) {
   after.release = {0};
   after.work = {work(0, 2, {3}, share(2, {}), false)};
   EXPECT_THROW(runner.execute(after), Error);
+}
+
+// Chi-square of `counts` against probabilities p (n draws): bins whose expected count is under 5
+// are pooled. Returns the statistic and its degrees of freedom.
+std::pair<double, int> chi_square(const std::vector<int64_t>& counts, const std::vector<double>& p,
+                                  int64_t n) {
+  double stat = 0, pooled_expected = 0, pooled_count = 0;
+  int bins = 0;
+  for (size_t t = 0; t < p.size(); ++t) {
+    const double e = p[t] * double(n);
+    if (e < 5) {
+      pooled_expected += e;
+      pooled_count += double(counts[t]);
+      continue;
+    }
+    stat += (double(counts[t]) - e) * (double(counts[t]) - e) / e;
+    ++bins;
+  }
+  if (pooled_expected >= 5) {
+    stat += (pooled_count - pooled_expected) * (pooled_count - pooled_expected) / pooled_expected;
+    ++bins;
+  }
+  return {stat, bins - 1};
+}
+// The chi-square value that df degrees of freedom exceed with probability 0.01
+// (Wilson-Hilferty; within 1% of the exact value for df >= 3).
+double chi_square_critical_1pct(int df) {
+  const double z = 2.3263, a = 2.0 / (9.0 * df);
+  return df * std::pow(1 - a + z * std::sqrt(a), 3);
+}
+
+// Speculative decoding's rule: over 20,000 seeds, the first token a step with proposals keeps is
+// distributed as the target's softmax (chi-square at p > 0.01), and for each seed it is the token
+// decoding without proposals samples. A wrong rule (keeping the first proposal whenever it is
+// the likeliest token) fails the same test.
+TEST(ModelRunner, ASpeculatedTokenIsDistributedAsTheTargetsAndIsDecodingsToken) {
+  Fixture f;
+  const std::vector<int32_t> prompt = {5, 9, 13, 2};
+  const std::vector<float> logits = f.alone(prompt);
+  std::vector<double> p(logits.size());
+  const float top = *std::max_element(logits.begin(), logits.end());
+  double z = 0;
+  for (size_t t = 0; t < p.size(); ++t) z += p[t] = std::exp(double(logits[t] - top));
+  for (double& x : p) x /= z;
+  const int32_t likeliest = int32_t(std::max_element(p.begin(), p.end()) - p.begin());
+  ASSERT_LT(p[size_t(likeliest)], 0.9) << "a distribution to test, not a certainty";
+  ModelRunner spec(f.model, f.options), plain(f.model, f.options);
+  const auto step = [](int64_t id, const std::vector<int32_t>& tokens, int64_t drafts,
+                       uint64_t seed) {
+    StepPlan plan;
+    plan.id = id;
+    if (id > 1) plan.release = {0};
+    SequenceWork w = work(0, 0, tokens, share(0, {0, 1}), true);
+    w.sample = true;
+    w.sampling.temperature = 1.0f;
+    w.sampling.seed = seed;
+    w.drafts = drafts;
+    w.logits = drafts + 1;
+    plan.work = {w};
+    return plan;
+  };
+  const int64_t n = 20000;
+  std::vector<int64_t> counts(p.size()), wrong(p.size());
+  int64_t kept_proposal = 0;
+  for (int64_t seed = 0; seed < n; ++seed) {
+    std::vector<int32_t> tokens = prompt;
+    tokens.insert(tokens.end(), {likeliest, 7});  // two proposals after the prompt
+    const StepOutput out = spec.execute(step(seed + 1, tokens, 2, uint64_t(seed)));
+    ASSERT_GE(out.sampled.counts.at(0), 1);
+    const int32_t first = out.sampled.tokens.at(0);
+    ++counts[size_t(first)];
+    kept_proposal += first == likeliest;
+    ++wrong[size_t(likeliest)];  // the wrong rule's token
+    if (seed < 300) {            // and decoding alone samples the same token with this seed
+      const StepOutput one = plain.execute(step(seed + 1, prompt, 0, uint64_t(seed)));
+      ASSERT_EQ(one.sampled.tokens.at(0), first) << "seed " << seed;
+    }
+  }
+  const auto [stat, df] = chi_square(counts, p, n);
+  const double critical = chi_square_critical_1pct(df);
+  std::printf(
+      "first speculated token over %lld seeds: chi-square %.1f, %d degrees of freedom, "
+      "1%% critical value %.1f; the first proposal kept %lld times (p %.3f)\n",
+      (long long)n, stat, df, critical, (long long)kept_proposal, p[size_t(likeliest)]);
+  EXPECT_GE(df, 3);
+  EXPECT_LT(stat, critical);
+  EXPECT_GT(chi_square(wrong, p, n).first, critical) << "the test cannot tell a wrong rule";
 }
 
 }  // namespace
