@@ -85,11 +85,15 @@ nlohmann::json to_json(const ModeResult& m) {
           {"steps", k.steps},
           {"peak_kv_blocks", k.peak_blocks_used},
           {"wasted_kv_share_at_peak",
-           k.peak_blocks_used ? double(k.wasted_slots_at_peak) /
-                                    double(k.peak_blocks_used * s.block_size)
-                              : 0.0},
+           k.peak_blocks_used
+               ? double(k.wasted_slots_at_peak) / double(k.peak_blocks_used * s.block_size)
+               : 0.0},
           {"prefix_hit_rate", k.prefix_hit_rate()},
-          {"preemptions", k.preemptions}};
+          {"preemptions", k.preemptions},
+          {"speculative_proposed_tokens", k.proposed_tokens},
+          {"speculative_accepted_tokens", k.accepted_tokens},
+          {"speculative_acceptance_rate", k.acceptance_rate()},
+          {"speculative_mean_accepted_length", k.mean_accepted_length()}};
 }
 
 }  // namespace

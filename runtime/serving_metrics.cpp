@@ -120,6 +120,14 @@ std::string ServingMetrics::render() const {
           double(engine_.preemptions));
   counter(o, "tessera_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache",
           double(engine_.cached_tokens));
+  counter(o, "tessera_spec_decode_num_draft_tokens_total",
+          "Speculative decoding: proposed tokens checked", double(engine_.proposed_tokens));
+  counter(o, "tessera_spec_decode_num_accepted_tokens_total",
+          "Speculative decoding: proposed tokens that were the sampled ones",
+          double(engine_.accepted_tokens));
+  counter(o, "tessera_spec_decode_num_drafts_total",
+          "Speculative decoding: a request's steps that checked proposals",
+          double(engine_.speculative_steps));
   o << ttft_.render("tessera_time_to_first_token_seconds",
                     "From the request's arrival to its first token");
   o << tpot_.render("tessera_time_per_output_token_seconds",

@@ -662,3 +662,36 @@ def test_sigterm_finishes_running_requests_and_stops_every_rank(tessera, default
     assert s.proc.wait(60) == 0
     s.reader.join(10)
     assert any("shut down after" in l for l in s.log), "".join(s.log)
+
+
+def test_speculative_decoding_streams_the_same_text(tessera, default_model):
+    """--speculative ngram on the default model asked to copy a sentence: a streamed answer and a
+    whole one equal the answer of a server without speculation (greedy, and seeded), and
+    /metrics counts the proposals and accepted tokens."""
+    msgs = [{"role": "user", "content": "Repeat this sentence exactly: The lighthouse keeper "
+             "climbed the stairs every evening at dusk, carrying a can of oil and a cloth to "
+             "clean the great lens."}]
+    answers = {}
+    for spec in ("off", "ngram"):
+        s = Server(tessera, default_model, 1, "--speculative", spec)
+        try:
+            c = s.client()
+            for label, kw in (("greedy", {"temperature": 0}),
+                              ("seeded", {"temperature": 0.8, "seed": 11})):
+                whole = c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=40, **kw)
+                chunks = list(c.chat.completions.create(model=MODEL, messages=msgs,
+                                                        max_tokens=40, stream=True, **kw))
+                streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks
+                                   if ch.choices)
+                assert streamed == whole.choices[0].message.content, (spec, label)
+                answers[spec, label] = streamed
+            accepted = s.metric("tessera_spec_decode_num_accepted_tokens_total")
+            proposed = s.metric("tessera_spec_decode_num_draft_tokens_total")
+            if spec == "ngram":
+                assert proposed > 0 and 0 < accepted <= proposed, (proposed, accepted)
+            else:
+                assert proposed == 0 and accepted == 0, (proposed, accepted)
+        finally:
+            assert s.stop() == 0, "".join(s.log)
+    assert answers["off", "greedy"] == answers["ngram", "greedy"]
+    assert answers["off", "seeded"] == answers["ngram", "seeded"]
