@@ -71,10 +71,11 @@ def quantized_checkpoint(folder, arch, fmt, extra=None):
     return dequantized
 
 
-def transformers_argmax(folder, dequantized, tokens):
+def transformers_argmax(folder, dequantized, tokens, **options):
     import torch
     import transformers
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                              **options)
     state = model.state_dict()
     with torch.no_grad():
         for name, w in dequantized.items():
@@ -148,7 +149,6 @@ def transformers_fp8_cache_argmax(folder, dequantized, tokens, scales):
     each layer's k and v become torch's float8_e4m3fn of k / k_scale (v / v_scale), times the
     scale, before the attention reads them."""
     import torch
-    import transformers
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
     from transformers.models.llama.modeling_llama import eager_attention_forward
@@ -162,14 +162,8 @@ def transformers_fp8_cache_argmax(folder, dequantized, tokens, scales):
                                        attention_mask, **kwargs)
     AttentionInterface.register("tessera_fp8_cache", attention)
     AttentionMaskInterface.register("tessera_fp8_cache", eager_mask)  # eager's causal mask
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, attn_implementation="tessera_fp8_cache")
-    state = model.state_dict()
-    with torch.no_grad():
-        for name, w in dequantized.items():
-            state[name].copy_(torch.from_numpy(w))
-        logits = model(torch.tensor([tokens[:-1]])).logits[0]
-    return logits.argmax(-1).tolist()
+    return transformers_argmax(folder, dequantized, tokens,
+                               attn_implementation="tessera_fp8_cache")
 
 
 def test_an_fp8_kv_cache_keeps_keys_over_the_checkpoints_scales(tessera, float_checkpoint,
