@@ -8,6 +8,10 @@
 #include "kernels/error.h"
 #include "kernels/quant.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace tessera {
 
 namespace {
@@ -146,7 +150,48 @@ uint8_t float_to_fp8_e4m3(float f) {
   return sign | code;
 }
 
+namespace {
+
+#if defined(__x86_64__)
+// f16 and bf16 to f32, 8 at a time (the same values as half_to_float / bf16_to_float: both
+// conversions are exact). The CPU path of f16 and bf16 weights decodes every weight row this way
+// in every step, where the scalar loop took 70% of a decode step of an f16 model.
+__attribute__((target("avx2,f16c"))) void half_to_f32_f16c(const uint16_t* s, float* d, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(d + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  for (; i < n; ++i) d[i] = half_to_float(s[i]);
+}
+
+__attribute__((target("avx2"))) void bf16_to_f32_avx2(const uint16_t* s, float* d, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i wide =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), _mm256_slli_epi32(wide, 16));
+  }
+  for (; i < n; ++i) d[i] = bf16_to_float(s[i]);
+}
+
+bool cpu_has_f16c() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  }();
+  return yes;
+}
+#endif
+
+}  // namespace
+
 void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
+#if defined(__x86_64__)
+  if (from == DType::kF16 && cpu_has_f16c())
+    return half_to_f32_f16c(static_cast<const uint16_t*>(src), dst, n);
+  if (from == DType::kBF16 && cpu_has_f16c())
+    return bf16_to_f32_avx2(static_cast<const uint16_t*>(src), dst, n);
+#endif
   switch (from) {
     case DType::kF32:
       std::memcpy(dst, src, n * 4);

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "io/model_store.h"
 #include "parallel/mpi_communicator.h"
+#include "runtime/draft_proposer.h"
 
 namespace tessera::cli {
 namespace {
@@ -84,10 +86,20 @@ void ModelRunOptions::add_to(po::options_description& desc) {
       ("speculative", po::value(&speculative)->default_value(speculative),
        "speculative decoding: ngram (prompt lookup: each decoding request's step also checks the "
        "tokens that followed the latest earlier occurrence of its last few tokens; pays where "
-       "the output repeats the prompt: rewriting, editing given code) or off. Greedy and seeded "
+       "the output repeats the prompt: rewriting, editing given code), draft (a smaller model "
+       "with the same tokenizer, --draft-model, proposes them) or off. Greedy and seeded "
        "output stays the same")
       ("num-speculative-tokens", po::value(&speculative_tokens)->default_value(speculative_tokens),
-       "tokens proposed per request and step with --speculative")
+       "the most tokens proposed per request and step with --speculative (each request's count "
+       "adapts to how many of its proposals were right)")
+      ("draft-model", po::value(&draft_model),
+       "with --speculative draft: the draft model's file (tessera convert; e.g. the target's own "
+       "Q4_0 copy), run whole on each replica's leader; its KV cache takes a share of the "
+       "cache memory")
+      ("speculative-max-batch",
+       po::value(&engine.scheduler.speculative_max_batch)->default_value(kSpeculativeMaxBatch),
+       "no speculation in a step of more than this many decoding requests, where the extra rows "
+       "cost about what they save (0: no limit)")
       ("max-in-flight", po::value(&engine.max_in_flight)->default_value(0),
        "steps in the pipeline at once, each with its own requests (0: one per stage)")
       ;
@@ -111,11 +123,20 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(flags.max_sequences >= 1, "--max-batch must be at least 1");
   TESSERA_CHECK(flags.max_step_tokens >= 1, "--max-step-tokens must be at least 1");
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
-  TESSERA_CHECK(o.speculative == "ngram" || o.speculative == "off",
-                "--speculative must be ngram or off, got '" << o.speculative << "'");
+  TESSERA_CHECK(o.speculative == "ngram" || o.speculative == "draft" || o.speculative == "off",
+                "--speculative must be ngram, draft or off, got '" << o.speculative << "'");
   TESSERA_CHECK(o.speculative_tokens >= 1,
                 "--num-speculative-tokens must be at least 1, got " << o.speculative_tokens);
-  o.engine.speculative_tokens = o.speculative == "ngram" ? o.speculative_tokens : 0;
+  TESSERA_CHECK((o.speculative == "draft") == !o.draft_model.empty(),
+                (o.draft_model.empty() ? "--speculative draft needs --draft-model FILE"
+                                       : "--draft-model is for --speculative draft"));
+  TESSERA_CHECK(o.draft_model.empty() || !o.model.empty(),
+                "--draft-model needs a target --model file (its tokenizer is compared)");
+  TESSERA_CHECK(flags.speculative_max_batch >= 0, "--speculative-max-batch must be >= 0");
+  if (!o.draft_model.empty())  // (before anything is loaded)
+    check_draft_tokenizer(o.draft_model, ModelReader(o.draft_model).read_tokenizer(),
+                          ModelReader(o.model).read_tokenizer());
+  o.engine.speculative_tokens = o.speculative != "off" ? o.speculative_tokens : 0;
   TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
   TESSERA_CHECK(o.device.step_timeout > 0,
                 "--step-timeout must be positive, got " << o.device.step_timeout);
@@ -150,7 +171,31 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   e.max_context = o.max_context;
   sched.prefix_caching = !vm["no-prefix-caching"].as<bool>();
   const KvPoolShape shape = m.kv_shape(sched.block_size, e.kv_dtype);
+  // The draft model, loaded before the cache is sized (its weights come out of the same memory).
+  const bool leader = m.stage().first() && m.shard().tp_rank == 0 && m.shard().sp_rank == 0;
+  DraftModel draft;
+  int64_t draft_weight_bytes = 0;
+  if (!o.draft_model.empty() && leader) {
+    draft = DraftModel::load(o.draft_model, ModelReader(o.model).read_tokenizer(), load);
+    draft_weight_bytes = draft.model->weight_bytes();
+  }
   sched.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
+  if (!o.draft_model.empty()) {
+    // Every rank shrinks its cache alike, so that the leader's holds the draft's cache too: as
+    // many tokens as the target's (the draft keeps rows of every running request).
+    KvPoolShape draft_shape = shape;
+    const ModelConfig dc = ModelReader(o.draft_model).config();
+    draft_shape.layers = dc.num_layers;
+    draft_shape.kv_heads = dc.num_kv_heads;
+    draft_shape.head_dim = dc.head_dim;
+    const int64_t target = shape.bytes_per_block(), both = target + draft_shape.bytes_per_block();
+    sched.num_blocks = sched.num_blocks * target / both;
+    TESSERA_CHECK(sched.num_blocks >= 1,
+                  "the KV cache has no room for the draft model's cache: give it more memory");
+    if (leader)
+      e.proposer = std::make_shared<DraftProposer>(
+          std::move(draft), DraftOptions{sched.num_blocks, sched.block_size, e.kv_dtype});
+  }
   e.fail_at_step = injected_failure_step(run.groups.world->rank());
   e.decode_graphs = !load.device.is_cpu() && !vm["no-cuda-graphs"].as<bool>();
   run.watchdog = std::make_shared<StepWatchdog>(o.device.step_timeout, o.on_stuck_step);
@@ -162,6 +207,9 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
                  (long long)(sched.num_blocks * sched.block_size), o.kv_dtype.c_str(),
                  double(sched.num_blocks * shape.bytes_per_block()) / 1e6,
                  sched.prefix_caching ? ", prefix caching" : "");
+  if (run.rank0 && !o.draft_model.empty())
+    std::fprintf(stderr, "tessera: draft model %s on the leader of each replica, %.1f MB\n",
+                 o.draft_model.c_str(), double(draft_weight_bytes) / 1e6);
   return run;
 }
 

@@ -16,6 +16,10 @@
 
 namespace tessera::cli {
 
+// --speculative-max-batch's default: on this project's 2-core CPU a step's rows cost nearly
+// their full compute once a handful of requests decode together (scripts/bench_speculative.sh).
+inline constexpr int64_t kSpeculativeMaxBatch = 4;
+
 struct ModelRunOptions {
   std::string model;
   std::string random;  // --random CONFIG: random weights of that shape instead of a model file
@@ -26,8 +30,9 @@ struct ModelRunOptions {
   DeviceOptions device;
   std::string kv_dtype = "f32";    // --kv-cache-dtype: f32, f16 or fp8 (= fp8_e4m3)
   std::string comm_dtype = "f32";  // --comm-dtype: f32, bf16 or q8 (parallel/wire_format.h)
-  std::string speculative = "off";  // --speculative: ngram or off
+  std::string speculative = "off";  // --speculative: ngram, draft or off
   int64_t speculative_tokens = 4;   // --num-speculative-tokens
+  std::string draft_model;          // --draft-model, with --speculative draft
   EngineOptions engine;
   std::string trace;
   double stats_interval = 10;  // seconds between progress lines (0: none)

@@ -78,11 +78,8 @@ Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOption
                     << s.sp_size << ") yet: use --speculative off there");
   so.speculative_tokens = options_.speculative_tokens;
   if (so.speculative_tokens > 0) {
-    const NgramOptions ngram = options_.ngram;
-    propose_ngram({}, 0, ngram);  // (checks the options)
-    so.propose = [ngram](const std::vector<int32_t>& tokens, int64_t k) {
-      return propose_ngram(tokens, k, ngram);
-    };
+    if (!options_.proposer) options_.proposer = std::make_shared<NgramProposer>(options_.ngram);
+    so.proposer = options_.proposer.get();
   }
   scheduler_ = std::make_unique<Scheduler>(so);  // every rank checks the options alike
 }

@@ -64,10 +64,13 @@ struct EngineOptions {
   DType kv_dtype = DType::kF32;  // of the KV cache: f32, f16 (half the memory and traffic) or e4m3
   int max_in_flight = 0;         // steps in the pipeline at once (0: one per stage)
   bool decode_graphs = false;    // on a GPU: decode steps replay CUDA graphs (RunnerOptions)
-  // Speculative decoding by prompt lookup (runtime/ngram_proposer.h): each decoding sequence's
-  // step also checks up to this many proposed tokens (0: off; not with sequence parallelism).
+  // Speculative decoding (runtime/proposer.h): each decoding sequence's step also checks up to
+  // this many proposed tokens (0: off; not with sequence parallelism), from `proposer` (the
+  // leader's: a draft model, runtime/draft_proposer.h) or, without one, by prompt lookup with
+  // `ngram` (runtime/ngram_proposer.h). scheduler.speculative_max_batch: see SchedulerOptions.
   int64_t speculative_tokens = 0;
   NgramOptions ngram;
+  std::shared_ptr<Proposer> proposer;
   int64_t fail_at_step = 0;      // testing: throw when this step starts on this rank (0: never)
   bool record_spans = true;      // keep every step's span in EngineStats (a server runs for days:
                                  // it keeps none)

@@ -25,4 +25,13 @@ std::vector<int32_t> propose_ngram(const std::vector<int32_t>& tokens, int64_t k
   return {};
 }
 
+NgramProposer::NgramProposer(const NgramOptions& options) : options_(options) {
+  propose_ngram({}, 0, options_);  // (checks the options)
+}
+
+std::vector<int32_t> NgramProposer::propose(int64_t, const std::vector<int32_t>& tokens,
+                                            int64_t k) {
+  return propose_ngram(tokens, k, options_);
+}
+
 }  // namespace tessera

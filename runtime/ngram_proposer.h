@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/proposer.h"
+
 namespace tessera {
 
 struct NgramOptions {
@@ -22,5 +24,15 @@ struct NgramOptions {
 // suffix itself (a repeating pattern proposes its continuation).
 std::vector<int32_t> propose_ngram(const std::vector<int32_t>& tokens, int64_t k,
                                    const NgramOptions& options = {});
+
+// propose_ngram as a Proposer (it keeps nothing per sequence).
+class NgramProposer final : public Proposer {
+ public:
+  explicit NgramProposer(const NgramOptions& options = {});
+  std::vector<int32_t> propose(int64_t seq, const std::vector<int32_t>& tokens, int64_t k) override;
+
+ private:
+  NgramOptions options_;
+};
 
 }  // namespace tessera

@@ -39,6 +39,9 @@ struct Scheduler::Seq {
   int64_t drafts = 0;     // proposals its step in flight checks (their K/V are being written)
   int64_t held = 0;       // rows its tables were grown for (past fed after rejected proposals;
                           // those blocks stay its own and are written over as it goes on)
+  int64_t spec_k = 0;     // proposals its next step may check (adapts; SchedulerOptions)
+  int64_t spec_pause = 0;    // steps left without proposals
+  int64_t spec_backoff = 0;  // the pause after its next rejected single proposal, halved
   std::vector<std::vector<int32_t>> tables;  // per SP rank
   std::vector<uint64_t> hashes;              // of its leading full blocks (SP rank 0, no SP)
 };
@@ -51,6 +54,8 @@ Scheduler::Scheduler(const SchedulerOptions& o) : options_(o) {
   TESSERA_CHECK(o.prefill_chunk >= 0, "the prefill chunk must be >= 0");
   TESSERA_CHECK(o.groups >= 1 && o.sp >= 1, "groups and sp must be at least 1");
   TESSERA_CHECK(o.prompt_chunks >= 1, "prompt_chunks must be at least 1");
+  TESSERA_CHECK(o.speculative_tokens >= 0, "speculative_tokens must be >= 0");
+  TESSERA_CHECK(o.speculative_max_batch >= 0, "speculative_max_batch must be >= 0");
   if (o.sp > 1) options_.prefix_caching = false;
   for (int r = 0; r < o.sp; ++r) blocks_.emplace_back(o.num_blocks);
 }
@@ -100,6 +105,7 @@ void Scheduler::add(int64_t id, const std::vector<int32_t>& prompt, const Sampli
   s->prompt = p;
   s->max_length = max_length;
   s->sampling = sampling;
+  s->spec_k = options_.speculative_tokens;
   s->tables.resize(size_t(options_.sp));
   seqs_.emplace(id, std::move(s));
   waiting_.push_back(id);
@@ -303,7 +309,7 @@ StepPlan Scheduler::schedule() {
   // from what the budget leaves after every decoding sequence's token (half of it while prompts
   // wait or are being prefilled), no more than the sequence may store, and only in blocks free
   // without preempting anyone. (Over a copy of the list: preemption changes it.)
-  const bool speculate = options_.speculative_tokens > 0 && options_.propose && !sp;
+  bool speculate = options_.speculative_tokens > 0 && options_.proposer && !sp;
   int64_t decoding = 0;  // ready decoding sequences this step takes, for their one token each
   bool prompts = !waiting_.empty();
   for (int64_t id : running_) {
@@ -312,6 +318,8 @@ StepPlan Scheduler::schedule() {
     prompts |= ready(s) && s.fed < s.prefill;
   }
   decoding = std::min({decoding, per_step, budget});
+  if (options_.speculative_max_batch > 0 && decoding > options_.speculative_max_batch)
+    speculate = false;
   int64_t spare = budget - decoding;
   if (prompts) spare /= 2;
   for (int64_t id : std::vector<int64_t>(running_)) {
@@ -320,11 +328,15 @@ StepPlan Scheduler::schedule() {
     if (!ready(s) || s.fed < s.prefill) continue;
     if (!make_room(s, s.fed + 1)) continue;
     std::vector<int32_t> proposals;
-    int64_t k = std::min({options_.speculative_tokens, spare,
-                          s.max_length - int64_t(s.known.size())});  // (rows < max_length)
+    int64_t k =
+        std::min({s.spec_k, spare, s.max_length - int64_t(s.known.size())});  // (rows < max_length)
+    if (speculate && s.spec_pause > 0) {
+      --s.spec_pause;
+      k = 0;
+    }
     if (speculate && k > 0) {
       while (k > 0 && !can_allocate(blocks_needed(s, s.fed + 1 + k))) --k;
-      if (k > 0) proposals = options_.propose(s.known, k);
+      if (k > 0) proposals = options_.proposer->propose(s.id, s.known, k);
       if (int64_t(proposals.size()) > k) proposals.resize(size_t(k));
     }
     spare -= int64_t(proposals.size());
@@ -434,7 +446,22 @@ void Scheduler::append(int64_t id, const std::vector<int32_t>& tokens) {
   publish_full_blocks(s, s.fed, true);
   metrics_.accepted_tokens += accepted;
   metrics_.decode_tokens += accepted;
+  if (s.drafts > 0) adapt_speculation(s, s.drafts, accepted);
   s.drafts = 0;
+}
+
+void Scheduler::adapt_speculation(Seq& s, int64_t proposed, int64_t accepted) const {
+  const int64_t most = options_.speculative_tokens;
+  if (accepted == proposed) {
+    s.spec_backoff = 0;
+    if (proposed >= s.spec_k) s.spec_k = std::min(most, 2 * s.spec_k);
+    return;
+  }
+  if (proposed == 1 && s.spec_k == 1) {  // even one proposal does not pay now: pause
+    s.spec_backoff = std::clamp<int64_t>(2 * s.spec_backoff, 1, kMaxSpeculationPause);
+    s.spec_pause = s.spec_backoff;
+  }
+  s.spec_k = std::max<int64_t>(1, accepted + 1);
 }
 
 void Scheduler::count_accepted(int64_t n) {
@@ -452,6 +479,7 @@ void Scheduler::finish(int64_t id) {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
   release_.push_back(id);
   seqs_.erase(it);
+  if (options_.proposer) options_.proposer->release(id);
 }
 
 void Scheduler::track_waste() {

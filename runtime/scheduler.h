@@ -33,9 +33,13 @@
 #include <vector>
 
 #include "runtime/block_allocator.h"
+#include "runtime/proposer.h"
 #include "runtime/step_plan.h"
 
 namespace tessera {
+
+// The longest pause of a sequence's proposals after a rejected single one (steps).
+inline constexpr int64_t kMaxSpeculationPause = 16;
 
 // The least a prompt is cut to by prompt_chunks: with many short prompts in flight the pipeline is
 // already full, and smaller chunks only add steps (measured: 8 chat prompts of ~30 tokens at
@@ -56,10 +60,15 @@ struct SchedulerOptions {
   bool prefix_caching = true;      // (off when sp > 1)
   bool static_batches = false;     // baseline: admit only when nothing runs (a static batch)
   // Speculative decoding: a decoding sequence's step also carries up to speculative_tokens
-  // proposals, propose(its tokens so far, at most k) (runtime/ngram_proposer.h), which the last
-  // stage checks (SequenceWork::drafts). Not with sp > 1.
+  // proposals from `proposer` (runtime/proposer.h; not owned), which the last stage checks
+  // (SequenceWork::drafts). Not with sp > 1. Each sequence's k adapts to its recent acceptance
+  // (Seq::spec_k: doubled after a step that accepted all it proposed, else the accepted count plus
+  // one; a single proposal rejected pauses its proposals for 1, 2, 4 ... 16 steps), and no
+  // sequence speculates in a step of more than speculative_max_batch decoding sequences (0: no
+  // limit), where the extra rows cost about what they save.
   int64_t speculative_tokens = 0;
-  std::function<std::vector<int32_t>(const std::vector<int32_t>& tokens, int64_t k)> propose;
+  Proposer* proposer = nullptr;
+  int64_t speculative_max_batch = 0;
 };
 
 struct SchedulerMetrics {
@@ -146,6 +155,8 @@ class Scheduler {
   // n of s's tokens from s.fed, then `proposals` (decoding only) into the plan.
   void add_work(Seq& s, int64_t n, StepPlan& plan, std::vector<int32_t> proposals = {});
   void track_waste();
+  // After a step of s checked `proposed` proposals and `accepted` were the tokens: s's next k.
+  void adapt_speculation(Seq& s, int64_t proposed, int64_t accepted) const;
   std::vector<int64_t> admission_blocks(const Seq& s) const;
   bool being_computed(uint64_t hash) const;  // a full block of this step has this hash
 

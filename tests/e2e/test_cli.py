@@ -248,6 +248,20 @@ def test_speculative_decoding_flags(tessera, default_model, tiny_model):
     assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
                               "--speculative", "ngram", "--num-speculative-tokens", "0"),
                           "--num-speculative-tokens", "0")
+    # A draft model (here the target's own file) changes no token either; one of another
+    # tokenizer, or a method and a file that do not go together, is one line.
+    r = run(tessera, "generate", "-m", default_model, "--chat", "-p", prompt, "-n", "40",
+            "--speculative", "draft", "--draft-model", default_model)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == out["off", ()]
+    assert "speculative decoding:" in r.stderr and "draft model" in r.stderr, r.stderr
+    assert_one_line_error(run(tessera, "generate", "-m", default_model, "-p", "x",
+                              "--speculative", "draft", "--draft-model", tiny_model),
+                          "draft model", "tokenizer")
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                              "--speculative", "draft"), "--draft-model")
+    assert_one_line_error(run(tessera, "generate", "-m", tiny_model, "-p", "x",
+                              "--draft-model", tiny_model), "--draft-model", "--speculative draft")
 
 
 def test_device_flags(tessera, tiny_model):

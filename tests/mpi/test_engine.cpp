@@ -7,6 +7,7 @@
 
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
+#include "runtime/draft_proposer.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 #include "tests/mpi/random_model.h"
@@ -352,6 +353,34 @@ TEST_F(EngineTest, SpeculativeDecodingUnderTensorAndPipelineParallelism) {
   check({2, 2, 1}, speculating());
   if (!last_metrics_.steps) return;
   EXPECT_GT(last_metrics_.accepted_tokens, 20);
+}
+
+// With a draft model, the target's own weights in q4_0 (a file of its own, whole on each
+// leader): no token changes, on one rank and under TP, PP with steps in flight, and both.
+TEST_F(EngineTest, SpeculativeDecodingWithADraftModel) {
+  const std::string draft =
+      write_random_model(*ref_->world, engine_config(), "tessera_engine_draft.h5", 3, DType::kQ4_0);
+  const TokenizerData tokenizer = ref_->reader.read_tokenizer();
+  auto drafting = [&] {
+    EngineOptions o;
+    o.speculative_tokens = 3;
+    o.proposer = std::make_shared<DraftProposer>(DraftModel::load(draft, tokenizer, {}),
+                                                 DraftOptions{512, 16});
+    return o;
+  };
+  check({1, 1, 1}, drafting());
+  if (last_metrics_.steps) {
+    std::printf("draft model, one rank: %lld proposals, %lld accepted, %lld steps\n",
+                (long long)last_metrics_.proposed_tokens, (long long)last_metrics_.accepted_tokens,
+                (long long)last_metrics_.steps);
+    EXPECT_GT(last_metrics_.proposed_tokens, 100);
+    EXPECT_GT(last_metrics_.accepted_tokens, last_metrics_.proposed_tokens / 4);
+    EXPECT_LT(last_metrics_.accepted_tokens, last_metrics_.proposed_tokens);
+  }
+  check({1, 2, 1}, drafting());
+  check({2, 2, 1}, drafting());
+  ref_->world->barrier();
+  if (ref_->world->rank() == 0) std::filesystem::remove(draft);
 }
 
 // A KV cache far too small for the load: sequences are preempted and recomputed, and every

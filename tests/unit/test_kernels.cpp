@@ -35,6 +35,26 @@ TEST(Dtype, HalfRoundTripsEveryValue) {
   }
 }
 
+// convert_to_f32's vector paths (F16C, AVX2) against the scalar conversions, every code, at
+// lengths that leave a scalar tail.
+TEST(Dtype, BufferConversionEqualsTheScalarOneForEveryHalfAndBf16Code) {
+  std::vector<uint16_t> codes(0x10000 + 5);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = uint16_t(i * 40503u);
+  std::vector<float> out(codes.size());
+  for (DType type : {DType::kF16, DType::kBF16}) {
+    convert_to_f32(type, codes.data(), out.data(), codes.size());
+    for (size_t i = 0; i < codes.size(); ++i) {
+      const float want = type == DType::kF16 ? half_to_float(codes[i]) : bf16_to_float(codes[i]);
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(out[i])) << dtype_name(type) << " code " << codes[i];
+      } else {
+        ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(want))
+            << dtype_name(type) << " code " << codes[i];
+      }
+    }
+  }
+}
+
 TEST(Dtype, HalfKnownValues) {
   EXPECT_EQ(half_to_float(0x3c00), 1.0f);
   EXPECT_EQ(half_to_float(0xc000), -2.0f);

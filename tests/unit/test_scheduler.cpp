@@ -117,6 +117,21 @@ std::vector<int32_t> propose_mostly_right(const std::vector<int32_t>& known, int
   return out;
 }
 
+// A Proposer of a plain function of the tokens.
+class FunctionProposer final : public Proposer {
+ public:
+  using Fn = std::function<std::vector<int32_t>(const std::vector<int32_t>&, int64_t)>;
+  explicit FunctionProposer(Fn fn) : fn_(std::move(fn)) {}
+  std::vector<int32_t> propose(int64_t, const std::vector<int32_t>& tokens, int64_t k) override {
+    return fn_(tokens, k);
+  }
+  void release(int64_t seq) override { released.push_back(seq); }
+  std::vector<int64_t> released;
+
+ private:
+  Fn fn_;
+};
+
 class SchedulerSimulation {
  public:
   SchedulerSimulation(const SchedulerOptions& o, unsigned seed)
@@ -339,9 +354,10 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     o.sp = g() % 4 == 0 ? 2 + int(g() % 2) : 1;
     o.prefix_caching = g() % 3 != 0;
     o.static_batches = g() % 5 == 0;
+    FunctionProposer proposer(propose_mostly_right);
     if (o.sp == 1 && g() % 3 == 0) {  // speculative decoding
       o.speculative_tokens = 1 + int64_t(g() % 5);
-      o.propose = propose_mostly_right;
+      o.proposer = &proposer;
     }
     SCOPED_TRACE("trial " + std::to_string(trial) + ": block " + std::to_string(o.block_size) +
                  ", blocks " + std::to_string(o.num_blocks) + ", sp " + std::to_string(o.sp) +
@@ -476,9 +492,10 @@ TEST(Scheduler, ProposalsTakeOnlyWhatTheBudgetAndTheFreeBlocksLeave) {
   o.num_blocks = 64;
   o.max_step_tokens = 6;
   o.speculative_tokens = 4;
-  o.propose = [](const std::vector<int32_t>&, int64_t k) {
+  FunctionProposer always_wrong([](const std::vector<int32_t>&, int64_t k) {
     return std::vector<int32_t>(size_t(k), 7);  // always k (all wrong: the tokens are 1)
-  };
+  });
+  o.proposer = &always_wrong;
   Scheduler s(o);
   for (int64_t id = 0; id < 4; ++id) s.add(id, {1, 2, 3}, {}, 40);
   std::set<int64_t> decoding_ones;  // sampled at least once: decoding from then on
@@ -567,6 +584,63 @@ TEST(Scheduler, DecodePlansCarryNewBlocksNotWholeTables) {
       incremental.size(), (long long)incremental[incremental.size() / 2],
       (long long)whole[whole.size() / 2]);
   EXPECT_LT(incremental.back() * 8, whole.front());  // (the rest: ids, positions, sampling)
+}
+
+// Each sequence's k follows its own acceptance: the accepted count plus one after a miss, doubled
+// while it accepts all, and while even a single proposal fails, paused for 1, 2, 4 ... steps; no
+// sequence speculates in a step of more than speculative_max_batch decoding sequences.
+TEST(Scheduler, SpeculationAdaptsToEachSequencesAcceptanceAndStopsInLargeBatches) {
+  SchedulerOptions o;
+  o.block_size = 4;
+  o.num_blocks = 512;
+  o.max_step_tokens = 64;
+  o.speculative_tokens = 4;
+  o.speculative_max_batch = 3;
+  FunctionProposer sevens(
+      [](const std::vector<int32_t>&, int64_t k) { return std::vector<int32_t>(size_t(k), 7); });
+  o.proposer = &sevens;
+  Scheduler s(o);
+  // Sequence 0 accepts everything; 1 nothing; 2 one proposal in its first speculative step,
+  // everything after.
+  for (int64_t id = 0; id < 3; ++id) s.add(id, {1, 2, 3}, {}, 400);
+  std::map<int64_t, std::vector<int64_t>> drafts;  // per sequence, per decode step
+  auto step = [&] {
+    const StepPlan p = s.schedule();
+    int64_t decoding = 0;
+    for (const SequenceWork& w : p.work) {
+      if (!w.sample) continue;
+      if (w.tokens.size() == 1 + size_t(w.drafts)) ++decoding;
+      drafts[w.seq].push_back(w.drafts);
+      const size_t seen = drafts[w.seq].size();
+      int64_t accepted = w.drafts;
+      if (w.seq == 1) accepted = 0;
+      if (w.seq == 2 && seen == 2) accepted = std::min<int64_t>(1, w.drafts);
+      std::vector<int32_t> tokens(size_t(accepted), 7);
+      tokens.push_back(accepted < w.drafts ? 8 : 7);
+      s.append(w.seq, tokens);
+    }
+    s.check_invariants();
+    return decoding;
+  };
+  step();  // the prompts (their first token sampled: no proposals)
+  for (int i = 0; i < 12; ++i) step();
+  for (auto& [seq, d] : drafts) d.erase(d.begin());  // the prompts' steps
+  EXPECT_EQ(drafts[0], std::vector<int64_t>(12, 4));
+  EXPECT_EQ(drafts[1], (std::vector<int64_t>{4, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1}));
+  EXPECT_EQ(drafts[2], (std::vector<int64_t>{4, 2, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4}));
+  // A fourth decoding sequence: steps of 4 carry no proposals; once one finishes, 3 do again.
+  s.add(3, {1, 2, 3}, {}, 400);
+  step();  // its prompt
+  drafts.clear();
+  EXPECT_EQ(step(), 4);
+  EXPECT_EQ(step(), 4);
+  for (const auto& [seq, d] : drafts) EXPECT_EQ(d, (std::vector<int64_t>{0, 0})) << seq;
+  s.finish(0);
+  EXPECT_EQ(sevens.released, std::vector<int64_t>{0});
+  drafts.clear();
+  EXPECT_EQ(step(), 3);
+  EXPECT_EQ(drafts[2], std::vector<int64_t>{4});
+  EXPECT_EQ(drafts[3], std::vector<int64_t>{4});
 }
 
 }  // namespace

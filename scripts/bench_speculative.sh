@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Speculative decoding against decoding without it, on this machine, medians of interleaved runs
+# (greedy: every pair's texts are also compared, and must be equal):
+#   1. copy-heavy, single stream: the default model rewrites a given passage; --speculative ngram
+#      against off (decode tokens/s).
+#   2. chat, single stream: the default model's weights as an f16 target, its own q4_0 copy as
+#      the draft (scripts/fetch_model.sh f16 / q4_0); --speculative draft against off.
+#   3. 32 requests at once (tessera bench, uniform 64 + 64 tokens): output tokens/s with
+#      --speculative ngram (default --speculative-max-batch) against off.
+# Usage: scripts/bench_speculative.sh [runs=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+T=build/launch/tessera
+TARGET=$(scripts/fetch_model.sh)
+F16=$(scripts/fetch_model.sh f16)
+DRAFT=$(scripts/fetch_model.sh q4_0)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+
+PASSAGE="The city library opened its new reading room on Monday. The room has tall windows, long oak tables and quiet lamps for every seat. Students come in the morning to study, and older readers come in the afternoon to read newspapers and magazines. The librarians say that the number of visitors has doubled since the room opened. On weekends the library runs a story hour for children, and volunteers help adults who want to learn to use computers. The city plans to open two more reading rooms next year, one in the north district and one near the harbour."
+COPY="Rewrite the following passage exactly, word for word:
+
+$PASSAGE
+
+Rewritten passage:"
+CHATS=("Write a short story about a robot who learns to paint."
+       "Explain how a refrigerator keeps food cold."
+       "What are three tips for learning a new language?")
+
+# decode tokens/s of one generate run; its text in $TMP/$2.txt; the speculation line appended to
+# $TMP/spec.txt
+run_generate() {
+  local model=$1 name=$2; shift 2
+  "$T" generate -m "$model" --max-tokens 128 --stats-interval 0 "$@" 2>"$TMP/err" >"$TMP/$name.txt"
+  grep -E '^speculative decoding' "$TMP/err" >>"$TMP/spec.txt" || true
+  sed -nE 's/^decode: .*\(([0-9.]+) tokens\/s\)/\1/p' "$TMP/err"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+same() { cmp -s "$TMP/$1.txt" "$TMP/$2.txt" || { echo "DIFFERENT TEXT: $1 vs $2" >&2; exit 1; }; }
+
+: >"$TMP/spec.txt"
+echo "1. copy-heavy (rewrite a passage), default model, single stream, --speculative ngram:"
+for ((i = 0; i < RUNS; i++)); do
+  run_generate "$TARGET" off -p "$COPY" >>"$TMP/copy_off"
+  run_generate "$TARGET" on -p "$COPY" --speculative ngram >>"$TMP/copy_on"
+  same off on
+done
+off=$(median <"$TMP/copy_off"); on=$(median <"$TMP/copy_on")
+echo "   off $off tokens/s, ngram $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}')"
+echo "   $(tail -1 "$TMP/spec.txt")"
+
+: >"$TMP/spec.txt"
+echo "2. chat, f16 target ($F16), q4_0 draft ($DRAFT), single stream, --speculative draft:"
+for ((i = 0; i < RUNS; i++)); do
+  for p in "${CHATS[@]}"; do
+    run_generate "$F16" off --chat -p "$p" >>"$TMP/chat_off"
+    run_generate "$F16" on --chat -p "$p" --speculative draft --draft-model "$DRAFT" >>"$TMP/chat_on"
+    same off on
+  done
+done
+off=$(median <"$TMP/chat_off"); on=$(median <"$TMP/chat_on")
+echo "   off $off tokens/s, draft $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}') (medians over ${#CHATS[@]} prompts x $RUNS)"
+awk '{for (i = 1; i <= NF; ++i) if ($i == "proposals") p += $(i - 1); else if ($i == "accepted") a += $(i - 1)}
+     END {if (p) printf "   acceptance over the runs: %d of %d proposals (%.1f%%)\n", a, p, 100 * a / p}' \
+  "$TMP/spec.txt"
+
+echo "3. 32 requests at once (tessera bench --workload uniform), default model:"
+bench() {
+  "$T" bench -m "$TARGET" --requests 32 --max-batch 32 --workload uniform --mode continuous \
+    --stats-interval 0 "$@" 2>/dev/null | awk -F'|' '/continuous batching/ {gsub(/ /, "", $4); print $4}'
+}
+for ((i = 0; i < RUNS; i++)); do
+  bench >>"$TMP/many_off"
+  bench --speculative ngram >>"$TMP/many_on"
+done
+off=$(median <"$TMP/many_off"); on=$(median <"$TMP/many_on")
+echo "   off $off tokens/s, ngram $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}')"
