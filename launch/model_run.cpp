@@ -189,7 +189,10 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
     draft_shape.kv_heads = dc.num_kv_heads;
     draft_shape.head_dim = dc.head_dim;
     const int64_t target = shape.bytes_per_block(), both = target + draft_shape.bytes_per_block();
-    sched.num_blocks = sched.num_blocks * target / both;
+    // (stages of different layer counts shrink by different shares: the least over the world)
+    Tensor least = Tensor::from_i32({int32_t(sched.num_blocks * target / both)}, {1});
+    run.groups.world->all_reduce(least, ReduceOp::kMin);
+    sched.num_blocks = least.data<int32_t>()[0];
     TESSERA_CHECK(sched.num_blocks >= 1,
                   "the KV cache has no room for the draft model's cache: give it more memory");
     if (leader)

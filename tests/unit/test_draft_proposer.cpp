@@ -92,9 +92,10 @@ TEST(DraftProposer, FeedsOnlyTheTokensItHasNotSeen) {
   t.push_back(first[1] == 0 ? 1 : 0);
   p.propose(0, t, 3);
   EXPECT_EQ(p.positions(), 12 + 3);
-  // All 3 kept and the target's own next one: the 3rd proposal and that token are new.
+  // The same text again: its last token fed again (for its logits), then 2 proposals.
   const Tokens third = p.propose(0, t, 3);
-  EXPECT_EQ(p.positions(), 15 + 3);  // the last token again (its logits), then 2 proposals
+  EXPECT_EQ(p.positions(), 15 + 3);
+  // All 3 kept and the target's own next one: the 3rd proposal and that token are new.
   t.insert(t.end(), third.begin(), third.end());
   t.push_back(5);
   p.propose(0, t, 1);
