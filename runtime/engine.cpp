@@ -73,9 +73,6 @@ Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOption
   // Stages work on different chunks of a prompt at once: two chunks per stage.
   so.prompt_chunks = stages > 1 ? 2 * stages : 1;
   TESSERA_CHECK(options_.speculative_tokens >= 0, "speculative_tokens must be >= 0");
-  TESSERA_CHECK(options_.speculative_tokens == 0 || s.sp_size == 1,
-                "speculative decoding does not run with sequence parallelism (--sp "
-                    << s.sp_size << ") yet: use --speculative off there");
   so.speculative_tokens = options_.speculative_tokens;
   if (so.speculative_tokens > 0) {
     if (!options_.proposer) options_.proposer = std::make_shared<NgramProposer>(options_.ngram);

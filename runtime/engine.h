@@ -65,7 +65,7 @@ struct EngineOptions {
   int max_in_flight = 0;         // steps in the pipeline at once (0: one per stage)
   bool decode_graphs = false;    // on a GPU: decode steps replay CUDA graphs (RunnerOptions)
   // Speculative decoding (runtime/proposer.h): each decoding sequence's step also checks up to
-  // this many proposed tokens (0: off; not with sequence parallelism), from `proposer` (the
+  // this many proposed tokens (0: off), from `proposer` (the
   // leader's: a draft model, runtime/draft_proposer.h) or, without one, by prompt lookup with
   // `ngram` (runtime/ngram_proposer.h). scheduler.speculative_max_batch: see SchedulerOptions.
   int64_t speculative_tokens = 0;

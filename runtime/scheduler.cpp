@@ -309,7 +309,7 @@ StepPlan Scheduler::schedule() {
   // from what the budget leaves after every decoding sequence's token (half of it while prompts
   // wait or are being prefilled), no more than the sequence may store, and only in blocks free
   // without preempting anyone. (Over a copy of the list: preemption changes it.)
-  bool speculate = options_.speculative_tokens > 0 && options_.proposer && !sp;
+  bool speculate = options_.speculative_tokens > 0 && options_.proposer;
   int64_t decoding = 0;  // ready decoding sequences this step takes, for their one token each
   bool prompts = !waiting_.empty();
   for (int64_t id : running_) {

@@ -61,7 +61,7 @@ struct SchedulerOptions {
   bool static_batches = false;     // baseline: admit only when nothing runs (a static batch)
   // Speculative decoding: a decoding sequence's step also carries up to speculative_tokens
   // proposals from `proposer` (runtime/proposer.h; not owned), which the last stage checks
-  // (SequenceWork::drafts). Not with sp > 1. Each sequence's k adapts to its recent acceptance
+  // (SequenceWork::drafts). Each sequence's k adapts to its recent acceptance
   // (Seq::spec_k: doubled after a step that accepted all it proposed, else the accepted count plus
   // one; a single proposal rejected pauses its proposals for 1, 2, 4 ... 16 steps), and no
   // sequence speculates in a step of more than speculative_max_batch decoding sequences (0: no

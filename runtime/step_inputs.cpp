@@ -30,30 +30,37 @@ void add_sequence(StepInputs& in, const RankShare& rank, int64_t seq, int64_t po
     s.rows = mine.size();
     s.position = first_token = mine.begin;
   } else {
-    TESSERA_ASSERT(rank.sp_size == 1 || n == 1, "sequence-parallel decode is one token a step");
     s.rows = n;
     s.position = position;
-    s.keep = rank.sp_size == 1 || position % rank.sp_size == rank.sp_rank;
   }
-  if (s.keep)
-    TESSERA_ASSERT((cached_rows + s.rows + bs - 1) / bs <= int64_t(blocks.size()),
-                   "sequence " << seq << ": a table of " << blocks.size() << " blocks for "
-                               << cached_rows + s.rows << " rows");
+  // Which rows this rank keeps: all (no SP, or its chunk of an SP prompt), or in SP decode those
+  // whose position is its own (position % sp, as the scheduler counts them: parallel/sp_split.h).
+  const auto kept = [&](int64_t i) {
+    return s.sp_prompt || rank.sp_size == 1 || (s.position + i) % rank.sp_size == rank.sp_rank;
+  };
+  int64_t keeps = 0;
+  for (int64_t i = 0; i < s.rows; ++i) keeps += kept(i);
+  s.keep = keeps > 0;
+  TESSERA_ASSERT((cached_rows + keeps + bs - 1) / bs <= int64_t(blocks.size()),
+                 "sequence " << seq << ": a table of " << blocks.size() << " blocks for "
+                             << cached_rows + keeps << " rows");
+  int64_t held = cached_rows;  // rows this rank holds once row i is stored
   for (int64_t i = 0; i < s.rows; ++i) {
     in.tokens.push_back(tokens[size_t(first_token + i)]);
     in.positions.push_back(int32_t(s.position + i));
     // New keys and values go after the rows the sequence holds here.
-    const int64_t row = cached_rows + i;
-    in.slots.push_back(s.keep ? int64_t(blocks[size_t(row / bs)]) * bs + row % bs : -1);
+    const bool k = kept(i);
+    in.slots.push_back(k ? int64_t(blocks[size_t(held / bs)]) * bs + held % bs : -1);
+    held += k;
+    // SP decode: each SP rank attends over the positions it keeps, and row i sees those up to
+    // its own (a prefix of them: a rank's rows are in position order). Several rows (speculative
+    // decoding) see different prefixes: a piece of work per row.
+    if (!s.sp_prompt && rank.sp_size > 1)
+      in.attention.push_back({s.first_row + i, 1, blocks.data(), held, ops::kAllKeysVisible});
   }
-  if (!s.sp_prompt) {
-    if (rank.sp_size > 1)  // each SP rank attends over the positions it keeps
-      in.attention.push_back({s.first_row, s.rows, blocks.data(),
-                              cached_rows + (s.keep ? s.rows : 0), ops::kAllKeysVisible});
-    else  // key j of a sequence is its position j: row r sees keys up to its own position
-      in.attention.push_back(
-          {s.first_row, s.rows, blocks.data(), cached_rows + s.rows, s.position});
-  }
+  // Without SP key j of a sequence is its position j: row r sees keys up to its own position.
+  if (!s.sp_prompt && rank.sp_size == 1)
+    in.attention.push_back({s.first_row, s.rows, blocks.data(), cached_rows + s.rows, s.position});
   in.rows += s.rows;
   in.logits += s.logits;
   in.sequences.push_back(s);

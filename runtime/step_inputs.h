@@ -21,7 +21,8 @@ struct SequenceRows {
   int64_t tokens = 0;       // its tokens in the step (over the whole SP group)
   int64_t position = 0;     // position of this rank's first row
   int64_t cached_rows = 0;  // KV rows this rank holds for it before the step
-  bool keep = true;         // this rank keeps the K/V of its rows
+  bool keep = true;         // this rank keeps the K/V of some of its rows (SP decode: each row's
+                            // K/V goes to the SP rank of its position, position % sp)
   bool sp_prompt = false;   // a prompt split over the SP group (ring attention)
   int64_t logits = 0;       // the last stage computes logits for its last `logits` rows
   bool sample = false;      // and samples the next token from the last of them

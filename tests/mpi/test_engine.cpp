@@ -354,9 +354,17 @@ TEST_F(EngineTest, SpeculativeDecodingUnderTensorAndPipelineParallelism) {
   if (!last_metrics_.steps) return;
   EXPECT_GT(last_metrics_.accepted_tokens, 20);
 }
+// Under SP each checked row's K/V goes to the SP rank of its position, and each row attends over
+// every rank's keys up to its own position.
+TEST_F(EngineTest, SpeculativeDecodingUnderSequenceParallelism) {
+  check({1, 1, 2}, speculating());
+  check({2, 1, 2}, speculating());
+  if (!last_metrics_.steps) return;
+  EXPECT_GT(last_metrics_.accepted_tokens, 20);
+}
 
 // With a draft model, the target's own weights in q4_0 (a file of its own, whole on each
-// leader): no token changes, on one rank and under TP, PP with steps in flight, and both.
+// leader): no token changes, on one rank and under TP, PP with steps in flight, both, and SP.
 TEST_F(EngineTest, SpeculativeDecodingWithADraftModel) {
   const std::string draft =
       write_random_model(*ref_->world, engine_config(), "tessera_engine_draft.h5", 3, DType::kQ4_0);
@@ -379,6 +387,7 @@ TEST_F(EngineTest, SpeculativeDecodingWithADraftModel) {
   }
   check({1, 2, 1}, drafting());
   check({2, 2, 1}, drafting());
+  check({1, 1, 2}, drafting());
   ref_->world->barrier();
   if (ref_->world->rank() == 0) std::filesystem::remove(draft);
 }

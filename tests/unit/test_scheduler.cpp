@@ -183,7 +183,7 @@ class SchedulerSimulation {
       // cached prefix): either way the rows before `position` must hold its tokens (below).
       if (w.position != q.fed) ++restarts_;
       // Its tokens so far, then the proposals the step checks (written like any other row).
-      ASSERT_TRUE(w.drafts == 0 || (w.sample && o_.speculative_tokens > 0 && o_.sp == 1));
+      ASSERT_TRUE(w.drafts == 0 || (w.sample && o_.speculative_tokens > 0));
       ASSERT_LE(w.drafts, o_.speculative_tokens);
       ASSERT_EQ(w.logits, w.drafts > 0 ? w.drafts + 1 : 0);
       std::vector<int32_t> tokens = q.known;
@@ -355,7 +355,7 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     o.prefix_caching = g() % 3 != 0;
     o.static_batches = g() % 5 == 0;
     FunctionProposer proposer(propose_mostly_right);
-    if (o.sp == 1 && g() % 3 == 0) {  // speculative decoding
+    if (g() % 3 == 0) {  // speculative decoding
       o.speculative_tokens = 1 + int64_t(g() % 5);
       o.proposer = &proposer;
     }
