@@ -37,6 +37,12 @@ class Backend {
   // of type `activations` (else the model keeps them converted, ops::resident_weight_dtype).
   virtual bool computes_on(DType weight, DType activations) const = 0;
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
+  // How linear() groups the rows of x for weights of type `weight` (ops::linear_row_tiling; by
+  // default rows cost alike).
+  virtual ops::RowTiling linear_row_tiling(DType weight) const {
+    (void)weight;
+    return {};
+  }
   // (by default, each part's linear in turn)
   virtual void linear_group(const Tensor& x, const std::vector<ops::LinearPart>& parts) {
     for (const ops::LinearPart& p : parts) linear(x, *p.w, p.bias, *p.y);

@@ -20,6 +20,9 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
 void linear_group(const Tensor& x, const std::vector<LinearPart>& parts) {
   on(x).linear_group(x, parts);
 }
+RowTiling linear_row_tiling(DType weight, Device d) {
+  return backend_for(d.type).linear_row_tiling(weight);
+}
 DType resident_weight_dtype(Device d, DType stored, DType act) {
   return backend_for(d.type).computes_on(stored, act) ? stored : act;
 }

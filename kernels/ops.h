@@ -29,6 +29,16 @@ struct LinearPart {
 };
 void linear_group(const Tensor& x, const std::vector<LinearPart>& parts);
 
+// How a device's linear takes the rows of x (a step's tokens) for weights of type `weight`, for
+// the scheduler to size steps of speculative decoding: in steps of up to max_rows rows, rows go
+// `tile` at a time, and a last group of at most tile / 2 rows goes one row at a time, each at
+// about the cost of a pass over the weights. tile 1: rows cost alike (nothing to align to).
+struct RowTiling {
+  int64_t tile = 1;
+  int64_t max_rows = 0;
+};
+RowTiling linear_row_tiling(DType weight, Device d);
+
 // The type a weight stored as `stored` is kept in on device d whose activations are `act`: as
 // stored where d's backend computes on it (the CPU: f32, f16, bf16, every quantized format), else
 // act (converted or dequantized once, at load: a GPU keeps its weights in its activations' type).

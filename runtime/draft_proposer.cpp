@@ -88,7 +88,7 @@ bool DraftProposer::reserve(int64_t seq, Sequence& s, int64_t rows) {
     int64_t victim = -1;
     uint64_t oldest = UINT64_MAX;
     for (const auto& [id, other] : sequences_)
-      if (id != seq && !other.blocks.empty() && other.used < oldest) {
+      if (id != seq && !other.blocks.empty() && other.used < clock_ && other.used < oldest) {
         oldest = other.used;
         victim = id;
       }
@@ -102,58 +102,94 @@ bool DraftProposer::reserve(int64_t seq, Sequence& s, int64_t rows) {
   return true;
 }
 
-int32_t DraftProposer::feed(int64_t seq, Sequence& s, const std::vector<int32_t>& tokens,
-                            int64_t from) {
+std::vector<int32_t> DraftProposer::feed(const std::vector<Feed>& feeds) {
   StepPlan plan;
   plan.id = next_step_++;
-  SequenceWork w;
-  w.seq = seq;
-  w.position = from;
-  w.tokens.assign(tokens.begin() + from, tokens.end());
-  // Every step sends the whole table (start): the runner's copy then never holds rows of a
-  // rolled-back draft, and its token history is the sequence's (context).
-  w.start = true;
-  w.context.assign(tokens.begin(), tokens.begin() + from);
-  w.logits = 1;
-  KvShare share;
-  share.rows = from;
-  share.blocks = s.blocks;
-  w.kv.push_back(std::move(share));
-  plan.work.push_back(std::move(w));
+  for (const Feed& f : feeds) {
+    const std::vector<int32_t>& text = *f.text;
+    SequenceWork w;
+    w.seq = f.seq;
+    w.position = f.from;
+    w.tokens.assign(text.begin() + f.from, text.end());
+    // Every step sends the whole table (start): the runner's copy then never holds rows of a
+    // rolled-back draft, and its token history is the sequence's (context).
+    w.start = true;
+    w.context.assign(text.begin(), text.begin() + f.from);
+    w.logits = 1;
+    KvShare share;
+    share.rows = f.from;
+    share.blocks = f.s->blocks;
+    w.kv.push_back(std::move(share));
+    plan.work.push_back(std::move(w));
+    positions_ += int64_t(text.size()) - f.from;
+    f.s->fed = text;
+  }
   const StepOutput out = runner_->execute(plan);
   ++steps_;
-  positions_ += int64_t(tokens.size()) - from;
-  s.fed = tokens;
-  const float* logits = out.logits.data<float>();
+  TESSERA_ASSERT(out.logits.dim(0) == int64_t(feeds.size()), "a row of logits per sequence");
   const int64_t n = std::min(draft_.vocab, out.logits.dim(1));
-  return int32_t(std::max_element(logits, logits + n) - logits);
+  std::vector<int32_t> argmax;
+  for (size_t i = 0; i < feeds.size(); ++i) {
+    const float* row = out.logits.data<float>() + i * out.logits.dim(1);
+    argmax.push_back(int32_t(std::max_element(row, row + n) - row));
+  }
+  return argmax;
 }
 
 std::vector<int32_t> DraftProposer::propose(int64_t seq, const std::vector<int32_t>& tokens,
                                             int64_t k) {
-  if (k <= 0 || tokens.empty()) return {};
-  Sequence& s = sequences_[seq];
-  s.used = ++clock_;
-  // Rows up to the last token the draft and the sequence share are kept; the sequence's last
-  // token is fed again at least (its logits give the first proposal).
-  const auto [mine, theirs] =
-      std::mismatch(s.fed.begin(), s.fed.end(), tokens.begin(), tokens.end());
-  int64_t from = std::min<int64_t>(mine - s.fed.begin(), int64_t(tokens.size()) - 1);
+  return propose_all({{seq, &tokens, k}}).at(0);
+}
+
+std::vector<std::vector<int32_t>> DraftProposer::propose_all(
+    const std::vector<ProposalRequest>& requests) {
+  std::vector<std::vector<int32_t>> proposals(requests.size());
+  ++clock_;
+  for (const ProposalRequest& r : requests)
+    if (r.k > 0 && !r.tokens->empty()) sequences_[r.seq].used = clock_;
+  // Each sequence's text (its tokens, then its proposals as they come) and its first feed: rows
+  // up to the last token the draft and the sequence share are kept; the sequence's last token is
+  // fed again at least (its logits give the first proposal).
   const int64_t window = draft_.model->config().context_window(0);
-  k = std::min(k, window - int64_t(tokens.size()));
-  // The last proposal is never fed: the draft holds tokens and k - 1 proposals at most.
-  while (k > 0 && !reserve(seq, s, int64_t(tokens.size()) + k - 1)) --k;
-  if (k <= 0) {
-    drop(seq);
-    return {};
+  std::vector<std::vector<int32_t>> texts(requests.size());
+  std::vector<int64_t> wants(requests.size(), 0);
+  std::vector<Feed> feeds;
+  std::vector<size_t> fed_requests;  // the request of each feed
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const ProposalRequest& r = requests[i];
+    const std::vector<int32_t>& tokens = *r.tokens;
+    if (r.k <= 0 || tokens.empty()) continue;
+    Sequence& s = sequences_[r.seq];
+    const auto [mine, theirs] =
+        std::mismatch(s.fed.begin(), s.fed.end(), tokens.begin(), tokens.end());
+    const int64_t from = std::min<int64_t>(mine - s.fed.begin(), int64_t(tokens.size()) - 1);
+    int64_t k = std::min(r.k, window - int64_t(tokens.size()));
+    // The last proposal is never fed: the draft holds tokens and k - 1 proposals at most.
+    while (k > 0 && !reserve(r.seq, s, int64_t(tokens.size()) + k - 1)) --k;
+    if (k <= 0) {
+      drop(r.seq);
+      continue;
+    }
+    wants[i] = k;
+    texts[i] = tokens;
+    feeds.push_back({r.seq, &s, &texts[i], from});
+    fed_requests.push_back(i);
   }
-  std::vector<int32_t> proposals;
-  std::vector<int32_t> text = tokens;
-  proposals.push_back(feed(seq, s, text, from));
-  while (int64_t(proposals.size()) < k) {
-    from = int64_t(text.size());
-    text.push_back(proposals.back());
-    proposals.push_back(feed(seq, s, text, from));
+  // One step per proposal, each sequence in it while it wants more.
+  while (!feeds.empty()) {
+    const std::vector<int32_t> next = feed(feeds);
+    std::vector<Feed> more;
+    std::vector<size_t> more_requests;
+    for (size_t f = 0; f < feeds.size(); ++f) {
+      const size_t i = fed_requests[f];
+      proposals[i].push_back(next[f]);
+      if (int64_t(proposals[i].size()) == wants[i]) continue;
+      texts[i].push_back(next[f]);
+      more.push_back({feeds[f].seq, feeds[f].s, &texts[i], int64_t(texts[i].size()) - 1});
+      more_requests.push_back(i);
+    }
+    feeds = std::move(more);
+    fed_requests = std::move(more_requests);
   }
   return proposals;
 }

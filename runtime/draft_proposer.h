@@ -53,6 +53,11 @@ class DraftProposer final : public Proposer {
   // The draft's greedy continuation of `tokens`, k tokens (fewer only when its cache cannot hold
   // them even after dropping every other sequence's draft rows).
   std::vector<int32_t> propose(int64_t seq, const std::vector<int32_t>& tokens, int64_t k) override;
+  // The same for several sequences, as one batch: a step that feeds each what its draft rows
+  // lack, then a step of one row per sequence for each further proposal (while it wants more).
+  // A sequence of the batch never loses its rows to another's.
+  std::vector<std::vector<int32_t>> propose_all(
+      const std::vector<ProposalRequest>& requests) override;
   void release(int64_t seq) override;
   // Draft steps run so far, and positions they computed (for reports and tests).
   int64_t steps() const { return steps_; }
@@ -64,13 +69,19 @@ class DraftProposer final : public Proposer {
     std::vector<int32_t> blocks;  // its block table in the draft's pool
     uint64_t used = 0;            // when it last proposed (the least recently used goes first)
   };
-  // Grows seq's table to hold `rows`, dropping other sequences' rows (least recently used first)
-  // if the pool is short; false if it cannot.
+  // Grows seq's table to hold `rows`, dropping other sequences' rows (least recently used first,
+  // none used at `clock_`: this batch's) if the pool is short; false if it cannot.
   bool reserve(int64_t seq, Sequence& s, int64_t rows);
   void drop(int64_t seq);
-  // Feeds tokens [from, end) of s.fed's future (`tokens`) at position `from`; the argmax of the
-  // logits after the last of them.
-  int32_t feed(int64_t seq, Sequence& s, const std::vector<int32_t>& tokens, int64_t from);
+  // A sequence's part of a draft step: its tokens [from, end) at position `from`.
+  struct Feed {
+    int64_t seq;
+    Sequence* s;
+    const std::vector<int32_t>* text;  // what s.fed becomes
+    int64_t from;
+  };
+  // One draft step of every feed; the argmax of the logits after each one's last token.
+  std::vector<int32_t> feed(const std::vector<Feed>& feeds);
 
   DraftModel draft_;
   DraftOptions options_;

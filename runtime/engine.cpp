@@ -77,6 +77,9 @@ Engine::Engine(const LlamaModel& model, const Tokenizer& tokenizer, EngineOption
   if (so.speculative_tokens > 0) {
     if (!options_.proposer) options_.proposer = std::make_shared<NgramProposer>(options_.ngram);
     so.proposer = options_.proposer.get();
+    const ops::RowTiling tiling = model.row_tiling();
+    so.row_tile = tiling.tile;
+    so.row_tile_max_rows = tiling.max_rows;
   }
   scheduler_ = std::make_unique<Scheduler>(so);  // every rank checks the options alike
 }

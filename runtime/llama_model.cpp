@@ -140,6 +140,11 @@ int64_t LlamaModel::decode_weight_bytes() const {
   return weight_bytes() - (gathered_only ? int64_t(table.nbytes()) : 0);
 }
 
+ops::RowTiling LlamaModel::row_tiling() const {
+  if (layers_.empty()) return {};
+  return ops::linear_row_tiling(layers_[0].gate.weight().dtype(), device_);
+}
+
 KvPoolShape LlamaModel::kv_shape(int64_t block_size, DType dtype) const {
   return {
       shard_.layers.size(), shard_.heads.kv.size(), config_.head_dim, block_size, dtype, device_};

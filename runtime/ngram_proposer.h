@@ -30,6 +30,7 @@ class NgramProposer final : public Proposer {
  public:
   explicit NgramProposer(const NgramOptions& options = {});
   std::vector<int32_t> propose(int64_t seq, const std::vector<int32_t>& tokens, int64_t k) override;
+  bool costs_nothing() const override { return true; }
 
  private:
   NgramOptions options_;

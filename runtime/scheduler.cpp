@@ -5,6 +5,7 @@
 
 #include "kernels/error.h"
 #include "parallel/sp_split.h"
+#include "runtime/row_tile_fit.h"
 
 namespace tessera {
 namespace {
@@ -322,22 +323,23 @@ StepPlan Scheduler::schedule() {
     speculate = false;
   int64_t spare = budget - decoding;
   if (prompts) spare /= 2;
+  // Every decoding sequence's proposals at once (a draft model runs them as one batch), fitted
+  // to the row tiles where the step decodes only.
+  std::unordered_map<int64_t, std::vector<int32_t>> proposed;
+  if (speculate) proposed = propose_for_step(decoding, spare, !prompts);
   for (int64_t id : std::vector<int64_t>(running_)) {
     if (full()) break;
     Seq& s = *seqs_.at(id);
     if (!ready(s) || s.fed < s.prefill) continue;
     if (!make_room(s, s.fed + 1)) continue;
     std::vector<int32_t> proposals;
-    int64_t k =
-        std::min({s.spec_k, spare, s.max_length - int64_t(s.known.size())});  // (rows < max_length)
-    if (speculate && s.spec_pause > 0) {
-      --s.spec_pause;
-      k = 0;
-    }
-    if (speculate && k > 0) {
+    if (speculate && s.spec_pause > 0) --s.spec_pause;
+    const auto found = proposed.find(s.id);
+    if (found != proposed.end()) {
+      proposals = std::move(found->second);
+      int64_t k = std::min<int64_t>(int64_t(proposals.size()), spare);
       while (k > 0 && !can_allocate(blocks_needed(s, s.fed + 1 + k))) --k;
-      if (k > 0) proposals = options_.proposer->propose(s.id, s.known, k);
-      if (int64_t(proposals.size()) > k) proposals.resize(size_t(k));
+      proposals.resize(size_t(k));
     }
     spare -= int64_t(proposals.size());
     budget -= 1 + int64_t(proposals.size());
@@ -448,6 +450,56 @@ void Scheduler::append(int64_t id, const std::vector<int32_t>& tokens) {
   metrics_.decode_tokens += accepted;
   if (s.drafts > 0) adapt_speculation(s, s.drafts, accepted);
   s.drafts = 0;
+}
+
+std::unordered_map<int64_t, std::vector<int32_t>> Scheduler::propose_for_step(
+    int64_t decoding, int64_t spare, bool fit_tiles) const {
+  // The sequences the decode loop of schedule() will take (the first `decoding` ready ones),
+  // with the proposals each would check (its k, within the spare budget and its room) and, from
+  // a proposer that costs nothing, could (up to speculative_tokens).
+  Proposer& proposer = *options_.proposer;
+  const bool free = proposer.costs_nothing();
+  std::vector<ProposalRequest> requests;
+  RowTileFit fit;
+  fit.plain = decoding;
+  fit.tile = fit_tiles ? options_.row_tile : 1;
+  fit.max_rows = options_.row_tile_max_rows;
+  int64_t taken = 0;
+  for (int64_t id : running_) {
+    if (taken == decoding) break;
+    const Seq& s = *seqs_.at(id);
+    if (!ready(s) || s.fed < s.prefill) continue;
+    ++taken;
+    const int64_t room = std::min(spare, s.max_length - int64_t(s.known.size()));
+    const int64_t wanted = s.spec_pause > 0 ? 0 : std::min(s.spec_k, room);
+    spare -= wanted;
+    if (wanted <= 0) continue;
+    requests.push_back({id, &s.known, free ? std::min(options_.speculative_tokens, room) : wanted});
+    fit.wanted.push_back(wanted);
+  }
+  std::vector<std::vector<int32_t>> proposals;
+  if (free) {  // the most each could check, then fitted
+    proposals = proposer.propose_all(requests);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      fit.available.push_back(int64_t(proposals[i].size()));
+      fit.wanted[i] = std::min(fit.wanted[i], fit.available[i]);
+    }
+    const std::vector<int64_t> counts = fit_to_row_tile(fit);
+    for (size_t i = 0; i < requests.size(); ++i) proposals[i].resize(size_t(counts[i]));
+  } else {  // fitted (trimmed only), then asked for
+    fit.available = fit.wanted;
+    const std::vector<int64_t> counts = fit_to_row_tile(fit);
+    for (size_t i = 0; i < requests.size(); ++i) requests[i].k = counts[i];
+    std::erase_if(requests, [](const ProposalRequest& r) { return r.k == 0; });
+    proposals = proposer.propose_all(requests);
+  }
+  TESSERA_ASSERT(proposals.size() == requests.size(), "proposals for every request");
+  std::unordered_map<int64_t, std::vector<int32_t>> by_sequence;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (int64_t(proposals[i].size()) > requests[i].k) proposals[i].resize(size_t(requests[i].k));
+    if (!proposals[i].empty()) by_sequence[requests[i].seq] = std::move(proposals[i]);
+  }
+  return by_sequence;
 }
 
 void Scheduler::adapt_speculation(Seq& s, int64_t proposed, int64_t accepted) const {

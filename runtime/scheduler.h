@@ -29,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -65,10 +66,14 @@ struct SchedulerOptions {
   // (Seq::spec_k: doubled after a step that accepted all it proposed, else the accepted count plus
   // one; a single proposal rejected pauses its proposals for 1, 2, 4 ... 16 steps), and no
   // sequence speculates in a step of more than speculative_max_batch decoding sequences (0: no
-  // limit), where the extra rows cost about what they save.
+  // limit), where the extra rows cost about what they save. In steps of decoding only, the
+  // proposals are fitted to the device's row tiles (row_tile, row_tile_max_rows:
+  // ops::RowTiling; runtime/row_tile_fit.h): padded from a free proposer, or trimmed.
   int64_t speculative_tokens = 0;
   Proposer* proposer = nullptr;
   int64_t speculative_max_batch = 0;
+  int64_t row_tile = 1;
+  int64_t row_tile_max_rows = 0;
 };
 
 struct SchedulerMetrics {
@@ -155,6 +160,12 @@ class Scheduler {
   // n of s's tokens from s.fed, then `proposals` (decoding only) into the plan.
   void add_work(Seq& s, int64_t n, StepPlan& plan, std::vector<int32_t> proposals = {});
   void track_waste();
+  // The proposals of the step's `decoding` decoding sequences (by sequence; none for those
+  // without), from one call of the proposer, within `spare` rows in all, fitted to the row tiles
+  // (runtime/row_tile_fit.h) where fit_tiles (a step without prompts).
+  std::unordered_map<int64_t, std::vector<int32_t>> propose_for_step(int64_t decoding,
+                                                                     int64_t spare,
+                                                                     bool fit_tiles) const;
   // After a step of s checked `proposed` proposals and `accepted` were the tokens: s's next k.
   void adapt_speculation(Seq& s, int64_t proposed, int64_t accepted) const;
   std::vector<int64_t> admission_blocks(const Seq& s) const;

@@ -2,6 +2,7 @@
 // when it is called (nothing to wait for) and there are no graphs.
 #include "kernels/backend.h"
 #include "kernels/cpu/ops_cpu.h"
+#include "kernels/cpu/quant_linear.h"
 
 namespace tessera {
 namespace {
@@ -13,6 +14,11 @@ class CpuBackend final : public Backend {
   }
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
     ops::cpu::linear_group(x, {{&w, bias, &y}});
+  }
+  ops::RowTiling linear_row_tiling(DType weight) const override {
+    const int64_t tile = ops::cpu::integer_row_tile(weight);
+    if (tile <= 1) return {};
+    return {.tile = tile, .max_rows = ops::cpu::kIntegerMaxRows};
   }
   void linear_group(const Tensor& x, const std::vector<ops::LinearPart>& parts) override {
     ops::cpu::linear_group(x, parts);

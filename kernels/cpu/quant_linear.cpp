@@ -698,6 +698,18 @@ bool integer_kernel_for(DType type) {
 #endif
 }
 
+int64_t integer_row_tile(DType type) {
+  int64_t tile = 1;
+#if defined(__x86_64__)
+  if (integer_kernels_available())
+    with_quantized_format(
+        type, [&](auto format) { tile = 8 / Format<decltype(format)::value>::kLaneTileRows; });
+#else
+  (void)type;
+#endif
+  return tile;
+}
+
 void quantize_activations(const float* x, int64_t k, ActivationBlock* blocks) {
   TESSERA_ASSERT(integer_kernels_available(), "int16 activation blocks are for the AVX2 kernels");
 #if defined(__x86_64__)

@@ -79,6 +79,48 @@ TEST(DraftProposer, ProposesTheDraftsGreedyContinuationAcrossRollbacksAndEvictio
   EXPECT_EQ(p.propose(1, text[1], 2), greedy(*reference.model, text[1], 2));
 }
 
+// Several sequences at once: one draft step per proposal for all of them (as many steps as the
+// most any gets), each sequence's proposals still the draft's greedy continuation of its text; in
+// a pool too small for all, a sequence of the batch is not evicted by another (it gets fewer).
+TEST(DraftProposer, ProposesForSeveralSequencesInOneBatch) {
+  const DraftModel reference = DraftModel::random(tiny(), 5, {});
+  DraftProposer p(DraftModel::random(tiny(), 5, {}), DraftOptions{8, 4});  // 32 rows
+  std::mt19937 g(4);
+  std::vector<Tokens> text(3);
+  for (Tokens& t : text)
+    for (int i = 0; i < 3; ++i) t.push_back(int32_t(g() % 48));
+  int64_t checked = 0, shortened = 0;
+  for (int round = 0; round < 10; ++round) {
+    std::vector<ProposalRequest> requests;
+    for (int64_t seq = 0; seq < 3; ++seq) {
+      const int64_t k = int64_t(g() % 4);
+      if (int64_t(text[size_t(seq)].size()) + k <= 20)
+        requests.push_back({seq, &text[size_t(seq)], k});
+    }
+    const int64_t before = p.steps();
+    const std::vector<Tokens> got = p.propose_all(requests);
+    ASSERT_EQ(got.size(), requests.size());
+    size_t most = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const Tokens& t = *requests[i].tokens;
+      ASSERT_LE(int64_t(got[i].size()), requests[i].k);
+      ASSERT_EQ(got[i], greedy(*reference.model, t, int64_t(got[i].size())))
+          << "sequence " << requests[i].seq << ", round " << round;
+      checked += int64_t(got[i].size());
+      shortened += int64_t(got[i].size()) < requests[i].k;
+      most = std::max(most, got[i].size());
+    }
+    EXPECT_EQ(p.steps() - before, int64_t(most)) << "round " << round;
+    for (size_t i = 0; i < got.size(); ++i) {  // some kept, then a token of the target's
+      Tokens& t = text[size_t(requests[i].seq)];
+      t.insert(t.end(), got[i].begin(), got[i].begin() + int64_t(g() % (got[i].size() + 1)));
+      t.push_back(int32_t(g() % 48));
+    }
+  }
+  EXPECT_GT(checked, 30);
+  EXPECT_GT(shortened, 0);  // (the pool was short for the batch at times)
+}
+
 // Between steps the draft keeps its rows: the next proposal feeds only what it has not seen.
 TEST(DraftProposer, FeedsOnlyTheTokensItHasNotSeen) {
   DraftProposer p(DraftModel::random(tiny(), 5, {}), DraftOptions{16, 4});

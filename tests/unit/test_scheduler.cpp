@@ -121,15 +121,19 @@ std::vector<int32_t> propose_mostly_right(const std::vector<int32_t>& known, int
 class FunctionProposer final : public Proposer {
  public:
   using Fn = std::function<std::vector<int32_t>(const std::vector<int32_t>&, int64_t)>;
-  explicit FunctionProposer(Fn fn) : fn_(std::move(fn)) {}
+  explicit FunctionProposer(Fn fn, bool free = false) : fn_(std::move(fn)), free_(free) {}
   std::vector<int32_t> propose(int64_t, const std::vector<int32_t>& tokens, int64_t k) override {
+    asked.push_back(k);
     return fn_(tokens, k);
   }
+  bool costs_nothing() const override { return free_; }
   void release(int64_t seq) override { released.push_back(seq); }
   std::vector<int64_t> released;
+  std::vector<int64_t> asked;  // k of each call
 
  private:
   Fn fn_;
+  bool free_;
 };
 
 class SchedulerSimulation {
@@ -354,10 +358,12 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     o.sp = g() % 4 == 0 ? 2 + int(g() % 2) : 1;
     o.prefix_caching = g() % 3 != 0;
     o.static_batches = g() % 5 == 0;
-    FunctionProposer proposer(propose_mostly_right);
+    FunctionProposer proposer(propose_mostly_right, g() % 2 == 0);
     if (g() % 3 == 0) {  // speculative decoding
       o.speculative_tokens = 1 + int64_t(g() % 5);
       o.proposer = &proposer;
+      o.row_tile = std::vector<int64_t>{1, 4, 8}[g() % 3];
+      o.row_tile_max_rows = 64;
     }
     SCOPED_TRACE("trial " + std::to_string(trial) + ": block " + std::to_string(o.block_size) +
                  ", blocks " + std::to_string(o.num_blocks) + ", sp " + std::to_string(o.sp) +
@@ -641,6 +647,58 @@ TEST(Scheduler, SpeculationAdaptsToEachSequencesAcceptanceAndStopsInLargeBatches
   EXPECT_EQ(step(), 3);
   EXPECT_EQ(drafts[2], std::vector<int64_t>{4});
   EXPECT_EQ(drafts[3], std::vector<int64_t>{4});
+}
+
+// Proposals fitted to row tiles of 4 (the CPU's integer kernels on q4_0): a lone sequence checks 3
+// of its 4 (4 rows, not a fifth row that costs a pass over the weights); two check 3 each; from a
+// proposer that costs nothing, a sequence whose k fell to 1 after a miss checks 3 (a step of 2
+// rows costs what 4 do), one that costs steps is asked for its k only; and a step that prefills a
+// prompt is left alone.
+TEST(Scheduler, ProposalsFillWholeRowTiles) {
+  for (bool free : {false, true}) {
+    SCOPED_TRACE(free ? "a free proposer" : "a proposer that costs steps");
+    SchedulerOptions o;
+    o.block_size = 4;
+    o.num_blocks = 512;
+    o.speculative_tokens = 4;
+    o.row_tile = 4;
+    o.row_tile_max_rows = 64;
+    FunctionProposer sevens(
+        [](const std::vector<int32_t>&, int64_t k) { return std::vector<int32_t>(size_t(k), 7); },
+        free);
+    o.proposer = &sevens;
+    Scheduler s(o);
+    std::map<int64_t, int64_t> reject;  // sequence: reject all its proposals at its next step
+    auto step = [&] {
+      const StepPlan p = s.schedule();
+      std::map<int64_t, int64_t> drafts;
+      for (const SequenceWork& w : p.work) {
+        if (!w.sample) continue;
+        drafts[w.seq] = w.drafts;
+        const int64_t accepted = reject[w.seq] ? 0 : w.drafts;
+        reject[w.seq] = 0;
+        std::vector<int32_t> tokens(size_t(accepted), 7);
+        tokens.push_back(accepted < w.drafts ? 8 : 7);
+        s.append(w.seq, tokens);
+      }
+      s.check_invariants();
+      return drafts;
+    };
+    s.add(0, {1, 2, 3}, {}, 400);
+    step();  // the prompt
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 3}}));
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 3}}));
+    reject[0] = 1;
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 3}}));  // all rejected: k 1
+    sevens.asked.clear();
+    // k 1: 2 rows; from a free proposer 4 (it was asked for up to 4).
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, free ? 3 : 1}}));
+    EXPECT_EQ(sevens.asked, std::vector<int64_t>{free ? 4 : 1});
+    s.add(1, {1, 2, 3}, {}, 400);  // a prompt in the step: as wanted
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 2}, {1, 0}}));  // (k doubled to 2)
+    // Two sequences at k 4: 10 rows, 2 more than two tiles, trimmed to 8.
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 3}, {1, 3}}));
+  }
 }
 
 }  // namespace
