@@ -146,7 +146,11 @@ std::vector<std::vector<int32_t>> DraftProposer::propose_all(
   std::vector<std::vector<int32_t>> proposals(requests.size());
   ++clock_;
   for (const ProposalRequest& r : requests)
-    if (r.k > 0 && !r.tokens->empty()) sequences_[r.seq].used = clock_;
+    if (r.k > 0 && !r.tokens->empty()) {
+      uint64_t& used = sequences_[r.seq].used;
+      TESSERA_ASSERT(used != clock_, "sequence " << r.seq << " is asked for proposals twice");
+      used = clock_;
+    }
   // Each sequence's text (its tokens, then its proposals as they come) and its first feed: rows
   // up to the last token the draft and the sequence share are kept; the sequence's last token is
   // fed again at least (its logits give the first proposal).

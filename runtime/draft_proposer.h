@@ -51,7 +51,7 @@ class DraftProposer final : public Proposer {
   DraftProposer(DraftModel draft, const DraftOptions& options);
   ~DraftProposer() override;
   // The draft's greedy continuation of `tokens`, k tokens (fewer only when its cache cannot hold
-  // them even after dropping every other sequence's draft rows).
+  // them even after dropping the draft rows of every sequence not in the same batch).
   std::vector<int32_t> propose(int64_t seq, const std::vector<int32_t>& tokens, int64_t k) override;
   // The same for several sequences, as one batch: a step that feeds each what its draft rows
   // lack, then a step of one row per sequence for each further proposal (while it wants more).

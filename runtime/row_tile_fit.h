@@ -1,9 +1,9 @@
 // How many proposals each decoding sequence of a step checks, fitted to how the device's linears
 // take a step's rows (ops::RowTiling): rows go `tile` at a time, and a last group of at most
 // tile / 2 rows goes one row at a time, each at about the cost of a pass over the weights. On the
-// CPU's integer kernels (tile 4 for q4_0, q4_1, q8_0) a step of the default model took 7.5 ms for
-// 1 row, 15.5 for 2, 16-17 for 4 and 23.5 for 5: a fifth row costs what 3 more inside the tile
-// would not.
+// CPU's integer kernels (tile 4 for q4_0, q4_1, q8_0) a step of the default model took 7.5-8 ms
+// for 1 row, 15.5 for 2, 16-17 for 4 and 23.5 for 5 (--trace timelines, 2026-12-06): a fifth row
+// costs what 3 more inside the tile would not.
 #pragma once
 
 #include <cstdint>

@@ -313,20 +313,27 @@ StepPlan Scheduler::schedule() {
   bool speculate = options_.speculative_tokens > 0 && options_.proposer;
   int64_t decoding = 0;  // ready decoding sequences this step takes, for their one token each
   bool prompts = !waiting_.empty();
+  bool prefilling = false;  // a running sequence's prompt goes on in this step
   for (int64_t id : running_) {
     const Seq& s = *seqs_.at(id);
     if (ready(s) && s.fed >= s.prefill) ++decoding;
-    prompts |= ready(s) && s.fed < s.prefill;
+    prefilling |= ready(s) && s.fed < s.prefill;
   }
+  prompts |= prefilling;
+  // Whether a prompt may join this step's decoding rows (below: a running one's next chunk, or a
+  // waiting one admitted where a sequence may start; an SP prompt is always a step of its own).
+  const bool prompt_may_join =
+      !sp &&
+      (prefilling || (!waiting_.empty() && int64_t(running_.size()) < options_.max_sequences));
   decoding = std::min({decoding, per_step, budget});
   if (options_.speculative_max_batch > 0 && decoding > options_.speculative_max_batch)
     speculate = false;
   int64_t spare = budget - decoding;
   if (prompts) spare /= 2;
   // Every decoding sequence's proposals at once (a draft model runs them as one batch), fitted
-  // to the row tiles where the step decodes only.
+  // to the row tiles where no prompt may join the step.
   std::unordered_map<int64_t, std::vector<int32_t>> proposed;
-  if (speculate) proposed = propose_for_step(decoding, spare, !prompts);
+  if (speculate) proposed = propose_for_step(decoding, spare, !prompt_may_join);
   for (int64_t id : std::vector<int64_t>(running_)) {
     if (full()) break;
     Seq& s = *seqs_.at(id);
@@ -463,14 +470,17 @@ std::unordered_map<int64_t, std::vector<int32_t>> Scheduler::propose_for_step(
   RowTileFit fit;
   fit.plain = decoding;
   fit.tile = fit_tiles ? options_.row_tile : 1;
-  fit.max_rows = options_.row_tile_max_rows;
+  fit.max_rows = std::min(options_.row_tile_max_rows, decoding + spare);  // (padding too)
   int64_t taken = 0;
   for (int64_t id : running_) {
     if (taken == decoding) break;
     const Seq& s = *seqs_.at(id);
     if (!ready(s) || s.fed < s.prefill) continue;
     ++taken;
-    const int64_t room = std::min(spare, s.max_length - int64_t(s.known.size()));
+    // Within the spare budget, the rows it may store, and the blocks free now (the decode loop
+    // checks again as the step's blocks are taken: no proposals are made only to be dropped).
+    int64_t room = std::min(spare, s.max_length - int64_t(s.known.size()));
+    while (room > 0 && !can_allocate(blocks_needed(s, s.fed + 1 + room))) --room;
     const int64_t wanted = s.spec_pause > 0 ? 0 : std::min(s.spec_k, room);
     spare -= wanted;
     if (wanted <= 0) continue;
@@ -509,7 +519,8 @@ void Scheduler::adapt_speculation(Seq& s, int64_t proposed, int64_t accepted) co
     if (proposed >= s.spec_k) s.spec_k = std::min(most, 2 * s.spec_k);
     return;
   }
-  if (proposed == 1 && s.spec_k == 1) {  // even one proposal does not pay now: pause
+  if (accepted == 0 && s.spec_k == 1) {  // even one proposal does not pay now: pause (also
+                                         // where the step checked more, padded to a row tile)
     s.spec_backoff = std::clamp<int64_t>(2 * s.spec_backoff, 1, kMaxSpeculationPause);
     s.spec_pause = s.spec_backoff;
   }

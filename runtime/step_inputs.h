@@ -67,7 +67,8 @@ struct RankShare {
 // Adds one sequence's rows to `in`: its `tokens` (the whole SP group's) at positions position ..,
 // its K/V after the cached_rows this rank holds, in `blocks`. With sequence parallelism a sequence
 // at position 0 is a prompt split over the group (it must be the step's only sequence), and a
-// later one is a single decode token.
+// later one decodes: its token, and any proposals to check, each row kept by the SP rank of its
+// position (parallel/sp_split.h).
 void add_sequence(StepInputs& in, const RankShare& rank, int64_t seq, int64_t position,
                   const std::vector<int32_t>& tokens, int64_t cached_rows,
                   const std::vector<int32_t>& blocks, int64_t logits, bool sample);

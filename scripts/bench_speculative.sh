@@ -4,7 +4,8 @@
 #   1. copy-heavy, single stream: the default model rewrites a given passage; --speculative ngram
 #      against off (decode tokens/s).
 #   2. chat, single stream: the default model's weights as an f16 target, its own q4_0 copy as
-#      the draft (scripts/fetch_model.sh f16 / q4_0); --speculative draft against off.
+#      the draft (scripts/fetch_model.sh f16 / q4_0), and its own q8_0 copy (fetch_model.sh
+#      q8_0); --speculative draft against off.
 #   3. 32 requests at once (tessera bench, uniform 64 + 64 tokens): output tokens/s with
 #      --speculative ngram (default --speculative-max-batch) against off.
 # Usage: scripts/bench_speculative.sh [runs=3]
@@ -15,6 +16,7 @@ T=build/launch/tessera
 TARGET=$(scripts/fetch_model.sh)
 F16=$(scripts/fetch_model.sh f16)
 DRAFT=$(scripts/fetch_model.sh q4_0)
+DRAFT8=$(scripts/fetch_model.sh q8_0)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -42,9 +44,11 @@ same() { cmp -s "$TMP/$1.txt" "$TMP/$2.txt" || { echo "DIFFERENT TEXT: $1 vs $2"
 
 : >"$TMP/spec.txt"
 echo "1. copy-heavy (rewrite a passage), default model, single stream, --speculative ngram:"
-for ((i = 0; i < RUNS; i++)); do
+for ((i = 0; i < RUNS; i++)); do  # (each round in the other order: the second run of a pair
+  # was slower by up to 10% in some minutes here, whichever it was)
+  if ((i % 2)); then run_generate "$TARGET" on -p "$COPY" --speculative ngram >>"$TMP/copy_on"; fi
   run_generate "$TARGET" off -p "$COPY" >>"$TMP/copy_off"
-  run_generate "$TARGET" on -p "$COPY" --speculative ngram >>"$TMP/copy_on"
+  if ((i % 2 == 0)); then run_generate "$TARGET" on -p "$COPY" --speculative ngram >>"$TMP/copy_on"; fi
   same off on
 done
 off=$(median <"$TMP/copy_off"); on=$(median <"$TMP/copy_on")
@@ -52,19 +56,32 @@ echo "   off $off tokens/s, ngram $on tokens/s: $(awk -v a="$on" -v b="$off" 'BE
 echo "   $(tail -1 "$TMP/spec.txt")"
 
 : >"$TMP/spec.txt"
-echo "2. chat, f16 target ($F16), q4_0 draft ($DRAFT), single stream, --speculative draft:"
+echo "2. chat, f16 target ($F16), single stream, --speculative draft with a q4_0 draft ($DRAFT)"
+echo "   and a q8_0 draft ($DRAFT8):"
+: >"$TMP/spec8.txt"
 for ((i = 0; i < RUNS; i++)); do
   for p in "${CHATS[@]}"; do
-    run_generate "$F16" off --chat -p "$p" >>"$TMP/chat_off"
+    if ((i % 2)); then run_generate "$F16" off --chat -p "$p" >>"$TMP/chat_off"; fi
     run_generate "$F16" on --chat -p "$p" --speculative draft --draft-model "$DRAFT" >>"$TMP/chat_on"
+    mv "$TMP/spec.txt" "$TMP/spec4.txt"
+    mv "$TMP/spec8.txt" "$TMP/spec.txt"
+    mv "$TMP/on.txt" "$TMP/on4.txt"
+    run_generate "$F16" on --chat -p "$p" --speculative draft --draft-model "$DRAFT8" >>"$TMP/chat_on8"
+    mv "$TMP/spec.txt" "$TMP/spec8.txt"
+    mv "$TMP/spec4.txt" "$TMP/spec.txt"
+    if ((i % 2 == 0)); then run_generate "$F16" off --chat -p "$p" >>"$TMP/chat_off"; fi
     same off on
+    same off on4
   done
 done
-off=$(median <"$TMP/chat_off"); on=$(median <"$TMP/chat_on")
-echo "   off $off tokens/s, draft $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}') (medians over ${#CHATS[@]} prompts x $RUNS)"
-awk '{for (i = 1; i <= NF; ++i) if ($i == "proposals") p += $(i - 1); else if ($i == "accepted") a += $(i - 1)}
-     END {if (p) printf "   acceptance over the runs: %d of %d proposals (%.1f%%)\n", a, p, 100 * a / p}' \
-  "$TMP/spec.txt"
+acceptance() {
+  awk '{for (i = 1; i <= NF; ++i) if ($i == "proposals") p += $(i - 1); else if ($i == "accepted") a += $(i - 1)}
+       END {if (p) printf "acceptance over the runs: %d of %d proposals (%.1f%%)", a, p, 100 * a / p}' "$1"
+}
+off=$(median <"$TMP/chat_off"); on=$(median <"$TMP/chat_on"); on8=$(median <"$TMP/chat_on8")
+echo "   off $off tokens/s (medians over ${#CHATS[@]} prompts x $RUNS)"
+echo "   q4_0 draft $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}'), $(acceptance "$TMP/spec.txt")"
+echo "   q8_0 draft $on8 tokens/s: $(awk -v a="$on8" -v b="$off" 'BEGIN {printf "%.2fx", a / b}'), $(acceptance "$TMP/spec8.txt")"
 
 echo "3. 32 requests at once (tessera bench --workload uniform), default model:"
 bench() {
@@ -72,8 +89,9 @@ bench() {
     --stats-interval 0 "$@" 2>/dev/null | awk -F'|' '/continuous batching/ {gsub(/ /, "", $4); print $4}'
 }
 for ((i = 0; i < RUNS; i++)); do
+  if ((i % 2)); then bench --speculative ngram >>"$TMP/many_on"; fi
   bench >>"$TMP/many_off"
-  bench --speculative ngram >>"$TMP/many_on"
+  if ((i % 2 == 0)); then bench --speculative ngram >>"$TMP/many_on"; fi
 done
 off=$(median <"$TMP/many_off"); on=$(median <"$TMP/many_on")
 echo "   off $off tokens/s, ngram $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}')"

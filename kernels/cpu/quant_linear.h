@@ -50,8 +50,9 @@ void weight_rows_linear(const float* x, const ActivationBlock* act, int64_t m, i
 inline constexpr int64_t kIntegerMaxRows = 64;
 
 // The rows of x a lane tile of the integer kernels takes for weights of `type` (8 / its
-// kLaneTileRows: 4 for q8_0, q4_0 and q4_1, 8 for the others), where they take them; else 1. A
-// last group of at most half that many goes one row of x at a time (weight_rows_linear).
+// kLaneTileRows: 4 for q8_0, q4_0, q4_1 and the int4 groups, 8 for q5_0, q5_1 and the k-quants),
+// where they take them; else 1. A last group of at most half that many goes one row of x at a time
+// (weight_rows_linear).
 int64_t integer_row_tile(DType type);
 
 // Whether the integer kernels run here (an AVX2 CPU); elsewhere the float path serves every m.

@@ -652,8 +652,8 @@ TEST(Scheduler, SpeculationAdaptsToEachSequencesAcceptanceAndStopsInLargeBatches
 // Proposals fitted to row tiles of 4 (the CPU's integer kernels on q4_0): a lone sequence checks 3
 // of its 4 (4 rows, not a fifth row that costs a pass over the weights); two check 3 each; from a
 // proposer that costs nothing, a sequence whose k fell to 1 after a miss checks 3 (a step of 2
-// rows costs what 4 do), one that costs steps is asked for its k only; and a step that prefills a
-// prompt is left alone.
+// rows costs what 4 do), one that costs steps is asked for its k only; a miss at k 1 pauses the
+// sequence, padded or not; and a step that prefills a prompt is left alone.
 TEST(Scheduler, ProposalsFillWholeRowTiles) {
   for (bool free : {false, true}) {
     SCOPED_TRACE(free ? "a free proposer" : "a proposer that costs steps");
@@ -694,9 +694,16 @@ TEST(Scheduler, ProposalsFillWholeRowTiles) {
     // k 1: 2 rows; from a free proposer 4 (it was asked for up to 4).
     EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, free ? 3 : 1}}));
     EXPECT_EQ(sevens.asked, std::vector<int64_t>{free ? 4 : 1});
+    reject[0] = 1;  // at k 2: k 1 again, no pause
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, free ? 3 : 2}}));
+    reject[0] = 1;  // at k 1 (padded or not): paused for a step
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, free ? 3 : 1}}));
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 0}}));
     s.add(1, {1, 2, 3}, {}, 400);  // a prompt in the step: as wanted
-    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 2}, {1, 0}}));  // (k doubled to 2)
-    // Two sequences at k 4: 10 rows, 2 more than two tiles, trimmed to 8.
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 1}, {1, 0}}));
+    // k 2 and 4: 8 rows, whole tiles already.
+    EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 2}, {1, 4}}));
+    // k 4 and 4: 10 rows, 2 more than two tiles, trimmed to 8.
     EXPECT_EQ(step(), (std::map<int64_t, int64_t>{{0, 3}, {1, 3}}));
   }
 }
