@@ -133,9 +133,6 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(o.draft_model.empty() || !o.model.empty(),
                 "--draft-model needs a target --model file (its tokenizer is compared)");
   TESSERA_CHECK(flags.speculative_max_batch >= 0, "--speculative-max-batch must be >= 0");
-  if (!o.draft_model.empty())  // (before anything is loaded)
-    check_draft_tokenizer(o.draft_model, ModelReader(o.draft_model).read_tokenizer(),
-                          ModelReader(o.model).read_tokenizer());
   o.engine.speculative_tokens = o.speculative != "off" ? o.speculative_tokens : 0;
   TESSERA_CHECK(o.stats_interval >= 0, "--stats-interval must be >= 0 seconds");
   TESSERA_CHECK(o.device.step_timeout > 0,
@@ -149,6 +146,9 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   ModelRun run{ProcessGroups::create(o.layout, MpiCommunicator::world(), transport), {}, o.engine,
                false, nullptr};
   run.rank0 = run.groups.world->rank() == 0;
+  if (run.rank0 && !o.draft_model.empty())  // (a leader: refused before anything is loaded)
+    check_draft_tokenizer(o.draft_model, ModelReader(o.draft_model).read_tokenizer(),
+                          ModelReader(o.model).read_tokenizer());
   load.dtype = model_dtype(o.device, load.device);
   TESSERA_CHECK(o.model.empty() != o.random.empty(),
                 "give --model FILE or --random CONFIG (one of them)");
@@ -171,28 +171,29 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   e.max_context = o.max_context;
   sched.prefix_caching = !vm["no-prefix-caching"].as<bool>();
   const KvPoolShape shape = m.kv_shape(sched.block_size, e.kv_dtype);
-  // The draft model, loaded before the cache is sized (its weights come out of the same memory).
+  // The draft model, loaded before the cache is sized (its weights come out of the same memory),
+  // on the leaders only: only they open its file (a draft of another tokenizer is refused there,
+  // and the launcher stops every rank).
   const bool leader = m.stage().first() && m.shard().tp_rank == 0 && m.shard().sp_rank == 0;
   DraftModel draft;
-  int64_t draft_weight_bytes = 0;
+  int64_t draft_weight_bytes = 0, draft_block_bytes = 0;
   if (!o.draft_model.empty() && leader) {
     draft = DraftModel::load(o.draft_model, ModelReader(o.model).read_tokenizer(), load);
     draft_weight_bytes = draft.model->weight_bytes();
+    draft_block_bytes = draft.model->kv_shape(sched.block_size, e.kv_dtype).bytes_per_block();
   }
   sched.num_blocks = kv_cache_blocks(o.kv, shape, *run.groups.world);
   if (!o.draft_model.empty()) {
     // Every rank shrinks its cache alike, so that the leader's holds the draft's cache too: as
-    // many tokens as the target's (the draft keeps rows of every running request).
-    KvPoolShape draft_shape = shape;
-    const ModelConfig dc = ModelReader(o.draft_model).config();
-    draft_shape.layers = dc.num_layers;
-    draft_shape.kv_heads = dc.num_kv_heads;
-    draft_shape.head_dim = dc.head_dim;
-    const int64_t target = shape.bytes_per_block(), both = target + draft_shape.bytes_per_block();
-    // (stages of different layer counts shrink by different shares: the least over the world)
-    Tensor least = Tensor::from_i32({int32_t(sched.num_blocks * target / both)}, {1});
+    // many tokens as the target's (the draft keeps rows of every running request). The draft's
+    // bytes per block come from the leaders (the most over the world: the others have none), and
+    // stages of different layer counts shrink by different shares: the least over the world.
+    Tensor bytes = Tensor::from_i64({draft_block_bytes}, {1});
+    run.groups.world->all_reduce(bytes, ReduceOp::kMax);
+    const int64_t target = shape.bytes_per_block(), both = target + bytes.data<int64_t>()[0];
+    Tensor least = Tensor::from_i64({sched.num_blocks * target / both}, {1});
     run.groups.world->all_reduce(least, ReduceOp::kMin);
-    sched.num_blocks = least.data<int32_t>()[0];
+    sched.num_blocks = least.data<int64_t>()[0];
     TESSERA_CHECK(sched.num_blocks >= 1,
                   "the KV cache has no room for the draft model's cache: give it more memory");
     if (leader)

@@ -667,6 +667,29 @@ def test_one_rank_that_cannot_open_the_file_stops_every_rank(tessera, default_mo
     assert lines == ["tessera: error on rank 1 of 2: model.h5: no such model file"], r.stderr
 
 
+def test_only_the_leader_opens_the_draft_model(tessera, default_model, tmp_path):
+    # --pp 2 with a draft model, each rank in a folder of its own: the second stage's folder has
+    # no draft file (a node without it), and the job still runs (only each replica's leader opens
+    # the draft), with the text of one rank without speculation.
+    lead, follow = tmp_path / "node0", tmp_path / "node1"
+    lead.mkdir()
+    follow.mkdir()
+    for d in (lead, follow):
+        os.symlink(default_model, d / "model.h5")
+    os.symlink(default_model, lead / "draft.h5")
+    prompt = "Repeat this sentence exactly: The baker opened her shop before sunrise."
+    one = run(tessera, "generate", "-m", default_model, "--chat", "-p", prompt, "-n", "24")
+    assert one.returncode == 0, one.stderr
+    cmd = [tessera, "generate", "-m", "model.h5", "--pp", "2", "--chat", "-p", prompt, "-n", "24",
+           "--speculative", "draft", "--draft-model", "draft.h5"]
+    r = subprocess.run(["mpirun", "-np", "1", "-wdir", str(lead), *cmd, ":", "-np", "1", "-wdir",
+                        str(follow), *cmd], capture_output=True, text=True, env=MPI_ENV,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == one.stdout
+    assert "speculative decoding:" in r.stderr and "draft model" in r.stderr, r.stderr
+
+
 def test_data_parallel_replicas_split_a_batch_with_one_writer(tessera, tiny_model, tmp_path):
     # DP=2 x PP=2: each replica runs every other request, world rank 0 writes every record; the
     # records equal the one-rank run's. Cut short and resumed on another layout (DP=2 x TP=2),
