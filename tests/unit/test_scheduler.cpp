@@ -136,6 +136,11 @@ class FunctionProposer final : public Proposer {
   bool free_;
 };
 
+// k proposals of token 7 (the tests below decide per sequence how many are kept).
+std::vector<int32_t> propose_sevens(const std::vector<int32_t>&, int64_t k) {
+  return std::vector<int32_t>(size_t(k), 7);
+}
+
 class SchedulerSimulation {
  public:
   SchedulerSimulation(const SchedulerOptions& o, unsigned seed)
@@ -602,8 +607,7 @@ TEST(Scheduler, SpeculationAdaptsToEachSequencesAcceptanceAndStopsInLargeBatches
   o.max_step_tokens = 64;
   o.speculative_tokens = 4;
   o.speculative_max_batch = 3;
-  FunctionProposer sevens(
-      [](const std::vector<int32_t>&, int64_t k) { return std::vector<int32_t>(size_t(k), 7); });
+  FunctionProposer sevens(propose_sevens);
   o.proposer = &sevens;
   Scheduler s(o);
   // Sequence 0 accepts everything; 1 nothing; 2 one proposal in its first speculative step,
@@ -663,9 +667,7 @@ TEST(Scheduler, ProposalsFillWholeRowTiles) {
     o.speculative_tokens = 4;
     o.row_tile = 4;
     o.row_tile_max_rows = 64;
-    FunctionProposer sevens(
-        [](const std::vector<int32_t>&, int64_t k) { return std::vector<int32_t>(size_t(k), 7); },
-        free);
+    FunctionProposer sevens(propose_sevens, free);
     o.proposer = &sevens;
     Scheduler s(o);
     std::map<int64_t, int64_t> reject;  // sequence: reject all its proposals at its next step
