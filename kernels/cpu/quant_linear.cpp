@@ -477,7 +477,7 @@ struct LaneScales {
 template <DType F, int R, int C>
 inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, int rows,
                               const __m256* lanes, int64_t blocks, const uint8_t* w,
-                              size_t row_bytes, int64_t n, float* y, int64_t ldy) {
+                              size_t row_bytes, int64_t n, int64_t n_end, float* y, int64_t ldy) {
   using Fmt = Format<F>;
   constexpr int J = Fmt::kChunks;
   __m256 acc[R][C];
@@ -491,6 +491,14 @@ inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, in
   for (int r = 0; r < R; ++r) x_rows[r] = act + std::min(r, rows - 1) * act_stride;
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* block = wrows + size_t(b) * Fmt::kBytes;
+    // As integer_tile: the same block kAhead weight rows on, asked for ahead of time (the first
+    // group of x's rows meets the panel's rows as they come from memory)
+    constexpr int kAhead = 8;
+    for (int c = 0; c < C && n + kAhead + c < n_end; ++c) {
+      const char* p = reinterpret_cast<const char*>(block + size_t(kAhead + c) * row_bytes);
+      for (size_t at = 0; at < Fmt::kBytes; at += 64) _mm_prefetch(p + at, _MM_HINT_T0);
+      if constexpr (Fmt::kBytes > 64) _mm_prefetch(p + Fmt::kBytes - 1, _MM_HINT_T0);
+    }
     const LaneScales<F, C> weight(block, row_bytes);
     each_chunk<J>([&](auto chunk) {
       constexpr int j = decltype(chunk)::value;
@@ -569,7 +577,7 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
       }
       tile_lanes<R, C>(a, stride, rows, lanes);
       for (n = p0; n + C <= p1; n += C)
-        integer_lane_tile<F, R, C>(a, stride, rows, lanes, blocks, w, row_bytes, n, yr, ldy);
+        integer_lane_tile<F, R, C>(a, stride, rows, lanes, blocks, w, row_bytes, n, p1, yr, ldy);
       for (; n < p1; ++n)  // a last weight row of an odd panel: one row of x at a time
         for (int64_t i = 0; i < rows; ++i)
           integer_tile<F, 1>(a + i * stride, blocks, w, row_bytes, n, n1, yr + i * ldy);
