@@ -330,6 +330,10 @@ StepPlan Scheduler::schedule() {
     speculate = false;
   int64_t spare = budget - decoding;
   if (prompts) spare /= 2;
+  // Proposals never take the step's rows past those the batch-invariant kernels take
+  // (ops::RowTiling::max_rows): checking them must not change how the decoding rows are computed.
+  if (options_.row_tile_max_rows > 0)
+    spare = std::min(spare, std::max<int64_t>(0, options_.row_tile_max_rows - decoding));
   // Every decoding sequence's proposals at once (a draft model runs them as one batch), fitted
   // to the row tiles where no prompt may join the step.
   std::unordered_map<int64_t, std::vector<int32_t>> proposed;

@@ -710,5 +710,38 @@ TEST(Scheduler, ProposalsFillWholeRowTiles) {
   }
 }
 
+// Proposals never take a step's rows past those the batch-invariant kernels take
+// (row_tile_max_rows): three sequences that would check 11 each (36 rows) check 13 in all, 16
+// rows, and a step already at the limit checks none; with no limit (a GPU's tiling) all 11 each.
+TEST(Scheduler, ProposalsStayWithinTheBatchInvariantRows) {
+  for (int64_t max_rows : {16, 3, 0}) {
+    SCOPED_TRACE("row_tile_max_rows " + std::to_string(max_rows));
+    SchedulerOptions o;
+    o.block_size = 4;
+    o.num_blocks = 512;
+    o.speculative_tokens = 11;
+    o.row_tile = max_rows > 0 ? 4 : 1;
+    o.row_tile_max_rows = max_rows;
+    FunctionProposer sevens(propose_sevens, true);
+    o.proposer = &sevens;
+    Scheduler s(o);
+    for (int64_t id = 0; id < 3; ++id) s.add(id, {1, 2, 3}, {}, 400);
+    StepPlan p = s.schedule();  // the prompts
+    for (const SequenceWork& w : p.work) s.append(w.seq, {7});
+    for (int step = 0; step < 3; ++step) {
+      p = s.schedule();
+      int64_t rows = 0, proposals = 0;
+      for (const SequenceWork& w : p.work) {
+        rows += int64_t(w.tokens.size());
+        proposals += w.drafts;
+        s.append(w.seq, std::vector<int32_t>(size_t(w.drafts + 1), 7));
+      }
+      s.check_invariants();
+      EXPECT_EQ(proposals, max_rows == 16 ? 13 : max_rows == 3 ? 0 : 33);
+      EXPECT_EQ(rows, 3 + proposals);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tessera
