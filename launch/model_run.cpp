@@ -89,9 +89,16 @@ void ModelRunOptions::add_to(po::options_description& desc) {
        "the output repeats the prompt: rewriting, editing given code), draft (a smaller model "
        "with the same tokenizer, --draft-model, proposes them) or off. Greedy and seeded "
        "output stays the same")
-      ("num-speculative-tokens", po::value(&speculative_tokens)->default_value(speculative_tokens),
+      ("num-speculative-tokens",
+       po::value(&speculative_tokens)
+           ->default_value(speculative_tokens, std::to_string(kNgramSpeculativeTokens) +
+                                                   " with ngram, " +
+                                                   std::to_string(kDraftSpeculativeTokens) +
+                                                   " with draft"),
        "the most tokens proposed per request and step with --speculative (each request's count "
-       "adapts to how many of its proposals were right)")
+       "adapts to how many of its proposals were right). ngram's proposals cost nothing to make: "
+       "its default checks 11 and the next token in a step of 12 rows, three of the CPU's "
+       "4-row tiles; each of a draft's costs a draft step")
       ("draft-model", po::value(&draft_model),
        "with --speculative draft: the draft model's file (tessera convert; e.g. the target's own "
        "Q4_0 copy), run whole on each replica's leader; its KV cache takes a share of the "
@@ -125,6 +132,9 @@ ModelRun ModelRun::start(ModelRunOptions& o, const po::variables_map& vm) {
   TESSERA_CHECK(o.engine.max_in_flight >= 0, "--max-in-flight must be >= 0");
   TESSERA_CHECK(o.speculative == "ngram" || o.speculative == "draft" || o.speculative == "off",
                 "--speculative must be ngram, draft or off, got '" << o.speculative << "'");
+  if (vm["num-speculative-tokens"].defaulted())
+    o.speculative_tokens =
+        o.speculative == "ngram" ? kNgramSpeculativeTokens : kDraftSpeculativeTokens;
   TESSERA_CHECK(o.speculative_tokens >= 1,
                 "--num-speculative-tokens must be at least 1, got " << o.speculative_tokens);
   TESSERA_CHECK((o.speculative == "draft") == !o.draft_model.empty(),
