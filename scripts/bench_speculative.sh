@@ -8,7 +8,12 @@
 #      q8_0); --speculative draft against off.
 #   3. 32 requests at once (tessera bench, uniform 64 + 64 tokens): output tokens/s with
 #      --speculative ngram (default --speculative-max-batch) against off.
-# Usage: scripts/bench_speculative.sh [runs=3]
+# With PEER=1, row 1 also runs the CPU peer on the same GGUF weights, in the same rounds:
+# llama.cpp's llama-server (scripts/build_llamacpp.sh; ~12 minutes to build once) with 2 threads,
+# without speculation and with its prompt lookup (--spec-type ngram-simple, lookup n-gram 3,
+# drafts of up to 16 tokens: its best of the settings tried here; its defaults, 12 and 48, found
+# fewer matches), decode tokens/s from its own timings.
+# Usage: [PEER=1] scripts/bench_speculative.sh [runs=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -39,6 +44,38 @@ run_generate() {
   grep -E '^speculative decoding' "$TMP/err" >>"$TMP/spec.txt" || true
   sed -nE 's/^decode: .*\(([0-9.]+) tokens\/s\)/\1/p' "$TMP/err"
 }
+# The peer's servers, one without speculation and one with its prompt lookup, up for row 1.
+PEER_PIDS=()
+peer_start() {  # port, llama-server arguments...
+  local port=$1; shift
+  "$PEER_BIN/llama-server" -m "$GGUF" -t 2 -c 4096 -np 1 --port "$port" "$@" \
+    >"$TMP/peer-$port.log" 2>&1 &
+  PEER_PIDS+=($!)
+  for _ in $(seq 1 300); do
+    curl -sf "localhost:$port/health" >/dev/null && return 0
+    sleep 0.2
+  done
+  echo "llama-server on port $port did not start: $TMP/peer-$port.log" >&2
+  exit 1
+}
+peer_generate() {  # port: decode tokens/s of the copy prompt, greedy, 128 tokens at most
+  curl -sf "localhost:$1/completion" -d "$(python3 -c 'import json, sys
+print(json.dumps({"prompt": sys.argv[1], "n_predict": 128, "temperature": 0, "cache_prompt": False}))' "$COPY")" |
+    python3 -c 'import json, sys
+t = json.load(sys.stdin)["timings"]
+print("%.1f" % t["predicted_per_second"])
+print("draft", t.get("draft_n", 0), "accepted", t.get("draft_n_accepted", 0), file=sys.stderr)' \
+      2>>"$TMP/peer_spec.txt"
+}
+if [ "${PEER:-0}" = 1 ]; then
+  PEER_BIN=$(scripts/build_llamacpp.sh)
+  GGUF=models/SmolLM2-135M-Instruct.Q4_1.gguf
+  trap 'kill "${PEER_PIDS[@]}" 2>/dev/null; rm -rf "$TMP"' EXIT
+  peer_start 18191
+  peer_start 18192 --spec-type ngram-simple --spec-ngram-simple-size-n 3 \
+    --spec-ngram-simple-size-m 16
+  : >"$TMP/peer_spec.txt"
+fi
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 same() { cmp -s "$TMP/$1.txt" "$TMP/$2.txt" || { echo "DIFFERENT TEXT: $1 vs $2" >&2; exit 1; }; }
 
@@ -50,10 +87,21 @@ for ((i = 0; i < RUNS; i++)); do  # (each round in the other order: the second r
   run_generate "$TARGET" off -p "$COPY" >>"$TMP/copy_off"
   if ((i % 2 == 0)); then run_generate "$TARGET" on -p "$COPY" --speculative ngram >>"$TMP/copy_on"; fi
   same off on
+  if [ "${PEER:-0}" = 1 ]; then
+    peer_generate 18191 >>"$TMP/peer_off"
+    peer_generate 18192 >>"$TMP/peer_on"
+  fi
 done
 off=$(median <"$TMP/copy_off"); on=$(median <"$TMP/copy_on")
 echo "   off $off tokens/s, ngram $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}')"
 echo "   $(tail -1 "$TMP/spec.txt")"
+if [ "${PEER:-0}" = 1 ]; then
+  poff=$(median <"$TMP/peer_off"); pon=$(median <"$TMP/peer_on")
+  echo "   peer (llama.cpp, same GGUF, 2 threads): off $poff tokens/s, ngram-simple $pon tokens/s:" \
+    "$(awk -v a="$pon" -v b="$poff" 'BEGIN {printf "%.2fx", a / b}'); $(tail -1 "$TMP/peer_spec.txt")"
+  echo "   tessera ngram / peer ngram-simple: $(awk -v a="$on" -v b="$pon" 'BEGIN {printf "%.2fx", a / b}')"
+  kill "${PEER_PIDS[@]}" 2>/dev/null || true
+fi
 
 : >"$TMP/spec.txt"
 echo "2. chat, f16 target ($F16), single stream, --speculative draft with a q4_0 draft ($DRAFT)"
