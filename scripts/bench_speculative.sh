@@ -70,7 +70,7 @@ print("draft", t.get("draft_n", 0), "accepted", t.get("draft_n_accepted", 0), fi
 if [ "${PEER:-0}" = 1 ]; then
   PEER_BIN=$(scripts/build_llamacpp.sh)
   GGUF=models/SmolLM2-135M-Instruct.Q4_1.gguf
-  trap 'kill "${PEER_PIDS[@]}" 2>/dev/null; rm -rf "$TMP"' EXIT
+  trap 'kill "${PEER_PIDS[@]}" 2>/dev/null || true; rm -rf "$TMP"' EXIT
   peer_start 18191
   peer_start 18192 --spec-type ngram-simple --spec-ngram-simple-size-n 3 \
     --spec-ngram-simple-size-m 16
