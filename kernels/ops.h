@@ -30,9 +30,10 @@ struct LinearPart {
 void linear_group(const Tensor& x, const std::vector<LinearPart>& parts);
 
 // How a device's linear takes the rows of x (a step's tokens) for weights of type `weight`, for
-// the scheduler to size steps of speculative decoding: in steps of up to max_rows rows, rows go
-// `tile` at a time, and a last group of at most tile / 2 rows goes one row at a time, each at
-// about the cost of a pass over the weights. tile 1: rows cost alike (nothing to align to).
+// the scheduler to size steps of speculative decoding: in steps of up to max_rows rows, a row's
+// result is the same bits whatever else the step holds (the batch-invariant kernels; 0: no such
+// limit is known), and rows go `tile` at a time, a last group of at most tile / 2 rows one row
+// at a time, each at about the cost of a pass over the weights. tile 1: rows cost alike.
 struct RowTiling {
   int64_t tile = 1;
   int64_t max_rows = 0;

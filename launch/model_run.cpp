@@ -97,8 +97,8 @@ void ModelRunOptions::add_to(po::options_description& desc) {
                                                    " with draft"),
        "the most tokens proposed per request and step with --speculative (each request's count "
        "adapts to how many of its proposals were right). ngram's proposals cost nothing to make: "
-       "its default checks 11 and the next token in a step of 12 rows, three of the CPU's "
-       "4-row tiles; each of a draft's costs a draft step")
+       "its default checks 11 and the next token in a step of 12 rows (three of the CPU's "
+       "4-row tiles on q8_0, q4_0, q4_1 and int4 weights); each of a draft's costs a draft step")
       ("draft-model", po::value(&draft_model),
        "with --speculative draft: the draft model's file (tessera convert; e.g. the target's own "
        "Q4_0 copy), run whole on each replica's leader; its KV cache takes a share of the "

@@ -331,9 +331,11 @@ StepPlan Scheduler::schedule() {
   int64_t spare = budget - decoding;
   if (prompts) spare /= 2;
   // Proposals never take the step's rows past those the batch-invariant kernels take
-  // (ops::RowTiling::max_rows): checking them must not change how the decoding rows are computed.
-  if (options_.row_tile_max_rows > 0)
-    spare = std::min(spare, std::max<int64_t>(0, options_.row_tile_max_rows - decoding));
+  // (ops::RowTiling::max_rows): checking them must not change how the step's rows are computed.
+  // (Here for the decoding rows; once the prompts have joined, below, for theirs too. A step
+  // past them already takes the other kernels, with or without proposals.)
+  if (options_.row_tile_max_rows > 0 && decoding <= options_.row_tile_max_rows)
+    spare = std::min(spare, options_.row_tile_max_rows - decoding);
   // Every decoding sequence's proposals at once (a draft model runs them as one batch), fitted
   // to the row tiles where no prompt may join the step.
   std::unordered_map<int64_t, std::vector<int32_t>> proposed;
@@ -405,6 +407,15 @@ StepPlan Scheduler::schedule() {
   if (options_.static_batches &&
       (waiting_.empty() || no_room || int64_t(running_.size()) >= options_.max_sequences))
     batch_open_ = false;
+  if (options_.row_tile_max_rows > 0) {  // (see above)
+    int64_t rows = 0, proposals = 0;
+    for (const SequenceWork& w : plan.work) {
+      rows += int64_t(w.tokens.size());
+      proposals += w.drafts;
+    }
+    if (rows > options_.row_tile_max_rows && rows - proposals <= options_.row_tile_max_rows)
+      drop_proposals(rows - options_.row_tile_max_rows, plan);
+  }
   for (const auto& [block, hash] : unpublished_)
     if (blocks_[0].refs(block) > 0) blocks_[0].publish(block, hash);
   unpublished_.clear();
@@ -414,6 +425,22 @@ StepPlan Scheduler::schedule() {
   ++metrics_.steps;
   track_waste();
   return plan;
+}
+
+void Scheduler::drop_proposals(int64_t n, StepPlan& plan) {
+  for (; n > 0; --n) {
+    SequenceWork* most = nullptr;
+    for (SequenceWork& w : plan.work)
+      if (w.drafts > 0 && (most == nullptr || w.drafts > most->drafts)) most = &w;
+    TESSERA_ASSERT(most != nullptr, "no proposal left to drop");
+    Seq& s = *seqs_.at(most->seq);
+    most->tokens.pop_back();
+    --most->drafts;
+    most->logits = most->drafts > 0 ? most->drafts + 1 : 0;
+    s.drafts = most->drafts;
+    --metrics_.proposed_tokens;
+    if (most->drafts == 0) --metrics_.speculative_steps;
+  }
 }
 
 bool Scheduler::being_computed(uint64_t hash) const {

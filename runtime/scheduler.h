@@ -68,7 +68,10 @@ struct SchedulerOptions {
   // sequence speculates in a step of more than speculative_max_batch decoding sequences (0: no
   // limit), where the extra rows cost about what they save. In steps of decoding only, the
   // proposals are fitted to the device's row tiles (row_tile, row_tile_max_rows:
-  // ops::RowTiling; runtime/row_tile_fit.h): padded from a free proposer, or trimmed.
+  // ops::RowTiling; runtime/row_tile_fit.h): padded from a free proposer, or trimmed. Proposals
+  // never take a step past row_tile_max_rows rows (the batch-invariant kernels' limit; 0: none)
+  // where it would not be past them without: checking them does not change how its rows are
+  // computed.
   int64_t speculative_tokens = 0;
   Proposer* proposer = nullptr;
   int64_t speculative_max_batch = 0;
@@ -166,6 +169,10 @@ class Scheduler {
   std::unordered_map<int64_t, std::vector<int32_t>> propose_for_step(int64_t decoding,
                                                                      int64_t spare,
                                                                      bool fit_tiles) const;
+  // Takes n proposals off the plan's decoding sequences, one at a time from one with the most, as
+  // though they had never been made (their rows' blocks stay with the sequence, as a rejected
+  // proposal's do).
+  void drop_proposals(int64_t n, StepPlan& plan);
   // After a step of s checked `proposed` proposals and `accepted` were the tokens: s's next k.
   void adapt_speculation(Seq& s, int64_t proposed, int64_t accepted) const;
   std::vector<int64_t> admission_blocks(const Seq& s) const;

@@ -3,6 +3,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/ops_cpu.h"
 #include "kernels/cpu/quant_linear.h"
+#include "kernels/cpu/skinny_gemm.h"
 
 namespace tessera {
 namespace {
@@ -16,9 +17,12 @@ class CpuBackend final : public Backend {
     ops::cpu::linear_group(x, {{&w, bias, &y}});
   }
   ops::RowTiling linear_row_tiling(DType weight) const override {
-    const int64_t tile = ops::cpu::integer_row_tile(weight);
-    if (tile <= 1) return {};
-    return {.tile = tile, .max_rows = ops::cpu::kIntegerMaxRows};
+    // Up to max_rows rows, a row's result is the same bits whatever else is in x: the integer
+    // kernels (or, without them, the skinny kernel on quantized weights) up to kIntegerMaxRows,
+    // the skinny kernel on float weights up to kSkinnyMaxRows; OpenBLAS past them.
+    return {
+        .tile = ops::cpu::integer_row_tile(weight),
+        .max_rows = dtype_is_quantized(weight) ? ops::cpu::kIntegerMaxRows : ops::kSkinnyMaxRows};
   }
   void linear_group(const Tensor& x, const std::vector<ops::LinearPart>& parts) override {
     ops::cpu::linear_group(x, parts);

@@ -29,6 +29,13 @@ class CudaBackend final : public Backend {
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
     cuda::linear(x, w, bias, y);
   }
+  ops::RowTiling linear_row_tiling(DType weight) const override {
+    // The quantized kernels read up to kQuantLinearMaxRows rows of x with the weights decoded in
+    // registers, each row's sums alike whatever the batch; past them (and on float weights)
+    // cuBLAS, whose algorithm follows the shape.
+    if (!cuda::gpu_quant_format(weight).has_value()) return {};
+    return {.tile = 1, .max_rows = cuda::kQuantLinearMaxRows};
+  }
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override {
     cuda::rms_norm(x, weight, eps, y);
   }

@@ -572,8 +572,9 @@ def test_model_parallel_batch_equals_one_rank(tessera, default_model, tmp_path, 
 def speculation_batch(tessera, default_model, default_gguf, tmp_path_factory):
     """64 mixed requests for the default model (copying, completing, sums; every other one sampled
     with a seed), the default model's own q4_0 copy as a draft, and the one-rank run without
-    speculation. --max-batch 12 keeps a step with K=4 proposals each within the 64 rows whose
-    results do not depend on the batch (README "Speculative decoding")."""
+    speculation. ngram runs with its default K (11): the scheduler keeps the proposals of a step
+    within the 64 rows whose results do not depend on the batch (README "Speculative
+    decoding"); the draft with K=4."""
     d = tmp_path_factory.mktemp("speculation")
     sentences = ["The lighthouse keeper climbed the stairs every evening at dusk.",
                  "A small boat drifted past the harbour wall in the morning fog.",

@@ -211,7 +211,11 @@ class SchedulerSimulation {
       for (int r = 0; r < o_.sp; ++r) {
         const KvShare& share = w.kv[size_t(r)];
         if (!w.start) {
-          ASSERT_LE(int64_t(share.blocks.size()), int64_t(w.tokens.size()) / o_.block_size + 1)
+          // (a decoding sequence's blocks were grown for up to speculative_tokens proposals
+          // before some were dropped for a prompt: Scheduler::drop_proposals)
+          const int64_t grown =
+              int64_t(w.tokens.size()) + (w.sample ? o_.speculative_tokens - w.drafts : 0);
+          ASSERT_LE(int64_t(share.blocks.size()), grown / o_.block_size + 1)
               << "a running sequence's plan resends its table";
           appended_ += int64_t(share.blocks.size());
           replaced_ += int64_t(share.replaced.size());
@@ -315,6 +319,17 @@ class SchedulerSimulation {
       }
       const StepPlan plan = int(in_flight.size()) < o_.groups ? s_.schedule() : StepPlan{};
       ASSERT_NO_THROW(s_.check_invariants()) << "after a step";
+      if (o_.row_tile_max_rows > 0) {  // proposals never take a step past the invariant rows
+        int64_t rows = 0, proposals = 0;
+        for (const SequenceWork& w : plan.work) {
+          rows += int64_t(w.tokens.size());
+          proposals += w.drafts;
+        }
+        if (rows - proposals <= o_.row_tile_max_rows) {
+          ASSERT_LE(rows, o_.row_tile_max_rows) << proposals << " proposals";
+        }
+        limited_steps_ += proposals > 0 && rows == o_.row_tile_max_rows;
+      }
       if (!plan.work.empty()) {
         execute(plan);
         if (::testing::Test::HasFatalFailure()) return;
@@ -345,12 +360,14 @@ class SchedulerSimulation {
   int64_t copies_ = 0, restarts_ = 0;
   int64_t appended_ = 0, replaced_ = 0;  // blocks running sequences' plans appended, replaced
   int64_t proposed_ = 0, accepted_ = 0;  // speculative decoding's proposals, and those accepted
+  int64_t limited_steps_ = 0;            // steps with proposals that reached row_tile_max_rows rows
   std::map<int64_t, std::vector<std::vector<int32_t>>> tables_;  // as the ranks hold them
 };
 
 TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
   std::mt19937 g(2024);
   int64_t preemptions = 0, cached = 0, copies = 0, appended = 0, proposed = 0, accepted = 0;
+  int64_t limited = 0;
   for (int trial = 0; trial < 300; ++trial) {
     SchedulerOptions o;
     o.block_size = std::vector<int64_t>{1, 2, 4, 16}[g() % 4];
@@ -368,7 +385,7 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
       o.speculative_tokens = 1 + int64_t(g() % 5);
       o.proposer = &proposer;
       o.row_tile = std::vector<int64_t>{1, 4, 8}[g() % 3];
-      o.row_tile_max_rows = 64;
+      o.row_tile_max_rows = std::vector<int64_t>{64, 16, 8}[g() % 3];
     }
     SCOPED_TRACE("trial " + std::to_string(trial) + ": block " + std::to_string(o.block_size) +
                  ", blocks " + std::to_string(o.num_blocks) + ", sp " + std::to_string(o.sp) +
@@ -383,6 +400,7 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
     appended += sim.appended_;
     proposed += sim.proposed_;
     accepted += sim.accepted_;
+    limited += sim.limited_steps_;
     EXPECT_EQ(m.proposed_tokens, sim.proposed_);  // the scheduler counts what the test saw
     EXPECT_EQ(m.accepted_tokens, sim.accepted_);
   }
@@ -390,6 +408,7 @@ TEST(Scheduler, RandomWorkloadsAgainstAShadowCache) {
   EXPECT_GT(proposed, 1000);
   EXPECT_GT(accepted, 500);
   EXPECT_LT(accepted, proposed);
+  EXPECT_GT(limited, 0);
   EXPECT_GT(preemptions, 0);
   EXPECT_GT(cached, 0);
   EXPECT_GT(copies, 0);
@@ -740,6 +759,38 @@ TEST(Scheduler, ProposalsStayWithinTheBatchInvariantRows) {
       EXPECT_EQ(proposals, max_rows == 16 ? 13 : max_rows == 3 ? 0 : 33);
       EXPECT_EQ(rows, 3 + proposals);
     }
+  }
+}
+
+// The same where a prompt joins the step after the proposals were made: a decoding sequence with
+// 11 proposals and a prompt of 10 tokens (22 rows; 11 without the proposals) keep 5 of them, 16
+// rows; beside a prompt of 30 tokens the step is past 16 rows anyway, and all 11 stay.
+TEST(Scheduler, ProposalsMakeNoRoomForAPromptPastTheBatchInvariantRows) {
+  for (int64_t prompt : {10, 30}) {
+    SCOPED_TRACE("a prompt of " + std::to_string(prompt));
+    SchedulerOptions o;
+    o.block_size = 4;
+    o.num_blocks = 512;
+    o.speculative_tokens = 11;
+    o.row_tile = 4;
+    o.row_tile_max_rows = 16;
+    FunctionProposer sevens(propose_sevens, true);
+    o.proposer = &sevens;
+    Scheduler s(o);
+    s.add(0, {1, 2, 3}, {}, 400);
+    StepPlan p = s.schedule();
+    s.append(0, {7});
+    s.add(1, std::vector<int32_t>(size_t(prompt), 5), {}, 400);
+    p = s.schedule();
+    ASSERT_EQ(p.work.size(), 2u);
+    EXPECT_EQ(p.work[0].drafts, prompt == 10 ? 5 : 11);
+    EXPECT_EQ(p.work[0].tokens.size(), size_t(1 + p.work[0].drafts));
+    EXPECT_EQ(p.work[0].logits, p.work[0].drafts + 1);
+    EXPECT_EQ(p.work[1].tokens.size(), size_t(prompt));
+    EXPECT_EQ(s.metrics().proposed_tokens, p.work[0].drafts);
+    s.append(0, std::vector<int32_t>(size_t(p.work[0].drafts + 1), 7));
+    s.append(1, {7});
+    s.check_invariants();
   }
 }
 
