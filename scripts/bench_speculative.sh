@@ -48,29 +48,43 @@ run_generate() {
 PEER_PIDS=()
 peer_start() {  # port, llama-server arguments...
   local port=$1; shift
+  if curl -s --max-time 2 "localhost:$port/health" >/dev/null; then
+    echo "port $port already answers (an earlier llama-server?): stop it first" >&2
+    exit 1
+  fi
   "$PEER_BIN/llama-server" -m "$GGUF" -t 2 -c 4096 -np 1 --port "$port" "$@" \
     >"$TMP/peer-$port.log" 2>&1 &
   PEER_PIDS+=($!)
   for _ in $(seq 1 300); do
-    curl -sf "localhost:$port/health" >/dev/null && return 0
+    curl -sf --max-time 2 "localhost:$port/health" >/dev/null && return 0
     sleep 0.2
   done
-  echo "llama-server on port $port did not start: $TMP/peer-$port.log" >&2
+  echo "llama-server on port $port did not start:" >&2
+  tail -20 "$TMP/peer-$port.log" >&2
   exit 1
 }
-peer_generate() {  # port: decode tokens/s of the copy prompt, greedy, 128 tokens at most
-  curl -sf "localhost:$1/completion" -d "$(python3 -c 'import json, sys
-print(json.dumps({"prompt": sys.argv[1], "n_predict": 128, "temperature": 0, "cache_prompt": False}))' "$COPY")" |
-    python3 -c 'import json, sys
-t = json.load(sys.stdin)["timings"]
+peer_generate() {  # port: decode tokens/s of the copy prompt, greedy, 128 tokens at most; its
+  # draft counts appended to $TMP/peer_spec.txt
+  local body reply
+  body=$(python3 -c 'import json, sys
+print(json.dumps({"prompt": sys.argv[1], "n_predict": 128, "temperature": 0, "cache_prompt": False}))' "$COPY")
+  if ! reply=$(curl -sf --max-time 300 "localhost:$1/completion" -d "$body"); then
+    echo "llama-server on port $1 did not answer the copy prompt:" >&2
+    tail -20 "$TMP/peer-$1.log" >&2
+    exit 1
+  fi
+  python3 -c 'import json, sys
+t = json.loads(sys.argv[1])["timings"]
 print("%.1f" % t["predicted_per_second"])
-print("draft", t.get("draft_n", 0), "accepted", t.get("draft_n_accepted", 0), file=sys.stderr)' \
-      2>>"$TMP/peer_spec.txt"
+with open(sys.argv[2], "a") as f:
+    print("draft", t.get("draft_n", 0), "accepted", t.get("draft_n_accepted", 0), file=f)' \
+    "$reply" "$TMP/peer_spec.txt"
 }
 if [ "${PEER:-0}" = 1 ]; then
   PEER_BIN=$(scripts/build_llamacpp.sh)
   GGUF=models/SmolLM2-135M-Instruct.Q4_1.gguf
   trap 'kill "${PEER_PIDS[@]}" 2>/dev/null || true; rm -rf "$TMP"' EXIT
+  trap 'exit 1' INT TERM  # (the servers go too)
   peer_start 18191
   peer_start 18192 --spec-type ngram-simple --spec-ngram-simple-size-n 3 \
     --spec-ngram-simple-size-m 16
@@ -87,9 +101,10 @@ for ((i = 0; i < RUNS; i++)); do  # (each round in the other order: the second r
   run_generate "$TARGET" off -p "$COPY" >>"$TMP/copy_off"
   if ((i % 2 == 0)); then run_generate "$TARGET" on -p "$COPY" --speculative ngram >>"$TMP/copy_on"; fi
   same off on
-  if [ "${PEER:-0}" = 1 ]; then
+  if [ "${PEER:-0}" = 1 ]; then  # (in alternating order too)
+    if ((i % 2)); then peer_generate 18192 >>"$TMP/peer_on"; fi
     peer_generate 18191 >>"$TMP/peer_off"
-    peer_generate 18192 >>"$TMP/peer_on"
+    if ((i % 2 == 0)); then peer_generate 18192 >>"$TMP/peer_on"; fi
   fi
 done
 off=$(median <"$TMP/copy_off"); on=$(median <"$TMP/copy_on")

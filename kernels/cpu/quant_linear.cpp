@@ -491,8 +491,9 @@ inline void integer_lane_tile(const ActivationBlock* act, int64_t act_stride, in
   for (int r = 0; r < R; ++r) x_rows[r] = act + std::min(r, rows - 1) * act_stride;
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* block = wrows + size_t(b) * Fmt::kBytes;
-    // As integer_tile: the same block kAhead weight rows on, asked for ahead of time (the first
-    // group of x's rows meets the panel's rows as they come from memory)
+    // As integer_tile: the same block kAhead weight rows on, asked for ahead of time, up to
+    // n_end (the first group of x's rows meets the panel's rows as they come from memory; the
+    // others pass 0)
     constexpr int kAhead = 8;
     for (int c = 0; c < C && n + kAhead + c < n_end; ++c) {
       const char* p = reinterpret_cast<const char*>(block + size_t(kAhead + c) * row_bytes);
@@ -547,7 +548,8 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
   // GEMM blocking: a panel of weight rows (about 192 KiB) stays in L2 while every group of R rows
   // of x (their activation blocks: 13 KiB at k = 576, in L1; 72 KiB at k = 4096, in L2) meets it
   // C weight rows at a time. The weights are read from memory once; each chunk is decoded once
-  // per group of x's rows. (No software prefetch: the panel is reused from L2.)
+  // per group of x's rows. (The first group asks for the weights ahead of time; the others find
+  // the panel in L2.)
   constexpr int C = Format<F>::kLaneTileRows, R = 8 / C;
   const int64_t panel = std::max<int64_t>(C, int64_t((192 << 10) / row_bytes) / C * C);
   thread_local std::vector<float> lane_floats;  // tile_lanes of the current rows of x
@@ -577,7 +579,8 @@ inline void integer_linear(const ActivationBlock* act, int64_t m, int64_t k, con
       }
       tile_lanes<R, C>(a, stride, rows, lanes);
       for (n = p0; n + C <= p1; n += C)
-        integer_lane_tile<F, R, C>(a, stride, rows, lanes, blocks, w, row_bytes, n, p1, yr, ldy);
+        integer_lane_tile<F, R, C>(a, stride, rows, lanes, blocks, w, row_bytes, n, r == 0 ? p1 : 0,
+                                   yr, ldy);
       for (; n < p1; ++n)  // a last weight row of an odd panel: one row of x at a time
         for (int64_t i = 0; i < rows; ++i)
           integer_tile<F, 1>(a + i * stride, blocks, w, row_bytes, n, n1, yr + i * ldy);
