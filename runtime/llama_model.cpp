@@ -142,7 +142,21 @@ int64_t LlamaModel::decode_weight_bytes() const {
 
 ops::RowTiling LlamaModel::row_tiling() const {
   if (layers_.empty()) return {};
-  return ops::linear_row_tiling(layers_[0].gate.weight().dtype(), device_);
+  ops::RowTiling t = ops::linear_row_tiling(layers_[0].gate.weight().dtype(), device_);
+  // The rows every linear of the stage takes alike: the least limit over their weights' types
+  // (a head or a layer kept in another type than the FFN's may have a lower one; 0: none).
+  const auto limit = [&](const Tensor& w) {
+    if (!w.defined()) return;
+    const int64_t most = ops::linear_row_tiling(w.dtype(), device_).max_rows;
+    if (most > 0) t.max_rows = t.max_rows > 0 ? std::min(t.max_rows, most) : most;
+  };
+  for (const LlamaLayer& l : layers_) {
+    for (const ColumnParallelLinear* c : {&l.q, &l.k, &l.v, &l.gate, &l.up}) limit(c->weight());
+    limit(l.o.weight());
+    limit(l.down.weight());
+  }
+  if (stage_.last()) limit(lm_head_.weight());
+  return t;
 }
 
 KvPoolShape LlamaModel::kv_shape(int64_t block_size, DType dtype) const {

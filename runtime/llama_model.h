@@ -81,8 +81,9 @@ class LlamaModel {
   int64_t weight_bytes() const;  // of the weights this rank holds (a tied head counted once)
   // Of those, the bytes a decode step reads: all but an untied embedding table (a row per token).
   int64_t decode_weight_bytes() const;
-  // How its linears take a step's rows (ops::linear_row_tiling of the FFN's weights, most of a
-  // layer's work).
+  // How its linears take a step's rows: ops::linear_row_tiling of the FFN's weights (most of a
+  // layer's work), with the least max_rows over all of this stage's linears (the head's on the
+  // last stage only: the scheduler reads the first stage's).
   ops::RowTiling row_tiling() const;
   Communicator& tp() const { return *tp_; }
   Communicator* sp() const { return sp_; }  // null without sequence parallelism

@@ -40,6 +40,7 @@ struct Scheduler::Seq {
   int64_t drafts = 0;     // proposals its step in flight checks (their K/V are being written)
   int64_t held = 0;       // rows its tables were grown for (past fed after rejected proposals;
                           // those blocks stay its own and are written over as it goes on)
+  int64_t held_before = 0;  // held as the plan of its step in flight began (drop_proposals)
   int64_t spec_k = 0;     // proposals its next step may check (adapts; SchedulerOptions)
   int64_t spec_pause = 0;    // steps left without proposals
   int64_t spec_backoff = 0;  // the pause after its next rejected single proposal, halved
@@ -239,6 +240,7 @@ void Scheduler::add_work(Seq& s, int64_t n, StepPlan& plan, std::vector<int32_t>
     known_to_ranks[size_t(r)] = int64_t(s.tables[size_t(r)].size());
   std::vector<std::vector<TableEntry>> replaced(size_t(options_.sp));
   const int64_t drafts = int64_t(proposals.size());
+  s.held_before = s.held;
   grow(s, s.fed + n + drafts, plan, replaced);  // (the proposals' rows too)
   SequenceWork w;
   w.seq = s.id;
@@ -428,6 +430,7 @@ StepPlan Scheduler::schedule() {
 }
 
 void Scheduler::drop_proposals(int64_t n, StepPlan& plan) {
+  std::vector<SequenceWork*> dropped;
   for (; n > 0; --n) {
     SequenceWork* most = nullptr;
     for (SequenceWork& w : plan.work)
@@ -440,6 +443,26 @@ void Scheduler::drop_proposals(int64_t n, StepPlan& plan) {
     s.drafts = most->drafts;
     --metrics_.proposed_tokens;
     if (most->drafts == 0) --metrics_.speculative_steps;
+    if (std::find(dropped.begin(), dropped.end(), most) == dropped.end()) dropped.push_back(most);
+  }
+  // The blocks this step added for rows it no longer writes go back (they are the tail of the
+  // table and of what the plan sends; a whole table sent at start keeps them).
+  for (SequenceWork* w : dropped) {
+    if (w->start) continue;
+    Seq& s = *seqs_.at(w->seq);
+    const int64_t length = w->position + int64_t(w->tokens.size());
+    for (int r = 0; r < options_.sp; ++r) {
+      std::vector<int32_t>& table = s.tables[size_t(r)];
+      std::vector<int32_t>& sent = w->kv[size_t(r)].blocks;
+      const size_t keep = std::max(table.size() - sent.size(),
+                                   size_t(ceil_div(rows_after(s, r, length), options_.block_size)));
+      while (table.size() > keep) {
+        blocks_[size_t(r)].release(table.back());
+        table.pop_back();
+        sent.pop_back();
+      }
+    }
+    s.held = std::max(s.held_before, length);
   }
 }
 

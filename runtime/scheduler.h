@@ -170,8 +170,7 @@ class Scheduler {
                                                                      int64_t spare,
                                                                      bool fit_tiles) const;
   // Takes n proposals off the plan's decoding sequences, one at a time from one with the most, as
-  // though they had never been made (their rows' blocks stay with the sequence, as a rejected
-  // proposal's do).
+  // though they had never been made (the blocks the step added for their rows go back).
   void drop_proposals(int64_t n, StepPlan& plan);
   // After a step of s checked `proposed` proposals and `accepted` were the tokens: s's next k.
   void adapt_speculation(Seq& s, int64_t proposed, int64_t accepted) const;
