@@ -671,6 +671,19 @@ TEST(Scheduler, SpeculationAdaptsToEachSequencesAcceptanceAndStopsInLargeBatches
   EXPECT_EQ(drafts[3], std::vector<int64_t>{4});
 }
 
+// Options for the row-tile tests: blocks of 4 (512 of them), up to k proposals per sequence from
+// `proposer`, row tiles of `tile` in steps of up to max_rows rows.
+SchedulerOptions tiled_speculation(int64_t k, int64_t tile, int64_t max_rows, Proposer* proposer) {
+  SchedulerOptions o;
+  o.block_size = 4;
+  o.num_blocks = 512;
+  o.speculative_tokens = k;
+  o.row_tile = tile;
+  o.row_tile_max_rows = max_rows;
+  o.proposer = proposer;
+  return o;
+}
+
 // Proposals fitted to row tiles of 4 (the CPU's integer kernels on q4_0): a lone sequence checks 3
 // of its 4 (4 rows, not a fifth row that costs a pass over the weights); two check 3 each; from a
 // proposer that costs nothing, a sequence whose k fell to 1 after a miss checks 3 (a step of 2
@@ -679,15 +692,8 @@ TEST(Scheduler, SpeculationAdaptsToEachSequencesAcceptanceAndStopsInLargeBatches
 TEST(Scheduler, ProposalsFillWholeRowTiles) {
   for (bool free : {false, true}) {
     SCOPED_TRACE(free ? "a free proposer" : "a proposer that costs steps");
-    SchedulerOptions o;
-    o.block_size = 4;
-    o.num_blocks = 512;
-    o.speculative_tokens = 4;
-    o.row_tile = 4;
-    o.row_tile_max_rows = 64;
     FunctionProposer sevens(propose_sevens, free);
-    o.proposer = &sevens;
-    Scheduler s(o);
+    Scheduler s(tiled_speculation(4, 4, 64, &sevens));
     std::map<int64_t, int64_t> reject;  // sequence: reject all its proposals at its next step
     auto step = [&] {
       const StepPlan p = s.schedule();
@@ -734,15 +740,8 @@ TEST(Scheduler, ProposalsFillWholeRowTiles) {
 TEST(Scheduler, ProposalsStayWithinTheBatchInvariantRows) {
   for (int64_t max_rows : {16, 3, 0}) {
     SCOPED_TRACE("row_tile_max_rows " + std::to_string(max_rows));
-    SchedulerOptions o;
-    o.block_size = 4;
-    o.num_blocks = 512;
-    o.speculative_tokens = 11;
-    o.row_tile = max_rows > 0 ? 4 : 1;
-    o.row_tile_max_rows = max_rows;
     FunctionProposer sevens(propose_sevens, true);
-    o.proposer = &sevens;
-    Scheduler s(o);
+    Scheduler s(tiled_speculation(11, max_rows > 0 ? 4 : 1, max_rows, &sevens));
     for (int64_t id = 0; id < 3; ++id) s.add(id, {1, 2, 3}, {}, 400);
     StepPlan p = s.schedule();  // the prompts
     for (const SequenceWork& w : p.work) s.append(w.seq, {7});
@@ -767,15 +766,8 @@ TEST(Scheduler, ProposalsStayWithinTheBatchInvariantRows) {
 TEST(Scheduler, ProposalsMakeNoRoomForAPromptPastTheBatchInvariantRows) {
   for (int64_t prompt : {10, 30}) {
     SCOPED_TRACE("a prompt of " + std::to_string(prompt));
-    SchedulerOptions o;
-    o.block_size = 4;
-    o.num_blocks = 512;
-    o.speculative_tokens = 11;
-    o.row_tile = 4;
-    o.row_tile_max_rows = 16;
     FunctionProposer sevens(propose_sevens, true);
-    o.proposer = &sevens;
-    Scheduler s(o);
+    Scheduler s(tiled_speculation(11, 4, 16, &sevens));
     s.add(0, {1, 2, 3}, {}, 400);
     StepPlan p = s.schedule();
     s.append(0, {7});
