@@ -36,12 +36,12 @@ CHATS=("Write a short story about a robot who learns to paint."
        "Explain how a refrigerator keeps food cold."
        "What are three tips for learning a new language?")
 
-# decode tokens/s of one generate run; its text in $TMP/$2.txt; the speculation line appended to
-# $TMP/spec.txt
+# decode tokens/s of one generate run; its text in $TMP/$2.txt; its speculation line appended to
+# $TMP/$2.spec
 run_generate() {
   local model=$1 name=$2; shift 2
   "$T" generate -m "$model" --max-tokens 128 --stats-interval 0 "$@" 2>"$TMP/err" >"$TMP/$name.txt"
-  grep -E '^speculative decoding' "$TMP/err" >>"$TMP/spec.txt" || true
+  grep -E '^speculative decoding' "$TMP/err" >>"$TMP/$name.spec" || true
   sed -nE 's/^decode: .*\(([0-9.]+) tokens\/s\)/\1/p' "$TMP/err"
 }
 # The peer's servers, one without speculation and one with its prompt lookup, up for row 1.
@@ -93,7 +93,6 @@ fi
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 same() { cmp -s "$TMP/$1.txt" "$TMP/$2.txt" || { echo "DIFFERENT TEXT: $1 vs $2" >&2; exit 1; }; }
 
-: >"$TMP/spec.txt"
 echo "1. copy-heavy (rewrite a passage), default model, single stream, --speculative ngram:"
 for ((i = 0; i < RUNS; i++)); do  # (each round in the other order: the second run of a pair
   # was slower by up to 10% in some minutes here, whichever it was)
@@ -109,7 +108,7 @@ for ((i = 0; i < RUNS; i++)); do  # (each round in the other order: the second r
 done
 off=$(median <"$TMP/copy_off"); on=$(median <"$TMP/copy_on")
 echo "   off $off tokens/s, ngram $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}')"
-echo "   $(tail -1 "$TMP/spec.txt")"
+echo "   $(tail -1 "$TMP/on.spec")"
 if [ "${PEER:-0}" = 1 ]; then
   poff=$(median <"$TMP/peer_off"); pon=$(median <"$TMP/peer_on")
   echo "   peer (llama.cpp, same GGUF, 2 threads): off $poff tokens/s, ngram-simple $pon tokens/s:" \
@@ -118,23 +117,16 @@ if [ "${PEER:-0}" = 1 ]; then
   kill "${PEER_PIDS[@]}" 2>/dev/null || true
 fi
 
-: >"$TMP/spec.txt"
 echo "2. chat, f16 target ($F16), single stream, --speculative draft with a q4_0 draft ($DRAFT)"
 echo "   and a q8_0 draft ($DRAFT8):"
-: >"$TMP/spec8.txt"
 for ((i = 0; i < RUNS; i++)); do
   for p in "${CHATS[@]}"; do
     if ((i % 2)); then run_generate "$F16" off --chat -p "$p" >>"$TMP/chat_off"; fi
-    run_generate "$F16" on --chat -p "$p" --speculative draft --draft-model "$DRAFT" >>"$TMP/chat_on"
-    mv "$TMP/spec.txt" "$TMP/spec4.txt"
-    mv "$TMP/spec8.txt" "$TMP/spec.txt"
-    mv "$TMP/on.txt" "$TMP/on4.txt"
-    run_generate "$F16" on --chat -p "$p" --speculative draft --draft-model "$DRAFT8" >>"$TMP/chat_on8"
-    mv "$TMP/spec.txt" "$TMP/spec8.txt"
-    mv "$TMP/spec4.txt" "$TMP/spec.txt"
+    run_generate "$F16" on4 --chat -p "$p" --speculative draft --draft-model "$DRAFT" >>"$TMP/chat_on"
+    run_generate "$F16" on8 --chat -p "$p" --speculative draft --draft-model "$DRAFT8" >>"$TMP/chat_on8"
     if ((i % 2 == 0)); then run_generate "$F16" off --chat -p "$p" >>"$TMP/chat_off"; fi
-    same off on
     same off on4
+    same off on8
   done
 done
 acceptance() {
@@ -143,8 +135,8 @@ acceptance() {
 }
 off=$(median <"$TMP/chat_off"); on=$(median <"$TMP/chat_on"); on8=$(median <"$TMP/chat_on8")
 echo "   off $off tokens/s (medians over ${#CHATS[@]} prompts x $RUNS)"
-echo "   q4_0 draft $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}'), $(acceptance "$TMP/spec.txt")"
-echo "   q8_0 draft $on8 tokens/s: $(awk -v a="$on8" -v b="$off" 'BEGIN {printf "%.2fx", a / b}'), $(acceptance "$TMP/spec8.txt")"
+echo "   q4_0 draft $on tokens/s: $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2fx", a / b}'), $(acceptance "$TMP/on4.spec")"
+echo "   q8_0 draft $on8 tokens/s: $(awk -v a="$on8" -v b="$off" 'BEGIN {printf "%.2fx", a / b}'), $(acceptance "$TMP/on8.spec")"
 
 echo "3. 32 requests at once (tessera bench --workload uniform), default model:"
 bench() {
